@@ -1,0 +1,46 @@
+# PlateletWatch developer commands. `make run` and `make test` install what they need on first use.
+.DEFAULT_GOAL := help
+SHELL := /bin/sh
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install run test lint check-schemas schemas lock clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "PlateletWatch needs Python 3.11 or newer (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/lock.txt -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## create .venv and install the project with its pinned dependencies
+
+run: $(STAMP) ## start everything: embedded broker, topics, ingest, classifier, notifier, demo pager
+	$(BIN)/plateletwatch run
+
+lint: $(STAMP) ## ruff (lint + format) and mypy on services/ and schemas/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+check-schemas: $(STAMP) ## fail if schemas/json/ has drifted from the pydantic models
+	$(BIN)/plateletwatch schemas --check
+
+schemas: $(STAMP) ## regenerate schemas/json/ from the pydantic models
+	$(BIN)/plateletwatch schemas
+
+test: lint check-schemas ## the whole gate: lint, schema drift, all tests against a real broker
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lock: $(STAMP) ## re-pin every installed dependency into requirements/lock.txt
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^plateletwatch' > requirements/lock.txt
+
+clean: ## remove the virtualenv, caches and local state
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .plateletwatch

@@ -1,0 +1,65 @@
+"""PlateletWatch event contracts: the pydantic models every service reads and writes.
+
+The models are the source of truth; the JSON Schema files in schemas/json/ are exported from
+them (`plateletwatch schemas`) for producers in other languages; a test fails when they drift.
+"""
+
+from schemas.events import (
+    SCHEMA_VERSION,
+    AckAction,
+    AckEvent,
+    AlertKind,
+    ClinicalContextEvent,
+    Coding,
+    Comparator,
+    DeadLetter,
+    DeliveryEvent,
+    DeliveryStep,
+    Dose,
+    Evidence,
+    EvidenceResult,
+    LabResult,
+    MedicationEvent,
+    Patient,
+    PatientIdentifier,
+    PlateletAlert,
+    PlateletCount,
+    ProcedureEvent,
+    ResultStatus,
+    RuleRef,
+    TransfusionEvent,
+    TreatmentCategory,
+    clinical_context_adapter,
+    stable_event_id,
+)
+from schemas.topics import Topic
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AckAction",
+    "AckEvent",
+    "AlertKind",
+    "ClinicalContextEvent",
+    "Coding",
+    "Comparator",
+    "DeadLetter",
+    "DeliveryEvent",
+    "DeliveryStep",
+    "Dose",
+    "Evidence",
+    "EvidenceResult",
+    "LabResult",
+    "MedicationEvent",
+    "Patient",
+    "PatientIdentifier",
+    "PlateletAlert",
+    "PlateletCount",
+    "ProcedureEvent",
+    "ResultStatus",
+    "RuleRef",
+    "Topic",
+    "TransfusionEvent",
+    "TreatmentCategory",
+    "clinical_context_adapter",
+    "stable_event_id",
+]

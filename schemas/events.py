@@ -1,0 +1,270 @@
+"""Event models exchanged over Kafka.
+
+Every event carries a stable `event_id` (the same input always yields the same id, so a
+re-delivered event is recognised downstream), a `schema_version`, and timezone-aware times that keep
+apart when something happened clinically (collected, administered) from when it was recorded
+(verified) and when PlateletWatch received it.
+"""
+
+import uuid
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+SCHEMA_VERSION: Literal[1] = 1
+
+_EVENT_NAMESPACE = uuid.UUID("5b0f3c4e-6f0c-4d7e-9a51-3f1b8c2d9e10")
+
+
+def stable_event_id(*identity: str) -> str:
+    """Return a deterministic id for an event from the parts that identify it.
+
+    The same parts always give the same id, so a resent message is recognised as a duplicate.
+    """
+    return str(uuid.uuid5(_EVENT_NAMESPACE, "\x1f".join(identity)))
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PatientIdentifier(_Event):
+    """A medical record number qualified by the authority that assigned it (PID-3 / identifier)."""
+
+    authority: str = Field(min_length=1, description="Assigning authority, e.g. a hospital OID.")
+    mrn: str = Field(min_length=1, description="Medical record number within that authority.")
+
+    @property
+    def key(self) -> str:
+        """Kafka message key: keeps one patient's events ordered on one partition."""
+        return f"{self.authority}|{self.mrn}"
+
+
+class Patient(_Event):
+    identifier: PatientIdentifier
+    birth_date: date | None = Field(
+        default=None, description="Needed to tell paediatric from adult patients."
+    )
+
+
+class Coding(_Event):
+    system: str = Field(description="Code system URI, e.g. http://loinc.org, or a local system.")
+    code: str
+    display: str | None = None
+
+
+class ResultStatus(StrEnum):
+    """Result status in FHIR R4 terms; HL7 v2 OBX-11 maps onto it (W becomes wrong-patient)."""
+
+    REGISTERED = "registered"
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    AMENDED = "amended"
+    CORRECTED = "corrected"
+    CANCELLED = "cancelled"
+    ENTERED_IN_ERROR = "entered-in-error"
+    WRONG_PATIENT = "wrong-patient"
+    UNKNOWN = "unknown"
+
+
+Comparator = Literal["<", "<=", ">", ">="]
+
+
+class PlateletCount(_Event):
+    """A platelet count normalised to 10^9/L, keeping what the lab actually sent."""
+
+    value_10e9_per_l: float = Field(ge=0)
+    comparator: Comparator | None = Field(
+        default=None, description='Kept from values such as "<5": the true value lies beyond it.'
+    )
+    original_value: str
+    original_unit: str
+
+
+class LabResult(_Event):
+    """One verified (or preliminary, corrected, deleted...) platelet result for one patient."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str
+    source: Literal["hl7v2", "fhir", "json"]
+    patient: Patient
+    result_id: str = Field(description="The lab's identity for this result, stable across resends.")
+    replaces_result_id: str | None = Field(
+        default=None, description="For corrections and deletions: the result this one replaces."
+    )
+    code: Coding
+    count: PlateletCount
+    status: ResultStatus
+    abnormal_flags: tuple[str, ...] = ()
+    collected_at: AwareDatetime = Field(description="Specimen collection: the clinical time.")
+    verified_at: AwareDatetime | None = Field(default=None, description="Released by the lab.")
+    received_at: AwareDatetime = Field(description="Accepted by PlateletWatch ingest.")
+
+
+class TreatmentCategory(StrEnum):
+    CORTICOSTEROID = "corticosteroid"
+    IVIG = "ivig"
+    ANTI_D = "anti_d"
+    RITUXIMAB = "rituximab"
+    TPO_RECEPTOR_AGONIST = "tpo_receptor_agonist"
+    VINCRISTINE = "vincristine"
+    CYCLOPHOSPHAMIDE = "cyclophosphamide"
+    SPLENECTOMY = "splenectomy"
+    PLATELET_TRANSFUSION = "platelet_transfusion"
+
+
+class Dose(_Event):
+    value: float = Field(gt=0)
+    unit: str
+
+
+class _ContextEvent(_Event):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str
+    source: Literal["hl7v2", "fhir", "json"]
+    patient: Patient
+    category: TreatmentCategory
+    code: Coding | None = None
+    name: str = Field(description="What the source called it, e.g. a brand name.")
+    received_at: AwareDatetime
+
+
+class MedicationEvent(_ContextEvent):
+    kind: Literal["medication"] = "medication"
+    dose: Dose | None = None
+    started_at: AwareDatetime
+    ended_at: AwareDatetime | None = None
+
+
+class ProcedureEvent(_ContextEvent):
+    kind: Literal["procedure"] = "procedure"
+    performed_at: AwareDatetime
+
+
+class TransfusionEvent(_ContextEvent):
+    kind: Literal["transfusion"] = "transfusion"
+    dose: Dose | None = Field(default=None, description="Platelets given, e.g. 3.0 10*11.")
+    started_at: AwareDatetime
+
+
+ClinicalContextEvent = Annotated[
+    MedicationEvent | ProcedureEvent | TransfusionEvent, Field(discriminator="kind")
+]
+clinical_context_adapter: TypeAdapter[ClinicalContextEvent] = TypeAdapter(ClinicalContextEvent)
+
+
+class AlertKind(StrEnum):
+    CRITICAL_LOW = "critical_low"
+    PERSISTENT_SEVERE = "persistent_severe"
+    REFRACTORY = "refractory"
+    WITHDRAWN = "withdrawn"
+
+
+class RuleRef(_Event):
+    id: str
+    version: str = Field(description="Version of the rules file that produced the alert.")
+
+
+class EvidenceResult(_Event):
+    event_id: str
+    result_id: str
+    count: PlateletCount
+    status: ResultStatus
+    collected_at: AwareDatetime
+    verified_at: AwareDatetime | None = None
+
+
+class Evidence(_Event):
+    """Enough for a hematologist to judge the alert without opening the chart."""
+
+    results: tuple[EvidenceResult, ...] = ()
+    treatments: tuple[MedicationEvent | ProcedureEvent | TransfusionEvent, ...] = ()
+    baseline_10e9_per_l: float | None = None
+    note: str | None = None
+
+
+class PlateletAlert(_Event):
+    """An alert raised by the classifier, or (kind `withdrawn`) the retraction of one."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str
+    alert_id: str = Field(description="Stable identity of the alert: the dedupe key downstream.")
+    kind: AlertKind
+    patient: Patient
+    value_10e9_per_l: float | None = Field(
+        default=None, description="The triggering value, normalised; absent for a withdrawal."
+    )
+    result_verified_at: AwareDatetime | None = Field(
+        default=None, description="When the triggering result was released: starts the page clock."
+    )
+    evidence: Evidence
+    rule: RuleRef
+    raised_at: AwareDatetime
+    withdraws_alert_id: str | None = None
+    withdrawal_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _withdrawal_names_what_it_withdraws(self) -> Self:
+        if self.kind is AlertKind.WITHDRAWN:
+            if not (self.withdraws_alert_id and self.withdrawal_reason):
+                raise ValueError("a withdrawn alert names withdraws_alert_id and withdrawal_reason")
+        elif self.value_10e9_per_l is None or self.withdraws_alert_id is not None:
+            raise ValueError("an alert carries its triggering value and withdraws nothing")
+        return self
+
+
+class DeliveryStep(StrEnum):
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    ESCALATED = "escalated"
+    WITHDRAWN = "withdrawn"
+
+
+class DeliveryEvent(_Event):
+    """One step in getting an alert to a person; recipients are roster roles, never patients."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str
+    alert_id: str
+    step: DeliveryStep
+    channel: str
+    recipient: str
+    attempt: int = Field(ge=1)
+    detail: str | None = None
+    occurred_at: AwareDatetime
+
+
+class AckAction(StrEnum):
+    ACKNOWLEDGE = "acknowledge"
+    NOT_MY_PATIENT = "not_my_patient"
+    RESOLVE = "resolve"
+
+
+class AckEvent(_Event):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str
+    alert_id: str
+    action: AckAction
+    by: str
+    occurred_at: AwareDatetime
+    recorded_at: AwareDatetime
+
+
+class DeadLetter(_Event):
+    """An input ingest refused, kept whole so that nothing is lost and it can be replayed."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str
+    source: Literal["hl7v2", "fhir", "json"]
+    reason_code: str = Field(description="A short, bounded code such as unknown_unit.")
+    reason: str = Field(
+        description="Why it was refused, in words an integration engineer can act on."
+    )
+    errors: tuple[dict[str, str], ...] = ()
+    raw_payload: str
+    raw_encoding: Literal["utf-8", "base64"] = "utf-8"
+    content_type: str | None = None
+    received_at: AwareDatetime

@@ -1,0 +1,167 @@
+"""The `plateletwatch` command: one entry point for every service and tool."""
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from schemas.export import drifted_files, write_schemas
+from services.config import Settings
+from services.kafka.topics import TopicMismatchError, ensure_topics
+
+EXIT_CONFIGURATION_ERROR = 2
+
+
+class ConfigurationError(Exception):
+    """Something the operator must fix before the service can start; printed, not a traceback."""
+
+
+def _bootstrap_servers(settings: Settings) -> str:
+    if not settings.kafka_bootstrap_servers:
+        raise ConfigurationError(
+            "KAFKA_BOOTSTRAP_SERVERS is not set. A single service needs a running broker; "
+            "`plateletwatch run` starts everything, broker included."
+        )
+    return settings.kafka_bootstrap_servers
+
+
+def _verified_bootstrap(settings: Settings) -> str:
+    servers = _bootstrap_servers(settings)
+    asyncio.run(ensure_topics(settings, servers, create=False))
+    return servers
+
+
+def _serve(app: object, settings: Settings, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        host=settings.bind_host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=False,  # access lines carry URLs; keep logs free of anything patient-shaped
+    )
+
+
+def cmd_ingest(settings: Settings) -> int:
+    from services.ingest.http_api import create_app
+    from services.kafka.producer import EventPublisher
+
+    servers = _verified_bootstrap(settings)
+    _serve(
+        create_app(settings, EventPublisher(servers, "plateletwatch-ingest")),
+        settings,
+        settings.ingest_port,
+    )
+    return 0
+
+
+def cmd_classifier(settings: Settings) -> int:
+    from services.classifier.rules import load_rules
+    from services.classifier.worker import create_app, run_worker
+
+    servers = _verified_bootstrap(settings)
+    rules = load_rules(settings.classifier_rules_file)
+    run_worker(create_app(settings, servers, rules), settings.log_level)
+    return 0
+
+
+def cmd_notifier(settings: Settings) -> int:
+    from services.notifier.service import create_app
+
+    if settings.notifier_webhook_url is None:
+        raise ConfigurationError(
+            "PLATELETWATCH_NOTIFIER_WEBHOOK_URL is not set: pages would go nowhere"
+        )
+    servers = _verified_bootstrap(settings)
+    _serve(create_app(settings, servers), settings, settings.notifier_port)
+    return 0
+
+
+def cmd_demo_pager(settings: Settings) -> int:
+    from services.notifier.channels.webhook_receiver import WebhookReceiver
+
+    receiver = WebhookReceiver(settings.bind_host, settings.demo_receiver_port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt):
+        receiver.serve_forever()
+    return 0
+
+
+def cmd_run(settings: Settings) -> int:
+    from services.supervisor import run_everything
+
+    return run_everything(settings)
+
+
+def cmd_topics(settings: Settings) -> int:
+    servers = _bootstrap_servers(settings)
+    created = asyncio.run(ensure_topics(settings, servers, create=True))
+    for name in created:
+        print(f"created {name}")
+    print(f"all topics present with {settings.partitions} partitions")
+    return 0
+
+
+def cmd_schemas(check: bool) -> int:
+    if check:
+        drifted = drifted_files()
+        if drifted:
+            print(
+                "JSON Schema files differ from the models: " + ", ".join(drifted), file=sys.stderr
+            )
+            print(
+                "run `plateletwatch schemas` (or `make schemas`) and commit the result",
+                file=sys.stderr,
+            )
+            return 1
+        print("JSON Schema files match the models")
+        return 0
+    write_schemas()
+    print("JSON Schema files written to schemas/json/")
+    return 0
+
+
+_SERVICES = {
+    "run": (cmd_run, "everything on one machine: broker, topics, demo pager, all services"),
+    "ingest": (cmd_ingest, "the ingest service (needs KAFKA_BOOTSTRAP_SERVERS)"),
+    "classifier": (cmd_classifier, "the classifier worker (needs KAFKA_BOOTSTRAP_SERVERS)"),
+    "notifier": (cmd_notifier, "the notifier service (needs KAFKA_BOOTSTRAP_SERVERS)"),
+    "demo-pager": (cmd_demo_pager, "a loopback webhook receiver that shows pages"),
+    "topics": (cmd_topics, "create missing topics and verify partition counts"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="plateletwatch", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in _SERVICES.items():
+        commands.add_parser(name, help=help_text)
+    schemas = commands.add_parser("schemas", help="export JSON Schema files from the models")
+    schemas.add_argument("--check", action="store_true", help="fail if the files have drifted")
+    args = parser.parse_args(argv)
+
+    if args.command == "schemas":
+        return cmd_schemas(args.check)
+    try:
+        settings = Settings()
+    except (ValidationError, FileNotFoundError) as error:
+        print(f"plateletwatch: invalid configuration: {error}", file=sys.stderr)
+        return EXIT_CONFIGURATION_ERROR
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _SERVICES[args.command][0](settings)
+    except (ConfigurationError, TopicMismatchError) as error:
+        print(f"plateletwatch {args.command}: {error}", file=sys.stderr)
+        return EXIT_CONFIGURATION_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

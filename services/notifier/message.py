@@ -1,0 +1,51 @@
+"""What a page says: one line a clinician can act on, plus the full alert for machines. Pure."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from schemas import AlertKind, PlateletAlert
+
+_HEADLINES = {
+    AlertKind.CRITICAL_LOW: "CRITICAL LOW platelets",
+    AlertKind.PERSISTENT_SEVERE: "Persistent severe thrombocytopenia",
+    AlertKind.REFRACTORY: "Refractory thrombocytopenia",
+    AlertKind.WITHDRAWN: "WITHDRAWN platelet alert",
+}
+
+
+@dataclass(frozen=True)
+class Page:
+    """A rendered page; `idempotency_key` lets a receiver drop a resend of the same page."""
+
+    idempotency_key: str
+    alert_id: str
+    summary: str
+    body: dict[str, Any]
+
+
+def _value_text(alert: PlateletAlert) -> str:
+    trigger = alert.evidence.results[-1].count if alert.evidence.results else None
+    if trigger is None:
+        return f"{alert.value_10e9_per_l:g} x10^9/L"
+    comparator = trigger.comparator or ""
+    return (
+        f"{comparator}{trigger.value_10e9_per_l:g} x10^9/L "
+        f"(reported {trigger.original_value} {trigger.original_unit})"
+    )
+
+
+def render_page(alert: PlateletAlert) -> Page:
+    headline = _HEADLINES[alert.kind]
+    patient = alert.patient.identifier.key
+    if alert.kind is AlertKind.WITHDRAWN:
+        summary = f"{headline} for patient {patient}: {alert.withdrawal_reason}"
+    else:
+        collected = alert.evidence.results[-1].collected_at if alert.evidence.results else None
+        when = f", collected {collected.isoformat()}" if collected else ""
+        summary = f"{headline}: {_value_text(alert)} for patient {patient}{when}"
+    return Page(
+        idempotency_key=alert.event_id,
+        alert_id=alert.alert_id,
+        summary=summary,
+        body={"summary": summary, "alert": alert.model_dump(mode="json")},
+    )

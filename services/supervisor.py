@@ -1,0 +1,144 @@
+"""`plateletwatch run`: the whole pipeline on one machine, for a first look and for demos.
+
+Starts (or connects to) a broker, creates the topics, then runs the demo pager, ingest, classifier
+and notifier as child processes and prints where everything is. Ctrl-C or SIGTERM stops them all;
+if any child dies, the others are stopped too and the exit status says so. Children are also tied
+to this process by PR_SET_PDEATHSIG, so none outlives it even after a kill -9.
+"""
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from services.config import Settings
+from services.kafka.broker import Broker, die_with_parent, provide_broker
+from services.kafka.topics import ensure_topics
+
+_STARTUP_TIMEOUT_SECONDS = 90.0
+
+
+@dataclass(frozen=True)
+class Child:
+    name: str
+    port: int
+    ready_path: str
+
+
+def _children(settings: Settings, with_demo_pager: bool) -> list[Child]:
+    children = [
+        Child("ingest", settings.ingest_port, "/readyz"),
+        Child("classifier", settings.classifier_port, "/readyz"),
+        Child("notifier", settings.notifier_port, "/readyz"),
+    ]
+    if with_demo_pager:
+        children.insert(0, Child("demo-pager", settings.demo_receiver_port, "/healthz"))
+    return children
+
+
+def _wait_ready(host: str, child: Child, process: subprocess.Popen[bytes], deadline: float) -> None:
+    url = f"http://{host}:{child.port}{child.ready_path}"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"{child.name} exited with status {process.returncode} while starting"
+            )
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(
+        f"{child.name} was not ready at {url} within {_STARTUP_TIMEOUT_SECONDS:.0f} s"
+    )
+
+
+def _banner(settings: Settings, broker: Broker, webhook_url: str, demo: bool) -> str:
+    host = settings.bind_host
+    ingest = f"http://{host}:{settings.ingest_port}"
+    lines = [
+        "",
+        "PlateletWatch is running.",
+        f"  broker      {broker.kind.value} at {broker.bootstrap_servers}",
+        f"  ingest      {ingest}/v1/lab-results   (API docs {ingest}/docs)",
+        f"  classifier  http://{host}:{settings.classifier_port}/metrics",
+        f"  notifier    http://{host}:{settings.notifier_port}/metrics",
+        f"  pages go to {webhook_url}"
+        + ("   (demo pager: list them with GET on that URL)" if demo else ""),
+        "  try the curl example in README.md; Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _stop_all(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + 15
+    for process in processes.values():
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_everything(settings: Settings) -> int:
+    """Run until interrupted; return the process exit status."""
+    stop_requested = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per readiness poll
+
+    with provide_broker(settings.kafka_bootstrap_servers) as broker:
+        asyncio.run(ensure_topics(settings, broker.bootstrap_servers, create=True))
+        demo = settings.notifier_webhook_url is None
+        webhook_url = (
+            f"http://{settings.bind_host}:{settings.demo_receiver_port}/pages"
+            if demo
+            else str(settings.notifier_webhook_url)
+        )
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "PLATELETWATCH_NOTIFIER_WEBHOOK_URL": webhook_url,
+        }
+        processes: dict[str, subprocess.Popen[bytes]] = {}
+        try:
+            deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
+            for child in _children(settings, demo):
+                processes[child.name] = subprocess.Popen(
+                    [sys.executable, "-m", "services.cli", child.name],
+                    env=env,
+                    preexec_fn=die_with_parent,
+                )
+            for child in _children(settings, demo):
+                if stop_requested:
+                    return 0
+                _wait_ready(settings.bind_host, child, processes[child.name], deadline)
+            print(_banner(settings, broker, webhook_url, demo), flush=True)
+            while not stop_requested:
+                for name, process in processes.items():
+                    if process.poll() is not None:
+                        print(f"plateletwatch run: {name} exited ({process.returncode}); stopping")
+                        return 1
+                time.sleep(0.5)
+            return 0
+        except RuntimeError as error:
+            print(f"plateletwatch run: {error}; stopping", file=sys.stderr)
+            return 1
+        finally:
+            _stop_all(processes)

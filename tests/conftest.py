@@ -1,0 +1,177 @@
+"""Shared fixtures: one real broker per test session, and per-test isolation by topic namespace.
+
+The broker is chosen as `plateletwatch run` chooses it (KAFKA_BOOTSTRAP_SERVERS, else
+testcontainers Kafka when Docker answers, else embedded Tansu). Each test gets its own topic
+prefix, hence its own topics and consumer groups.
+"""
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from services.config import Settings
+from services.kafka.broker import Broker, free_loopback_port, provide_broker
+from services.kafka.topics import ensure_topics
+from services.notifier.channels.webhook_receiver import WebhookReceiver
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    with provide_broker(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as running:
+        yield running
+
+
+@pytest.fixture
+def settings(broker: Broker, tmp_path: Path) -> Settings:
+    """Settings for one test: its own topics, groups, ports and notifier database."""
+    return Settings(
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
+        partitions=3,
+        ingest_port=free_loopback_port(),
+        classifier_port=free_loopback_port(),
+        notifier_port=free_loopback_port(),
+        classifier_session_timeout_seconds=4,
+        classifier_data_dir=tmp_path / "classifier",
+        notifier_database_url=f"sqlite+aiosqlite:///{tmp_path / 'notifier.sqlite3'}",
+        notifier_retry_base_seconds=0.1,
+    )
+
+
+@pytest.fixture
+async def topics(settings: Settings) -> Settings:
+    await ensure_topics(settings, settings.kafka_bootstrap_servers or "", create=True)
+    return settings
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process load exactly these settings."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PLATELETWATCH_") and key != "KAFKA_BOOTSTRAP_SERVERS"
+    }
+    for name, value in settings.model_dump(exclude_none=True).items():
+        key = (
+            "KAFKA_BOOTSTRAP_SERVERS"
+            if name == "kafka_bootstrap_servers"
+            else f"PLATELETWATCH_{name.upper()}"
+        )
+        env[key] = str(value)
+    return env
+
+
+class ServiceProcess:
+    """A PlateletWatch service run as a real process, as an operator would run it."""
+
+    def __init__(self, command: str, env: dict[str, str], log_path: Path) -> None:
+        self.command = command
+        self.log_path = log_path
+        with log_path.open("wb") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", command],
+                env=env,
+                cwd=REPO,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, url: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.command} exited early:\n{self.log()[-3000:]}")
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{self.command} not ready at {url}:\n{self.log()[-3000:]}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[Callable[[str, Settings], ServiceProcess]]:
+    started: list[ServiceProcess] = []
+
+    def start(command: str, settings: Settings) -> ServiceProcess:
+        service = ServiceProcess(command, settings_env(settings), tmp_path / f"{command}.log")
+        started.append(service)
+        return service
+
+    yield start
+    for service in reversed(started):
+        service.stop()
+
+
+async def consume_until(
+    bootstrap_servers: str,
+    topic: str,
+    predicate: Callable[[Any], bool],
+    within_seconds: float = 30,
+) -> list[Any]:
+    """Read a topic from the start until a message satisfies `predicate`; return all read."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    seen: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + within_seconds
+        while asyncio.get_running_loop().time() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for messages in batches.values():
+                seen.extend(messages)
+                if any(predicate(message) for message in messages):
+                    return seen
+        raise AssertionError(
+            f"no matching message on {topic} within {within_seconds} s ({len(seen)} read)"
+        )
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(condition: Callable[[], bool], within_seconds: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + within_seconds
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {within_seconds} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def example_result() -> bytes:
+    return (REPO / "examples" / "lab-result-critical.json").read_bytes()

@@ -1,0 +1,128 @@
+"""The JSON lab feed, without a broker: every body ends as Publish, Filter or Rejection."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from services.ingest.deadletter import dead_letter
+from services.ingest.json_feed import (
+    Filter,
+    Publish,
+    Rejection,
+    RejectReason,
+    classify_submission,
+)
+from services.ingest.units import UnknownUnitError, parse_value, to_10e9_per_l
+
+RECEIVED = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+def _body(**changes: object) -> bytes:
+    body: dict[str, object] = {
+        "patient": {"identifier": {"authority": "HOSP", "mrn": "42"}},
+        "result_id": "R1",
+        "code": {"system": "http://loinc.org", "code": "777-3"},
+        "value": "12",
+        "unit": "10*9/L",
+        "collected_at": "2026-11-25T07:40:00+01:00",
+    }
+    body.update(changes)
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("unit", "value", "expected"),
+    [
+        ("10*9/L", 12, 12),
+        ("K/uL", 12, 12),
+        ("x10E3/\u00b5L", 12, 12),
+        ("10^3/mm3", 150, 150),
+        ("10\\S\\9/L", 7, 7),
+        ("/uL", 150000, 150),
+        ("cumm", 12000, 12),
+        ("{cells}/uL", 5000, 5),
+    ],
+)
+def test_known_units_normalise_to_10e9_per_l(unit: str, value: float, expected: float) -> None:
+    assert to_10e9_per_l(value, unit) == expected
+
+
+@pytest.mark.parametrize("unit", ["g/dL", "10*6/uL", "", "mmol/L"])
+def test_unknown_units_are_refused_never_guessed(unit: str) -> None:
+    with pytest.raises(UnknownUnitError):
+        to_10e9_per_l(12, unit)
+
+
+def test_comparators_are_kept() -> None:
+    assert parse_value("<5") == ("<", 5.0)
+    assert parse_value(" >= 1000 ") == (">=", 1000.0)
+    assert parse_value("12.5") == (None, 12.5)
+
+
+def test_a_platelet_count_is_published_with_a_stable_event_id() -> None:
+    first = classify_submission(_body(), RECEIVED)
+    again = classify_submission(_body(), RECEIVED)
+    assert isinstance(first, Publish)
+    assert isinstance(again, Publish)
+    result = first.result
+    assert result.count.value_10e9_per_l == 12
+    assert result.count.original_unit == "10*9/L"
+    assert result.patient.identifier.key == "HOSP|42"
+    assert result.status == "final"
+    assert result.received_at == RECEIVED
+    assert first.result.event_id == again.result.event_id
+    corrected = classify_submission(_body(status="corrected"), RECEIVED)
+    assert isinstance(corrected, Publish)
+    assert corrected.result.event_id != result.event_id
+
+
+def test_per_microlitre_with_comparator() -> None:
+    outcome = classify_submission(_body(value="<5000", unit="/uL"), RECEIVED)
+    assert isinstance(outcome, Publish)
+    assert outcome.result.count.value_10e9_per_l == 5
+    assert outcome.result.count.comparator == "<"
+    assert outcome.result.count.original_value == "<5000"
+
+
+@pytest.mark.parametrize("code", ["11125-2", "33914-3", "718-7"])
+def test_other_analytes_are_filtered_not_published(code: str) -> None:
+    outcome = classify_submission(
+        _body(code={"system": "http://loinc.org", "code": code}), RECEIVED
+    )
+    assert outcome == Filter(code=code)
+
+
+def test_malformed_json_is_rejected() -> None:
+    outcome = classify_submission(b'{"patient": ', RECEIVED)
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason is RejectReason.INVALID_JSON
+
+
+def test_field_errors_name_each_field_without_echoing_values() -> None:
+    outcome = classify_submission(_body(collected_at="2026-11-25T07:40:00", result_id=""), RECEIVED)
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason is RejectReason.INVALID_FIELDS
+    locations = {error["loc"] for error in outcome.errors}
+    assert locations == {"collected_at", "result_id"}
+    assert all("input" not in error for error in outcome.errors)
+
+
+def test_unknown_unit_and_unreadable_value_are_rejected_with_the_reason() -> None:
+    unit = classify_submission(_body(unit="mg/dL"), RECEIVED)
+    assert isinstance(unit, Rejection)
+    assert unit.reason is RejectReason.UNKNOWN_UNIT
+    assert "mg/dL" in unit.message
+    value = classify_submission(_body(value="clumped"), RECEIVED)
+    assert isinstance(value, Rejection)
+    assert value.reason is RejectReason.UNREADABLE_VALUE
+
+
+def test_dead_letter_keeps_the_raw_bytes() -> None:
+    rejection = Rejection(RejectReason.INVALID_JSON, "body is not valid JSON")
+    text = dead_letter(b'{"a": ', "json", rejection, "application/json", RECEIVED)
+    assert (text.raw_payload, text.raw_encoding) == ('{"a": ', "utf-8")
+    assert text.reason_code == "invalid_json"
+    binary = dead_letter(b"\xff\xfe", "json", rejection, None, RECEIVED)
+    assert (binary.raw_payload, binary.raw_encoding) == ("//4=", "base64")
+    assert text.event_id == dead_letter(b'{"a": ', "json", rejection, None, RECEIVED).event_id

@@ -1,0 +1,130 @@
+"""Notifier delivery against a real loopback webhook receiver and a real SQLite store."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from schemas import DeliveryEvent, DeliveryStep, PlateletAlert
+from services.classifier.rules import PatientState, evaluate, load_rules
+from services.notifier.channels.webhook import WebhookChannel
+from services.notifier.channels.webhook_receiver import WebhookReceiver
+from services.notifier.delivery import AlertDelivery, Recipient, RetryPolicy
+from services.notifier.message import render_page
+from services.notifier.store import CLAIM_LEASE, NotifierStore
+from tests.test_rules import result
+
+Published = list[tuple[str, DeliveryEvent]]
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    store = NotifierStore(f"sqlite+aiosqlite:///{tmp_path / 'n.sqlite3'}")
+    await store.start()
+    yield store
+    await store.stop()
+
+
+def _delivery(store: NotifierStore, receiver: WebhookReceiver, published: Published):
+    async def publish(key: str, event: DeliveryEvent) -> None:
+        published.append((key, event))
+
+    return AlertDelivery(
+        store,
+        {"webhook": WebhookChannel(timeout_seconds=5)},
+        [Recipient("hematology-on-call", "webhook", receiver.url)],
+        RetryPolicy(attempts=3, base_seconds=0.01),
+        publish,
+    )
+
+
+def _alert():
+    return evaluate(PatientState(), result(9), load_rules(), datetime.now(UTC)).alerts[0]
+
+
+async def test_a_page_says_what_the_clinician_needs(store, webhook_receiver) -> None:
+    alert = _alert()
+    published: Published = []
+    await _delivery(store, webhook_receiver, published).handle(alert)
+    (page,) = webhook_receiver.pages
+    assert page.headers["Idempotency-Key"] == alert.event_id
+    assert page.body["alert"]["alert_id"] == alert.alert_id
+    summary = page.body["summary"]
+    assert "CRITICAL LOW" in summary
+    assert "9 x10^9/L" in summary
+    assert "HOSP|42" in summary
+    assert [e.step for _, e in published] == [DeliveryStep.SENT, DeliveryStep.DELIVERED]
+    assert {key for key, _ in published} == {"HOSP|42"}
+    trail = await store.audit_trail(alert.alert_id)
+    assert [(row.step, row.recipient) for row in trail] == [
+        ("sent", "hematology-on-call"),
+        ("delivered", "hematology-on-call"),
+    ]
+
+
+async def test_the_same_alert_twice_pages_once(store, webhook_receiver) -> None:
+    alert = _alert()
+    published: Published = []
+    delivery = _delivery(store, webhook_receiver, published)
+    await delivery.handle(alert)
+    await delivery.handle(alert)
+    await _delivery(store, webhook_receiver, published).handle(alert)  # a second replica
+    assert len(webhook_receiver.pages) == 1
+
+
+async def test_transient_failures_are_retried_then_delivered(store, webhook_receiver) -> None:
+    webhook_receiver.refuse_next(2, status=503)
+    alert = _alert()
+    published: Published = []
+    await _delivery(store, webhook_receiver, published).handle(alert)
+    assert len(webhook_receiver.pages) == 1
+    steps = [(e.step, e.attempt) for _, e in published]
+    assert steps == [
+        (DeliveryStep.SENT, 1),
+        (DeliveryStep.FAILED, 1),
+        (DeliveryStep.SENT, 2),
+        (DeliveryStep.FAILED, 2),
+        (DeliveryStep.SENT, 3),
+        (DeliveryStep.DELIVERED, 3),
+    ]
+
+
+async def test_a_refusal_is_not_retried_and_the_page_can_be_retaken(
+    store, webhook_receiver
+) -> None:
+    webhook_receiver.refuse_next(1, status=400)
+    alert = _alert()
+    published: Published = []
+    delivery = _delivery(store, webhook_receiver, published)
+    await delivery.handle(alert)
+    assert webhook_receiver.pages == []
+    assert [e.step for _, e in published] == [DeliveryStep.SENT, DeliveryStep.FAILED]
+    assert "HTTP 400" in (published[-1][1].detail or "")
+    await delivery.handle(alert)  # redelivered after the sender fixed its side
+    assert len(webhook_receiver.pages) == 1
+
+
+async def test_a_claim_abandoned_by_a_crash_is_retaken_after_its_lease(store) -> None:
+    now = datetime.now(UTC)
+    assert await store.claim_page("e1", "a1", "webhook", "http://x", now)
+    assert not await store.claim_page("e1", "a1", "webhook", "http://x", now)
+    later = now + CLAIM_LEASE + timedelta(seconds=1)
+    assert await store.claim_page("e1", "a1", "webhook", "http://x", later)
+    await store.finish_page("e1", "webhook", "http://x", True, later)
+    assert not await store.claim_page("e1", "a1", "webhook", "http://x", later + CLAIM_LEASE * 2)
+
+
+def test_a_withdrawal_page_says_so() -> None:
+    alert = _alert()
+    withdrawal = PlateletAlert.model_validate(
+        {
+            **alert.model_dump(),
+            "kind": "withdrawn",
+            "value_10e9_per_l": None,
+            "withdraws_alert_id": alert.alert_id,
+            "withdrawal_reason": "result corrected to 140",
+        }
+    )
+    page = render_page(withdrawal)
+    assert page.summary.startswith("WITHDRAWN platelet alert")
+    assert "result corrected to 140" in page.summary

@@ -1,0 +1,108 @@
+"""`plateletwatch run`, as a newcomer uses it: banner, the README's example, a page, Ctrl-C.
+
+The command starts its own broker (embedded Tansu here, unless KAFKA_BOOTSTRAP_SERVERS is set).
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.kafka.broker import free_loopback_port
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+README_CURL = re.compile(r"curl .*?(http://127\.0\.0\.1:8410/v1/lab-results).*?-d @(\S+)")
+
+
+def _children_of(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_run_shows_the_banner_pages_the_readme_example_and_stops_cleanly(tmp_path: Path) -> None:
+    readme_example = README_CURL.search((REPO / "README.md").read_text())
+    assert readme_example, "README.md must show a curl example posting a file to ingest"
+    example = REPO / readme_example.group(2)
+    ports = {name: free_loopback_port() for name in ("ingest", "classifier", "notifier", "demo")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLATELETWATCH_")}
+    env.update(
+        PLATELETWATCH_INGEST_PORT=str(ports["ingest"]),
+        PLATELETWATCH_CLASSIFIER_PORT=str(ports["classifier"]),
+        PLATELETWATCH_NOTIFIER_PORT=str(ports["notifier"]),
+        PLATELETWATCH_DEMO_RECEIVER_PORT=str(ports["demo"]),
+        PLATELETWATCH_TOPIC_PREFIX=f"run{uuid.uuid4().hex[:8]}.",
+        PLATELETWATCH_CLASSIFIER_SESSION_TIMEOUT_SECONDS="4",
+        PLATELETWATCH_CLASSIFIER_DATA_DIR=str(tmp_path / "classifier"),
+        PLATELETWATCH_NOTIFIER_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'n.sqlite3'}",
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "run"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as in a terminal
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(run.stdout or []), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 90
+        while not any("PlateletWatch is running." in line for line in output):
+            assert run.poll() is None, "".join(output)[-3000:]
+            assert time.monotonic() < deadline, "no banner within 90 s:\n" + "".join(output)[-3000:]
+            time.sleep(0.2)
+        banner = "".join(output)
+        assert f"http://127.0.0.1:{ports['ingest']}/v1/lab-results" in banner
+        assert f"pages go to http://127.0.0.1:{ports['demo']}/pages" in banner
+        assert "embedded-tansu" in banner or "KAFKA_BOOTSTRAP_SERVERS" in os.environ
+
+        posted = httpx.post(
+            f"http://127.0.0.1:{ports['ingest']}/v1/lab-results",
+            content=example.read_bytes(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert posted.status_code == 202, posted.text
+        pages: list[dict[str, object]] = []
+        deadline = time.monotonic() + 60
+        while not pages and time.monotonic() < deadline:
+            time.sleep(0.5)
+            pages = httpx.get(f"http://127.0.0.1:{ports['demo']}/pages").json()
+        assert len(pages) == 1, "".join(output)[-3000:]
+        assert "CRITICAL LOW platelets: 12 x10^9/L" in str(pages[0]["summary"])
+
+        children = _children_of(run.pid)
+        assert len(children) >= 4  # demo pager, ingest, classifier, notifier (+ Tansu)
+        os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C does
+        assert run.wait(60) == 0, "".join(output)[-3000:]
+        assert [pid for pid in children if _alive(pid)] == []
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()

@@ -1,0 +1,86 @@
+"""The event contracts: exported JSON Schema in step with the models, and their invariants."""
+
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from schemas import (
+    AlertKind,
+    Evidence,
+    LabResult,
+    Patient,
+    PatientIdentifier,
+    PlateletAlert,
+    RuleRef,
+    stable_event_id,
+)
+from schemas.export import JSON_DIR, drifted_files, render_schemas, write_schemas
+
+PATIENT = Patient(identifier=PatientIdentifier(authority="HOSP", mrn="42"))
+NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+
+
+def test_checked_in_json_schemas_match_the_models() -> None:
+    assert drifted_files(JSON_DIR) == [], "run `make schemas` and commit schemas/json/"
+
+
+def test_drift_is_detected_and_repaired(tmp_path) -> None:
+    write_schemas(tmp_path)
+    assert drifted_files(tmp_path) == []
+    (tmp_path / "lab_result.schema.json").write_text("{}")
+    (tmp_path / "retired.schema.json").write_text("{}")
+    assert drifted_files(tmp_path) == ["lab_result.schema.json", "retired.schema.json"]
+    write_schemas(tmp_path)
+    assert drifted_files(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(render_schemas())
+
+
+def test_stable_event_id_depends_only_on_identity() -> None:
+    assert stable_event_id("a", "b") == stable_event_id("a", "b")
+    assert stable_event_id("a", "b") != stable_event_id("a", "c")
+    assert stable_event_id("ab", "c") != stable_event_id("a", "bc")
+
+
+def test_times_must_carry_a_timezone() -> None:
+    with pytest.raises(ValidationError, match="timezone"):
+        LabResult.model_validate(
+            {
+                "event_id": "e1",
+                "source": "json",
+                "patient": PATIENT.model_dump(),
+                "result_id": "r1",
+                "code": {"system": "http://loinc.org", "code": "777-3"},
+                "count": {"value_10e9_per_l": 12, "original_value": "12", "original_unit": "K/uL"},
+                "status": "final",
+                "collected_at": "2026-11-25T08:00:00",
+                "received_at": "2026-11-25T08:00:00Z",
+            }
+        )
+
+
+def _alert(**fields: object) -> PlateletAlert:
+    base: dict[str, object] = {
+        "event_id": "e",
+        "alert_id": "a",
+        "patient": PATIENT,
+        "evidence": Evidence(),
+        "rule": RuleRef(id="critical_low", version="1"),
+        "raised_at": NOW,
+    }
+    return PlateletAlert.model_validate({**base, **fields})
+
+
+def test_a_withdrawal_names_the_alert_it_withdraws_and_why() -> None:
+    with pytest.raises(ValidationError, match="withdraws_alert_id"):
+        _alert(kind=AlertKind.WITHDRAWN)
+    withdrawn = _alert(
+        kind=AlertKind.WITHDRAWN, withdraws_alert_id="a0", withdrawal_reason="result corrected"
+    )
+    assert withdrawn.withdraws_alert_id == "a0"
+
+
+def test_an_alert_carries_its_triggering_value() -> None:
+    with pytest.raises(ValidationError, match="triggering value"):
+        _alert(kind=AlertKind.CRITICAL_LOW)
+    assert _alert(kind=AlertKind.CRITICAL_LOW, value_10e9_per_l=12).value_10e9_per_l == 12
