@@ -52,11 +52,10 @@ def cmd_ingest(settings: Settings) -> int:
     from services.kafka.producer import EventPublisher
 
     servers = _verified_bootstrap(settings)
-    _serve(
-        create_app(settings, EventPublisher(servers, "plateletwatch-ingest")),
-        settings,
-        settings.ingest_port,
+    publisher = EventPublisher(
+        servers, "plateletwatch-ingest", settings.kafka_produce_timeout_seconds
     )
+    _serve(create_app(settings, publisher), settings, settings.ingest_port)
     return 0
 
 

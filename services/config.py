@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         default=6, ge=1, description="Partitions of every patient-keyed topic and changelog."
     )
     replication_factor: int = Field(default=1, ge=1)
+    kafka_produce_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long a write may wait for acks=all before the sender is told 503/AE.",
+    )
     topic_prefix: str = Field(
         default="", description="Namespace for topics and consumer groups (tests, shared clusters)."
     )

@@ -12,14 +12,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
-import httpx
-
 from services.config import Settings
-from services.kafka.broker import Broker, die_with_parent, provide_broker
+from services.kafka.broker import Broker, provide_broker
 from services.kafka.topics import ensure_topics
+from services.processes import die_with_parent, stop_processes, wait_until_ready
 
 _STARTUP_TIMEOUT_SECONDS = 90.0
 
@@ -42,24 +42,6 @@ def _children(settings: Settings, with_demo_pager: bool) -> list[Child]:
     return children
 
 
-def _wait_ready(host: str, child: Child, process: subprocess.Popen[bytes], deadline: float) -> None:
-    url = f"http://{host}:{child.port}{child.ready_path}"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"{child.name} exited with status {process.returncode} while starting"
-            )
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(
-        f"{child.name} was not ready at {url} within {_STARTUP_TIMEOUT_SECONDS:.0f} s"
-    )
-
-
 def _banner(settings: Settings, broker: Broker, webhook_url: str, demo: bool) -> str:
     host = settings.bind_host
     ingest = f"http://{host}:{settings.ingest_port}"
@@ -78,29 +60,11 @@ def _banner(settings: Settings, broker: Broker, webhook_url: str, demo: bool) ->
     return "\n".join(lines)
 
 
-def _stop_all(processes: dict[str, subprocess.Popen[bytes]]) -> None:
-    for process in processes.values():
-        if process.poll() is None:
-            process.terminate()
-    deadline = time.monotonic() + 15
-    for process in processes.values():
-        try:
-            process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def run_everything(settings: Settings) -> int:
     """Run until interrupted; return the process exit status."""
-    stop_requested = False
-
-    def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per readiness poll
 
     with provide_broker(settings.kafka_bootstrap_servers) as broker:
@@ -126,19 +90,25 @@ def run_everything(settings: Settings) -> int:
                     preexec_fn=die_with_parent,
                 )
             for child in _children(settings, demo):
-                if stop_requested:
-                    return 0
-                _wait_ready(settings.bind_host, child, processes[child.name], deadline)
+                wait_until_ready(
+                    child.name,
+                    f"http://{settings.bind_host}:{child.port}{child.ready_path}",
+                    processes[child.name],
+                    deadline,
+                    stop.is_set,
+                )
+            if stop.is_set():
+                return 0
             print(_banner(settings, broker, webhook_url, demo), flush=True)
-            while not stop_requested:
+            while not stop.is_set():
                 for name, process in processes.items():
                     if process.poll() is not None:
                         print(f"plateletwatch run: {name} exited ({process.returncode}); stopping")
                         return 1
-                time.sleep(0.5)
+                stop.wait(0.5)
             return 0
         except RuntimeError as error:
             print(f"plateletwatch run: {error}; stopping", file=sys.stderr)
             return 1
         finally:
-            _stop_all(processes)
+            stop_processes(processes.values(), grace_seconds=15)

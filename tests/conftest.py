@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -23,6 +22,7 @@ from services.config import Settings
 from services.kafka.broker import Broker, free_loopback_port, provide_broker
 from services.kafka.topics import ensure_topics
 from services.notifier.channels.webhook_receiver import WebhookReceiver
+from services.processes import stop_processes, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,6 +81,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def run_cli(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run one `plateletwatch` command to completion, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", command],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 class ServiceProcess:
     """A PlateletWatch service run as a real process, as an operator would run it."""
 
@@ -99,28 +111,19 @@ class ServiceProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, url: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"{self.command} exited early:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"{self.command} not ready at {url}:\n{self.log()[-3000:]}")
+    def wait_ready(self, url: str, within_seconds: float = 60) -> None:
+        try:
+            wait_until_ready(self.command, url, self.process, time.monotonic() + within_seconds)
+        except RuntimeError as error:
+            raise AssertionError(f"{error}:\n{self.log()[-3000:]}") from error
 
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+    def stop(self) -> None:
+        stop_processes([self.process], grace_seconds=20)
+
+
+def service_logs(directory: Path) -> dict[str, str]:
+    """The output of every service started in a test, by file name."""
+    return {log.name: log.read_text(errors="replace") for log in directory.glob("*.log")}
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def _process_exists(pid: int) -> bool:
 async def test_embedded_tansu_serves_kafka_and_leaves_no_process_behind() -> None:
     with provide_broker(None, lambda: False) as broker:
         assert broker.kind is BrokerKind.EMBEDDED_TANSU
-        publisher = EventPublisher(broker.bootstrap_servers, "test")
+        publisher = EventPublisher(broker.bootstrap_servers, "test", timeout_seconds=10)
         await publisher.start()
         letter = DeadLetter.model_validate(
             {
@@ -112,7 +112,7 @@ async def test_idempotence_fallback_is_explicit_and_logged_once(
     monkeypatch.setattr(producer_module, "_fallback_logged", False)
     caplog.set_level(logging.WARNING, logger="services.kafka.producer")
     producers = [
-        producer_module.start_durable_producer(broker.bootstrap_servers, "t") for _ in "ab"
+        producer_module.start_durable_producer(broker.bootstrap_servers, "t", 10) for _ in "ab"
     ]
     started = [await p for p in producers]
     for p in started:

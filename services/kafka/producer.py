@@ -37,13 +37,15 @@ def _log_fallback_once(bootstrap_servers: str, error: Exception) -> None:
         )
 
 
-async def start_durable_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
+async def start_durable_producer(
+    bootstrap_servers: str, client_id: str, timeout_seconds: float
+) -> AIOKafkaProducer:
     """Start a producer with acks=all, idempotent where the broker supports it."""
     common = {
         "bootstrap_servers": bootstrap_servers,
         "client_id": client_id,
         "acks": "all",
-        "request_timeout_ms": 15000,
+        "request_timeout_ms": int(timeout_seconds * 1000),
         "linger_ms": 1,
     }
     producer = AIOKafkaProducer(enable_idempotence=True, **common)
@@ -65,9 +67,10 @@ class EventPublisher:
     refuse their sender (HTTP 503, HL7 AE), never acknowledge.
     """
 
-    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
+    def __init__(self, bootstrap_servers: str, client_id: str, timeout_seconds: float) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._client_id = client_id
+        self._timeout_seconds = timeout_seconds
         self._producer: AIOKafkaProducer | None = None
 
     @property
@@ -75,7 +78,9 @@ class EventPublisher:
         return self._producer is not None
 
     async def start(self) -> None:
-        self._producer = await start_durable_producer(self._bootstrap_servers, self._client_id)
+        self._producer = await start_durable_producer(
+            self._bootstrap_servers, self._client_id, self._timeout_seconds
+        )
 
     async def stop(self) -> None:
         if self._producer is not None:

@@ -98,7 +98,9 @@ def _stop_process_if_failed(task: "asyncio.Task[None]") -> None:
 
 def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
     store = NotifierStore(settings.notifier_database_url)
-    publisher = EventPublisher(bootstrap_servers, "plateletwatch-notifier")
+    publisher = EventPublisher(
+        bootstrap_servers, "plateletwatch-notifier", settings.kafka_produce_timeout_seconds
+    )
     channels: dict[str, Channel] = {
         "webhook": WebhookChannel(settings.notifier_webhook_timeout_seconds)
     }
