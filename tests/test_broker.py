@@ -14,6 +14,8 @@ from services.kafka.broker import (
     BrokerStartError,
     EmbeddedTansu,
     choose_broker,
+    docker_answers,
+    free_loopback_port,
     provide_broker,
     wait_for_port,
 )
@@ -31,6 +33,11 @@ def test_configured_bootstrap_servers_win_without_asking_docker() -> None:
 def test_testcontainers_when_docker_answers_else_tansu() -> None:
     assert choose_broker(None, lambda: True) is BrokerKind.TESTCONTAINERS
     assert choose_broker("", lambda: False) is BrokerKind.EMBEDDED_TANSU
+
+
+def test_an_unreachable_docker_engine_means_no_docker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_loopback_port()}")
+    assert docker_answers() is False
 
 
 def test_provide_broker_passes_a_configured_broker_through() -> None:

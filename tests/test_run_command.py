@@ -44,10 +44,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_run_shows_the_banner_pages_the_readme_example_and_stops_cleanly(tmp_path: Path) -> None:
-    readme_example = README_CURL.search((REPO / "README.md").read_text())
-    assert readme_example, "README.md must show a curl example posting a file to ingest"
-    example = REPO / readme_example.group(2)
+def _start_run(tmp_path: Path) -> tuple[subprocess.Popen[str], list[str], dict[str, int]]:
+    """Start `plateletwatch run` on free ports; return it, its growing output, and the ports."""
     ports = {name: free_loopback_port() for name in ("ingest", "classifier", "notifier", "demo")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLATELETWATCH_")}
     env.update(
@@ -70,14 +68,28 @@ def test_run_shows_the_banner_pages_the_readme_example_and_stops_cleanly(tmp_pat
         start_new_session=True,  # its own process group, as in a terminal
     )
     output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(run.stdout or []), daemon=True)
-    reader.start()
+    threading.Thread(target=lambda: output.extend(run.stdout or []), daemon=True).start()
+    deadline = time.monotonic() + 90
+    while not any("PlateletWatch is running." in line for line in output):
+        if run.poll() is not None or time.monotonic() > deadline:
+            _kill_group(run)
+            raise AssertionError("no banner:\n" + "".join(output)[-3000:])
+        time.sleep(0.2)
+    return run, output, ports
+
+
+def _kill_group(run: subprocess.Popen[str]) -> None:
+    if run.poll() is None:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+
+
+def test_run_shows_the_banner_pages_the_readme_example_and_stops_cleanly(tmp_path: Path) -> None:
+    readme_example = README_CURL.search((REPO / "README.md").read_text())
+    assert readme_example, "README.md must show a curl example posting a file to ingest"
+    example = REPO / readme_example.group(2)
+    run, output, ports = _start_run(tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while not any("PlateletWatch is running." in line for line in output):
-            assert run.poll() is None, "".join(output)[-3000:]
-            assert time.monotonic() < deadline, "no banner within 90 s:\n" + "".join(output)[-3000:]
-            time.sleep(0.2)
         banner = "".join(output)
         assert f"http://127.0.0.1:{ports['ingest']}/v1/lab-results" in banner
         assert f"pages go to http://127.0.0.1:{ports['demo']}/pages" in banner
@@ -103,6 +115,19 @@ def test_run_shows_the_banner_pages_the_readme_example_and_stops_cleanly(tmp_pat
         assert run.wait(60) == 0, "".join(output)[-3000:]
         assert [pid for pid in children if _alive(pid)] == []
     finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
+        _kill_group(run)
+
+
+def test_no_process_outlives_a_killed_run(tmp_path: Path) -> None:
+    run, output, _ = _start_run(tmp_path)
+    try:
+        children = _children_of(run.pid)
+        assert len(children) >= 4
+        run.kill()  # kill -9: no chance to clean up; the children are tied to it by the kernel
+        run.wait()
+        deadline = time.monotonic() + 30
+        while [pid for pid in children if _alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [pid for pid in children if _alive(pid)] == [], "".join(output)[-3000:]
+    finally:
+        _kill_group(run)
