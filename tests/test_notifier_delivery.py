@@ -9,7 +9,7 @@ from schemas import DeliveryEvent, DeliveryStep, PlateletAlert
 from services.classifier.rules import PatientState, evaluate, load_rules
 from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.delivery import AlertDelivery, Recipient, RetryPolicy
+from services.notifier.delivery import AlertDelivery, PublishDelivery, Recipient, RetryPolicy
 from services.notifier.message import render_page
 from services.notifier.store import CLAIM_LEASE, NotifierStore
 from tests.test_rules import result
@@ -25,8 +25,13 @@ async def store(tmp_path: Path):
     await store.stop()
 
 
-def _delivery(store: NotifierStore, receiver: WebhookReceiver, published: Published):
-    async def publish(key: str, event: DeliveryEvent) -> None:
+def _delivery(
+    store: NotifierStore,
+    receiver: WebhookReceiver,
+    published: Published,
+    publish: PublishDelivery | None = None,
+) -> AlertDelivery:
+    async def record(key: str, event: DeliveryEvent) -> None:
         published.append((key, event))
 
     return AlertDelivery(
@@ -34,7 +39,7 @@ def _delivery(store: NotifierStore, receiver: WebhookReceiver, published: Publis
         {"webhook": WebhookChannel(timeout_seconds=5)},
         [Recipient("hematology-on-call", "webhook", receiver.url)],
         RetryPolicy(attempts=3, base_seconds=0.01),
-        publish,
+        publish or record,
     )
 
 
@@ -110,8 +115,34 @@ async def test_a_claim_abandoned_by_a_crash_is_retaken_after_its_lease(store) ->
     assert not await store.claim_page("e1", "a1", "webhook", "http://x", now)
     later = now + CLAIM_LEASE + timedelta(seconds=1)
     assert await store.claim_page("e1", "a1", "webhook", "http://x", later)
-    await store.finish_page("e1", "webhook", "http://x", True, later)
+    await store.finish_page("e1", "webhook", "http://x", delivered=True, now=later)
+    await store.finish_page("e1", "webhook", "http://x", delivered=False, now=later)
     assert not await store.claim_page("e1", "a1", "webhook", "http://x", later + CLAIM_LEASE * 2)
+
+
+@pytest.mark.parametrize("failing_step", [DeliveryStep.SENT, DeliveryStep.DELIVERED])
+async def test_a_step_that_cannot_be_recorded_neither_loses_nor_repeats_the_page(
+    store, webhook_receiver, failing_step: DeliveryStep
+) -> None:
+    """Kafka refuses the delivery event once; the alert is redelivered and paged exactly once."""
+    alert = _alert()
+    published: Published = []
+    refused: list[DeliveryStep] = []
+
+    async def publish(key: str, event: DeliveryEvent) -> None:
+        if event.step is failing_step and not refused:
+            refused.append(event.step)
+            raise ConnectionError("broker unavailable")
+        published.append((key, event))
+
+    delivery = _delivery(store, webhook_receiver, published, publish)
+    with pytest.raises(ConnectionError):
+        await delivery.handle(alert)
+    await delivery.handle(alert)  # the consumer redelivers the uncommitted alert
+    assert len(webhook_receiver.pages) == 1
+    assert refused == [failing_step]
+    steps = [row.step for row in await store.audit_trail(alert.alert_id)]
+    assert steps.count("delivered") == 1
 
 
 def test_a_withdrawal_page_says_so() -> None:

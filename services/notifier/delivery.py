@@ -1,7 +1,9 @@
 """Getting one alert to the people it is routed to: dedupe, send with retries, record each step.
 
 Each step is an audit row and a DeliveryEvent on notifier.deliveries.v1. Only `_send_with_retries`
-knows the retry policy (exponential backoff with jitter, bounded attempts).
+knows the retry policy (exponential backoff with jitter, bounded attempts). If recording a step
+fails, `handle` raises and the alert is redelivered: a page that did not go out is sent then, one
+that did is not sent again (its DeliveryEvent may then be missing from Kafka; the audit row is not).
 """
 
 import asyncio
@@ -90,14 +92,20 @@ class AlertDelivery:
             if not claimed:
                 DUPLICATES.labels(channel=recipient.channel).inc()
                 continue
-            delivered = await self._send_with_retries(alert, page, recipient)
-            await self._store.finish_page(
-                alert.event_id,
-                recipient.channel,
-                recipient.address,
-                delivered,
-                datetime.now(UTC),
-            )
+            delivered = False
+            try:
+                delivered = await self._send_with_retries(alert, page, recipient)
+            finally:
+                if not delivered:
+                    # Release the claim (also when recording a step failed before the page
+                    # went out), so the redelivered alert is paged rather than skipped.
+                    await self._store.finish_page(
+                        alert.event_id,
+                        recipient.channel,
+                        recipient.address,
+                        delivered=False,
+                        now=datetime.now(UTC),
+                    )
 
     async def _send_with_retries(
         self, alert: PlateletAlert, page: Page, recipient: Recipient
@@ -123,6 +131,14 @@ class AlertDelivery:
                     return False
                 continue
             DELIVERIES.labels(channel=channel.name, outcome="delivered").inc()
+            # Marked before anything else can fail: a delivered page is never sent again.
+            await self._store.finish_page(
+                alert.event_id,
+                recipient.channel,
+                recipient.address,
+                delivered=True,
+                now=datetime.now(UTC),
+            )
             step = (
                 DeliveryStep.WITHDRAWN
                 if alert.kind is AlertKind.WITHDRAWN

@@ -103,9 +103,12 @@ class NotifierStore:
             return bool(getattr(retaken, "rowcount", 0) == 1)
 
     async def finish_page(
-        self, alert_event_id: str, channel: str, address: str, delivered: bool, now: datetime
+        self, alert_event_id: str, channel: str, address: str, *, delivered: bool, now: datetime
     ) -> None:
-        """Mark a claimed page delivered, or release the claim so a later attempt may retake it."""
+        """Mark a claimed page delivered, or release the claim so a later attempt may retake it.
+
+        A page once delivered stays delivered: releasing it afterwards changes nothing.
+        """
         async with self._sessions() as session:
             await session.execute(
                 update(PageRecord)
@@ -113,6 +116,7 @@ class NotifierStore:
                     PageRecord.alert_event_id == alert_event_id,
                     PageRecord.channel == channel,
                     PageRecord.address == address,
+                    PageRecord.status != _DELIVERED,
                 )
                 .values(status=_DELIVERED if delivered else "failed", claimed_until=now)
             )
