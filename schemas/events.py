@@ -95,12 +95,21 @@ class LabResult(_Event):
         default=None, description="For corrections and deletions: the result this one replaces."
     )
     code: Coding
-    count: PlateletCount
+    count: PlateletCount | None = Field(
+        description="Absent only when the result is withdrawn (entered-in-error, wrong-patient)."
+    )
     status: ResultStatus
     abnormal_flags: tuple[str, ...] = ()
     collected_at: AwareDatetime = Field(description="Specimen collection: the clinical time.")
     verified_at: AwareDatetime | None = Field(default=None, description="Released by the lab.")
     received_at: AwareDatetime = Field(description="Accepted by PlateletWatch ingest.")
+
+    @model_validator(mode="after")
+    def _only_a_withdrawal_may_lack_a_count(self) -> Self:
+        withdrawn = self.status in (ResultStatus.ENTERED_IN_ERROR, ResultStatus.WRONG_PATIENT)
+        if self.count is None and not withdrawn:
+            raise ValueError("a lab result carries a count unless it withdraws an earlier one")
+        return self
 
 
 class TreatmentCategory(StrEnum):

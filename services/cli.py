@@ -6,6 +6,7 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -49,14 +50,73 @@ def _serve(app: object, settings: Settings, port: int) -> None:
 
 def cmd_ingest(settings: Settings) -> int:
     from services.ingest.http_api import create_app
+    from services.ingest.mllp import MllpServer
+    from services.ingest.pipeline import IngestPipeline
+    from services.ingest.treatments import load_treatment_table
     from services.kafka.producer import EventPublisher
 
+    if not settings.ingest_api_tokens:
+        raise ConfigurationError(
+            "PLATELETWATCH_INGEST_API_TOKENS is not set (a JSON list of bearer tokens): "
+            "the HTTP feeds would accept nobody"
+        )
     servers = _verified_bootstrap(settings)
+    treatments = load_treatment_table(settings.ingest_treatment_table_file)
     publisher = EventPublisher(
         servers, "plateletwatch-ingest", settings.kafka_produce_timeout_seconds
     )
-    _serve(create_app(settings, publisher), settings, settings.ingest_port)
+    pipeline = IngestPipeline(settings, publisher)
+    mllp = MllpServer(
+        pipeline,
+        settings.bind_host,
+        settings.ingest_mllp_port,
+        settings.ingest_mllp_max_message_bytes,
+        settings.ingest_mllp_idle_timeout_seconds,
+    )
+
+    async def start() -> None:
+        await publisher.start()
+        await mllp.start()
+
+    async def stop() -> None:
+        await mllp.stop()
+        await publisher.stop()
+
+    _serve(create_app(settings, pipeline, treatments, start, stop), settings, settings.ingest_port)
     return 0
+
+
+def cmd_send(files: list[Path], destination: str) -> int:
+    """Send HL7 v2 files over MLLP and print each ACK; non-zero unless every ACK is AA."""
+    from services.ingest.hl7_message import Hl7ParseError, parse, split_messages
+    from services.ingest.mllp import send_messages
+
+    host, _, port = destination.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigurationError(f"--to {destination!r} is not HOST:PORT")
+    all_accepted = True
+    for path in files:
+        messages = split_messages(path.read_bytes())
+        if not messages:
+            print(f"{path}: no HL7 message (no MSH segment) found")
+            all_accepted = False
+            continue
+        acks = asyncio.run(send_messages(host, int(port), messages))
+        for number, ack in enumerate(acks, start=1):
+            try:
+                parsed = parse(ack)
+            except Hl7ParseError:
+                print(f"{path} #{number}: unreadable ACK {ack[:60]!r}")
+                all_accepted = False
+                continue
+            msa = parsed.first("MSA")
+            code = msa.get(1) if msa else "??"
+            errors = [err.get(8) or err.get(3, 2) for err in parsed.all("ERR")]
+            print(f"{path} #{number}: {code} {msa.get(2) if msa else ''}".rstrip())
+            for error in errors:
+                print(f"    ERR {error}")
+            all_accepted = all_accepted and code == "AA"
+    return 0 if all_accepted else 1
 
 
 def cmd_classifier(settings: Settings) -> int:
@@ -142,10 +202,19 @@ def main(argv: list[str] | None = None) -> int:
         commands.add_parser(name, help=help_text)
     schemas = commands.add_parser("schemas", help="export JSON Schema files from the models")
     schemas.add_argument("--check", action="store_true", help="fail if the files have drifted")
+    send = commands.add_parser("send", help="send HL7 v2 files over MLLP and print each ACK")
+    send.add_argument("files", nargs="+", type=Path, help="files of one or more messages")
+    send.add_argument("--to", required=True, metavar="HOST:PORT", help="the MLLP listener")
     args = parser.parse_args(argv)
 
     if args.command == "schemas":
         return cmd_schemas(args.check)
+    if args.command == "send":
+        try:
+            return cmd_send(args.files, args.to)
+        except (ConfigurationError, OSError) as error:
+            print(f"plateletwatch send: {error}", file=sys.stderr)
+            return EXIT_CONFIGURATION_ERROR
     try:
         settings = Settings()
     except (ValidationError, FileNotFoundError) as error:

@@ -6,8 +6,9 @@ Precedence, highest first: environment, the file named by PLATELETWATCH_CONFIG_F
 
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, HttpUrl
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -49,6 +50,30 @@ class Settings(BaseSettings):
     notifier_port: int = 8412
     demo_receiver_port: int = 8419
 
+    ingest_mllp_port: int = Field(default=2575, description="HL7 v2 over MLLP (TCP).")
+    ingest_mllp_max_message_bytes: int = Field(default=1_048_576, ge=1024)
+    ingest_mllp_idle_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="A connection silent this long is closed."
+    )
+    ingest_api_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer tokens accepted by the HTTP feeds (JSON list); none means refuse all.",
+    )
+    ingest_local_timezone: str = Field(
+        default="UTC", description="IANA zone for times sent without an offset, e.g. Europe/Paris."
+    )
+    ingest_local_platelet_codes: list[str] = Field(
+        default_factory=list,
+        description='Local codes that mean "platelet count", as "SYSTEM|CODE" (e.g. "99LAB|PLT").',
+    )
+    ingest_fhir_reference_authority: str | None = Field(
+        default=None,
+        description="Authority for FHIR subjects given only as Patient/<id> (the EHR's own ids).",
+    )
+    ingest_treatment_table_file: Path | None = Field(
+        default=None, description="Treatment codes YAML; unset means the table shipped with ingest."
+    )
+
     classifier_rules_file: Path | None = Field(
         default=None,
         description="Rules YAML; unset means the defaults shipped with the classifier.",
@@ -70,6 +95,23 @@ class Settings(BaseSettings):
     notifier_retry_base_seconds: float = Field(default=1.0, gt=0)
 
     log_level: str = "INFO"
+
+    @field_validator("ingest_local_timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone {zone!r}") from error
+        return zone
+
+    @field_validator("ingest_local_platelet_codes")
+    @classmethod
+    def _system_and_code(cls, codes: list[str]) -> list[str]:
+        for entry in codes:
+            if entry.count("|") != 1 or not all(entry.split("|")):
+                raise ValueError(f"local platelet code {entry!r} is not SYSTEM|CODE")
+        return codes
 
     @classmethod
     def settings_customise_sources(

@@ -7,6 +7,7 @@ to this process by PR_SET_PDEATHSIG, so none outlives it even after a kill -9.
 """
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -22,6 +23,8 @@ from services.kafka.topics import ensure_topics
 from services.processes import die_with_parent, stop_processes, wait_until_ready
 
 _STARTUP_TIMEOUT_SECONDS = 90.0
+# Only for `run` on loopback when no token is configured; printed in the banner.
+DEMO_TOKEN = "demo-token"
 
 
 @dataclass(frozen=True)
@@ -42,14 +45,20 @@ def _children(settings: Settings, with_demo_pager: bool) -> list[Child]:
     return children
 
 
-def _banner(settings: Settings, broker: Broker, webhook_url: str, demo: bool) -> str:
+def _banner(
+    settings: Settings, broker: Broker, webhook_url: str, demo: bool, demo_token: str | None
+) -> str:
     host = settings.bind_host
     ingest = f"http://{host}:{settings.ingest_port}"
+    token_note = f"   (demo bearer token: {demo_token})" if demo_token else ""
     lines = [
         "",
         "PlateletWatch is running.",
         f"  broker      {broker.kind.value} at {broker.bootstrap_servers}",
-        f"  ingest      {ingest}/v1/lab-results   (API docs {ingest}/docs)",
+        f"  ingest      {ingest}/v1/lab-results, /v1/clinical-context, /fhir{token_note}",
+        f"              API docs {ingest}/docs",
+        f"  HL7 v2      MLLP on {host}:{settings.ingest_mllp_port}"
+        f"   (plateletwatch send FILE --to {host}:{settings.ingest_mllp_port})",
         f"  classifier  http://{host}:{settings.classifier_port}/metrics",
         f"  notifier    http://{host}:{settings.notifier_port}/metrics",
         f"  pages go to {webhook_url}"
@@ -75,10 +84,12 @@ def run_everything(settings: Settings) -> int:
             if demo
             else str(settings.notifier_webhook_url)
         )
+        tokens = [token.get_secret_value() for token in settings.ingest_api_tokens] or [DEMO_TOKEN]
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
             "PLATELETWATCH_NOTIFIER_WEBHOOK_URL": webhook_url,
+            "PLATELETWATCH_INGEST_API_TOKENS": json.dumps(tokens),
         }
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
@@ -99,7 +110,8 @@ def run_everything(settings: Settings) -> int:
                 )
             if stop.is_set():
                 return 0
-            print(_banner(settings, broker, webhook_url, demo), flush=True)
+            demo_token = None if settings.ingest_api_tokens else DEMO_TOKEN
+            print(_banner(settings, broker, webhook_url, demo, demo_token), flush=True)
             while not stop.is_set():
                 for name, process in processes.items():
                     if process.poll() is not None:

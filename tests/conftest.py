@@ -6,6 +6,7 @@ prefix, hence its own topics and consumer groups.
 """
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from pydantic import SecretStr
 
 from services.config import Settings
 from services.kafka.broker import Broker, free_loopback_port, provide_broker
@@ -25,6 +27,8 @@ from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.processes import stop_processes, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +45,8 @@ def settings(broker: Broker, tmp_path: Path) -> Settings:
         topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
         partitions=3,
         ingest_port=free_loopback_port(),
+        ingest_mllp_port=free_loopback_port(),
+        ingest_api_tokens=[TEST_TOKEN],
         classifier_port=free_loopback_port(),
         notifier_port=free_loopback_port(),
         classifier_session_timeout_seconds=4,
@@ -77,7 +83,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
             if name == "kafka_bootstrap_servers"
             else f"PLATELETWATCH_{name.upper()}"
         )
-        env[key] = str(value)
+        if isinstance(value, list):  # lists travel as JSON; secrets must travel revealed
+            env[key] = json.dumps(
+                [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]
+            )
+        else:
+            env[key] = str(value)
     return env
 
 

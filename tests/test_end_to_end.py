@@ -13,7 +13,7 @@ from pydantic import HttpUrl
 
 from schemas import DeadLetter, DeliveryEvent, DeliveryStep, Topic
 from services.config import Settings
-from tests.conftest import consume_until, service_logs, wait_for
+from tests.conftest import AUTH, consume_until, service_logs, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ async def test_a_critical_result_is_paged_once(
     pipeline: Settings, webhook_receiver, example_result: bytes, tmp_path: Path
 ) -> None:
     ingest = f"http://{pipeline.bind_host}:{pipeline.ingest_port}"
-    async with httpx.AsyncClient(base_url=ingest) as client:
+    async with httpx.AsyncClient(base_url=ingest, headers=AUTH) as client:
         accepted = await client.post("/v1/lab-results", content=example_result)
         assert accepted.status_code == 202, accepted.text
         assert accepted.json()["outcome"] == "published"
@@ -97,7 +97,7 @@ def _classifier_events(settings: Settings, outcome: str) -> float:
 
 async def test_every_service_reports_health_and_metrics(pipeline: Settings, example_result) -> None:
     host = pipeline.bind_host
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=AUTH) as client:
         await client.post(
             f"http://{host}:{pipeline.ingest_port}/v1/lab-results", content=example_result
         )
@@ -122,15 +122,16 @@ async def test_a_malformed_result_is_refused_dead_lettered_and_ingest_keeps_runn
     pipeline: Settings, webhook_receiver, example_result: bytes
 ) -> None:
     ingest = f"http://{pipeline.bind_host}:{pipeline.ingest_port}"
-    broken = example_result.replace(b'"unit": "10*9/L", ', b"")
-    async with httpx.AsyncClient(base_url=ingest) as client:
+    broken = example_result.replace(b'"collected_at": "2026-11-25T07:40:00+01:00", ', b"")
+    assert broken != example_result
+    async with httpx.AsyncClient(base_url=ingest, headers=AUTH) as client:
         refused = await client.post(
             "/v1/lab-results", content=broken, headers={"content-type": "application/json"}
         )
         assert refused.status_code == 422
         body = refused.json()
         assert body["reason"] == "invalid_fields"
-        assert {"loc": "unit", "msg": "Field required", "type": "missing"} in body["errors"]
+        assert {"loc": "collected_at", "msg": "Field required", "type": "missing"} in body["errors"]
 
         letters = await consume_until(
             pipeline.kafka_bootstrap_servers or "",

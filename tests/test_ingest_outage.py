@@ -8,6 +8,7 @@ import pytest
 from services.config import Settings
 from services.kafka.broker import EmbeddedTansu
 from services.kafka.topics import ensure_topics
+from tests.conftest import AUTH
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ async def test_ingest_answers_503_while_kafka_is_down(
     ingest = start_service("ingest", settings)
     base = f"http://{settings.bind_host}:{settings.ingest_port}"
     ingest.wait_ready(f"{base}/readyz")
-    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=60, headers=AUTH) as client:
         assert (await client.post("/v1/lab-results", content=example_result)).status_code == 202
         own_broker.stop()
         started = time.monotonic()

@@ -5,17 +5,21 @@ from datetime import UTC, datetime
 
 import pytest
 
+from schemas import LabResult
+from services.ingest.codes import FeedContext
 from services.ingest.deadletter import dead_letter
-from services.ingest.json_feed import (
-    Filter,
-    Publish,
-    Rejection,
-    RejectReason,
-    classify_submission,
-)
+from services.ingest.json_feed import classify_submission
+from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
 from services.ingest.units import UnknownUnitError, parse_value, to_10e9_per_l
 
 RECEIVED = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+CONTEXT = FeedContext(received_at=RECEIVED, local_zone=UTC)
+
+
+def published(outcome: Outcome) -> LabResult:
+    assert isinstance(outcome, Publish), outcome
+    assert isinstance(outcome.event, LabResult)
+    return outcome.event
 
 
 def _body(**changes: object) -> bytes:
@@ -61,46 +65,59 @@ def test_comparators_are_kept() -> None:
 
 
 def test_a_platelet_count_is_published_with_a_stable_event_id() -> None:
-    first = classify_submission(_body(), RECEIVED)
-    again = classify_submission(_body(), RECEIVED)
-    assert isinstance(first, Publish)
-    assert isinstance(again, Publish)
-    result = first.result
+    result = published(classify_submission(_body(), CONTEXT))
+    again = published(classify_submission(_body(), CONTEXT))
+    assert result.count is not None
     assert result.count.value_10e9_per_l == 12
     assert result.count.original_unit == "10*9/L"
     assert result.patient.identifier.key == "HOSP|42"
     assert result.status == "final"
     assert result.received_at == RECEIVED
-    assert first.result.event_id == again.result.event_id
-    corrected = classify_submission(_body(status="corrected"), RECEIVED)
-    assert isinstance(corrected, Publish)
-    assert corrected.result.event_id != result.event_id
+    assert result.event_id == again.event_id
+    corrected = published(classify_submission(_body(status="corrected", value="14"), CONTEXT))
+    assert corrected.event_id != result.event_id
+    recorrected = published(classify_submission(_body(status="corrected", value="15"), CONTEXT))
+    assert recorrected.event_id != corrected.event_id
 
 
 def test_per_microlitre_with_comparator() -> None:
-    outcome = classify_submission(_body(value="<5000", unit="/uL"), RECEIVED)
-    assert isinstance(outcome, Publish)
-    assert outcome.result.count.value_10e9_per_l == 5
-    assert outcome.result.count.comparator == "<"
-    assert outcome.result.count.original_value == "<5000"
+    count = published(classify_submission(_body(value="<5000", unit="/uL"), CONTEXT)).count
+    assert count is not None
+    assert (count.value_10e9_per_l, count.comparator, count.original_value) == (5, "<", "<5000")
+
+
+def test_a_withdrawal_needs_no_value_but_a_final_result_does() -> None:
+    withdrawn = published(
+        classify_submission(_body(status="entered-in-error", value=None, unit=None), CONTEXT)
+    )
+    assert withdrawn.count is None
+    missing = classify_submission(_body(value=None), CONTEXT)
+    assert isinstance(missing, Rejection)
+    assert missing.reason is RejectReason.UNREADABLE_VALUE
 
 
 @pytest.mark.parametrize("code", ["11125-2", "33914-3", "718-7"])
 def test_other_analytes_are_filtered_not_published(code: str) -> None:
-    outcome = classify_submission(
-        _body(code={"system": "http://loinc.org", "code": code}), RECEIVED
-    )
-    assert outcome == Filter(code=code)
+    outcome = classify_submission(_body(code={"system": "http://loinc.org", "code": code}), CONTEXT)
+    assert isinstance(outcome, Filter)
+    assert code in outcome.detail
+
+
+def test_a_configured_local_code_is_a_platelet_count() -> None:
+    local = FeedContext(RECEIVED, UTC, frozenset({("99LAB", "PLT")}))
+    body = _body(code={"system": "99LAB", "code": "PLT"})
+    assert isinstance(classify_submission(body, CONTEXT), Filter)
+    assert published(classify_submission(body, local)).code.code == "PLT"
 
 
 def test_malformed_json_is_rejected() -> None:
-    outcome = classify_submission(b'{"patient": ', RECEIVED)
+    outcome = classify_submission(b'{"patient": ', CONTEXT)
     assert isinstance(outcome, Rejection)
     assert outcome.reason is RejectReason.INVALID_JSON
 
 
 def test_field_errors_name_each_field_without_echoing_values() -> None:
-    outcome = classify_submission(_body(collected_at="2026-11-25T07:40:00", result_id=""), RECEIVED)
+    outcome = classify_submission(_body(collected_at="2026-11-25T07:40:00", result_id=""), CONTEXT)
     assert isinstance(outcome, Rejection)
     assert outcome.reason is RejectReason.INVALID_FIELDS
     locations = {error["loc"] for error in outcome.errors}
@@ -109,20 +126,25 @@ def test_field_errors_name_each_field_without_echoing_values() -> None:
 
 
 def test_unknown_unit_and_unreadable_value_are_rejected_with_the_reason() -> None:
-    unit = classify_submission(_body(unit="mg/dL"), RECEIVED)
+    unit = classify_submission(_body(unit="mg/dL"), CONTEXT)
     assert isinstance(unit, Rejection)
     assert unit.reason is RejectReason.UNKNOWN_UNIT
     assert "mg/dL" in unit.message
-    value = classify_submission(_body(value="clumped"), RECEIVED)
+    value = classify_submission(_body(value="clumped"), CONTEXT)
     assert isinstance(value, Rejection)
     assert value.reason is RejectReason.UNREADABLE_VALUE
 
 
-def test_dead_letter_keeps_the_raw_bytes() -> None:
+def test_dead_letter_keeps_the_raw_bytes_and_every_reason() -> None:
     rejection = Rejection(RejectReason.INVALID_JSON, "body is not valid JSON")
-    text = dead_letter(b'{"a": ', "json", rejection, "application/json", RECEIVED)
+    text = dead_letter(b'{"a": ', "json", [rejection], "application/json", RECEIVED)
     assert (text.raw_payload, text.raw_encoding) == ('{"a": ', "utf-8")
     assert text.reason_code == "invalid_json"
-    binary = dead_letter(b"\xff\xfe", "json", rejection, None, RECEIVED)
+    binary = dead_letter(b"\xff\xfe", "json", [rejection], None, RECEIVED)
     assert (binary.raw_payload, binary.raw_encoding) == ("//4=", "base64")
-    assert text.event_id == dead_letter(b'{"a": ', "json", rejection, None, RECEIVED).event_id
+    assert text.event_id == dead_letter(b'{"a": ', "json", [rejection], None, RECEIVED).event_id
+    unit = Rejection(RejectReason.UNKNOWN_UNIT, "unknown unit 'g'", ({"loc": "u", "msg": "m"},))
+    both = dead_letter(b"x", "hl7v2", [unit, rejection], None, RECEIVED)
+    assert both.reason_code == "unknown_unit"
+    assert both.reason == "unknown unit 'g'; body is not valid JSON"
+    assert both.errors == ({"loc": "u", "msg": "m"},)

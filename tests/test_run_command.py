@@ -21,7 +21,9 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
 
-README_CURL = re.compile(r"curl .*?(http://127\.0\.0\.1:8410/v1/lab-results).*?-d @(\S+)")
+README_CURL = re.compile(
+    r"curl .*?http://127\.0\.0\.1:8410/v1/lab-results -H 'Authorization: Bearer (\S+)'.*?-d @(\S+)"
+)
 
 
 def _children_of(pid: int) -> list[int]:
@@ -46,10 +48,12 @@ def _alive(pid: int) -> bool:
 
 def _start_run(tmp_path: Path) -> tuple[subprocess.Popen[str], list[str], dict[str, int]]:
     """Start `plateletwatch run` on free ports; return it, its growing output, and the ports."""
-    ports = {name: free_loopback_port() for name in ("ingest", "classifier", "notifier", "demo")}
+    names = ("ingest", "mllp", "classifier", "notifier", "demo")
+    ports = {name: free_loopback_port() for name in names}
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLATELETWATCH_")}
     env.update(
         PLATELETWATCH_INGEST_PORT=str(ports["ingest"]),
+        PLATELETWATCH_INGEST_MLLP_PORT=str(ports["mllp"]),
         PLATELETWATCH_CLASSIFIER_PORT=str(ports["classifier"]),
         PLATELETWATCH_NOTIFIER_PORT=str(ports["notifier"]),
         PLATELETWATCH_DEMO_RECEIVER_PORT=str(ports["demo"]),
@@ -92,13 +96,18 @@ def test_run_shows_the_banner_pages_the_readme_example_and_stops_cleanly(tmp_pat
     try:
         banner = "".join(output)
         assert f"http://127.0.0.1:{ports['ingest']}/v1/lab-results" in banner
+        assert f"demo bearer token: {readme_example.group(1)}" in banner
+        assert f"MLLP on 127.0.0.1:{ports['mllp']}" in banner
         assert f"pages go to http://127.0.0.1:{ports['demo']}/pages" in banner
         assert "embedded-tansu" in banner or "KAFKA_BOOTSTRAP_SERVERS" in os.environ
 
         posted = httpx.post(
             f"http://127.0.0.1:{ports['ingest']}/v1/lab-results",
             content=example.read_bytes(),
-            headers={"Content-Type": "application/json"},
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {readme_example.group(1)}",
+            },
         )
         assert posted.status_code == 202, posted.text
         pages: list[dict[str, object]] = []

@@ -101,7 +101,9 @@ def evidence_of(result: LabResult) -> EvidenceResult:
     )
 
 
-def critical_low_alert(result: LabResult, rules: Rules, now: datetime) -> PlateletAlert:
+def critical_low_alert(
+    result: LabResult, count: PlateletCount, rules: Rules, now: datetime
+) -> PlateletAlert:
     """A critical-low alert whose id depends only on the patient and the result that opened it."""
     alert_id = stable_event_id(
         "alert", result.patient.identifier.key, AlertKind.CRITICAL_LOW, result.event_id
@@ -111,7 +113,7 @@ def critical_low_alert(result: LabResult, rules: Rules, now: datetime) -> Platel
         alert_id=alert_id,
         kind=AlertKind.CRITICAL_LOW,
         patient=result.patient,
-        value_10e9_per_l=result.count.value_10e9_per_l,
+        value_10e9_per_l=count.value_10e9_per_l,
         result_verified_at=result.verified_at,
         evidence=Evidence(results=(evidence_of(result),)),
         rule=RuleRef(id="critical_low", version=rules.version),
@@ -126,16 +128,17 @@ def evaluate(state: PatientState, result: LabResult, rules: Rules, now: datetime
     seen = [*state.seen_event_ids, result.event_id][-SEEN_EVENTS_KEPT:]
     rule = rules.critical_low
     episode = state.critical_episode
-    if result.status not in rule.paging_statuses:
+    count = result.count
+    if result.status not in rule.paging_statuses or count is None:
         return Evaluation(state.model_copy(update={"seen_event_ids": seen}))
-    if closes_critical_episode(result.count, rule):
+    if closes_critical_episode(count, rule):
         episode = None
-    elif is_critical_low(result.count, rule):
+    elif is_critical_low(count, rule):
         if episode is None:
-            alert = critical_low_alert(result, rules, now)
+            alert = critical_low_alert(result, count, rules, now)
             episode = CriticalEpisode(
                 alert_id=alert.alert_id,
-                lowest_paged_10e9_per_l=result.count.value_10e9_per_l,
+                lowest_paged_10e9_per_l=count.value_10e9_per_l,
                 last_paged_at=now,
             )
             return Evaluation(PatientState(seen_event_ids=seen, critical_episode=episode), (alert,))

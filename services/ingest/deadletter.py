@@ -2,21 +2,25 @@
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
 from schemas import DeadLetter, stable_event_id
-from services.ingest.json_feed import Rejection
+from services.ingest.outcomes import Rejection
+
+Source = Literal["hl7v2", "fhir", "json"]
 
 
 def dead_letter(
     raw: bytes,
-    source: Literal["hl7v2", "fhir", "json"],
-    rejection: Rejection,
+    source: Source,
+    rejections: Sequence[Rejection],
     content_type: str | None,
     received_at: datetime,
 ) -> DeadLetter:
-    """Keep text as text and anything else as base64, so a replay gets the very same bytes."""
+    """One letter per input, naming every problem; text stays text, anything else is base64,
+    so a replay gets the very same bytes."""
     encoding: Literal["utf-8", "base64"] = "utf-8"
     try:
         payload = raw.decode("utf-8")
@@ -25,9 +29,9 @@ def dead_letter(
     return DeadLetter(
         event_id=stable_event_id("dead-letter", source, hashlib.sha256(raw).hexdigest()),
         source=source,
-        reason_code=rejection.reason.value,
-        reason=rejection.message,
-        errors=rejection.errors,
+        reason_code=rejections[0].reason.value,
+        reason="; ".join(dict.fromkeys(r.message for r in rejections)),
+        errors=tuple(error for r in rejections for error in r.errors),
         raw_payload=payload,
         raw_encoding=encoding,
         content_type=content_type,

@@ -1,116 +1,195 @@
-"""Ingest over HTTP: the JSON lab feed. FHIR R4 endpoints hang off the same app later.
+"""Ingest over HTTP: FHIR R4 resources and Bundles, and the project's own JSON events.
 
-A sender gets 202 only once Kafka has acknowledged the event; 422 (with field errors) once the
-refused body is safely in the dead-letter topic; 503 when Kafka cannot take either, so the sender
-retries and nothing is lost.
+A sender gets 2xx only once Kafka has acknowledged every event; 422 (with the problems, per
+entry for a Bundle) once the refused input is safely in the dead-letter topic; 503 when Kafka
+cannot take either, so the sender retries and nothing is lost; 401 without a valid bearer token.
 """
 
+import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from schemas import Topic
 from services.config import Settings
-from services.ingest.deadletter import dead_letter
-from services.ingest.json_feed import Filter, LabResultSubmission, Publish, classify_submission
-from services.kafka.producer import EventPublisher
+from services.ingest.codes import FeedContext
+from services.ingest.context_feed import ClinicalContextSubmission, classify_context
+from services.ingest.deadletter import Source
+from services.ingest.fhir_feed import EntryOutcome, read_fhir
+from services.ingest.json_feed import LabResultSubmission, classify_submission
+from services.ingest.outcomes import Filter, Outcome, Publish
+from services.ingest.pipeline import Accepted, IngestPipeline
+from services.ingest.treatments import TreatmentTable
 from services.web import operations_router
 
 log = logging.getLogger(__name__)
 
-INPUTS = Counter(
-    "plateletwatch_ingest_inputs_total",
-    "Inputs received, by feed and by what became of them.",
-    ["source", "outcome"],
-)
-DEAD_LETTERS = Counter(
-    "plateletwatch_ingest_dead_letters_total",
-    "Inputs refused and written to the dead-letter topic, by reason.",
-    ["source", "reason"],
-)
-
 _BROKER_UNAVAILABLE = {
-    "detail": "the event could not be stored durably (Kafka unavailable); nothing was accepted, "
-    "please retry"
+    "outcome": "unavailable",
+    "detail": "the input could not be stored durably (Kafka unavailable); nothing was accepted, "
+    "please retry",
 }
+_FHIR_TYPES = ["application/fhir+json", "application/json"]
 
 
-def create_app(settings: Settings, publisher: EventPublisher) -> FastAPI:
+def _json_body(model: Any) -> dict[str, Any]:
+    """OpenAPI description of a body read raw (so a bad one can be dead-lettered byte for byte)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def _entry_view(outcome: Outcome) -> dict[str, Any]:
+    if isinstance(outcome, Publish):
+        return {"outcome": "published", "event_id": outcome.event.event_id}
+    if isinstance(outcome, Filter):
+        return {"outcome": "filtered", "detail": outcome.detail}
+    return {
+        "outcome": "rejected",
+        "reason": outcome.reason.value,
+        "detail": outcome.message,
+        "errors": list(outcome.errors),
+    }
+
+
+def _response(accepted: Accepted, body: dict[str, Any]) -> JSONResponse:
+    body = {"outcome": accepted.outcome, **body}
+    if accepted.dead_letter_id:
+        body["dead_letter_id"] = accepted.dead_letter_id
+    return JSONResponse(body, status_code=422 if accepted.rejections else 202)
+
+
+def create_app(
+    settings: Settings,
+    pipeline: IngestPipeline,
+    treatments: TreatmentTable,
+    start: Callable[[], Awaitable[None]],
+    stop: Callable[[], Awaitable[None]],
+) -> FastAPI:
+    """`start` and `stop` bring up and down what the app depends on (publisher, MLLP server)."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await publisher.start()
+        await start()
         try:
             yield
         finally:
-            await publisher.stop()
+            await stop()
 
     app = FastAPI(
         title="PlateletWatch ingest",
-        description="Lab results and treatment context in; Kafka events out.",
+        description="Lab results and treatment context in; Kafka events out. "
+        "HL7 v2 ORU^R01 arrives over MLLP on its own port.",
         lifespan=lifespan,
     )
-    app.include_router(operations_router("ingest", lambda: publisher.started))
+    app.include_router(operations_router("ingest", lambda: pipeline.ready))
+    bearer = HTTPBearer(auto_error=False)
+    tokens = [token.get_secret_value().encode() for token in settings.ingest_api_tokens]
+
+    def authorised(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        offered = credentials.credentials.encode() if credentials else b""
+        if not any(hmac.compare_digest(offered, token) for token in tokens):
+            raise HTTPException(
+                status_code=401,
+                detail="a valid bearer token is required (Authorization: Bearer <token>)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    async def ingest(
+        request: Request,
+        source: Source,
+        read: Callable[[bytes, FeedContext], list[EntryOutcome]],
+        render: Callable[[list[EntryOutcome]], dict[str, Any]],
+    ) -> JSONResponse:
+        raw = await request.body()
+        context = pipeline.context()
+        entries = read(raw, context)
+        try:
+            accepted = await pipeline.accept(
+                source,
+                raw,
+                [entry.outcome for entry in entries],
+                request.headers.get("content-type"),
+                context.received_at,
+            )
+        except (KafkaError, TimeoutError) as error:
+            log.error("Kafka did not acknowledge a %s input: %s", source, type(error).__name__)
+            return JSONResponse(_BROKER_UNAVAILABLE, status_code=503, headers={"Retry-After": "5"})
+        return _response(accepted, render(entries))
+
+    def one(outcome: Outcome) -> list[EntryOutcome]:
+        return [EntryOutcome(0, "", None, outcome)]
+
+    def single(entries: list[EntryOutcome]) -> dict[str, Any]:
+        return _entry_view(entries[0].outcome)
+
+    def per_entry(entries: list[EntryOutcome]) -> dict[str, Any]:
+        return {
+            "entries": [
+                {
+                    "index": entry.index,
+                    "resourceType": entry.resource_type,
+                    "fullUrl": entry.full_url,
+                    **_entry_view(entry.outcome),
+                }
+                for entry in entries
+            ]
+        }
 
     @app.post(
         "/v1/lab-results",
         status_code=202,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": LabResultSubmission.model_json_schema()}
-                },
-            }
-        },
+        dependencies=[Depends(authorised)],
+        openapi_extra=_json_body(LabResultSubmission),
         responses={422: {"description": "Refused; the body was dead-lettered with the reason."}},
     )
     async def post_lab_result(request: Request) -> JSONResponse:
-        """Accept one lab result. Platelet counts are published; other analytes are filtered."""
-        raw = await request.body()
-        received_at = datetime.now(UTC)
-        outcome = classify_submission(raw, received_at)
-        try:
-            if isinstance(outcome, Publish):
-                result = outcome.result
-                await publisher.publish(
-                    settings.topic(Topic.LAB_RESULTS), result.patient.identifier.key, result
-                )
-                INPUTS.labels(source="json", outcome="published").inc()
-                return JSONResponse(
-                    {"outcome": "published", "event_id": result.event_id}, status_code=202
-                )
-            if isinstance(outcome, Filter):
-                INPUTS.labels(source="json", outcome="filtered").inc()
-                return JSONResponse(
-                    {"outcome": "filtered", "detail": "not a platelet count; not published"},
-                    status_code=202,
-                )
-            letter = dead_letter(
-                raw, "json", outcome, request.headers.get("content-type"), received_at
-            )
-            await publisher.publish(settings.topic(Topic.INGEST_DEADLETTER), None, letter)
-        except (KafkaError, TimeoutError) as error:
-            INPUTS.labels(source="json", outcome="unavailable").inc()
-            log.error("Kafka did not acknowledge a json input: %s", type(error).__name__)
-            return JSONResponse(_BROKER_UNAVAILABLE, status_code=503, headers={"Retry-After": "5"})
-        INPUTS.labels(source="json", outcome="dead_lettered").inc()
-        DEAD_LETTERS.labels(source="json", reason=outcome.reason.value).inc()
-        log.info("json input dead-lettered: %s", outcome.reason.value)
-        return JSONResponse(
-            {
-                "outcome": "dead_lettered",
-                "reason": outcome.reason.value,
-                "detail": outcome.message,
-                "errors": list(outcome.errors),
-                "dead_letter_id": letter.event_id,
-            },
-            status_code=422,
+        """One lab result. Platelet counts are published; other analytes are filtered."""
+        return await ingest(
+            request, "json", lambda raw, ctx: one(classify_submission(raw, ctx)), single
+        )
+
+    @app.post(
+        "/v1/clinical-context",
+        status_code=202,
+        dependencies=[Depends(authorised)],
+        openapi_extra=_json_body(ClinicalContextSubmission),
+        responses={422: {"description": "Refused; the body was dead-lettered with the reason."}},
+    )
+    async def post_clinical_context(request: Request) -> JSONResponse:
+        """One treatment given (steroid, IVIG, rituximab, TPO-RA, splenectomy, transfusion...)."""
+        return await ingest(
+            request, "json", lambda raw, ctx: one(classify_context(raw, ctx, treatments)), single
+        )
+
+    @app.post(
+        "/fhir",
+        status_code=202,
+        dependencies=[Depends(authorised)],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {media: {"schema": {"type": "object"}} for media in _FHIR_TYPES},
+            }
+        },
+        responses={422: {"description": "Refused entries were dead-lettered; see `entries`."}},
+    )
+    async def post_fhir(request: Request) -> JSONResponse:
+        """A FHIR R4 Bundle (collection, transaction, batch, message) or one resource
+        (Observation, MedicationAdministration, MedicationStatement, Procedure); answers with
+        one outcome per entry."""
+        return await ingest(
+            request, "fhir", lambda raw, ctx: read_fhir(raw, ctx, treatments), per_entry
         )
 
     return app

@@ -4,9 +4,7 @@ Pure: no I/O. Every submission ends as exactly one outcome — Publish, Filter (
 count: acknowledged and counted) or a Rejection (dead-lettered, sender told why).
 """
 
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -18,13 +16,17 @@ from schemas import (
     ResultStatus,
     stable_event_id,
 )
-from services.ingest.codes import is_platelet_count
-from services.ingest.units import (
-    UnknownUnitError,
-    UnreadableValueError,
-    parse_value,
-    to_10e9_per_l,
+from services.ingest.codes import FeedContext, is_platelet_count
+from services.ingest.outcomes import (
+    Filter,
+    Outcome,
+    Publish,
+    Rejection,
+    RejectReason,
+    field_rejection,
 )
+from services.ingest.status import REPLACING, VALUE_OPTIONAL
+from services.ingest.units import UnknownUnitError, UnreadableValueError, platelet_count
 
 
 class LabResultSubmission(BaseModel):
@@ -36,43 +38,14 @@ class LabResultSubmission(BaseModel):
     result_id: str = Field(min_length=1, description="The lab's id for this result.")
     replaces_result_id: str | None = None
     code: Coding
-    value: str | float = Field(description='A number, or a string such as "12" or "<5".')
-    unit: str = Field(min_length=1)
+    value: str | float | None = Field(
+        default=None, description='A number, or a string such as "12" or "<5"; none to withdraw.'
+    )
+    unit: str | None = None
     status: ResultStatus = ResultStatus.FINAL
     abnormal_flags: tuple[str, ...] = ()
     collected_at: AwareDatetime
     verified_at: AwareDatetime | None = None
-
-
-class RejectReason(StrEnum):
-    """Bounded reasons, used as metric labels and in the dead letter."""
-
-    INVALID_JSON = "invalid_json"
-    INVALID_FIELDS = "invalid_fields"
-    UNKNOWN_UNIT = "unknown_unit"
-    UNREADABLE_VALUE = "unreadable_value"
-
-
-@dataclass(frozen=True)
-class Publish:
-    result: LabResult
-
-
-@dataclass(frozen=True)
-class Filter:
-    """Accepted but not a platelet count: counted, not published."""
-
-    code: str
-
-
-@dataclass(frozen=True)
-class Rejection:
-    reason: RejectReason
-    message: str
-    errors: tuple[dict[str, str], ...] = ()
-
-
-Outcome = Publish | Filter | Rejection
 
 
 def field_errors(error: ValidationError) -> tuple[dict[str, str], ...]:
@@ -83,7 +56,7 @@ def field_errors(error: ValidationError) -> tuple[dict[str, str], ...]:
     )
 
 
-def classify_submission(raw: bytes, received_at: datetime) -> Outcome:
+def classify_submission(raw: bytes, context: FeedContext) -> Outcome:
     """Decide what happens to one posted body."""
     try:
         submission = LabResultSubmission.model_validate_json(raw)
@@ -95,34 +68,39 @@ def classify_submission(raw: bytes, received_at: datetime) -> Outcome:
         return Rejection(
             RejectReason.INVALID_FIELDS, "lab result has invalid fields", field_errors(error)
         )
-    if not is_platelet_count(submission.code.system, submission.code.code):
-        return Filter(code=submission.code.code)
+    code = submission.code
+    if not is_platelet_count(code.system, code.code, context.local_platelet_codes):
+        return Filter(f"{code.system} {code.code} is not a platelet count")
+    if submission.value is None:
+        if submission.status in VALUE_OPTIONAL and submission.status in REPLACING:
+            return Publish(to_lab_result(submission, None, context.received_at))
+        return field_rejection(
+            RejectReason.UNREADABLE_VALUE, "value", "a platelet count needs a value"
+        )
+    if not submission.unit:
+        return field_rejection(RejectReason.UNKNOWN_UNIT, "unit", "a platelet count needs a unit")
     try:
-        comparator, number = parse_value(str(submission.value))
-        count = PlateletCount(
-            value_10e9_per_l=to_10e9_per_l(number, submission.unit),
-            comparator=comparator,
-            original_value=str(submission.value),
-            original_unit=submission.unit,
-        )
+        count = platelet_count(str(submission.value), submission.unit)
     except UnknownUnitError as error:
-        return Rejection(
-            RejectReason.UNKNOWN_UNIT, str(error), ({"loc": "unit", "msg": str(error)},)
-        )
+        return field_rejection(RejectReason.UNKNOWN_UNIT, "unit", str(error))
     except UnreadableValueError as error:
-        return Rejection(
-            RejectReason.UNREADABLE_VALUE, str(error), ({"loc": "value", "msg": str(error)},)
-        )
-    return Publish(to_lab_result(submission, count, received_at))
+        return field_rejection(RejectReason.UNREADABLE_VALUE, "value", str(error))
+    return Publish(to_lab_result(submission, count, context.received_at))
 
 
 def to_lab_result(
-    submission: LabResultSubmission, count: PlateletCount, received_at: datetime
+    submission: LabResultSubmission, count: PlateletCount | None, received_at: datetime
 ) -> LabResult:
     identifier = submission.patient.identifier
+    value_identity = f"{count.original_value}|{count.original_unit}" if count else ""
     return LabResult(
         event_id=stable_event_id(
-            "lab-result", "json", identifier.authority, submission.result_id, submission.status
+            "lab-result",
+            "json",
+            identifier.authority,
+            submission.result_id,
+            submission.status,
+            value_identity,
         ),
         source="json",
         patient=submission.patient,

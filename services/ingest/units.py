@@ -7,7 +7,7 @@ the difference between a normal count and a critical one.
 import re
 from typing import cast
 
-from schemas import Comparator
+from schemas import Comparator, PlateletCount
 
 # Spellings are compared after `_canonical_spelling`: case-folded, spaces removed, micro -> u.
 _PER_NANOLITRE = {
@@ -52,3 +52,14 @@ def parse_value(text: str) -> tuple[Comparator | None, float]:
         raise UnreadableValueError(f"value {text!r} is not a number (optionally with <, <=, >, >=)")
     # The pattern admits only the four comparators, so the cast cannot widen the type.
     return cast(Comparator | None, match["comparator"]), float(match["number"])
+
+
+def platelet_count(original_value: str, unit: str) -> PlateletCount:
+    """Read a reported value and unit into a normalised count, keeping both as sent."""
+    comparator, number = parse_value(original_value)
+    return PlateletCount(
+        value_10e9_per_l=to_10e9_per_l(number, unit),
+        comparator=comparator,
+        original_value=original_value,
+        original_unit=unit,
+    )

@@ -1,0 +1,397 @@
+"""HL7 v2 ORU^R01 (versions 2.3 to 2.5.1) to lab-result outcomes, and the ACK that answers it. Pure.
+
+Each OBX becomes one outcome: a platelet count is published, anything else is filtered, and a
+platelet OBX that cannot be read safely (unknown unit, no patient, no collection time) is
+rejected with an ERR naming the segment and field. The message is acknowledged AA only when it
+has no rejection and every event was stored; the glue decides the latter.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from schemas import (
+    Coding,
+    LabResult,
+    Patient,
+    PatientIdentifier,
+    PlateletCount,
+    ResultStatus,
+    stable_event_id,
+)
+from services.ingest.codes import FeedContext, is_platelet_count
+from services.ingest.hl7_message import Hl7Message, Hl7ParseError, Segment, parse
+from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
+from services.ingest.status import HL7_RESULT_STATUS, REPLACING, VALUE_OPTIONAL
+from services.ingest.times import parse_hl7_date, parse_hl7_timestamp
+from services.ingest.units import UnknownUnitError, UnreadableValueError, platelet_count
+
+SUPPORTED_VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1"})
+
+# HL7 table 0357 message error condition codes used in ERR-3.
+ERROR_CODES: dict[RejectReason, tuple[str, str]] = {
+    RejectReason.UNPARSEABLE_HL7: ("100", "Segment sequence error"),
+    RejectReason.NO_PATIENT_IDENTIFIER: ("101", "Required field missing"),
+    RejectReason.NO_COLLECTION_TIME: ("101", "Required field missing"),
+    RejectReason.UNREADABLE_VALUE: ("102", "Data type error"),
+    RejectReason.UNKNOWN_UNIT: ("103", "Table value not found"),
+    RejectReason.UNKNOWN_STATUS: ("103", "Table value not found"),
+    RejectReason.UNSUPPORTED_MESSAGE: ("200", "Unsupported message type"),
+    RejectReason.UNSUPPORTED_VERSION: ("203", "Unsupported version id"),
+    RejectReason.MESSAGE_TOO_LARGE: ("207", "Application internal error"),
+    RejectReason.STORE_UNAVAILABLE: ("207", "Application internal error"),
+}
+# The whole message is unacceptable (AR) rather than in error (AE) for these.
+_MESSAGE_LEVEL = frozenset(
+    {
+        RejectReason.UNPARSEABLE_HL7,
+        RejectReason.UNSUPPORTED_MESSAGE,
+        RejectReason.UNSUPPORTED_VERSION,
+        RejectReason.MESSAGE_TOO_LARGE,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Hl7Result:
+    """Everything ingest decided about one message."""
+
+    control_id: str
+    outcomes: tuple[Outcome, ...]
+    message: Hl7Message | None = None
+
+    @property
+    def rejections(self) -> list[Rejection]:
+        return [o for o in self.outcomes if isinstance(o, Rejection)]
+
+    @property
+    def events(self) -> list[LabResult]:
+        return [
+            o.event
+            for o in self.outcomes
+            if isinstance(o, Publish) and isinstance(o.event, LabResult)
+        ]
+
+    @property
+    def ack_code(self) -> str:
+        rejections = self.rejections
+        if not rejections:
+            return "AA"
+        return "AR" if any(r.reason in _MESSAGE_LEVEL for r in rejections) else "AE"
+
+
+@dataclass
+class _Group:
+    """An OBR with the OBX and SPM segments that follow it (OBX before any OBR form a group too)."""
+
+    obr: Segment | None
+    observations: list[Segment] = field(default_factory=list)
+    specimens: list[Segment] = field(default_factory=list)
+
+
+def read_message(raw: bytes, context: FeedContext) -> Hl7Result:
+    """Parse and classify one ORU^R01; never raises for bad input: it becomes a rejection."""
+    try:
+        message = parse(raw)
+    except Hl7ParseError as error:
+        return Hl7Result("", (Rejection(RejectReason.UNPARSEABLE_HL7, str(error), location="MSH"),))
+    msh = message.msh
+    control_id = msh.get(10)
+    message_type = (msh.get(9, 1), msh.get(9, 2))
+    if message_type != ("ORU", "R01"):
+        text = f"only ORU^R01 is accepted, not {'^'.join(message_type)}"
+        return Hl7Result(
+            control_id,
+            (Rejection(RejectReason.UNSUPPORTED_MESSAGE, text, location="MSH-9"),),
+            message,
+        )
+    version = msh.get(12)
+    if version not in SUPPORTED_VERSIONS:
+        text = f"HL7 version {version!r} is not supported (2.3 to 2.5.1 are)"
+        return Hl7Result(
+            control_id,
+            (Rejection(RejectReason.UNSUPPORTED_VERSION, text, location="MSH-12"),),
+            message,
+        )
+    return Hl7Result(control_id, tuple(_observations(message, context)), message)
+
+
+@dataclass(frozen=True)
+class _PatientGroup:
+    pid: Segment | None
+    group: _Group
+
+
+def _observations(message: Hl7Message, context: FeedContext) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for patient_group in _groups_in_order(message):
+        outcomes.extend(_group_outcomes(message, patient_group.pid, patient_group.group, context))
+    return outcomes
+
+
+def _groups_in_order(message: Hl7Message) -> list[_PatientGroup]:
+    """Group OBX and SPM under the OBR (and PID) before them; an SPM after its OBX still counts."""
+    ordered: list[_PatientGroup] = []
+    pid: Segment | None = None
+    for segment in message.segments:
+        if segment.name == "PID":
+            pid = segment
+        elif segment.name == "OBR":
+            ordered.append(_PatientGroup(pid, _Group(segment)))
+        elif segment.name in ("OBX", "SPM"):
+            if not ordered or ordered[-1].pid is not pid:
+                ordered.append(_PatientGroup(pid, _Group(None)))
+            group = ordered[-1].group
+            (group.observations if segment.name == "OBX" else group.specimens).append(segment)
+    return ordered
+
+
+def _group_outcomes(
+    message: Hl7Message, pid: Segment | None, group: _Group, context: FeedContext
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for position, obx in enumerate(group.observations, start=1):
+        where = f"OBX[{position}]" + (f" of OBR {group.obr.get(1)}" if group.obr else "")
+        code = _platelet_code(obx, context)
+        if code is None:
+            outcomes.append(
+                Filter(f"{where}: {obx.get(3, 1)}^{obx.get(3, 3)} is not a platelet count")
+            )
+            continue
+        outcomes.append(_platelet_outcome(message, pid, group, obx, code, where, context))
+    return outcomes
+
+
+def _platelet_code(obx: Segment, context: FeedContext) -> Coding | None:
+    """The OBX-3 triplet (primary, then alternate) that names a platelet count, if any."""
+    for code_at, text_at, system_at in ((1, 2, 3), (4, 5, 6)):
+        code, system = obx.get(3, code_at), obx.get(3, system_at)
+        if code and is_platelet_count(system, code, context.local_platelet_codes):
+            return Coding(system=system, code=code, display=obx.get(3, text_at) or None)
+    return None
+
+
+def _platelet_outcome(
+    message: Hl7Message,
+    pid: Segment | None,
+    group: _Group,
+    obx: Segment,
+    code: Coding,
+    where: str,
+    context: FeedContext,
+) -> Outcome:
+    status_code = obx.get(11)
+    status = HL7_RESULT_STATUS.get(status_code)
+    if status is None:
+        return _reject(
+            RejectReason.UNKNOWN_STATUS,
+            f"{where}-11",
+            f"result status {status_code!r} is not in table 0085",
+        )
+    patient = _patient(message, pid)
+    if patient is None:
+        return _reject(
+            RejectReason.NO_PATIENT_IDENTIFIER,
+            "PID-3",
+            "no patient identifier (PID-3 with an ID and an assigning authority or MSH-4)",
+        )
+    collected_at = _collection_time(group, obx, context)
+    if collected_at is None:
+        return _reject(
+            RejectReason.NO_COLLECTION_TIME,
+            f"{where}-14",
+            "no specimen collection time (OBX-14, SPM-17 or OBR-7)",
+        )
+    values = obx.repetitions(5)
+    if not values or not obx.get(5):
+        if status in VALUE_OPTIONAL:
+            if status in REPLACING:
+                return Publish(
+                    _lab_result(
+                        message, patient, group, obx, code, status, None, collected_at, context
+                    )
+                )
+            return Filter(f"{where}: platelet count not yet available (status {status_code})")
+        return _reject(RejectReason.UNREADABLE_VALUE, f"{where}-5", "platelet result has no value")
+    if len(values) > 1:
+        return _reject(
+            RejectReason.UNREADABLE_VALUE, f"{where}-5", "platelet result repeats its value"
+        )
+    unit = obx.get(6, 1) or obx.get(6, 2)
+    try:
+        count = platelet_count(_value_text(obx), unit)
+    except UnknownUnitError as error:
+        return _reject(RejectReason.UNKNOWN_UNIT, f"{where}-6", str(error))
+    except UnreadableValueError as error:
+        return _reject(RejectReason.UNREADABLE_VALUE, f"{where}-5", str(error))
+    return Publish(
+        _lab_result(message, patient, group, obx, code, status, count, collected_at, context)
+    )
+
+
+def _reject(reason: RejectReason, location: str, text: str) -> Rejection:
+    return Rejection(reason, text, ({"loc": location, "msg": text},), location)
+
+
+def _value_text(obx: Segment) -> str:
+    """OBX-5 as a plain value; an SN (structured numeric) "<^5" reads as "<5"."""
+    if obx.get(2) == "SN":
+        parts = obx.components(5)
+        comparator, number = [*parts, "", ""][:2]
+        if len(parts) > 2 and any(parts[2:]):
+            raise UnreadableValueError(f"a range or ratio ({'^'.join(parts)}) is not a count")
+        return f"{comparator}{number}"
+    return obx.get(5)
+
+
+def _patient(message: Hl7Message, pid: Segment | None) -> Patient | None:
+    """PID-3: the MR-typed identifier if there is one, else the first with an ID."""
+    if pid is None:
+        return None
+    candidates = []
+    for index, _ in enumerate(pid.repetitions(3)):
+        mrn = pid.get(3, 1, repetition=index)
+        if mrn:
+            authority = pid.get(3, 4, 1, index) or pid.get(3, 4, 2, index)
+            candidates.append((pid.get(3, 5, repetition=index) != "MR", mrn, authority))
+    if not candidates:
+        return None
+    _, mrn, authority = sorted(candidates, key=lambda c: c[0])[0]
+    authority = authority or message.msh.get(4, 1) or message.msh.get(4, 2)
+    if not authority:
+        return None
+    return Patient(
+        identifier=PatientIdentifier(authority=authority, mrn=mrn),
+        birth_date=parse_hl7_date(pid.get(7)),
+    )
+
+
+def _collection_time(group: _Group, obx: Segment, context: FeedContext) -> datetime | None:
+    candidates = [obx.get(14)]
+    candidates += [spm.get(17) for spm in group.specimens]
+    if group.obr is not None:
+        candidates.append(group.obr.get(7))
+    for text in candidates:
+        moment = parse_hl7_timestamp(text, context.local_zone) if text else None
+        if moment is not None:
+            return moment
+    return None
+
+
+def _verified_time(
+    message: Hl7Message, group: _Group, obx: Segment, context: FeedContext
+) -> datetime | None:
+    """OBR-22 (some senders shift it, so it must parse), else OBX-19, else the message time."""
+    candidates = [group.obr.get(22) if group.obr else "", obx.get(19), message.msh.get(7)]
+    for text in candidates:
+        moment = parse_hl7_timestamp(text, context.local_zone) if text else None
+        if moment is not None:
+            return moment
+    return None
+
+
+def _result_id(message: Hl7Message, group: _Group, obx: Segment, code: Coding) -> str:
+    """Filler order number (else placer, else message id) + OBX-3 code + OBX-4 sub-id."""
+    order = ""
+    if group.obr is not None:
+        order = "^".join(p for p in (group.obr.get(3, 1), group.obr.get(3, 2)) if p) or "^".join(
+            p for p in (group.obr.get(2, 1), group.obr.get(2, 2)) if p
+        )
+    order = order or f"msg:{message.msh.get(4, 1)}:{message.msh.get(10)}"
+    return f"{order}|{code.system}:{code.code}|{obx.get(4)}"
+
+
+def _lab_result(
+    message: Hl7Message,
+    patient: Patient,
+    group: _Group,
+    obx: Segment,
+    code: Coding,
+    status: ResultStatus,
+    count: PlateletCount | None,
+    collected_at: datetime,
+    context: FeedContext,
+) -> LabResult:
+    result_id = _result_id(message, group, obx, code)
+    value_identity = f"{count.original_value}|{count.original_unit}" if count else ""
+    return LabResult(
+        event_id=stable_event_id(
+            "lab-result", "hl7v2", patient.identifier.authority, result_id, status, value_identity
+        ),
+        source="hl7v2",
+        patient=patient,
+        result_id=result_id,
+        replaces_result_id=result_id if status in REPLACING else None,
+        code=code,
+        count=count,
+        status=status,
+        abnormal_flags=tuple(
+            flag for i in range(len(obx.repetitions(8))) if (flag := obx.get(8, repetition=i))
+        ),
+        collected_at=collected_at,
+        verified_at=_verified_time(message, group, obx, context),
+        received_at=context.received_at,
+    )
+
+
+def build_ack(result: Hl7Result, code: str, problems: list[Rejection], now: datetime) -> bytes:
+    """An ACK for the message: MSA with `code`, and one ERR per problem (v2.5 layout)."""
+    message = result.message
+    d = message.delimiters if message else None
+    field_sep, comp = (d.field, d.component) if d else ("|", "^")
+    encoding = f"{d.component}{d.repetition}{d.escape}{d.subcomponent}" if d else "^~\\&"
+    msh = message.msh if message else None
+    sending = (msh.raw(5), msh.raw(6), msh.raw(3), msh.raw(4)) if msh else ("", "", "", "")
+    version = msh.raw(12) if msh else "2.5.1"
+    control_id = result.control_id
+    stamp = now.strftime("%Y%m%d%H%M%S%z")
+    segments = [
+        field_sep.join(
+            [
+                "MSH",
+                encoding,
+                sending[0],
+                sending[1],
+                sending[2],
+                sending[3],
+                stamp,
+                "",
+                f"ACK{comp}R01{comp}ACK",
+                f"ACK{now:%Y%m%d%H%M%S%f}"[:20],
+                "P",
+                version,
+            ]
+        ),
+        field_sep.join(["MSA", code, control_id, _ack_text(problems)]),
+    ]
+    for problem in problems:
+        error_code, error_text = ERROR_CODES.get(
+            problem.reason, ("207", "Application internal error")
+        )
+        location = problem.location.replace("-", comp) if problem.location else ""
+        segments.append(
+            field_sep.join(
+                [
+                    "ERR",
+                    "",
+                    location,
+                    comp.join([error_code, error_text, "HL70357"]),
+                    "E",
+                    "",
+                    "",
+                    "",
+                    _clean(problem.message, field_sep),
+                ]
+            )
+        )
+    return ("\r".join(segments) + "\r").encode("utf-8")
+
+
+def _ack_text(problems: list[Rejection]) -> str:
+    return _clean(problems[0].message, "|")[:80] if problems else ""
+
+
+def _clean(text: str, field_sep: str) -> str:
+    """Text safe inside one HL7 field: no delimiters, no line breaks."""
+    for character in (field_sep, "^", "~", "\\", "&", "\r", "\n"):
+        text = text.replace(character, " ")
+    return text

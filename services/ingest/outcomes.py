@@ -1,0 +1,58 @@
+"""What becomes of each input: published, filtered (counted) or rejected (dead-lettered).
+
+Every feed module turns one input (an HL7 message, a FHIR resource or Bundle, a JSON body) into
+one Outcome per result or treatment it holds; the glue publishes, counts and dead-letters them.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from schemas import LabResult, MedicationEvent, ProcedureEvent, TransfusionEvent
+
+Event = LabResult | MedicationEvent | ProcedureEvent | TransfusionEvent
+
+
+class RejectReason(StrEnum):
+    """Bounded reasons, used as metric labels and in the dead letter."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_FIELDS = "invalid_fields"
+    INVALID_FHIR = "invalid_fhir"
+    UNPARSEABLE_HL7 = "unparseable_hl7"
+    UNSUPPORTED_MESSAGE = "unsupported_message"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    UNKNOWN_UNIT = "unknown_unit"
+    UNREADABLE_VALUE = "unreadable_value"
+    UNKNOWN_STATUS = "unknown_status"
+    NO_PATIENT_IDENTIFIER = "no_patient_identifier"
+    NO_COLLECTION_TIME = "no_collection_time"
+    STORE_UNAVAILABLE = "store_unavailable"  # Kafka did not acknowledge: never dead-lettered
+
+
+@dataclass(frozen=True)
+class Publish:
+    event: Event
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Accepted but not for PlateletWatch (another analyte, an unrelated resource): counted."""
+
+    detail: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: RejectReason
+    message: str
+    errors: tuple[dict[str, str], ...] = ()
+    location: str = ""
+
+
+Outcome = Publish | Filter | Rejection
+
+
+def field_rejection(reason: RejectReason, location: str, message: str) -> Rejection:
+    """A rejection about one field, with the location also given as a field error."""
+    return Rejection(reason, message, ({"loc": location, "msg": message},), location)

@@ -1,0 +1,112 @@
+"""Recognise ITP treatments from codes and names, using the data table treatment_codes.yaml. Pure.
+
+Codes are matched exactly (after mapping HL7 v2 coding-system names to their URIs); names match
+case-insensitively as whole words or phrases, so "Solu-Medrol 125 mg IV" is a corticosteroid
+and "prednisolone acetate" is too, while "pred" alone is nothing.
+"""
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from schemas import TreatmentCategory
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+SNOMED = "http://snomed.info/sct"
+ATC = "http://www.whocc.no/atc"
+
+# HL7 v2 table 0396 names (and common variants) for the same code systems.
+SYSTEM_ALIASES = {
+    "RXNORM": RXNORM,
+    "RXN": RXNORM,
+    "SCT": SNOMED,
+    "SNM": SNOMED,
+    "SNOMEDCT": SNOMED,
+    "SNOMED": SNOMED,
+    "2.16.840.1.113883.6.96": SNOMED,
+    "2.16.840.1.113883.6.88": RXNORM,
+    "ATC": ATC,
+    "WC": ATC,
+    "2.16.840.1.113883.6.73": ATC,
+}
+
+
+class _Code(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    system: str
+    code: str
+    display: str
+
+
+class TreatmentEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["medication", "procedure", "transfusion"]
+    line: Literal["first", "second", "cytotoxic", "procedure", "supportive"]
+    names: tuple[str, ...]
+    codes: tuple[_Code, ...] = ()
+
+
+@dataclass(frozen=True)
+class Recognised:
+    category: TreatmentCategory
+    kind: Literal["medication", "procedure", "transfusion"]
+
+
+class TreatmentTable(BaseModel):
+    """The versioned table; `unverified` codes are kept in the file for review, never matched."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: str
+    categories: dict[TreatmentCategory, TreatmentEntry]
+    unverified: tuple[dict[str, str], ...] = ()
+
+    @cached_property
+    def _by_code(self) -> dict[tuple[str, str], TreatmentCategory]:
+        return {
+            (code.system, code.code): category
+            for category, entry in self.categories.items()
+            for code in entry.codes
+        }
+
+    @cached_property
+    def _by_name(self) -> list[tuple[re.Pattern[str], TreatmentCategory]]:
+        patterns = [
+            (re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])", re.IGNORECASE), category)
+            for category, entry in self.categories.items()
+            for name in entry.names
+        ]
+        # Longest names first, so "rituxan hycela" wins over a shorter overlapping name.
+        return sorted(patterns, key=lambda item: -len(item[0].pattern))
+
+    def recognise(self, codings: list[tuple[str, str]], texts: list[str]) -> Recognised | None:
+        """The category named by any coding (exactly) or, failing that, by any text."""
+        for system, code in codings:
+            category = self._by_code.get((canonical_system(system), code.strip()))
+            if category is not None:
+                return Recognised(category, self.categories[category].kind)
+        for text in texts:
+            for pattern, category in self._by_name:
+                if pattern.search(text):
+                    return Recognised(category, self.categories[category].kind)
+        return None
+
+
+def canonical_system(system: str) -> str:
+    cleaned = system.strip()
+    return SYSTEM_ALIASES.get(cleaned.upper(), cleaned)
+
+
+def load_treatment_table(path: Path | None = None) -> TreatmentTable:
+    """Read the table; without a path, the one shipped beside this module."""
+    text = (
+        path.read_text(encoding="utf-8")
+        if path is not None
+        else resources.files(__package__).joinpath("treatment_codes.yaml").read_text("utf-8")
+    )
+    return TreatmentTable.model_validate(yaml.safe_load(text))
