@@ -6,13 +6,14 @@ prefix, hence its own topics and consumer groups.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,15 +93,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def run_cli(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run one `plateletwatch` command to completion, as an operator would."""
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", command],
+        [sys.executable, "-m", "services.cli", *args],
         env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
 
 
@@ -151,6 +152,23 @@ def start_service(tmp_path: Path) -> Iterator[Callable[[str, Settings], ServiceP
         service.stop()
 
 
+@contextlib.asynccontextmanager
+async def _reader(bootstrap_servers: str, topic: str) -> AsyncIterator[AIOKafkaConsumer]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def _poll(consumer: AIOKafkaConsumer, timeout_ms: int) -> list[Any]:
+    batches = await consumer.getmany(timeout_ms=timeout_ms)
+    return [message for messages in batches.values() for message in messages]
+
+
 async def consume_until(
     bootstrap_servers: str,
     topic: str,
@@ -158,24 +176,31 @@ async def consume_until(
     within_seconds: float = 30,
 ) -> list[Any]:
     """Read a topic from the start until a message satisfies `predicate`; return all read."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest"
-    )
-    await consumer.start()
     seen: list[Any] = []
-    try:
+    async with _reader(bootstrap_servers, topic) as consumer:
         deadline = asyncio.get_running_loop().time() + within_seconds
         while asyncio.get_running_loop().time() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for messages in batches.values():
-                seen.extend(messages)
-                if any(predicate(message) for message in messages):
-                    return seen
-        raise AssertionError(
-            f"no matching message on {topic} within {within_seconds} s ({len(seen)} read)"
-        )
-    finally:
-        await consumer.stop()
+            messages = await _poll(consumer, 500)
+            seen.extend(messages)
+            if any(predicate(message) for message in messages):
+                return seen
+    raise AssertionError(
+        f"no matching message on {topic} within {within_seconds} s ({len(seen)} read)"
+    )
+
+
+async def read_topic(
+    bootstrap_servers: str, topic: str, count: int, within_seconds: float = 30
+) -> list[Any]:
+    """Exactly `count` messages from the start of a topic: fails if fewer or more are there."""
+    seen: list[Any] = []
+    async with _reader(bootstrap_servers, topic) as consumer:
+        deadline = asyncio.get_running_loop().time() + within_seconds
+        while len(seen) < count and asyncio.get_running_loop().time() < deadline:
+            seen.extend(await _poll(consumer, 500))
+        seen.extend(await _poll(consumer, 1000))  # anything beyond `count` shows up here
+    assert len(seen) == count, f"{topic}: expected {count} messages, read {len(seen)}"
+    return seen
 
 
 async def wait_for(condition: Callable[[], bool], within_seconds: float, what: str) -> None:

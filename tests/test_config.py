@@ -45,7 +45,7 @@ def test_a_named_config_file_that_does_not_exist_is_an_error(
 
 def test_an_invalid_setting_is_reported_without_a_traceback(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PLATELETWATCH_PARTITIONS": "0"}
-    result = run_cli("topics", env)
+    result = run_cli("topics", env=env)
     assert result.returncode == 2
     assert "invalid configuration" in result.stderr
     assert "partitions" in result.stderr

@@ -65,11 +65,11 @@ async def test_a_partition_mismatch_is_named_at_start(settings: Settings) -> Non
 @pytest.mark.integration
 def test_cli_topics_then_a_service_refuses_mismatched_topics(settings: Settings) -> None:
     env = settings_env(settings)
-    created = run_cli("topics", env)
+    created = run_cli("topics", env=env)
     assert created.returncode == 0, created.stderr
     assert f"created {settings.topic(Topic.LAB_RESULTS)}" in created.stdout
     env["PLATELETWATCH_PARTITIONS"] = str(settings.partitions + 1)
-    refused = run_cli("ingest", env)
+    refused = run_cli("ingest", env=env)
     assert refused.returncode == 2
     assert "Traceback" not in refused.stderr
     assert f"has {settings.partitions} partitions, expected {settings.partitions + 1}" in (
@@ -79,6 +79,6 @@ def test_cli_topics_then_a_service_refuses_mismatched_topics(settings: Settings)
 
 def test_a_service_without_a_broker_says_so(tmp_path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    refused = run_cli("classifier", env)
+    refused = run_cli("classifier", env=env)
     assert refused.returncode == 2
     assert "KAFKA_BOOTSTRAP_SERVERS is not set" in refused.stderr

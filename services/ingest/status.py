@@ -21,7 +21,10 @@ HL7_RESULT_STATUS: dict[str, ResultStatus] = {
     "O": ResultStatus.REGISTERED,  # order detail only
 }
 
-FHIR_OBSERVATION_STATUS: dict[str, ResultStatus] = {status.value: status for status in ResultStatus}
+# FHIR R4 Observation.status values; "wrong-patient" is PlateletWatch's own (from HL7 OBX-11 W).
+FHIR_OBSERVATION_STATUS: dict[str, ResultStatus] = {
+    status.value: status for status in ResultStatus if status is not ResultStatus.WRONG_PATIENT
+}
 
 # Statuses that retract or replace an earlier result: they carry its identity.
 REPLACING = frozenset(

@@ -5,6 +5,7 @@ InitProducerId support (Tansu with memory storage) get an explicit, logged fallb
 without idempotence; downstream dedupe on `event_id` then covers the rare retry duplicate.
 """
 
+import asyncio
 import logging
 import time
 
@@ -63,8 +64,9 @@ async def start_durable_producer(
 class EventPublisher:
     """Publishes events keyed by patient and returns only once Kafka holds them (acks=all).
 
-    Raises KafkaError (or TimeoutError) when the write is not acknowledged: callers must then
-    refuse their sender (HTTP 503, HL7 AE), never acknowledge.
+    Raises KafkaError, or TimeoutError after `timeout_seconds`, when the write is not
+    acknowledged: callers must then refuse their sender (HTTP 503, HL7 AE), never acknowledge.
+    A write that timed out may still land later; its stable event_id makes that harmless.
     """
 
     def __init__(self, bootstrap_servers: str, client_id: str, timeout_seconds: float) -> None:
@@ -92,10 +94,15 @@ class EventPublisher:
             raise KafkaConnectionError("publisher is not started")
         started = time.perf_counter()
         try:
-            await self._producer.send_and_wait(
-                topic,
-                value=event.model_dump_json().encode(),
-                key=key.encode() if key is not None else None,
+            # aiokafka can wait past its request timeout while no broker is reachable; the
+            # caller must get an answer in bounded time to refuse its sender.
+            await asyncio.wait_for(
+                self._producer.send_and_wait(
+                    topic,
+                    value=event.model_dump_json().encode(),
+                    key=key.encode() if key is not None else None,
+                ),
+                self._timeout_seconds,
             )
         finally:
             PRODUCE_SECONDS.labels(topic=topic).observe(time.perf_counter() - started)

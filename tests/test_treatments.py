@@ -1,0 +1,122 @@
+"""Treatment recognition from the data table, and the JSON treatment-context feed."""
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from schemas import MedicationEvent, ProcedureEvent, TransfusionEvent, TreatmentCategory
+from services.ingest.codes import FeedContext
+from services.ingest.context_feed import classify_context
+from services.ingest.outcomes import Filter, Publish, Rejection, RejectReason
+from services.ingest.treatments import load_treatment_table
+
+TABLE = load_treatment_table()
+CONTEXT = FeedContext(received_at=datetime(2026, 11, 25, tzinfo=UTC), local_zone=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("Dexamethasone 40 mg PO daily x4", "corticosteroid"),
+        ("DECADRON inj", "corticosteroid"),
+        ("Solu-Medrol 1 g IV", "corticosteroid"),
+        ("prednisone 1 mg/kg", "corticosteroid"),
+        ("Privigen 1 g/kg", "ivig"),
+        ("IVIG 0.4 g/kg/day", "ivig"),
+        ("Gammagard Liquid", "ivig"),
+        ("WinRho SDF 50 mcg/kg", "anti_d"),
+        ("Rituxan 375 mg/m2", "rituximab"),
+        ("MabThera", "rituximab"),
+        ("Promacta 50 mg", "tpo_receptor_agonist"),
+        ("Revolade 25mg", "tpo_receptor_agonist"),
+        ("romiplostim (Nplate) 1 mcg/kg SC", "tpo_receptor_agonist"),
+        ("avatrombopag", "tpo_receptor_agonist"),
+        ("vincristine 1.4 mg/m2", "vincristine"),
+        ("Cytoxan", "cyclophosphamide"),
+        ("Laparoscopic splenectomy", "splenectomy"),
+        ("Apheresis platelets, 1 unit", "platelet_transfusion"),
+    ],
+)
+def test_names_and_brands(text: str, category: str) -> None:
+    recognised = TABLE.recognise([], [text])
+    assert recognised is not None
+    assert recognised.category == category
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "amoxicillin",
+        "Pred Forte eye drops",
+        "anti-D antibody screen",
+        "platelet count",
+        "dexa scan",
+    ],
+)
+def test_no_false_positives(text: str) -> None:
+    assert TABLE.recognise([], [text]) is None
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "category"),
+    [
+        ("http://www.nlm.nih.gov/research/umls/rxnorm", "3264", "corticosteroid"),
+        ("RXNORM", "121191", "rituximab"),  # HL7 v2 table 0396 name for RxNorm
+        ("http://snomed.info/sct", "234319005", "splenectomy"),
+        ("SCT", "12719002", "platelet_transfusion"),
+        ("http://www.whocc.no/atc", "B02BX04", "tpo_receptor_agonist"),
+    ],
+)
+def test_codes_match_exactly_whatever_the_system_spelling(
+    system: str, code: str, category: str
+) -> None:
+    recognised = TABLE.recognise([(system, code)], [])
+    assert recognised is not None
+    assert recognised.category == category
+
+
+def test_every_category_has_names_and_the_table_a_version() -> None:
+    assert TABLE.version
+    assert set(TABLE.categories) == set(TreatmentCategory)
+    assert all(entry.names for entry in TABLE.categories.values())
+    unverified = {(u["system"], u["code"]) for u in TABLE.unverified}
+    assert not unverified & {(c.system, c.code) for e in TABLE.categories.values() for c in e.codes}
+
+
+def submission(**changes: Any) -> bytes:
+    body: dict[str, Any] = {
+        "patient": {"identifier": {"authority": "HOSP", "mrn": "42"}},
+        "context_id": "MAR-1",
+        "name": "Nplate 250 mcg",
+        "dose": {"value": 250, "unit": "ug"},
+        "started_at": "2026-11-20T10:00:00Z",
+    }
+    body.update(changes)
+    return json.dumps(body).encode()
+
+
+def test_context_submission_becomes_the_right_event() -> None:
+    outcome = classify_context(submission(), CONTEXT, TABLE)
+    assert isinstance(outcome, Publish)
+    assert isinstance(outcome.event, MedicationEvent)
+    assert outcome.event.category == "tpo_receptor_agonist"
+    assert outcome.event.dose is not None
+    splenectomy = classify_context(submission(name="Splenectomy", dose=None), CONTEXT, TABLE)
+    assert isinstance(splenectomy, Publish)
+    assert isinstance(splenectomy.event, ProcedureEvent)
+    transfusion = classify_context(submission(name="Platelet transfusion"), CONTEXT, TABLE)
+    assert isinstance(transfusion, Publish)
+    assert isinstance(transfusion.event, TransfusionEvent)
+    again = classify_context(submission(), CONTEXT, TABLE)
+    assert isinstance(again, Publish)
+    assert again.event.event_id == outcome.event.event_id
+
+
+def test_context_submissions_that_are_filtered_or_refused() -> None:
+    assert isinstance(classify_context(submission(name="paracetamol"), CONTEXT, TABLE), Filter)
+    assert isinstance(classify_context(submission(status="not-done"), CONTEXT, TABLE), Filter)
+    refused = classify_context(submission(started_at="2026-11-20T10:00:00"), CONTEXT, TABLE)
+    assert isinstance(refused, Rejection)
+    assert refused.reason is RejectReason.INVALID_FIELDS
