@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint check-schemas schemas lock clean
+.PHONY: help install run test lint check-schemas schemas bench lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,6 +38,9 @@ schemas: $(STAMP) ## regenerate schemas/json/ from the pydantic models
 
 test: lint check-schemas ## the whole gate: lint, schema drift, all tests against a real broker
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## measure ingest (MLLP, ACK after durable write) beside raw producer throughput
+	$(BIN)/python benchmarks/ingest_throughput.py
 
 lock: $(STAMP) ## re-pin every installed dependency into requirements/lock.txt
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^plateletwatch' > requirements/lock.txt

@@ -291,3 +291,9 @@ def test_parse_error_names_the_problem() -> None:
 def test_outcome_per_obx() -> None:
     result = read(message(platelet_obx(), "OBX|2|NM|718-7^Hemoglobin^LN||9.1|g/dL|||||F"))
     assert [type(o) for o in result.outcomes] == [Publish, Filter]
+
+
+def test_z_segments_are_ignored_and_repeated_flags_kept() -> None:
+    raw = message(platelet_obx(flags="L~A"), "ZDR|1|Dr Who^On call", "ZPR|x")
+    result = only_result(raw)
+    assert result.abnormal_flags == ("L", "A")

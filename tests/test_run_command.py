@@ -17,10 +17,11 @@ import httpx
 import pytest
 
 from services.kafka.broker import free_loopback_port
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
 
+README_SEND = re.compile(r"plateletwatch send (examples/\S+) --to 127\.0\.0\.1:2575")
 README_CURL = re.compile(
     r"curl .*?http://127\.0\.0\.1:8410/v1/lab-results -H 'Authorization: Bearer (\S+)'.*?-d @(\S+)"
 )
@@ -46,8 +47,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start_run(tmp_path: Path) -> tuple[subprocess.Popen[str], list[str], dict[str, int]]:
-    """Start `plateletwatch run` on free ports; return it, its growing output, and the ports."""
+def _start_run(
+    tmp_path: Path,
+) -> tuple[subprocess.Popen[str], list[str], dict[str, int], dict[str, str]]:
+    """Start `plateletwatch run` on free ports; return it, its growing output, ports and env."""
     names = ("ingest", "mllp", "classifier", "notifier", "demo")
     ports = {name: free_loopback_port() for name in names}
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLATELETWATCH_")}
@@ -79,7 +82,7 @@ def _start_run(tmp_path: Path) -> tuple[subprocess.Popen[str], list[str], dict[s
             _kill_group(run)
             raise AssertionError("no banner:\n" + "".join(output)[-3000:])
         time.sleep(0.2)
-    return run, output, ports
+    return run, output, ports, env
 
 
 def _kill_group(run: subprocess.Popen[str]) -> None:
@@ -92,7 +95,7 @@ def test_run_shows_the_banner_pages_the_readme_example_and_stops_cleanly(tmp_pat
     readme_example = README_CURL.search((REPO / "README.md").read_text())
     assert readme_example, "README.md must show a curl example posting a file to ingest"
     example = REPO / readme_example.group(2)
-    run, output, ports = _start_run(tmp_path)
+    run, output, ports, env = _start_run(tmp_path)
     try:
         banner = "".join(output)
         assert f"http://127.0.0.1:{ports['ingest']}/v1/lab-results" in banner
@@ -118,6 +121,19 @@ def test_run_shows_the_banner_pages_the_readme_example_and_stops_cleanly(tmp_pat
         assert len(pages) == 1, "".join(output)[-3000:]
         assert "CRITICAL LOW platelets: 12 x10^9/L" in str(pages[0]["summary"])
 
+        hl7_example = README_SEND.search((REPO / "README.md").read_text())
+        assert hl7_example, "README.md must show how to send the HL7 example"
+        sent = run_cli(
+            "send", str(REPO / hl7_example.group(1)), "--to", f"127.0.0.1:{ports['mllp']}", env=env
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert ": AA DEMO0001" in sent.stdout
+        deadline = time.monotonic() + 60
+        while len(pages) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            pages = httpx.get(f"http://127.0.0.1:{ports['demo']}/pages").json()
+        assert "CRITICAL LOW platelets: 9 x10^9/L" in str(pages[-1]["summary"])
+
         children = _children_of(run.pid)
         assert len(children) >= 4  # demo pager, ingest, classifier, notifier (+ Tansu)
         os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C does
@@ -128,7 +144,7 @@ def test_run_shows_the_banner_pages_the_readme_example_and_stops_cleanly(tmp_pat
 
 
 def test_no_process_outlives_a_killed_run(tmp_path: Path) -> None:
-    run, output, _ = _start_run(tmp_path)
+    run, output, _, _ = _start_run(tmp_path)
     try:
         children = _children_of(run.pid)
         assert len(children) >= 4

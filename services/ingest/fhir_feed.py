@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from schemas import (
     Coding,
     Dose,
-    LabResult,
     MedicationEvent,
     Patient,
     PatientIdentifier,
@@ -26,6 +25,7 @@ from schemas import (
     stable_event_id,
 )
 from services.ingest.codes import FeedContext, is_platelet_count
+from services.ingest.lab_results import lab_result
 from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
 from services.ingest.status import FHIR_OBSERVATION_STATUS, REPLACING, VALUE_OPTIONAL
 from services.ingest.times import parse_fhir_datetime
@@ -291,27 +291,15 @@ def _observation(
             return Rejection(
                 RejectReason.UNREADABLE_VALUE, str(error), location=f"{where}.valueQuantity"
             )
-    result_id = _result_id(resource, full_url, patient, code, collected)
-    version = str((resource.get("meta") or {}).get("versionId", ""))
-    value_identity = f"{count.original_value}|{count.original_unit}" if count else ""
     flags = tuple(
         code_ for concept in resource.get("interpretation", []) for _, code_ in _codings(concept)
     )
     return Publish(
-        LabResult(
-            event_id=stable_event_id(
-                "lab-result",
-                "fhir",
-                patient.identifier.authority,
-                result_id,
-                version,
-                status,
-                value_identity,
-            ),
+        lab_result(
             source="fhir",
             patient=patient,
-            result_id=result_id,
-            replaces_result_id=result_id if status in REPLACING else None,
+            result_id=_result_id(resource, full_url, patient, code, collected),
+            version=str((resource.get("meta") or {}).get("versionId", "")),
             code=code,
             count=count,
             status=status,

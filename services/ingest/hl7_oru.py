@@ -16,10 +16,10 @@ from schemas import (
     PatientIdentifier,
     PlateletCount,
     ResultStatus,
-    stable_event_id,
 )
 from services.ingest.codes import FeedContext, is_platelet_count
 from services.ingest.hl7_message import Hl7Message, Hl7ParseError, Segment, parse
+from services.ingest.lab_results import lab_result
 from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
 from services.ingest.status import HL7_RESULT_STATUS, REPLACING, VALUE_OPTIONAL
 from services.ingest.times import parse_hl7_date, parse_hl7_timestamp
@@ -311,16 +311,10 @@ def _lab_result(
     collected_at: datetime,
     context: FeedContext,
 ) -> LabResult:
-    result_id = _result_id(message, group, obx, code)
-    value_identity = f"{count.original_value}|{count.original_unit}" if count else ""
-    return LabResult(
-        event_id=stable_event_id(
-            "lab-result", "hl7v2", patient.identifier.authority, result_id, status, value_identity
-        ),
+    return lab_result(
         source="hl7v2",
         patient=patient,
-        result_id=result_id,
-        replaces_result_id=result_id if status in REPLACING else None,
+        result_id=_result_id(message, group, obx, code),
         code=code,
         count=count,
         status=status,

@@ -14,9 +14,9 @@ from schemas import (
     Patient,
     PlateletCount,
     ResultStatus,
-    stable_event_id,
 )
 from services.ingest.codes import FeedContext, is_platelet_count
+from services.ingest.lab_results import lab_result
 from services.ingest.outcomes import (
     Filter,
     Outcome,
@@ -91,17 +91,7 @@ def classify_submission(raw: bytes, context: FeedContext) -> Outcome:
 def to_lab_result(
     submission: LabResultSubmission, count: PlateletCount | None, received_at: datetime
 ) -> LabResult:
-    identifier = submission.patient.identifier
-    value_identity = f"{count.original_value}|{count.original_unit}" if count else ""
-    return LabResult(
-        event_id=stable_event_id(
-            "lab-result",
-            "json",
-            identifier.authority,
-            submission.result_id,
-            submission.status,
-            value_identity,
-        ),
+    return lab_result(
         source="json",
         patient=submission.patient,
         result_id=submission.result_id,

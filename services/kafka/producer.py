@@ -47,7 +47,7 @@ async def start_durable_producer(
         "client_id": client_id,
         "acks": "all",
         "request_timeout_ms": int(timeout_seconds * 1000),
-        "linger_ms": 1,
+        "linger_ms": 0,  # senders wait for each ACK: batching delay would only add latency
     }
     producer = AIOKafkaProducer(enable_idempotence=True, **common)
     try:
