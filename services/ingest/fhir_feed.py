@@ -27,7 +27,7 @@ from schemas import (
 from services.ingest.codes import FeedContext, is_platelet_count
 from services.ingest.lab_results import lab_result
 from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
-from services.ingest.status import FHIR_OBSERVATION_STATUS, REPLACING, VALUE_OPTIONAL
+from services.ingest.status import FHIR_OBSERVATION_STATUS, NOT_MEASURED, RETRACTING
 from services.ingest.times import parse_fhir_datetime
 from services.ingest.treatments import Recognised, TreatmentTable
 from services.ingest.units import UnknownUnitError, UnreadableValueError, platelet_count
@@ -271,9 +271,9 @@ def _observation(
         return Rejection(RejectReason.NO_COLLECTION_TIME, message, location=f"{where}.effective")
     quantity = resource.get("valueQuantity")
     if not isinstance(quantity, dict) or quantity.get("value") is None:
-        if status in VALUE_OPTIONAL and status in REPLACING:
+        if status in RETRACTING:
             count = None
-        elif status in VALUE_OPTIONAL:
+        elif status in NOT_MEASURED:
             return Filter(f"platelet count not available (status {status.value})")
         else:
             message = "a platelet Observation needs valueQuantity with a value"

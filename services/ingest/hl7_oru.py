@@ -20,8 +20,15 @@ from schemas import (
 from services.ingest.codes import FeedContext, is_platelet_count
 from services.ingest.hl7_message import Hl7Message, Hl7ParseError, Segment, parse
 from services.ingest.lab_results import lab_result
-from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
-from services.ingest.status import HL7_RESULT_STATUS, REPLACING, VALUE_OPTIONAL
+from services.ingest.outcomes import (
+    Filter,
+    Outcome,
+    Publish,
+    Rejection,
+    RejectReason,
+    field_rejection,
+)
+from services.ingest.status import HL7_RESULT_STATUS, NOT_MEASURED, RETRACTING
 from services.ingest.times import parse_hl7_date, parse_hl7_timestamp
 from services.ingest.units import UnknownUnitError, UnreadableValueError, platelet_count
 
@@ -182,54 +189,50 @@ def _platelet_outcome(
     status_code = obx.get(11)
     status = HL7_RESULT_STATUS.get(status_code)
     if status is None:
-        return _reject(
+        return field_rejection(
             RejectReason.UNKNOWN_STATUS,
             f"{where}-11",
             f"result status {status_code!r} is not in table 0085",
         )
     patient = _patient(message, pid)
     if patient is None:
-        return _reject(
+        return field_rejection(
             RejectReason.NO_PATIENT_IDENTIFIER,
             "PID-3",
             "no patient identifier (PID-3 with an ID and an assigning authority or MSH-4)",
         )
     collected_at = _collection_time(group, obx, context)
     if collected_at is None:
-        return _reject(
+        return field_rejection(
             RejectReason.NO_COLLECTION_TIME,
             f"{where}-14",
             "no specimen collection time (OBX-14, SPM-17 or OBR-7)",
         )
     values = obx.repetitions(5)
     if not values or not obx.get(5):
-        if status in VALUE_OPTIONAL:
-            if status in REPLACING:
-                return Publish(
-                    _lab_result(
-                        message, patient, group, obx, code, status, None, collected_at, context
-                    )
-                )
+        if status in RETRACTING:
+            return Publish(
+                _lab_result(message, patient, group, obx, code, status, None, collected_at, context)
+            )
+        if status in NOT_MEASURED:
             return Filter(f"{where}: platelet count not yet available (status {status_code})")
-        return _reject(RejectReason.UNREADABLE_VALUE, f"{where}-5", "platelet result has no value")
+        return field_rejection(
+            RejectReason.UNREADABLE_VALUE, f"{where}-5", "platelet result has no value"
+        )
     if len(values) > 1:
-        return _reject(
+        return field_rejection(
             RejectReason.UNREADABLE_VALUE, f"{where}-5", "platelet result repeats its value"
         )
     unit = obx.get(6, 1) or obx.get(6, 2)
     try:
         count = platelet_count(_value_text(obx), unit)
     except UnknownUnitError as error:
-        return _reject(RejectReason.UNKNOWN_UNIT, f"{where}-6", str(error))
+        return field_rejection(RejectReason.UNKNOWN_UNIT, f"{where}-6", str(error))
     except UnreadableValueError as error:
-        return _reject(RejectReason.UNREADABLE_VALUE, f"{where}-5", str(error))
+        return field_rejection(RejectReason.UNREADABLE_VALUE, f"{where}-5", str(error))
     return Publish(
         _lab_result(message, patient, group, obx, code, status, count, collected_at, context)
     )
-
-
-def _reject(reason: RejectReason, location: str, text: str) -> Rejection:
-    return Rejection(reason, text, ({"loc": location, "msg": text},), location)
 
 
 def _value_text(obx: Segment) -> str:

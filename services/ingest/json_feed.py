@@ -25,7 +25,7 @@ from services.ingest.outcomes import (
     RejectReason,
     field_rejection,
 )
-from services.ingest.status import REPLACING, VALUE_OPTIONAL
+from services.ingest.status import NOT_MEASURED, RETRACTING
 from services.ingest.units import UnknownUnitError, UnreadableValueError, platelet_count
 
 
@@ -72,8 +72,10 @@ def classify_submission(raw: bytes, context: FeedContext) -> Outcome:
     if not is_platelet_count(code.system, code.code, context.local_platelet_codes):
         return Filter(f"{code.system} {code.code} is not a platelet count")
     if submission.value is None:
-        if submission.status in VALUE_OPTIONAL and submission.status in REPLACING:
+        if submission.status in RETRACTING:
             return Publish(to_lab_result(submission, None, context.received_at))
+        if submission.status in NOT_MEASURED:
+            return Filter(f"platelet count not yet available (status {submission.status})")
         return field_rejection(
             RejectReason.UNREADABLE_VALUE, "value", "a platelet count needs a value"
         )

@@ -35,12 +35,7 @@ REPLACING = frozenset(
         ResultStatus.WRONG_PATIENT,
     }
 )
-# Statuses whose value may be empty: nothing has been measured (or it was withdrawn).
-VALUE_OPTIONAL = frozenset(
-    {
-        ResultStatus.REGISTERED,
-        ResultStatus.CANCELLED,
-        ResultStatus.ENTERED_IN_ERROR,
-        ResultStatus.WRONG_PATIENT,
-    }
-)
+# Statuses that withdraw an earlier result: published without a value.
+RETRACTING = frozenset({ResultStatus.ENTERED_IN_ERROR, ResultStatus.WRONG_PATIENT})
+# Statuses with nothing measured yet (or ever): without a value they are filtered, not refused.
+NOT_MEASURED = frozenset({ResultStatus.REGISTERED, ResultStatus.CANCELLED})
