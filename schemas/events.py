@@ -202,6 +202,9 @@ class PlateletAlert(_Event):
     alert_id: str = Field(description="Stable identity of the alert: the dedupe key downstream.")
     kind: AlertKind
     patient: Patient
+    population: Literal["paediatric", "adult"] | None = Field(
+        default=None, description="Age group at collection (paediatric < 18 y): routes the page."
+    )
     value_10e9_per_l: float | None = Field(
         default=None, description="The triggering value, normalised; absent for a withdrawal."
     )

@@ -6,8 +6,10 @@ import contextlib
 import logging
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
 from pydantic import ValidationError
 
 from schemas.export import drifted_files, write_schemas
@@ -157,6 +159,42 @@ def cmd_run(settings: Settings) -> int:
     return run_everything(settings)
 
 
+def cmd_replay(files: list[Path], rules_file: Path | None) -> int:
+    """Alerts as JSON lines on stdout, a summary on stderr; 2 when the arguments are unusable."""
+    from zoneinfo import ZoneInfo
+
+    from services.classifier.replay import replay
+    from services.classifier.rules import load_rules
+    from services.ingest.codes import FeedContext
+    from services.ingest.treatments import load_treatment_table
+
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise ConfigurationError(f"no such file: {', '.join(missing)}")
+    settings = Settings()
+    try:
+        rules = load_rules(rules_file or settings.classifier_rules_file)
+    except (OSError, ValidationError, yaml.YAMLError) as error:
+        raise ConfigurationError(f"unusable rules file: {error}") from error
+    context = FeedContext(
+        received_at=datetime.now(UTC),
+        local_zone=ZoneInfo(settings.ingest_local_timezone),
+        local_platelet_codes=frozenset(
+            (entry.split("|")[0], entry.split("|")[1])
+            for entry in settings.ingest_local_platelet_codes
+        ),
+        fhir_reference_authority=settings.ingest_fhir_reference_authority,
+    )
+    alerts, summary = replay(
+        files, rules, load_treatment_table(settings.ingest_treatment_table_file), context
+    )
+    for alert in alerts:
+        print(alert.model_dump_json())
+    for line in summary.lines():
+        print(line, file=sys.stderr)
+    return 0
+
+
 def cmd_topics(settings: Settings) -> int:
     servers = _bootstrap_servers(settings)
     created = asyncio.run(ensure_topics(settings, servers, create=True))
@@ -202,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         commands.add_parser(name, help=help_text)
     schemas = commands.add_parser("schemas", help="export JSON Schema files from the models")
     schemas.add_argument("--check", action="store_true", help="fail if the files have drifted")
+    replay = commands.add_parser(
+        "replay", help="run the classifier's rules over files, no broker; alerts as JSON lines"
+    )
+    replay.add_argument("files", nargs="+", type=Path, help="HL7 v2, FHIR JSON or NDJSON files")
+    replay.add_argument("--rules", type=Path, help="rules YAML (default: the configured one)")
     send = commands.add_parser("send", help="send HL7 v2 files over MLLP and print each ACK")
     send.add_argument("files", nargs="+", type=Path, help="files of one or more messages")
     send.add_argument("--to", required=True, metavar="HOST:PORT", help="the MLLP listener")
@@ -209,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "schemas":
         return cmd_schemas(args.check)
+    if args.command == "replay":
+        try:
+            return cmd_replay(args.files, args.rules)
+        except (ConfigurationError, ValidationError, FileNotFoundError) as error:
+            print(f"plateletwatch replay: {error}", file=sys.stderr)
+            return EXIT_CONFIGURATION_ERROR
     if args.command == "send":
         try:
             return cmd_send(args.files, args.to)

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         description="Rules YAML; unset means the defaults shipped with the classifier.",
     )
     classifier_data_dir: Path = Path(".plateletwatch/classifier")
+    classifier_store: str = Field(
+        default="rocksdb://",
+        description="faust table store: rocksdb:// (rocksdict, local state survives restarts "
+        "without replaying the changelog) or memory:// (rebuilt from the changelog at start).",
+    )
     classifier_session_timeout_seconds: float = Field(
         default=10.0,
         gt=0,

@@ -6,13 +6,14 @@ from pathlib import Path
 import pytest
 
 from schemas import DeliveryEvent, DeliveryStep, PlateletAlert
-from services.classifier.rules import PatientState, evaluate, load_rules
+from services.classifier.engine import History, apply
+from services.classifier.rules import load_rules
 from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.delivery import AlertDelivery, PublishDelivery, Recipient, RetryPolicy
 from services.notifier.message import render_page
 from services.notifier.store import CLAIM_LEASE, NotifierStore
-from tests.test_rules import result
+from tests.test_engine import result
 
 Published = list[tuple[str, DeliveryEvent]]
 
@@ -44,7 +45,7 @@ def _delivery(
 
 
 def _alert():
-    return evaluate(PatientState(), result(9), load_rules(), datetime.now(UTC)).alerts[0]
+    return apply(History(), result(9), load_rules(), datetime.now(UTC))[0]
 
 
 async def test_a_page_says_what_the_clinician_needs(store, webhook_receiver) -> None:

@@ -1,45 +1,69 @@
-"""The classifier's rule engine: pure functions over a patient's state and one new result.
+"""The rules file: thresholds per population, versioned, and the clinical predicates on them. Pure.
 
-The faust worker and the offline replay both call `evaluate`; nothing here does I/O. Numbers come
-from the versioned rules file, never from code.
+The code names the clinical concepts (`is_critical_low`, `is_iwg_response`...); the numbers
+live in the YAML file, never in code.
 """
 
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import (
-    AlertKind,
-    Evidence,
-    EvidenceResult,
-    LabResult,
-    PlateletAlert,
-    PlateletCount,
-    ResultStatus,
-    RuleRef,
-    stable_event_id,
-)
+from schemas import TreatmentCategory
 
-SEEN_EVENTS_KEPT = 512
+Population = Literal["paediatric", "adult"]
 
 
-class CriticalLowRule(BaseModel):
+class _Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    below_10e9_per_l: float = Field(gt=0)
-    paging_statuses: frozenset[ResultStatus]
-    episode_closes_at_10e9_per_l: float = Field(gt=0)
+
+class CriticalLowRule(_Rule):
+    below: float = Field(gt=0)
+    page_preliminary: bool = False
+    repage_drop_fraction: float = Field(ge=0, lt=1)
+    repage_after_hours: float = Field(gt=0)
+    episode_closes_at: float = Field(gt=0)
+
+    @property
+    def repage_after(self) -> timedelta:
+        return timedelta(hours=self.repage_after_hours)
 
 
-class Rules(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class PersistentSevereRule(_Rule):
+    below: float = Field(gt=0)
+    min_values: int = Field(ge=2)
+    min_span_days: float = Field(ge=0)
 
-    version: str = Field(min_length=1)
+
+class RefractoryRule(_Rule):
+    below: float = Field(gt=0)
+    response_multiple_of_baseline: float = Field(gt=1)
+    complete_response_at: float = Field(gt=0)
+    assess_after_days: float = Field(ge=0)
+    min_values: int = Field(ge=2)
+    min_gap_days: float = Field(ge=0)
+
+
+class PopulationRules(_Rule):
     critical_low: CriticalLowRule
+    persistent_severe: PersistentSevereRule
+    refractory: RefractoryRule
+
+
+class Rules(_Rule):
+    version: str = Field(min_length=1)
+    horizon_days: float = Field(gt=0)
+    first_line: frozenset[TreatmentCategory]
+    second_line: frozenset[TreatmentCategory]
+    cytotoxic: frozenset[TreatmentCategory]
+    populations: dict[Population, PopulationRules]
+
+    def for_population(self, population: Population) -> PopulationRules:
+        return self.populations[population]
 
 
 def load_rules(path: Path | None = None) -> Rules:
@@ -52,95 +76,44 @@ def load_rules(path: Path | None = None) -> Rules:
     return Rules.model_validate(yaml.safe_load(text))
 
 
-class CriticalEpisode(BaseModel):
-    """An open run of critical values for one patient, paged once."""
-
-    alert_id: str
-    lowest_paged_10e9_per_l: float
-    last_paged_at: datetime
-    suppressed_repeats: int = 0
-
-
-class PatientState(BaseModel):
-    """What the classifier remembers about one patient (stored in a faust table)."""
-
-    seen_event_ids: list[str] = Field(default_factory=list)
-    critical_episode: CriticalEpisode | None = None
+def population_at(birth_date: date | None, collected_at: datetime) -> Population:
+    """Paediatric below 18 years of age at collection; adult otherwise or when age is unknown."""
+    if birth_date is None:
+        return "adult"
+    day = collected_at.date()
+    age = day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
+    return "paediatric" if age < 18 else "adult"
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    state: PatientState
-    alerts: tuple[PlateletAlert, ...] = ()
-    duplicate: bool = False
-
-
-def is_critical_low(count: PlateletCount, rule: CriticalLowRule) -> bool:
-    """Below the limit; "<x" counts when x is at or under the limit, ">x" never does."""
-    if count.comparator in (">", ">="):
+def is_below(value: float, comparator: str | None, limit: float) -> bool:
+    """Strictly below `limit`; "<x" counts when x <= limit; ">x" never does."""
+    if comparator in (">", ">="):
         return False
-    if count.comparator == "<":
-        return count.value_10e9_per_l <= rule.below_10e9_per_l
-    return count.value_10e9_per_l < rule.below_10e9_per_l
+    if comparator == "<":
+        return value <= limit
+    return value < limit
 
 
-def closes_critical_episode(count: PlateletCount, rule: CriticalLowRule) -> bool:
-    return count.comparator not in ("<", "<=") and (
-        count.value_10e9_per_l >= rule.episode_closes_at_10e9_per_l
+def is_at_or_above(value: float, comparator: str | None, limit: float) -> bool:
+    """Certainly at or above `limit`: a "<x" value never is."""
+    return comparator not in ("<", "<=") and value >= limit
+
+
+def is_critical_low(value: float, comparator: str | None, rule: CriticalLowRule) -> bool:
+    return is_below(value, comparator, rule.below)
+
+
+def closes_critical_episode(value: float, comparator: str | None, rule: CriticalLowRule) -> bool:
+    return is_at_or_above(value, comparator, rule.episode_closes_at)
+
+
+def is_iwg_response(
+    value: float, comparator: str | None, baseline: float | None, rule: RefractoryRule
+) -> bool:
+    """IWG 2009: response is >= 30 and at least twice the baseline; >= 100 is complete response."""
+    if is_at_or_above(value, comparator, rule.complete_response_at):
+        return True
+    doubled = baseline is None or is_at_or_above(
+        value, comparator, rule.response_multiple_of_baseline * baseline
     )
-
-
-def evidence_of(result: LabResult) -> EvidenceResult:
-    return EvidenceResult(
-        event_id=result.event_id,
-        result_id=result.result_id,
-        count=result.count,
-        status=result.status,
-        collected_at=result.collected_at,
-        verified_at=result.verified_at,
-    )
-
-
-def critical_low_alert(
-    result: LabResult, count: PlateletCount, rules: Rules, now: datetime
-) -> PlateletAlert:
-    """A critical-low alert whose id depends only on the patient and the result that opened it."""
-    alert_id = stable_event_id(
-        "alert", result.patient.identifier.key, AlertKind.CRITICAL_LOW, result.event_id
-    )
-    return PlateletAlert(
-        event_id=stable_event_id("alert-event", alert_id, "raised"),
-        alert_id=alert_id,
-        kind=AlertKind.CRITICAL_LOW,
-        patient=result.patient,
-        value_10e9_per_l=count.value_10e9_per_l,
-        result_verified_at=result.verified_at,
-        evidence=Evidence(results=(evidence_of(result),)),
-        rule=RuleRef(id="critical_low", version=rules.version),
-        raised_at=now,
-    )
-
-
-def evaluate(state: PatientState, result: LabResult, rules: Rules, now: datetime) -> Evaluation:
-    """Apply the rules to one new result. Idempotent: a result already seen changes nothing."""
-    if result.event_id in state.seen_event_ids:
-        return Evaluation(state, duplicate=True)
-    seen = [*state.seen_event_ids, result.event_id][-SEEN_EVENTS_KEPT:]
-    rule = rules.critical_low
-    episode = state.critical_episode
-    count = result.count
-    if result.status not in rule.paging_statuses or count is None:
-        return Evaluation(state.model_copy(update={"seen_event_ids": seen}))
-    if closes_critical_episode(count, rule):
-        episode = None
-    elif is_critical_low(count, rule):
-        if episode is None:
-            alert = critical_low_alert(result, count, rules, now)
-            episode = CriticalEpisode(
-                alert_id=alert.alert_id,
-                lowest_paged_10e9_per_l=count.value_10e9_per_l,
-                last_paged_at=now,
-            )
-            return Evaluation(PatientState(seen_event_ids=seen, critical_episode=episode), (alert,))
-        episode = episode.model_copy(update={"suppressed_repeats": episode.suppressed_repeats + 1})
-    return Evaluation(PatientState(seen_event_ids=seen, critical_episode=episode))
+    return is_at_or_above(value, comparator, rule.below) and doubled

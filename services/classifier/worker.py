@@ -1,8 +1,10 @@
-"""The classifier as a faust-streaming worker: decode, call the rule engine, publish alerts.
+"""The classifier as a faust-streaming worker: decode, call the engine, publish alerts.
 
-Patient state lives in a faust table backed by a compacted changelog whose partition count matches
-lab.results.v1. Processing is at-least-once: after a crash a result may be evaluated again, and the
-alert it produces carries the same alert_id, which is the notifier's dedupe key.
+One agent reads lab.results.v1 and clinical.context.v1 together (co-partitioned by patient), so a
+patient's results and treatments are applied in order to one history, kept in a faust table
+backed by a compacted changelog. Processing is at-least-once: faust flushes the alerts and the
+changelog before committing offsets; after a crash an event may be applied again, and the alerts
+it yields carry the same alert_id, the notifier's dedupe key.
 """
 
 import logging
@@ -10,11 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from pydantic import ValidationError
 
-from schemas import LabResult, Topic
-from services.classifier.rules import PatientState, Rules, evaluate
+from schemas import LabResult, Topic, clinical_context_adapter
+from services.classifier.engine import History, apply
+from services.classifier.rules import Rules
 from services.classifier.topology import PATIENT_STATE_TABLE
 from services.config import Settings
 
@@ -22,11 +25,15 @@ log = logging.getLogger(__name__)
 
 EVENTS = Counter(
     "plateletwatch_classifier_events_total",
-    "Events the classifier consumed, by topic kind and outcome.",
+    "Events the classifier consumed, by kind and outcome.",
     ["kind", "outcome"],
 )
 ALERTS = Counter(
     "plateletwatch_classifier_alerts_total", "Alerts emitted, by alert kind.", ["alert_kind"]
+)
+SUPPRESSED = Gauge(
+    "plateletwatch_classifier_suppressed_repeats_last",
+    "Suppressed repeat critical values in the history of the patient evaluated last.",
 )
 
 
@@ -35,7 +42,7 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
     app = faust.App(
         settings.group_id("classifier"),
         broker=[f"kafka://{server}" for server in bootstrap_servers.split(",")],
-        store="memory://",
+        store=settings.classifier_store,
         datadir=str(settings.classifier_data_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -50,8 +57,10 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
         web_host=settings.bind_host,
         web_port=settings.classifier_port,
     )
-    lab_results = app.topic(
-        settings.topic(Topic.LAB_RESULTS),
+    lab_results = settings.topic(Topic.LAB_RESULTS)
+    patient_events = app.topic(
+        lab_results,
+        settings.topic(Topic.CLINICAL_CONTEXT),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
@@ -62,30 +71,36 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
         value_serializer="raw",
         partitions=settings.partitions,
     )
-    patient_state = app.Table(
+    histories = app.Table(
         PATIENT_STATE_TABLE,
         partitions=settings.partitions,
         schema=faust.Schema(key_serializer="raw", value_serializer="json"),
     )
 
-    @app.agent(lab_results)
-    async def classify_lab_results(stream: Any) -> None:
-        async for key, raw in stream.items():
+    @app.agent(patient_events)
+    async def classify(stream: Any) -> None:
+        async for event in stream.events():
+            kind = "lab_result" if event.message.topic == lab_results else "clinical_context"
             try:
-                result = LabResult.model_validate_json(raw)
+                decoded = (
+                    LabResult.model_validate_json(event.value)
+                    if kind == "lab_result"
+                    else clinical_context_adapter.validate_json(event.value)
+                )
             except ValidationError as error:
-                EVENTS.labels(kind="lab_result", outcome="invalid").inc()
-                log.error("skipping an undecodable lab result: %d errors", error.error_count())
+                EVENTS.labels(kind=kind, outcome="invalid").inc()
+                log.error("skipping an undecodable %s event: %d errors", kind, error.error_count())
                 continue
-            stored = patient_state.get(key)
-            state = PatientState.model_validate(stored) if stored else PatientState()
-            evaluation = evaluate(state, result, rules, datetime.now(UTC))
-            for alert in evaluation.alerts:
-                await alerts.send(key=key, value=alert.model_dump_json().encode())
+            stored = histories.get(event.key)
+            history = History.from_json(stored) if stored else History()
+            duplicate = decoded.event_id in history.seen
+            emitted = apply(history, decoded, rules, datetime.now(UTC))
+            for alert in emitted:
+                await alerts.send(key=event.key, value=alert.model_dump_json().encode())
                 ALERTS.labels(alert_kind=alert.kind.value).inc()
-            patient_state[key] = evaluation.state.model_dump(mode="json")
-            outcome = "duplicate" if evaluation.duplicate else "evaluated"
-            EVENTS.labels(kind="lab_result", outcome=outcome).inc()
+            histories[event.key] = history.to_json()
+            SUPPRESSED.set(history.suppressed_repeats)
+            EVENTS.labels(kind=kind, outcome="duplicate" if duplicate else "evaluated").inc()
 
     @app.page("/healthz")
     async def healthz(view: Any, request: Any) -> Any:

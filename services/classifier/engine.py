@@ -1,0 +1,487 @@
+"""The classifier's engine: one patient's history in, the alerts it warrants out. Pure.
+
+Every event updates the patient's history (values by collection time, treatments, alerts raised);
+then the alerts the whole history warrants are derived afresh and compared with those already
+raised: a new one is emitted, one whose evidence changed is re-emitted under the same alert_id,
+and one no longer warranted is withdrawn. Deriving from the history, not from arrival order,
+places late and corrected results where they belong and makes the faust worker and the offline
+replay agree. Arrival order matters in one place only, as the clinical rule says: a late critical
+value older than a normal value already received does not open a new critical episode.
+"""
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from schemas import (
+    AlertKind,
+    ClinicalContextEvent,
+    Evidence,
+    EvidenceResult,
+    LabResult,
+    MedicationEvent,
+    Patient,
+    PlateletAlert,
+    PlateletCount,
+    ProcedureEvent,
+    ResultStatus,
+    RuleRef,
+    TransfusionEvent,
+    TreatmentCategory,
+    clinical_context_adapter,
+    stable_event_id,
+)
+from services.classifier.rules import (
+    Population,
+    PopulationRules,
+    Rules,
+    closes_critical_episode,
+    is_at_or_above,
+    is_below,
+    is_critical_low,
+    is_iwg_response,
+    population_at,
+)
+
+_COUNTING = frozenset({ResultStatus.FINAL, ResultStatus.CORRECTED, ResultStatus.AMENDED})
+_RETRACTING = frozenset({ResultStatus.ENTERED_IN_ERROR, ResultStatus.WRONG_PATIENT})
+_RETRACTION_WORDS = {
+    ResultStatus.ENTERED_IN_ERROR: "entered in error and deleted",
+    ResultStatus.WRONG_PATIENT: "posted to the wrong patient",
+}
+SEEN_EVENTS_KEPT = 1000
+
+
+@dataclass(slots=True)
+class Value:
+    """One platelet count in the history; `seq` is its arrival order for this patient."""
+
+    result: LabResult
+    count: PlateletCount
+    seq: int
+
+    @property
+    def at(self) -> datetime:
+        return self.result.collected_at
+
+
+@dataclass(slots=True)
+class Raised:
+    alert_id: str
+    kind: AlertKind
+    anchor_result_id: str
+    evidence_key: tuple[str, ...]
+    withdrawn: bool = False
+
+
+@dataclass(slots=True)
+class History:
+    """What the classifier keeps per patient; bounded by the rules' horizon."""
+
+    patient: Patient | None = None
+    values: dict[str, Value] = field(default_factory=dict)
+    treatments: dict[str, ClinicalContextEvent] = field(default_factory=dict)
+    raised: dict[str, Raised] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)
+    seq: int = 0
+    suppressed_repeats: int = 0
+    late_values: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready form for the faust table's changelog."""
+        return {
+            "patient": self.patient.model_dump(mode="json") if self.patient else None,
+            "values": [[v.result.model_dump(mode="json"), v.seq] for v in self.values.values()],
+            "treatments": [t.model_dump(mode="json") for t in self.treatments.values()],
+            "raised": [
+                [r.alert_id, r.kind.value, r.anchor_result_id, list(r.evidence_key), r.withdrawn]
+                for r in self.raised.values()
+            ],
+            "seen": self.seen,
+            "seq": self.seq,
+            "suppressed_repeats": self.suppressed_repeats,
+            "late_values": self.late_values,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "History":
+        history = cls(
+            patient=Patient.model_validate(data["patient"]) if data["patient"] else None,
+            seen=list(data["seen"]),
+            seq=data["seq"],
+            suppressed_repeats=data["suppressed_repeats"],
+            late_values=data["late_values"],
+        )
+        for raw, seq in data["values"]:
+            result = LabResult.model_validate(raw)
+            assert result.count is not None
+            history.values[result.result_id] = Value(result, result.count, seq)
+        for raw in data["treatments"]:
+            treatment = clinical_context_adapter.validate_python(raw)
+            history.treatments[treatment.event_id] = treatment
+        for alert_id, kind, anchor, key, withdrawn in data["raised"]:
+            history.raised[alert_id] = Raised(
+                alert_id, AlertKind(kind), anchor, tuple(key), withdrawn
+            )
+        return history
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    """An alert the history warrants."""
+
+    alert_id: str
+    kind: AlertKind
+    trigger: Value
+    evidence: tuple[Value, ...]
+    treatments: tuple[ClinicalContextEvent, ...] = ()
+    baseline: float | None = None
+    note: str | None = None
+
+
+def treatment_start(treatment: ClinicalContextEvent) -> datetime:
+    return treatment.performed_at if isinstance(treatment, ProcedureEvent) else treatment.started_at
+
+
+def apply(
+    history: History, event: LabResult | ClinicalContextEvent, rules: Rules, now: datetime
+) -> list[PlateletAlert]:
+    """Add one event to the patient's history and return the alerts it causes (often none).
+
+    Idempotent: an event already seen changes nothing and returns nothing.
+    """
+    if event.event_id in history.seen:
+        return []
+    history.seen.append(event.event_id)
+    del history.seen[:-SEEN_EVENTS_KEPT]
+    history.patient = event.patient
+    reason = None
+    if isinstance(event, LabResult):
+        reason = _record_result(history, event, rules)
+    else:
+        history.treatments[event.event_id] = event
+    _forget_beyond_horizon(history, rules)
+    wanted = {w.alert_id: w for w in _warranted(history, rules)}
+    return _reconcile(history, wanted, rules, now, reason)
+
+
+def _record_result(history: History, result: LabResult, rules: Rules) -> str | None:
+    """Put a result in the history; return the reason to give if it removes or changes one."""
+    replaced = {result.result_id}
+    if result.replaces_result_id:
+        replaced.add(result.replaces_result_id)
+    previous = [history.values.pop(rid) for rid in replaced if rid in history.values]
+    counting = result.status in _COUNTING or (
+        result.status is ResultStatus.PRELIMINARY
+        and rules.for_population(
+            _population(history, result.collected_at)
+        ).critical_low.page_preliminary
+    )
+    if result.count is not None and counting:
+        history.seq += 1
+        history.values[result.result_id] = Value(result, result.count, history.seq)
+    elif previous and result.status not in _RETRACTING:
+        history.values[result.result_id] = previous[0]  # a non-counting update keeps the value
+        return None
+    if not previous:
+        return None
+    if result.status in _RETRACTING:
+        return f"result {result.result_id} was {_RETRACTION_WORDS[result.status]}"
+    assert result.count is not None
+    value = f"{result.count.comparator or ''}{result.count.value_10e9_per_l:g}"
+    return f"result {result.result_id} was {result.status.value} to {value} x10^9/L"
+
+
+def _population(history: History, at: datetime) -> Population:
+    birth: date | None = history.patient.birth_date if history.patient else None
+    return population_at(birth, at)
+
+
+def _forget_beyond_horizon(history: History, rules: Rules) -> None:
+    if not history.values:
+        return
+    cutoff = max(v.at for v in history.values.values()) - timedelta(days=rules.horizon_days)
+    expired = {rid for rid, v in history.values.items() if v.at < cutoff}
+    for rid in expired:
+        del history.values[rid]
+    for alert_id in [a for a, r in history.raised.items() if r.anchor_result_id in expired]:
+        del history.raised[alert_id]  # expired with its evidence: not a withdrawal
+    for event_id in [e for e, t in history.treatments.items() if treatment_start(t) < cutoff]:
+        del history.treatments[event_id]
+
+
+def _alert_id(history: History, kind: AlertKind, anchor: str) -> str:
+    key = history.patient.identifier.key if history.patient else ""
+    return stable_event_id("alert", key, kind.value, anchor)
+
+
+def _warranted(history: History, rules: Rules) -> list[_Wanted]:
+    ordered = sorted(history.values.values(), key=lambda v: (v.at, v.result.result_id))
+    refractory = _refractory(history, ordered, rules)
+    return [
+        *_critical_low(history, ordered, rules),
+        *refractory,
+        *_persistent_severe(history, ordered, rules, refractory),
+    ]
+
+
+def _critical_low(history: History, ordered: list[Value], rules: Rules) -> list[_Wanted]:
+    """Page on a critical value; within the open episode, page again only on a further drop or
+    after the repeat interval; every other repeat is counted as suppressed."""
+    wanted: list[_Wanted] = []
+    lowest: float | None = None
+    last_page: datetime | None = None
+    suppressed = late = 0
+    newest_closing_seq: list[tuple[datetime, int]] = [
+        (v.at, v.seq)
+        for v in ordered
+        if closes_critical_episode(
+            v.count.value_10e9_per_l, v.count.comparator, _rule(history, rules, v).critical_low
+        )
+    ]
+    for value in ordered:
+        rule = _rule(history, rules, value).critical_low
+        number, comparator = value.count.value_10e9_per_l, value.count.comparator
+        if closes_critical_episode(number, comparator, rule):
+            lowest = last_page = None
+            continue
+        if not is_critical_low(number, comparator, rule):
+            continue
+        if lowest is None or last_page is None:  # no open episode
+            if any(at > value.at and seq < value.seq for at, seq in newest_closing_seq):
+                late += 1  # a newer normal value was already known: no new episode
+                continue
+            page = True
+        else:
+            page = number <= lowest * (1 - rule.repage_drop_fraction) or (
+                value.at - last_page >= rule.repage_after
+            )
+        if not page:
+            suppressed += 1
+            continue
+        lowest = number if lowest is None else min(lowest, number)
+        last_page = value.at
+        alert_id = _alert_id(history, AlertKind.CRITICAL_LOW, value.result.result_id)
+        wanted.append(_Wanted(alert_id, AlertKind.CRITICAL_LOW, value, (value,)))
+    history.suppressed_repeats, history.late_values = suppressed, late
+    return wanted
+
+
+def _rule(history: History, rules: Rules, value: Value) -> PopulationRules:
+    return rules.for_population(_population(history, value.at))
+
+
+def _first(
+    history: History, categories: frozenset[TreatmentCategory]
+) -> ClinicalContextEvent | None:
+    chosen = [t for t in history.treatments.values() if t.category in categories]
+    return min(chosen, key=treatment_start, default=None)
+
+
+def _baseline(ordered: list[Value], before: datetime) -> float | None:
+    earlier = [v for v in ordered if v.at < before]
+    return earlier[-1].count.value_10e9_per_l if earlier else None
+
+
+def _refractory(history: History, ordered: list[Value], rules: Rules) -> list[_Wanted]:
+    """IWG "no response" after first-line therapy (from `assess_after_days`), or low counts after
+    splenectomy: two non-responding values `min_gap_days` apart with no response between.
+    One alert per episode; a response closes the episode."""
+    candidates: list[tuple[_Wanted, datetime | None]] = []
+    first_line = _first(history, rules.first_line)
+    splenectomy = _first(history, frozenset({TreatmentCategory.SPLENECTOMY}))
+    for therapy, post_splenectomy in ((first_line, False), (splenectomy, True)):
+        if therapy is None:
+            continue
+        started = treatment_start(therapy)
+        baseline = _baseline(ordered, started)
+        streak: list[Value] = []
+        raised: _Wanted | None = None
+        for value in ordered:
+            rule = _rule(history, rules, value).refractory
+            too_early = (
+                value.at <= started
+                if post_splenectomy
+                else value.at < started + timedelta(days=rule.assess_after_days)
+            )
+            if too_early:
+                continue
+            number, comparator = value.count.value_10e9_per_l, value.count.comparator
+            responded = is_iwg_response(number, comparator, baseline, rule) or (
+                post_splenectomy and is_at_or_above(number, comparator, rule.below)
+            )
+            if responded:
+                if raised is not None:
+                    candidates.append((raised, value.at))
+                streak, raised = [], None
+                continue
+            streak.append(value)
+            gap = value.at - streak[0].at
+            enough = len(streak) >= rule.min_values and gap >= timedelta(days=rule.min_gap_days)
+            if raised is None and enough:
+                raised = _refractory_alert(
+                    history, streak, therapy, baseline, post_splenectomy, rules
+                )
+        if raised is not None:
+            candidates.append((raised, None))
+    accepted: list[tuple[_Wanted, datetime | None]] = []
+    for candidate, closed in sorted(candidates, key=lambda c: c[0].trigger.at):
+        overlapping = any(
+            other.trigger.at <= candidate.trigger.at and (end is None or candidate.trigger.at < end)
+            for other, end in accepted
+        )
+        if not overlapping:
+            accepted.append((candidate, closed))
+    return [wanted for wanted, _ in accepted]
+
+
+def _refractory_alert(
+    history: History,
+    streak: list[Value],
+    therapy: ClinicalContextEvent,
+    baseline: float | None,
+    post_splenectomy: bool,
+    rules: Rules,
+) -> _Wanted:
+    trigger = streak[-1]
+    tried = tuple(
+        sorted(
+            (t for t in history.treatments.values() if treatment_start(t) <= trigger.at),
+            key=treatment_start,
+        )
+    )
+    lines = []
+    for label, categories in (
+        ("first-line", rules.first_line),
+        ("second-line", rules.second_line),
+        ("cytotoxic", rules.cytotoxic),
+    ):
+        names = sorted({t.name for t in tried if t.category in categories})
+        if names:
+            lines.append(f"{label}: {', '.join(names)}")
+    if post_splenectomy or any(t.category is TreatmentCategory.SPLENECTOMY for t in tried):
+        lines.append("post-splenectomy")
+    anchor = f"{therapy.event_id}|{streak[0].result.result_id}"
+    return _Wanted(
+        _alert_id(history, AlertKind.REFRACTORY, anchor),
+        AlertKind.REFRACTORY,
+        trigger,
+        tuple(streak),
+        tried,
+        baseline,
+        "; ".join(lines) or None,
+    )
+
+
+def _persistent_severe(
+    history: History, ordered: list[Value], rules: Rules, refractory: list[_Wanted]
+) -> list[_Wanted]:
+    """Without first-line therapy on record: `min_values` values below the limit spanning
+    `min_span_days`, none at or above it between them. Once per run; a refractory alert already
+    raised for the same run replaces it."""
+    first_line = _first(history, rules.first_line)
+    wanted: list[_Wanted] = []
+    run: list[Value] = []
+    done = False
+    for value in ordered:
+        rule = _rule(history, rules, value).persistent_severe
+        if not is_below(value.count.value_10e9_per_l, value.count.comparator, rule.below):
+            run, done = [], False
+            continue
+        run.append(value)
+        span = value.at - run[0].at
+        if done or len(run) < rule.min_values or span < timedelta(days=rule.min_span_days):
+            continue
+        done = True
+        treated = first_line is not None and treatment_start(first_line) <= value.at
+        replaced = any(
+            run[0].at <= r.evidence[0].at and r.trigger.at <= value.at for r in refractory
+        )
+        if treated or replaced:
+            continue
+        alert_id = _alert_id(history, AlertKind.PERSISTENT_SEVERE, run[0].result.result_id)
+        wanted.append(_Wanted(alert_id, AlertKind.PERSISTENT_SEVERE, value, tuple(run)))
+    return wanted
+
+
+def _reconcile(
+    history: History,
+    wanted: dict[str, _Wanted],
+    rules: Rules,
+    now: datetime,
+    reason: str | None,
+) -> list[PlateletAlert]:
+    alerts: list[PlateletAlert] = []
+    for alert_id, want in wanted.items():
+        key = tuple(v.result.event_id for v in want.evidence)
+        raised = history.raised.get(alert_id)
+        if raised is not None and not raised.withdrawn and raised.evidence_key == key:
+            continue
+        history.raised[alert_id] = Raised(
+            alert_id, want.kind, want.evidence[0].result.result_id, key
+        )
+        alerts.append(_alert(history, want, rules, now, key))
+    for alert_id, raised in history.raised.items():
+        if raised.withdrawn or alert_id in wanted:
+            continue
+        raised.withdrawn = True
+        alerts.append(_withdrawal(history, raised, rules, now, reason))
+    return alerts
+
+
+def _evidence_result(value: Value) -> EvidenceResult:
+    result = value.result
+    return EvidenceResult(
+        event_id=result.event_id,
+        result_id=result.result_id,
+        count=value.count,
+        status=result.status,
+        collected_at=result.collected_at,
+        verified_at=result.verified_at,
+    )
+
+
+def _alert(
+    history: History, want: _Wanted, rules: Rules, now: datetime, key: tuple[str, ...]
+) -> PlateletAlert:
+    assert history.patient is not None
+    treatments = tuple(
+        t
+        for t in want.treatments
+        if isinstance(t, MedicationEvent | ProcedureEvent | TransfusionEvent)
+    )
+    return PlateletAlert(
+        event_id=stable_event_id("alert-event", want.alert_id, *key),
+        alert_id=want.alert_id,
+        kind=want.kind,
+        patient=history.patient,
+        population=_population(history, want.trigger.at),
+        value_10e9_per_l=want.trigger.count.value_10e9_per_l,
+        result_verified_at=want.trigger.result.verified_at,
+        evidence=Evidence(
+            results=tuple(_evidence_result(v) for v in want.evidence),
+            treatments=treatments,
+            baseline_10e9_per_l=want.baseline,
+            note=want.note,
+        ),
+        rule=RuleRef(id=want.kind.value, version=rules.version),
+        raised_at=now,
+    )
+
+
+def _withdrawal(
+    history: History, raised: Raised, rules: Rules, now: datetime, reason: str | None
+) -> PlateletAlert:
+    assert history.patient is not None
+    because = reason or f"the evidence no longer meets {raised.kind.value}"
+    return PlateletAlert(
+        event_id=stable_event_id("alert-event", raised.alert_id, "withdrawn", *raised.evidence_key),
+        alert_id=stable_event_id("withdrawal", raised.alert_id),
+        kind=AlertKind.WITHDRAWN,
+        patient=history.patient,
+        evidence=Evidence(note=f"withdraws {raised.kind.value} alert {raised.alert_id}"),
+        rule=RuleRef(id=raised.kind.value, version=rules.version),
+        raised_at=now,
+        withdraws_alert_id=raised.alert_id,
+        withdrawal_reason=because,
+    )

@@ -1,0 +1,388 @@
+"""The classifier engine as a pure function, case by case and at every boundary."""
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from schemas import (
+    AlertKind,
+    Coding,
+    LabResult,
+    MedicationEvent,
+    Patient,
+    PatientIdentifier,
+    PlateletAlert,
+    PlateletCount,
+    ProcedureEvent,
+    ResultStatus,
+    TreatmentCategory,
+    stable_event_id,
+)
+from services.classifier.engine import History, apply
+from services.classifier.rules import load_rules, population_at
+
+RULES = load_rules()
+T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+ADULT = Patient(
+    identifier=PatientIdentifier(authority="HOSP", mrn="42"), birth_date=date(1970, 5, 1)
+)
+
+
+def result(
+    value: float | None,
+    days: float = 0,
+    status: ResultStatus = ResultStatus.FINAL,
+    comparator: str | None = None,
+    result_id: str | None = None,
+    patient: Patient = ADULT,
+) -> LabResult:
+    rid = result_id or f"R@{days}"
+    count = (
+        PlateletCount(
+            value_10e9_per_l=value,
+            comparator=comparator,
+            original_value=f"{comparator or ''}{value:g}",
+            original_unit="10*9/L",
+        )
+        if value is not None
+        else None
+    )
+    return LabResult(
+        event_id=stable_event_id("test", rid, status, str(value)),
+        source="json",
+        patient=patient,
+        result_id=rid,
+        code=Coding(system="http://loinc.org", code="777-3"),
+        count=count,
+        status=status,
+        collected_at=T0 + timedelta(days=days),
+        verified_at=T0 + timedelta(days=days, minutes=30),
+        received_at=T0 + timedelta(days=days, hours=1),
+    )
+
+
+def treatment(category: TreatmentCategory, days: float, name: str = "") -> MedicationEvent:
+    return MedicationEvent(
+        event_id=stable_event_id("test-treatment", category, str(days)),
+        source="json",
+        patient=ADULT,
+        category=category,
+        name=name or category.value,
+        started_at=T0 + timedelta(days=days),
+        received_at=T0 + timedelta(days=days),
+    )
+
+
+def splenectomy(days: float) -> ProcedureEvent:
+    return ProcedureEvent(
+        event_id=stable_event_id("test-splenectomy", str(days)),
+        source="json",
+        patient=ADULT,
+        category=TreatmentCategory.SPLENECTOMY,
+        name="Laparoscopic splenectomy",
+        performed_at=T0 + timedelta(days=days),
+        received_at=T0 + timedelta(days=days),
+    )
+
+
+def feed(*events: Any, history: History | None = None) -> tuple[History, list[list[PlateletAlert]]]:
+    """Apply events in arrival order; return the history and the alerts each one caused."""
+    history = history or History()
+    out = [apply(history, e, RULES, e.received_at) for e in events]
+    return history, out
+
+
+def kinds(alerts: list[list[PlateletAlert]]) -> list[list[str]]:
+    return [[a.kind.value for a in batch] for batch in alerts]
+
+
+def flat(alerts: list[list[PlateletAlert]]) -> list[str]:
+    return [a.kind.value for batch in alerts for a in batch]
+
+
+# --- critical_low --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "comparator", "pages"),
+    [(19.9, None, True), (20, None, False), (20.1, None, False), (20, "<", True), (21, "<", False),
+     (5, ">", False), (0, None, True)],
+)  # fmt: skip
+def test_critical_low_threshold(value: float, comparator: str | None, pages: bool) -> None:
+    _, alerts = feed(result(value, comparator=comparator))
+    assert kinds(alerts) == [["critical_low"] if pages else []]
+
+
+def test_a_critical_alert_carries_its_evidence() -> None:
+    r = result(12)
+    (alert,) = feed(r)[1][0]
+    assert alert.value_10e9_per_l == 12
+    assert alert.population == "adult"
+    assert alert.rule.version == RULES.version
+    assert alert.result_verified_at == r.verified_at
+    (evidence,) = alert.evidence.results
+    assert (evidence.result_id, evidence.count.original_value, evidence.collected_at) == (
+        r.result_id, "12", r.collected_at,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("second", "hours", "pages"),
+    [(9.6, 6, True), (9.7, 6, False), (14, 23.9, False), (14, 24, True)],
+)
+def test_repeat_policy_20_percent_or_24_hours(second: float, hours: float, pages: bool) -> None:
+    history, alerts = feed(result(12), result(second, days=hours / 24))
+    assert kinds(alerts) == [["critical_low"], ["critical_low"] if pages else []]
+    assert history.suppressed_repeats == (0 if pages else 1)
+
+
+def test_episode_closes_at_50_and_the_next_critical_value_pages() -> None:
+    _, alerts = feed(
+        result(12), result(49.9, days=0.2), result(15, days=0.4), result(50, days=0.5),
+        result(14, days=0.6),
+    )  # fmt: skip
+    assert kinds(alerts) == [["critical_low"], [], [], [], ["critical_low"]]
+
+
+def test_preliminary_does_not_page_unless_the_rules_say_so(tmp_path: Path) -> None:
+    _, alerts = feed(result(8, status=ResultStatus.PRELIMINARY))
+    assert kinds(alerts) == [[]]
+    text = Path(__file__).parents[1].joinpath("services/classifier/default_rules.yaml").read_text()
+    custom = tmp_path / "rules.yaml"
+    custom.write_text(
+        text.replace("page_preliminary: false", "page_preliminary: true").replace(
+            '"2026-11-25.2"', '"site-7"'
+        )
+    )
+    rules = load_rules(custom)
+    (alert,) = apply(History(), result(8, status=ResultStatus.PRELIMINARY), rules, T0)
+    assert alert.rule.version == "site-7"
+
+
+def test_a_duplicate_event_changes_nothing() -> None:
+    history, alerts = feed(result(12), result(12))
+    assert kinds(alerts) == [["critical_low"], []]
+    assert len(history.values) == 1
+
+
+def test_a_late_critical_value_older_than_a_known_normal_value_opens_no_episode() -> None:
+    history, alerts = feed(result(150, days=2), result(10, days=1))
+    assert kinds(alerts) == [[], []]
+    assert history.late_values == 1
+    _, in_order = feed(result(10, days=1), result(150, days=2))
+    assert kinds(in_order) == [["critical_low"], []]
+
+
+def test_a_late_value_is_placed_by_collection_time() -> None:
+    # 12 at day 0 pages; 11 collected at day 0.5 arrives after 60 at day 1: the episode it
+    # belongs to (day 0 to day 1) was already paged, so it is a suppressed repeat, not a page.
+    history, alerts = feed(result(12), result(60, days=1), result(11, days=0.5))
+    assert kinds(alerts) == [["critical_low"], [], []]
+    assert history.suppressed_repeats == 1
+
+
+def test_alert_ids_are_stable_and_independent_of_arrival() -> None:
+    a = feed(result(12))[1][0][0]
+    b = feed(result(150, days=-5), result(12))[1][1][0]
+    assert a.alert_id == b.alert_id
+
+
+# --- withdrawals ---------------------------------------------------------------------------
+
+
+def test_a_correction_above_the_limit_withdraws_the_alert() -> None:
+    _, alerts = feed(
+        result(12, result_id="R1"), result(140, status=ResultStatus.CORRECTED, result_id="R1")
+    )
+    raised, withdrawn = alerts[0][0], alerts[1][0]
+    assert withdrawn.kind is AlertKind.WITHDRAWN
+    assert withdrawn.withdraws_alert_id == raised.alert_id
+    assert withdrawn.withdrawal_reason == "result R1 was corrected to 140 x10^9/L"
+
+
+def test_a_correction_that_still_meets_the_rule_keeps_the_alert_with_new_evidence() -> None:
+    _, alerts = feed(
+        result(12, result_id="R1"), result(8, status=ResultStatus.CORRECTED, result_id="R1")
+    )
+    raised, updated = alerts[0][0], alerts[1][0]
+    assert updated.kind is AlertKind.CRITICAL_LOW
+    assert updated.alert_id == raised.alert_id
+    assert updated.event_id != raised.event_id
+    assert updated.value_10e9_per_l == 8
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        (ResultStatus.ENTERED_IN_ERROR, "entered in error"),
+        (ResultStatus.WRONG_PATIENT, "wrong patient"),
+    ],
+)
+def test_deletion_and_wrong_patient_withdraw(status: ResultStatus, words: str) -> None:
+    history, alerts = feed(result(12, result_id="R1"), result(None, status=status, result_id="R1"))
+    (withdrawn,) = alerts[1]
+    assert words in (withdrawn.withdrawal_reason or "")
+    assert history.values == {}
+
+
+def test_a_correction_before_any_alert_simply_counts() -> None:
+    _, alerts = feed(
+        result(60, result_id="R1"), result(12, status=ResultStatus.CORRECTED, result_id="R1")
+    )
+    assert kinds(alerts) == [[], ["critical_low"]]
+
+
+def test_withdrawing_the_first_page_of_an_episode_may_promote_the_repeat() -> None:
+    # 12 pages; 11 is a suppressed repeat. Deleting 12 leaves 11 as the opening value: it pages.
+    _, alerts = feed(
+        result(12, result_id="R1"),
+        result(11, days=0.1, result_id="R2"),
+        result(None, status=ResultStatus.ENTERED_IN_ERROR, result_id="R1"),
+    )
+    assert sorted(kinds(alerts)[2]) == ["critical_low", "withdrawn"]
+
+
+# --- persistent_severe ---------------------------------------------------------------------
+
+
+def test_persistent_severe_needs_three_values_over_seven_days() -> None:
+    _, alerts = feed(result(25), result(28, days=3), result(26, days=6.9), result(27, days=7))
+    assert kinds(alerts) == [[], [], [], ["persistent_severe"]]
+    (alert,) = alerts[3]
+    assert [e.result_id for e in alert.evidence.results] == ["R@0", "R@3", "R@6.9", "R@7"]
+
+
+def test_a_value_of_30_between_breaks_the_run() -> None:
+    _, alerts = feed(result(25), result(30, days=3), result(26, days=6), result(27, days=8))
+    assert kinds(alerts) == [[], [], [], []]
+
+
+def test_persistent_severe_is_not_raised_once_first_line_therapy_is_on_record() -> None:
+    _, alerts = feed(
+        treatment(TreatmentCategory.CORTICOSTEROID, -1, "dexamethasone"),
+        result(25), result(28, days=3), result(27, days=7),
+    )  # fmt: skip
+    assert "persistent_severe" not in flat(alerts)
+
+
+def test_persistent_severe_once_per_run() -> None:
+    _, alerts = feed(*(result(25, days=d) for d in (0, 3, 7, 9, 12)))
+    assert flat(alerts) == ["persistent_severe"]
+
+
+# --- refractory ----------------------------------------------------------------------------
+
+
+def refractory_case(second_day: float, values: tuple[float, float] = (25, 24)) -> list[str]:
+    _, alerts = feed(
+        result(10, days=-1),  # baseline: last value before therapy (also a critical page)
+        treatment(TreatmentCategory.IVIG, 0, "Privigen"),
+        result(values[0], days=7),
+        result(values[1], days=second_day),
+    )
+    return [k for k in flat(alerts) if k != "critical_low"]
+
+
+def test_refractory_after_first_line_two_values_a_day_apart_from_day_7() -> None:
+    assert refractory_case(8) == ["refractory"]
+    assert refractory_case(7.9) == []  # less than 1 day apart
+
+
+def test_refractory_counts_only_from_seven_days_after_therapy() -> None:
+    _, alerts = feed(
+        result(10, days=-1), treatment(TreatmentCategory.IVIG, 0),
+        result(25, days=6.9), result(24, days=7.95),
+    )  # fmt: skip
+    assert "refractory" not in flat(alerts)
+
+
+@pytest.mark.parametrize(
+    ("baseline", "value", "responded"),
+    [(20, 38, False), (20, 39.9, False), (20, 40, True), (10, 29.9, False), (10, 30, True),
+     (60, 99.9, False), (60, 100, True)],
+)  # fmt: skip
+def test_iwg_response_boundaries(baseline: float, value: float, responded: bool) -> None:
+    """Response: >= 30 and >= 2x baseline (1.9x is not), or >= 100 whatever the baseline."""
+    _, alerts = feed(
+        result(baseline, days=-1), treatment(TreatmentCategory.CORTICOSTEROID, 0),
+        result(value, days=7), result(value, days=8),
+    )  # fmt: skip
+    assert ("refractory" in flat(alerts)) is not responded
+
+
+def test_a_response_between_restarts_the_count_and_closes_the_episode() -> None:
+    _, alerts = feed(
+        result(10, days=-1), treatment(TreatmentCategory.IVIG, 0),
+        result(25, days=7), result(45, days=7.5), result(24, days=8),
+    )  # fmt: skip
+    assert "refractory" not in flat(alerts)
+
+
+def test_refractory_names_therapies_and_replaces_persistent_severe_after_splenectomy() -> None:
+    _, alerts = feed(
+        treatment(TreatmentCategory.RITUXIMAB, -30, "Rituxan"),
+        splenectomy(-20),
+        result(25, days=-10), result(22, days=-9), result(24, days=-2),
+    )  # fmt: skip
+    flat = [a for batch in alerts for a in batch]
+    assert [a.kind.value for a in flat] == ["refractory"]
+    note = flat[0].evidence.note or ""
+    assert "post-splenectomy" in note
+    assert "second-line: Rituxan" in note
+    assert {t.category for t in flat[0].evidence.treatments} == {"rituximab", "splenectomy"}
+
+
+def test_refractory_after_persistent_severe_is_raised_too() -> None:
+    _, alerts = feed(
+        result(25), result(28, days=3), result(26, days=7),
+        splenectomy(8), result(22, days=9), result(21, days=10),
+    )  # fmt: skip
+    assert flat(alerts) == ["persistent_severe", "refractory"]
+
+
+def test_refractory_once_per_episode_and_again_after_a_response() -> None:
+    _, alerts = feed(
+        result(10, days=-1), treatment(TreatmentCategory.IVIG, 0),
+        result(25, days=7), result(24, days=8), result(23, days=9),
+        result(120, days=10), result(22, days=11), result(21, days=12),
+    )  # fmt: skip
+    assert [k for k in flat(alerts) if k == "refractory"] == ["refractory"] * 2
+
+
+# --- populations, state --------------------------------------------------------------------
+
+
+def test_population_is_age_at_collection() -> None:
+    assert population_at(date(2008, 1, 2), datetime(2026, 1, 1, tzinfo=UTC)) == "paediatric"
+    assert population_at(date(2008, 1, 1), datetime(2026, 1, 1, tzinfo=UTC)) == "adult"
+    assert population_at(None, datetime(2026, 1, 1, tzinfo=UTC)) == "adult"
+    child = Patient(
+        identifier=PatientIdentifier(authority="H", mrn="c"), birth_date=date(2015, 3, 1)
+    )
+    (alert,) = apply(History(), result(9, patient=child), RULES, T0)
+    assert alert.population == "paediatric"
+
+
+def test_history_is_bounded_by_the_horizon() -> None:
+    history, _ = feed(result(12), *(result(150, days=d) for d in range(30, 800, 30)))
+    assert min(v.at for v in history.values.values()) >= T0 + timedelta(
+        days=790 - RULES.horizon_days - 30
+    )
+    assert len(history.raised) == 0  # the old alert expired with its evidence, without withdrawal
+
+
+def test_history_survives_its_json_form() -> None:
+    history, _ = feed(result(12), treatment(TreatmentCategory.IVIG, 1), result(11, days=2))
+    restored = History.from_json(history.to_json())
+    assert restored.to_json() == history.to_json()
+    assert apply(restored, result(11, days=2), RULES, T0) == []
+
+
+def test_a_rules_file_with_a_typo_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("version: x\nhorizon_days: 10\npopulations: {adult: {critical: {}}}\n")
+    with pytest.raises(ValidationError):
+        load_rules(path)
