@@ -13,12 +13,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.config import Settings
-from services.kafka.broker import Broker, provide_broker
+from services.kafka.broker import Broker, BrokerKind, provide_broker
 from services.kafka.topics import ensure_topics
 from services.processes import die_with_parent, stop_processes, wait_until_ready
 
@@ -69,6 +71,21 @@ def _banner(
     return "\n".join(lines)
 
 
+def state_matching_the_broker(settings: Settings, broker: Broker, scratch: Path) -> dict[str, str]:
+    """An embedded broker forgets everything when it stops; so must the services' own state,
+    unless configured, or a second `run` would remember patients and pages the broker does not."""
+    if broker.kind is not BrokerKind.EMBEDDED_TANSU:
+        return {}
+    env = {}
+    if "classifier_store" not in settings.model_fields_set:
+        env["PLATELETWATCH_CLASSIFIER_STORE"] = "memory://"
+    if "notifier_database_url" not in settings.model_fields_set:
+        env["PLATELETWATCH_NOTIFIER_DATABASE_URL"] = (
+            f"sqlite+aiosqlite:///{scratch / 'notifier.sqlite3'}"
+        )
+    return env
+
+
 def run_everything(settings: Settings) -> int:
     """Run until interrupted; return the process exit status."""
     stop = threading.Event()
@@ -76,7 +93,10 @@ def run_everything(settings: Settings) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per readiness poll
 
-    with provide_broker(settings.kafka_bootstrap_servers) as broker:
+    with (
+        provide_broker(settings.kafka_bootstrap_servers) as broker,
+        tempfile.TemporaryDirectory(prefix="plateletwatch-run-") as scratch,
+    ):
         asyncio.run(ensure_topics(settings, broker.bootstrap_servers, create=True))
         demo = settings.notifier_webhook_url is None
         webhook_url = (
@@ -90,6 +110,7 @@ def run_everything(settings: Settings) -> int:
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
             "PLATELETWATCH_NOTIFIER_WEBHOOK_URL": webhook_url,
             "PLATELETWATCH_INGEST_API_TOKENS": json.dumps(tokens),
+            **state_matching_the_broker(settings, broker, Path(scratch)),
         }
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:

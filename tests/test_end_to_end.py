@@ -66,7 +66,7 @@ async def test_a_critical_result_is_paged_once(
     assert alert["value_10e9_per_l"] == 12
     assert alert["patient"]["identifier"] == submitted["patient"]["identifier"]
     assert alert["evidence"]["results"][0]["result_id"] == submitted["result_id"]
-    assert page.headers["Idempotency-Key"] == alert["event_id"]
+    assert page.headers["Idempotency-Key"] == alert["alert_id"]
 
     deliveries = await consume_until(
         pipeline.kafka_bootstrap_servers or "",

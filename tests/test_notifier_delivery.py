@@ -53,7 +53,7 @@ async def test_a_page_says_what_the_clinician_needs(store, webhook_receiver) -> 
     published: Published = []
     await _delivery(store, webhook_receiver, published).handle(alert)
     (page,) = webhook_receiver.pages
-    assert page.headers["Idempotency-Key"] == alert.event_id
+    assert page.headers["Idempotency-Key"] == alert.alert_id
     assert page.body["alert"]["alert_id"] == alert.alert_id
     summary = page.body["summary"]
     assert "CRITICAL LOW" in summary
@@ -112,13 +112,13 @@ async def test_a_refusal_is_not_retried_and_the_page_can_be_retaken(
 
 async def test_a_claim_abandoned_by_a_crash_is_retaken_after_its_lease(store) -> None:
     now = datetime.now(UTC)
-    assert await store.claim_page("e1", "a1", "webhook", "http://x", now)
-    assert not await store.claim_page("e1", "a1", "webhook", "http://x", now)
+    assert await store.claim_page("a1", "webhook", "http://x", now)
+    assert not await store.claim_page("a1", "webhook", "http://x", now)
     later = now + CLAIM_LEASE + timedelta(seconds=1)
-    assert await store.claim_page("e1", "a1", "webhook", "http://x", later)
-    await store.finish_page("e1", "webhook", "http://x", delivered=True, now=later)
-    await store.finish_page("e1", "webhook", "http://x", delivered=False, now=later)
-    assert not await store.claim_page("e1", "a1", "webhook", "http://x", later + CLAIM_LEASE * 2)
+    assert await store.claim_page("a1", "webhook", "http://x", later)
+    await store.finish_page("a1", "webhook", "http://x", delivered=True, now=later)
+    await store.finish_page("a1", "webhook", "http://x", delivered=False, now=later)
+    assert not await store.claim_page("a1", "webhook", "http://x", later + CLAIM_LEASE * 2)
 
 
 @pytest.mark.parametrize("failing_step", [DeliveryStep.SENT, DeliveryStep.DELIVERED])
@@ -160,3 +160,17 @@ def test_a_withdrawal_page_says_so() -> None:
     page = render_page(withdrawal)
     assert page.summary.startswith("WITHDRAWN platelet alert")
     assert "result corrected to 140" in page.summary
+
+
+async def test_an_evidence_update_of_the_same_alert_does_not_page_again(
+    store, webhook_receiver
+) -> None:
+    """The classifier re-emits an alert whose evidence changed under the same alert_id."""
+    alert = _alert()
+    updated = PlateletAlert.model_validate(
+        {**alert.model_dump(), "event_id": "another-event", "value_10e9_per_l": 7}
+    )
+    delivery = _delivery(store, webhook_receiver, [])
+    await delivery.handle(alert)
+    await delivery.handle(updated)
+    assert len(webhook_receiver.pages) == 1

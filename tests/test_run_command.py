@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.kafka.broker import free_loopback_port
+from services.config import Settings
+from services.kafka.broker import Broker, BrokerKind, free_loopback_port
+from services.supervisor import state_matching_the_broker
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
@@ -157,3 +159,18 @@ def test_no_process_outlives_a_killed_run(tmp_path: Path) -> None:
         assert [pid for pid in children if _alive(pid)] == [], "".join(output)[-3000:]
     finally:
         _kill_group(run)
+
+
+def test_run_keeps_no_state_beyond_an_embedded_broker(tmp_path: Path) -> None:
+    embedded = Broker(BrokerKind.EMBEDDED_TANSU, "127.0.0.1:1")
+    env = state_matching_the_broker(Settings(), embedded, tmp_path)
+    assert env["PLATELETWATCH_CLASSIFIER_STORE"] == "memory://"
+    assert str(tmp_path) in env["PLATELETWATCH_NOTIFIER_DATABASE_URL"]
+    configured = Settings(classifier_store="rocksdb://")
+    assert "PLATELETWATCH_CLASSIFIER_STORE" not in state_matching_the_broker(
+        configured, embedded, tmp_path
+    )
+    assert (
+        state_matching_the_broker(Settings(), Broker(BrokerKind.EXTERNAL, "k:9092"), tmp_path)
+        == {}
+    )

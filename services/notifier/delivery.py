@@ -83,7 +83,6 @@ class AlertDelivery:
         page = render_page(alert)
         for recipient in self._recipients:
             claimed = await self._store.claim_page(
-                alert.event_id,
                 alert.alert_id,
                 recipient.channel,
                 recipient.address,
@@ -100,7 +99,7 @@ class AlertDelivery:
                     # Release the claim (also when recording a step failed before the page
                     # went out), so the redelivered alert is paged rather than skipped.
                     await self._store.finish_page(
-                        alert.event_id,
+                        alert.alert_id,
                         recipient.channel,
                         recipient.address,
                         delivered=False,
@@ -133,7 +132,7 @@ class AlertDelivery:
             DELIVERIES.labels(channel=channel.name, outcome="delivered").inc()
             # Marked before anything else can fail: a delivered page is never sent again.
             await self._store.finish_page(
-                alert.event_id,
+                alert.alert_id,
                 recipient.channel,
                 recipient.address,
                 delivered=True,

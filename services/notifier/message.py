@@ -15,7 +15,7 @@ _HEADLINES = {
 
 @dataclass(frozen=True)
 class Page:
-    """A rendered page; `idempotency_key` lets a receiver drop a resend of the same page."""
+    """A rendered page; `idempotency_key` (the alert_id) lets a receiver drop a resend."""
 
     idempotency_key: str
     alert_id: str
@@ -44,7 +44,7 @@ def render_page(alert: PlateletAlert) -> Page:
         when = f", collected {collected.isoformat()}" if collected else ""
         summary = f"{headline}: {_value_text(alert)} for patient {patient}{when}"
     return Page(
-        idempotency_key=alert.event_id,
+        idempotency_key=alert.alert_id,
         alert_id=alert.alert_id,
         summary=summary,
         body={"summary": summary, "alert": alert.model_dump(mode="json")},

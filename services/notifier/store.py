@@ -1,7 +1,7 @@
 """The notifier's SQL store: which pages went out, and the audit trail of every step.
 
 SQLite file by default, PostgreSQL by URL. A page is claimed before it is sent: the unique key
-(alert event, channel, address) plus a short lease means that two notifier replicas, or one
+(alert_id, channel, address) plus a short lease means that two notifier replicas, or one
 that restarted, never both send the same page; a claim abandoned by a crash is retaken after the
 lease.
 """
@@ -26,11 +26,10 @@ class _Base(DeclarativeBase):
 
 class PageRecord(_Base):
     __tablename__ = "pages"
-    __table_args__ = (UniqueConstraint("alert_event_id", "channel", "address"),)
+    __table_args__ = (UniqueConstraint("alert_id", "channel", "address"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    alert_event_id: Mapped[str] = mapped_column(String(64))
-    alert_id: Mapped[str] = mapped_column(String(64), index=True)
+    alert_id: Mapped[str] = mapped_column(String(64))
     channel: Mapped[str] = mapped_column(String(32))
     address: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
@@ -68,14 +67,11 @@ class NotifierStore:
     async def stop(self) -> None:
         await self._engine.dispose()
 
-    async def claim_page(
-        self, alert_event_id: str, alert_id: str, channel: str, address: str, now: datetime
-    ) -> bool:
+    async def claim_page(self, alert_id: str, channel: str, address: str, now: datetime) -> bool:
         """True if this process may send the page now; False if it was sent or is being sent."""
         async with self._sessions() as session:
             session.add(
                 PageRecord(
-                    alert_event_id=alert_event_id,
                     alert_id=alert_id,
                     channel=channel,
                     address=address,
@@ -91,7 +87,7 @@ class NotifierStore:
             retaken = await session.execute(
                 update(PageRecord)
                 .where(
-                    PageRecord.alert_event_id == alert_event_id,
+                    PageRecord.alert_id == alert_id,
                     PageRecord.channel == channel,
                     PageRecord.address == address,
                     PageRecord.status != _DELIVERED,
@@ -103,7 +99,7 @@ class NotifierStore:
             return bool(getattr(retaken, "rowcount", 0) == 1)
 
     async def finish_page(
-        self, alert_event_id: str, channel: str, address: str, *, delivered: bool, now: datetime
+        self, alert_id: str, channel: str, address: str, *, delivered: bool, now: datetime
     ) -> None:
         """Mark a claimed page delivered, or release the claim so a later attempt may retake it.
 
@@ -113,7 +109,7 @@ class NotifierStore:
             await session.execute(
                 update(PageRecord)
                 .where(
-                    PageRecord.alert_event_id == alert_event_id,
+                    PageRecord.alert_id == alert_id,
                     PageRecord.channel == channel,
                     PageRecord.address == address,
                     PageRecord.status != _DELIVERED,
