@@ -204,6 +204,15 @@ async def read_topic(
     return seen
 
 
+async def read_all(bootstrap_servers: str, topic: str, quiet_seconds: float = 2) -> list[Any]:
+    """Everything in a topic: read from the start until nothing new arrives for a while."""
+    seen: list[Any] = []
+    async with _reader(bootstrap_servers, topic) as consumer:
+        while batch := await _poll(consumer, int(quiet_seconds * 1000)):
+            seen.extend(batch)
+    return seen
+
+
 async def wait_for(condition: Callable[[], bool], within_seconds: float, what: str) -> None:
     deadline = asyncio.get_running_loop().time() + within_seconds
     while not condition():

@@ -171,6 +171,5 @@ def test_run_keeps_no_state_beyond_an_embedded_broker(tmp_path: Path) -> None:
         configured, embedded, tmp_path
     )
     assert (
-        state_matching_the_broker(Settings(), Broker(BrokerKind.EXTERNAL, "k:9092"), tmp_path)
-        == {}
+        state_matching_the_broker(Settings(), Broker(BrokerKind.EXTERNAL, "k:9092"), tmp_path) == {}
     )

@@ -54,7 +54,7 @@ def _outcomes_of(path: Path, context: FeedContext, treatments: TreatmentTable) -
         document = json.loads(text)
     except ValueError:
         document = None
-    if isinstance(document, dict):
+    if isinstance(document, dict) and "resourceType" in document:
         yield from (entry.outcome for entry in read_fhir(raw, context, treatments))
         return
     for number, line in enumerate(text.splitlines(), start=1):

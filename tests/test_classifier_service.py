@@ -1,0 +1,156 @@
+"""The classifier worker against the real broker: results and treatments in, alerts out, and a
+SIGKILL mid-stream that neither loses nor duplicates an alert (compared with the offline replay)."""
+
+import asyncio
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import (
+    LabResult,
+    Patient,
+    PatientIdentifier,
+    PlateletAlert,
+    ResultStatus,
+    Topic,
+    TreatmentCategory,
+)
+from services.config import Settings
+from services.kafka.producer import EventPublisher
+from tests.conftest import consume_until, read_all, run_cli, settings_env
+from tests.test_engine import result, splenectomy, treatment
+
+pytestmark = pytest.mark.integration
+
+
+def patient(number: int) -> Patient:
+    return Patient(
+        identifier=PatientIdentifier(authority="HOSP", mrn=f"P{number:03d}"),
+        birth_date=date(2012 if number % 3 == 0 else 1970, 5, 1),
+    )
+
+
+def story(number: int) -> list[Any]:
+    """A patient's events in arrival order: a critical page, first-line therapy, no response
+    (refractory), a response; every other patient also has a result corrected away."""
+    who = patient(number)
+
+    def r(
+        value: float | None, days: float, rid: str, status: ResultStatus = ResultStatus.FINAL
+    ) -> LabResult:
+        return result(value, days, status, result_id=f"{who.identifier.mrn}-{rid}", patient=who)
+
+    events: list[Any] = [
+        r(10, -1, "base"),
+        treatment(TreatmentCategory.IVIG, 0, "Privigen").model_copy(
+            update={"patient": who, "event_id": f"ivig-{number}"}
+        ),
+        r(25, 7, "d7"),
+        r(24, 8, "d8"),
+        r(150, 9, "d9"),
+    ]
+    if number % 2:
+        events.append(r(60, -1, "base", ResultStatus.CORRECTED))
+    if number % 4 == 0:
+        events.append(
+            splenectomy(20).model_copy(update={"patient": who, "event_id": f"spl-{number}"})
+        )
+        events += [r(22, 21, "d21"), r(21, 22.5, "d22")]
+    return events
+
+
+def interleaved(patients: int) -> list[Any]:
+    stories = [story(n) for n in range(patients)]
+    return [s[i] for i in range(max(map(len, stories))) for s in stories if i < len(s)]
+
+
+async def publish(settings: Settings, events: list[Any], pause: float = 0.0) -> None:
+    publisher = EventPublisher(settings.kafka_bootstrap_servers or "", "test", 10)
+    await publisher.start()
+    try:
+        for event in events:
+            topic = Topic.LAB_RESULTS if isinstance(event, LabResult) else Topic.CLINICAL_CONTEXT
+            await publisher.publish(settings.topic(topic), event.patient.identifier.key, event)
+            await asyncio.sleep(pause)
+    finally:
+        await publisher.stop()
+
+
+def alert_set(records: list[Any]) -> set[tuple[str, str]]:
+    alerts = [PlateletAlert.model_validate_json(r.value) for r in records]
+    return {(a.alert_id, a.kind.value) for a in alerts}
+
+
+async def replayed(events: list[Any], tmp_path: Path, settings: Settings) -> set[tuple[str, str]]:
+    ndjson = tmp_path / "events.ndjson"
+    ndjson.write_text("".join(e.model_dump_json() + "\n" for e in events))
+    replay = await asyncio.to_thread(run_cli, "replay", str(ndjson), env=settings_env(settings))
+    assert replay.returncode == 0, replay.stderr
+    alerts = [PlateletAlert.model_validate_json(line) for line in replay.stdout.splitlines()]
+    return {(a.alert_id, a.kind.value) for a in alerts}
+
+
+async def test_results_and_treatments_through_the_broker(
+    topics: Settings, start_service, tmp_path: Path
+) -> None:
+    classifier = start_service("classifier", topics)
+    classifier.wait_ready(f"http://{topics.bind_host}:{topics.classifier_port}/readyz")
+    events = story(1)
+    await publish(topics, events)
+    expected = await replayed(events, tmp_path, topics)
+    assert {kind for _, kind in expected} == {"critical_low", "refractory", "withdrawn"}
+    seen: list[Any] = []
+
+    def complete(record: Any) -> bool:
+        seen.append(record)
+        return alert_set(seen) >= expected
+
+    await consume_until(
+        topics.kafka_bootstrap_servers or "", topics.topic(Topic.PLATELET_ALERTS), complete, 60
+    )
+    assert alert_set(seen) == expected
+    refractory = [
+        a
+        for a in (PlateletAlert.model_validate_json(r.value) for r in seen)
+        if a.kind.value == "refractory"
+    ]
+    assert refractory[0].evidence.note == "first-line: Privigen"
+    assert refractory[0].evidence.baseline_10e9_per_l == 10
+
+
+async def test_sigkill_mid_stream_loses_and_duplicates_no_alert(
+    topics: Settings, start_service, tmp_path: Path
+) -> None:
+    """Kill -9 the worker while events flow, restart it, and compare the alerts (deduplicated
+    by alert_id, the notifier's key) with the offline replay of the same events."""
+    events = interleaved(16)
+    expected = await replayed(events, tmp_path, topics)
+    assert {"critical_low", "refractory", "withdrawn"} <= {kind for _, kind in expected}
+
+    first = start_service("classifier", topics)
+    first.wait_ready(f"http://{topics.bind_host}:{topics.classifier_port}/readyz")
+    sending = asyncio.create_task(publish(topics, events, pause=0.01))
+    await asyncio.sleep(len(events) * 0.01 / 2)
+    assert not sending.done(), "the worker must die while events are still flowing"
+    first.process.kill()  # SIGKILL: no offsets committed on the way out, no flush
+    first.process.wait()
+    await sending
+    second = start_service("classifier", topics)
+    second.wait_ready(f"http://{topics.bind_host}:{topics.classifier_port}/readyz")
+
+    seen: list[Any] = []
+
+    def complete(record: Any) -> bool:
+        seen.append(record)
+        return alert_set(seen) >= expected
+
+    await consume_until(
+        topics.kafka_bootstrap_servers or "", topics.topic(Topic.PLATELET_ALERTS), complete, 90
+    )
+    await asyncio.sleep(2)  # anything a restart would wrongly add arrives by now
+    everything = await read_all(
+        topics.kafka_bootstrap_servers or "", topics.topic(Topic.PLATELET_ALERTS)
+    )
+    assert alert_set(everything) == expected

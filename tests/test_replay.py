@@ -1,0 +1,98 @@
+"""`plateletwatch replay`: the engine over files, no broker."""
+
+from pathlib import Path
+
+import pytest
+
+from schemas import PlateletAlert
+from services.ingest.mllp import frame
+from tests.conftest import REPO, run_cli
+from tests.test_engine import result
+from tests.test_hl7 import message, platelet_obx
+
+CONFORMANCE = REPO.parent / "shared" / "conformance"
+RULES = REPO / "services" / "classifier" / "default_rules.yaml"
+
+
+def replay(*args: str) -> tuple[int, list[PlateletAlert], str]:
+    done = run_cli("replay", *args, env={"PATH": "/usr/bin:/bin"})
+    alerts = [PlateletAlert.model_validate_json(line) for line in done.stdout.splitlines()]
+    return done.returncode, alerts, done.stderr
+
+
+def test_hl7_messages_framed_or_separated_by_blank_lines(tmp_path: Path) -> None:
+    framed = tmp_path / "framed.hl7"
+    framed.write_bytes(
+        frame(message(platelet_obx(value="12"))) + frame(message(platelet_obx(value="9")))
+    )
+    plain = tmp_path / "plain.hl7"
+    other = message(platelet_obx(value="150")).replace(b"FL-77", b"FL-78")
+    plain.write_bytes(message(platelet_obx(value="8")).replace(b"\r", b"\n") + b"\n\n" + other)
+    code, alerts, summary = replay(str(framed), str(plain))
+    assert code == 0
+    # 12, then 9 and 8 for the same result (resent with new values): one alert, its evidence
+    # updated twice under the same alert_id; 150 is another result
+    assert [a.kind.value for a in alerts] == ["critical_low"] * 3
+    assert len({a.alert_id for a in alerts}) == 1
+    assert [a.value_10e9_per_l for a in alerts] == [12, 9, 8]
+    assert "events read: 4" in summary
+
+
+def test_ndjson_events_in_order_with_a_bad_line_counted(tmp_path: Path) -> None:
+    events = tmp_path / "events.ndjson"
+    lines = [
+        result(12, result_id="R1").model_dump_json(),
+        "{not json",
+        result(14, days=0.1).model_dump_json(),
+    ]
+    events.write_text("\n".join(lines) + "\n")
+    code, alerts, summary = replay(str(events))
+    assert code == 0
+    assert [a.kind.value for a in alerts] == ["critical_low"]
+    assert "rejected: 1" in summary
+    assert "invalid_json: 1" in summary
+    assert "critical_low: 1" in summary
+
+
+def test_a_rules_file_changes_what_pages(tmp_path: Path) -> None:
+    events = tmp_path / "events.ndjson"
+    events.write_text(result(25).model_dump_json() + "\n")
+    code, alerts, summary = replay(str(events))
+    assert (code, alerts) == (0, [])
+    assert "events read: 1" in summary
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        RULES.read_text().replace("below: 20 ", "below: 30 ").replace('"2026-11-25.2"', '"tuned-1"')
+    )
+    code, alerts, _ = replay(str(events), "--rules", str(rules))
+    assert code == 0
+    assert [(a.kind.value, a.rule.version) for a in alerts] == [("critical_low", "tuned-1")]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["missing.ndjson"], ["{events}", "--rules", "missing.yaml"], ["{events}", "--rules", "{bad}"]],
+)
+def test_unusable_arguments_exit_2(tmp_path: Path, args: list[str]) -> None:
+    events = tmp_path / "events.ndjson"
+    events.write_text("")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nnot: [valid")
+    filled = [a.format(events=events, bad=bad) for a in args]
+    code, _, summary = replay(*filled)
+    assert code == 2
+    assert "Traceback" not in summary
+
+
+@pytest.mark.skipif(
+    not CONFORMANCE.is_dir(), reason=f"conformance samples not found at {CONFORMANCE}"
+)
+def test_replay_over_the_conformance_samples() -> None:
+    files = sorted(str(p) for p in CONFORMANCE.glob("*/*") if p.suffix in (".hl7", ".json"))
+    code, alerts, summary = replay(*files)
+    assert code == 0
+    assert alerts == []  # the published samples hold normal platelet counts only
+    assert "events read: 3" in summary
+    assert "no_patient_identifier: 2" in summary
+    rules = REPO / "services" / "classifier" / "default_rules.yaml"
+    assert rules.is_file()
