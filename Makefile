@@ -39,8 +39,9 @@ schemas: $(STAMP) ## regenerate schemas/json/ from the pydantic models
 test: lint check-schemas ## the whole gate: lint, schema drift, all tests against a real broker
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) ## measure ingest (MLLP, ACK after durable write) beside raw producer throughput
-	$(BIN)/python benchmarks/ingest_throughput.py
+bench: $(STAMP) ## ingest (MLLP) vs raw producer, replay vs JSON decode; writes bench-results.json
+	$(BIN)/python -m benchmarks.ingest_throughput
+	$(BIN)/python -m benchmarks.replay_throughput
 
 lock: $(STAMP) ## re-pin every installed dependency into requirements/lock.txt
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^plateletwatch' > requirements/lock.txt

@@ -1,13 +1,12 @@
 """Ingest throughput: HL7 v2 over MLLP with ACK after the durable write, beside raw producer
 throughput measured against the same broker in the same run.
 
-Run with `make bench`; writes bench-results.json. The broker is chosen as everywhere else
-(KAFKA_BOOTSTRAP_SERVERS, testcontainers Kafka, or embedded Tansu), so numbers from Tansu on a
-laptop and from a real cluster are comparable only with that in mind: the file records which.
+Run with `make bench`; figures are merged into bench-results.json. The broker is chosen as
+everywhere else (KAFKA_BOOTSTRAP_SERVERS, testcontainers Kafka, or embedded Tansu), so numbers
+from Tansu on a laptop and from a real cluster compare only with that in mind: the file says which.
 """
 
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -18,6 +17,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks.results import record
 from services.config import Settings
 from services.ingest.codes import FeedContext
 from services.ingest.hl7_oru import read_message
@@ -145,16 +145,16 @@ def main() -> None:
             results = asyncio.run(measure(settings, broker.bootstrap_servers))
         finally:
             stop_processes([ingest], grace_seconds=10)
-    report = {
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "broker": broker.kind.value,
-        "messages": MESSAGES,
-        "connections": CONNECTIONS,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        **{name: round(value, 1) for name, value in results.items()},
-    }
-    (REPO / "bench-results.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    record(
+        {
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "broker": broker.kind.value,
+            "ingest_messages": MESSAGES,
+            "ingest_connections": CONNECTIONS,
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            **{name: round(value, 1) for name, value in results.items()},
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -54,15 +54,57 @@ SEEN_EVENTS_KEPT = 1000
 
 @dataclass(slots=True)
 class Value:
-    """One platelet count in the history; `seq` is its arrival order for this patient."""
+    """One platelet count in the history, reduced to what rules and evidence need; `seq` is its
+    arrival order for this patient, `population` the patient's age group at collection."""
 
-    result: LabResult
+    result_id: str
+    event_id: str
     count: PlateletCount
+    status: ResultStatus
+    at: datetime
+    verified_at: datetime | None
     seq: int
+    population: Population
 
-    @property
-    def at(self) -> datetime:
-        return self.result.collected_at
+    @classmethod
+    def of(cls, result: LabResult, count: PlateletCount, seq: int) -> "Value":
+        birth = result.patient.birth_date
+        return cls(
+            result.result_id,
+            result.event_id,
+            count,
+            result.status,
+            result.collected_at,
+            result.verified_at,
+            seq,
+            population_at(birth, result.collected_at),
+        )
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.result_id,
+            self.event_id,
+            self.count.model_dump(mode="json"),
+            self.status.value,
+            self.at.isoformat(),
+            self.verified_at.isoformat() if self.verified_at else None,
+            self.seq,
+            self.population,
+        ]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> "Value":
+        rid, eid, count, status, at, verified, seq, population = data
+        return cls(
+            rid,
+            eid,
+            PlateletCount.model_validate(count),
+            ResultStatus(status),
+            datetime.fromisoformat(at),
+            datetime.fromisoformat(verified) if verified else None,
+            seq,
+            population,
+        )
 
 
 @dataclass(slots=True)
@@ -91,7 +133,7 @@ class History:
         """A JSON-ready form for the faust table's changelog."""
         return {
             "patient": self.patient.model_dump(mode="json") if self.patient else None,
-            "values": [[v.result.model_dump(mode="json"), v.seq] for v in self.values.values()],
+            "values": [v.to_json() for v in self.values.values()],
             "treatments": [t.model_dump(mode="json") for t in self.treatments.values()],
             "raised": [
                 [r.alert_id, r.kind.value, r.anchor_result_id, list(r.evidence_key), r.withdrawn]
@@ -112,10 +154,9 @@ class History:
             suppressed_repeats=data["suppressed_repeats"],
             late_values=data["late_values"],
         )
-        for raw, seq in data["values"]:
-            result = LabResult.model_validate(raw)
-            assert result.count is not None
-            history.values[result.result_id] = Value(result, result.count, seq)
+        for raw in data["values"]:
+            value = Value.from_json(raw)
+            history.values[value.result_id] = value
         for raw in data["treatments"]:
             treatment = clinical_context_adapter.validate_python(raw)
             history.treatments[treatment.event_id] = treatment
@@ -179,7 +220,7 @@ def _record_result(history: History, result: LabResult, rules: Rules) -> str | N
     )
     if result.count is not None and counting:
         history.seq += 1
-        history.values[result.result_id] = Value(result, result.count, history.seq)
+        history.values[result.result_id] = Value.of(result, result.count, history.seq)
     elif previous and result.status not in _RETRACTING:
         history.values[result.result_id] = previous[0]  # a non-counting update keeps the value
         return None
@@ -216,7 +257,7 @@ def _alert_id(history: History, kind: AlertKind, anchor: str) -> str:
 
 
 def _warranted(history: History, rules: Rules) -> list[_Wanted]:
-    ordered = sorted(history.values.values(), key=lambda v: (v.at, v.result.result_id))
+    ordered = sorted(history.values.values(), key=lambda v: (v.at, v.result_id))
     refractory = _refractory(history, ordered, rules)
     return [
         *_critical_low(history, ordered, rules),
@@ -261,14 +302,14 @@ def _critical_low(history: History, ordered: list[Value], rules: Rules) -> list[
             continue
         lowest = number if lowest is None else min(lowest, number)
         last_page = value.at
-        alert_id = _alert_id(history, AlertKind.CRITICAL_LOW, value.result.result_id)
+        alert_id = _alert_id(history, AlertKind.CRITICAL_LOW, value.result_id)
         wanted.append(_Wanted(alert_id, AlertKind.CRITICAL_LOW, value, (value,)))
     history.suppressed_repeats, history.late_values = suppressed, late
     return wanted
 
 
 def _rule(history: History, rules: Rules, value: Value) -> PopulationRules:
-    return rules.for_population(_population(history, value.at))
+    return rules.populations[value.population]
 
 
 def _first(
@@ -361,7 +402,7 @@ def _refractory_alert(
             lines.append(f"{label}: {', '.join(names)}")
     if post_splenectomy or any(t.category is TreatmentCategory.SPLENECTOMY for t in tried):
         lines.append("post-splenectomy")
-    anchor = f"{therapy.event_id}|{streak[0].result.result_id}"
+    anchor = f"{therapy.event_id}|{streak[0].result_id}"
     return _Wanted(
         _alert_id(history, AlertKind.REFRACTORY, anchor),
         AlertKind.REFRACTORY,
@@ -399,7 +440,7 @@ def _persistent_severe(
         )
         if treated or replaced:
             continue
-        alert_id = _alert_id(history, AlertKind.PERSISTENT_SEVERE, run[0].result.result_id)
+        alert_id = _alert_id(history, AlertKind.PERSISTENT_SEVERE, run[0].result_id)
         wanted.append(_Wanted(alert_id, AlertKind.PERSISTENT_SEVERE, value, tuple(run)))
     return wanted
 
@@ -413,13 +454,11 @@ def _reconcile(
 ) -> list[PlateletAlert]:
     alerts: list[PlateletAlert] = []
     for alert_id, want in wanted.items():
-        key = tuple(v.result.event_id for v in want.evidence)
+        key = tuple(v.event_id for v in want.evidence)
         raised = history.raised.get(alert_id)
         if raised is not None and not raised.withdrawn and raised.evidence_key == key:
             continue
-        history.raised[alert_id] = Raised(
-            alert_id, want.kind, want.evidence[0].result.result_id, key
-        )
+        history.raised[alert_id] = Raised(alert_id, want.kind, want.evidence[0].result_id, key)
         alerts.append(_alert(history, want, rules, now, key))
     for alert_id, raised in history.raised.items():
         if raised.withdrawn or alert_id in wanted:
@@ -430,14 +469,13 @@ def _reconcile(
 
 
 def _evidence_result(value: Value) -> EvidenceResult:
-    result = value.result
     return EvidenceResult(
-        event_id=result.event_id,
-        result_id=result.result_id,
+        event_id=value.event_id,
+        result_id=value.result_id,
         count=value.count,
-        status=result.status,
-        collected_at=result.collected_at,
-        verified_at=result.verified_at,
+        status=value.status,
+        collected_at=value.at,
+        verified_at=value.verified_at,
     )
 
 
@@ -455,9 +493,9 @@ def _alert(
         alert_id=want.alert_id,
         kind=want.kind,
         patient=history.patient,
-        population=_population(history, want.trigger.at),
+        population=want.trigger.population,
         value_10e9_per_l=want.trigger.count.value_10e9_per_l,
-        result_verified_at=want.trigger.result.verified_at,
+        result_verified_at=want.trigger.verified_at,
         evidence=Evidence(
             results=tuple(_evidence_result(v) for v in want.evidence),
             treatments=treatments,
