@@ -1,5 +1,6 @@
 """The classifier engine as a pure function, case by case and at every boundary."""
 
+import random
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -386,3 +387,47 @@ def test_a_rules_file_with_a_typo_is_refused(tmp_path: Path) -> None:
     path.write_text("version: x\nhorizon_days: 10\npopulations: {adult: {critical: {}}}\n")
     with pytest.raises(ValidationError):
         load_rules(path)
+
+
+def random_story(rng: random.Random) -> list[Any]:
+    """Results (in and out of order, corrected, deleted, resent) and treatments, at random."""
+    events: list[Any] = []
+    ids: list[str] = []
+    day = 0.0
+    for _ in range(rng.randint(5, 40)):
+        roll = rng.random()
+        if roll < 0.06:
+            events.append(treatment(rng.choice(list(TreatmentCategory)), day + rng.uniform(-10, 2)))
+        elif roll < 0.12 and ids:
+            rid = rng.choice(ids)
+            status = rng.choice([ResultStatus.CORRECTED, ResultStatus.ENTERED_IN_ERROR])
+            value = None if status is ResultStatus.ENTERED_IN_ERROR else rng.uniform(1, 200)
+            events.append(result(value, rng.uniform(0, day + 1), status, result_id=rid))
+        elif roll < 0.16 and events:
+            events.append(rng.choice(events))  # a resent event
+        else:
+            late = rng.random() < 0.15
+            day = day if late else day + rng.choice([0.2, 0.5, 1, 2, 3, 7, 30])
+            at = rng.uniform(0, day) if late else day
+            rid = f"R{len(ids)}"
+            ids.append(rid)
+            events.append(
+                result(
+                    rng.choice([5, 12, 18, 25, 29, 35, 60, 150, rng.uniform(1, 300)]),
+                    at,
+                    result_id=rid,
+                )
+            )
+    return events
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_the_one_step_path_gives_exactly_what_a_full_evaluation_gives(seed: int) -> None:
+    """Appending a newest value is scanned in one step; forcing a full evaluation every time
+    must give the very same alerts, event by event."""
+    events = random_story(random.Random(seed))
+    fast, full = History(), History()
+    for event in events:
+        full.scans = None  # no one-step path: every event evaluates the whole history
+        expected = apply(full, event, RULES, T0)
+        assert apply(fast, event, RULES, T0) == expected

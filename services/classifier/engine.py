@@ -128,6 +128,7 @@ class History:
     seq: int = 0
     suppressed_repeats: int = 0
     late_values: int = 0
+    scans: "_Scans | None" = None  # derived, not stored: rebuilt by the next full evaluation
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready form for the faust table's changelog."""
@@ -196,14 +197,53 @@ def apply(
     history.seen.append(event.event_id)
     del history.seen[:-SEEN_EVENTS_KEPT]
     history.patient = event.patient
+    appended = _append_if_newest(history, event, rules)
+    if appended is not None:
+        assert history.scans is not None
+        new = history.scans.step(history, appended)
+        history.suppressed_repeats = history.scans.critical.suppressed
+        return _reconcile(history, {w.alert_id: w for w in new}, rules, now, None, complete=False)
     reason = None
     if isinstance(event, LabResult):
         reason = _record_result(history, event, rules)
     else:
         history.treatments[event.event_id] = event
     _forget_beyond_horizon(history, rules)
-    wanted = {w.alert_id: w for w in _warranted(history, rules)}
-    return _reconcile(history, wanted, rules, now, reason)
+    ordered = sorted(history.values.values(), key=lambda v: (v.at, v.result_id))
+    history.scans = _Scans(history, rules, ordered)
+    history.suppressed_repeats = history.scans.critical.suppressed
+    history.late_values = history.scans.critical.late
+    return _reconcile(history, history.scans.wanted, rules, now, reason, complete=True)
+
+
+def _append_if_newest(
+    history: History, event: LabResult | ClinicalContextEvent, rules: Rules
+) -> Value | None:
+    """The common case, a final result newer than every value known and replacing none, is
+    added here and scanned in one step: appending a newest value cannot change an alert the
+    earlier values warranted. Anything else (None) takes the full path."""
+    scans = history.scans
+    if (
+        scans is None
+        or scans.rules is not rules
+        or not isinstance(event, LabResult)
+        or event.count is None
+        or event.status not in _COUNTING
+        or event.result_id in history.values
+        or (event.replaces_result_id is not None and event.replaces_result_id in history.values)
+        or (scans.last is not None and (event.collected_at, event.result_id) <= scans.last)
+        or (
+            scans.oldest is not None
+            and scans.oldest < event.collected_at - timedelta(days=rules.horizon_days)
+        )
+    ):
+        return None
+    history.seq += 1
+    value = Value.of(event, event.count, history.seq)
+    history.values[event.result_id] = value
+    if scans.oldest is None:
+        scans.oldest = value.at
+    return value
 
 
 def _record_result(history: History, result: LabResult, rules: Rules) -> str | None:
@@ -256,62 +296,6 @@ def _alert_id(history: History, kind: AlertKind, anchor: str) -> str:
     return stable_event_id("alert", key, kind.value, anchor)
 
 
-def _warranted(history: History, rules: Rules) -> list[_Wanted]:
-    ordered = sorted(history.values.values(), key=lambda v: (v.at, v.result_id))
-    refractory = _refractory(history, ordered, rules)
-    return [
-        *_critical_low(history, ordered, rules),
-        *refractory,
-        *_persistent_severe(history, ordered, rules, refractory),
-    ]
-
-
-def _critical_low(history: History, ordered: list[Value], rules: Rules) -> list[_Wanted]:
-    """Page on a critical value; within the open episode, page again only on a further drop or
-    after the repeat interval; every other repeat is counted as suppressed."""
-    wanted: list[_Wanted] = []
-    lowest: float | None = None
-    last_page: datetime | None = None
-    suppressed = late = 0
-    newest_closing_seq: list[tuple[datetime, int]] = [
-        (v.at, v.seq)
-        for v in ordered
-        if closes_critical_episode(
-            v.count.value_10e9_per_l, v.count.comparator, _rule(history, rules, v).critical_low
-        )
-    ]
-    for value in ordered:
-        rule = _rule(history, rules, value).critical_low
-        number, comparator = value.count.value_10e9_per_l, value.count.comparator
-        if closes_critical_episode(number, comparator, rule):
-            lowest = last_page = None
-            continue
-        if not is_critical_low(number, comparator, rule):
-            continue
-        if lowest is None or last_page is None:  # no open episode
-            if any(at > value.at and seq < value.seq for at, seq in newest_closing_seq):
-                late += 1  # a newer normal value was already known: no new episode
-                continue
-            page = True
-        else:
-            page = number <= lowest * (1 - rule.repage_drop_fraction) or (
-                value.at - last_page >= rule.repage_after
-            )
-        if not page:
-            suppressed += 1
-            continue
-        lowest = number if lowest is None else min(lowest, number)
-        last_page = value.at
-        alert_id = _alert_id(history, AlertKind.CRITICAL_LOW, value.result_id)
-        wanted.append(_Wanted(alert_id, AlertKind.CRITICAL_LOW, value, (value,)))
-    history.suppressed_repeats, history.late_values = suppressed, late
-    return wanted
-
-
-def _rule(history: History, rules: Rules, value: Value) -> PopulationRules:
-    return rules.populations[value.population]
-
-
 def _first(
     history: History, categories: frozenset[TreatmentCategory]
 ) -> ClinicalContextEvent | None:
@@ -319,61 +303,180 @@ def _first(
     return min(chosen, key=treatment_start, default=None)
 
 
-def _baseline(ordered: list[Value], before: datetime) -> float | None:
-    earlier = [v for v in ordered if v.at < before]
-    return earlier[-1].count.value_10e9_per_l if earlier else None
+class _CriticalLowScan:
+    """Page on a critical value; within the open episode, page again only on a further drop or
+    after the repeat interval; every other repeat is counted as suppressed."""
+
+    def __init__(self, closing: list[tuple[datetime, int]]) -> None:
+        self.closing = closing  # (collected, arrival) of values that close an episode
+        self.lowest: float | None = None
+        self.last_page: datetime | None = None
+        self.suppressed = 0
+        self.late = 0
+
+    def step(self, history: History, value: Value, rule: PopulationRules) -> _Wanted | None:
+        critical = rule.critical_low
+        number, comparator = value.count.value_10e9_per_l, value.count.comparator
+        if closes_critical_episode(number, comparator, critical):
+            self.lowest = self.last_page = None
+            return None
+        if not is_critical_low(number, comparator, critical):
+            return None
+        if self.lowest is None or self.last_page is None:  # no open episode
+            if any(at > value.at and seq < value.seq for at, seq in self.closing):
+                self.late += 1  # a newer normal value was already known: no new episode
+                return None
+        elif not (
+            number <= self.lowest * (1 - critical.repage_drop_fraction)
+            or value.at - self.last_page >= critical.repage_after
+        ):
+            self.suppressed += 1
+            return None
+        self.lowest = number if self.lowest is None else min(self.lowest, number)
+        self.last_page = value.at
+        alert_id = _alert_id(history, AlertKind.CRITICAL_LOW, value.result_id)
+        return _Wanted(alert_id, AlertKind.CRITICAL_LOW, value, (value,))
 
 
-def _refractory(history: History, ordered: list[Value], rules: Rules) -> list[_Wanted]:
+class _RefractoryScan:
     """IWG "no response" after first-line therapy (from `assess_after_days`), or low counts after
-    splenectomy: two non-responding values `min_gap_days` apart with no response between.
-    One alert per episode; a response closes the episode."""
-    candidates: list[tuple[_Wanted, datetime | None]] = []
-    first_line = _first(history, rules.first_line)
-    splenectomy = _first(history, frozenset({TreatmentCategory.SPLENECTOMY}))
-    for therapy, post_splenectomy in ((first_line, False), (splenectomy, True)):
-        if therapy is None:
-            continue
-        started = treatment_start(therapy)
-        baseline = _baseline(ordered, started)
-        streak: list[Value] = []
-        raised: _Wanted | None = None
-        for value in ordered:
-            rule = _rule(history, rules, value).refractory
-            too_early = (
-                value.at <= started
-                if post_splenectomy
-                else value.at < started + timedelta(days=rule.assess_after_days)
-            )
-            if too_early:
-                continue
-            number, comparator = value.count.value_10e9_per_l, value.count.comparator
-            responded = is_iwg_response(number, comparator, baseline, rule) or (
-                post_splenectomy and is_at_or_above(number, comparator, rule.below)
-            )
-            if responded:
-                if raised is not None:
-                    candidates.append((raised, value.at))
-                streak, raised = [], None
-                continue
-            streak.append(value)
-            gap = value.at - streak[0].at
-            enough = len(streak) >= rule.min_values and gap >= timedelta(days=rule.min_gap_days)
-            if raised is None and enough:
-                raised = _refractory_alert(
-                    history, streak, therapy, baseline, post_splenectomy, rules
-                )
-        if raised is not None:
-            candidates.append((raised, None))
-    accepted: list[tuple[_Wanted, datetime | None]] = []
-    for candidate, closed in sorted(candidates, key=lambda c: c[0].trigger.at):
-        overlapping = any(
-            other.trigger.at <= candidate.trigger.at and (end is None or candidate.trigger.at < end)
-            for other, end in accepted
+    splenectomy: `min_values` non-responding values `min_gap_days` apart with no response between.
+    A response closes the episode."""
+
+    def __init__(self, therapy: ClinicalContextEvent, post_splenectomy: bool) -> None:
+        self.therapy = therapy
+        self.started = treatment_start(therapy)
+        self.post_splenectomy = post_splenectomy
+        self.baseline: float | None = None
+        self.streak: list[Value] = []
+        self.raised: _Wanted | None = None
+
+    def step(
+        self, history: History, value: Value, rule: PopulationRules, rules: Rules
+    ) -> tuple[_Wanted | None, bool]:
+        """(a newly met alert, whether this value closed an open episode)"""
+        refractory = rule.refractory
+        number, comparator = value.count.value_10e9_per_l, value.count.comparator
+        if value.at < self.started:
+            self.baseline = number  # the last value before therapy
+            return None, False
+        too_early = (
+            value.at <= self.started
+            if self.post_splenectomy
+            else value.at < self.started + timedelta(days=refractory.assess_after_days)
         )
-        if not overlapping:
-            accepted.append((candidate, closed))
-    return [wanted for wanted, _ in accepted]
+        if too_early:
+            return None, False
+        responded = is_iwg_response(number, comparator, self.baseline, refractory) or (
+            self.post_splenectomy and is_at_or_above(number, comparator, refractory.below)
+        )
+        if responded:
+            closed = self.raised is not None
+            self.streak, self.raised = [], None
+            return None, closed
+        self.streak.append(value)
+        gap = value.at - self.streak[0].at
+        enough = len(self.streak) >= refractory.min_values and gap >= timedelta(
+            days=refractory.min_gap_days
+        )
+        if self.raised is None and enough:
+            self.raised = _refractory_alert(
+                history, self.streak, self.therapy, self.baseline, self.post_splenectomy, rules
+            )
+            return self.raised, False
+        return None, False
+
+
+class _PersistentSevereScan:
+    """Without first-line therapy on record: `min_values` values below the limit spanning
+    `min_span_days`, none at or above it between them. Once per run; a refractory alert already
+    raised for the same run replaces it."""
+
+    def __init__(self, first_line: ClinicalContextEvent | None) -> None:
+        self.first_line_at = treatment_start(first_line) if first_line else None
+        self.run: list[Value] = []
+        self.done = False
+
+    def step(
+        self, history: History, value: Value, rule: PopulationRules, refractory: list[_Wanted]
+    ) -> _Wanted | None:
+        persistent = rule.persistent_severe
+        if not is_below(value.count.value_10e9_per_l, value.count.comparator, persistent.below):
+            self.run, self.done = [], False
+            return None
+        self.run.append(value)
+        span = value.at - self.run[0].at
+        if (
+            self.done
+            or len(self.run) < persistent.min_values
+            or span < timedelta(days=persistent.min_span_days)
+        ):
+            return None
+        self.done = True
+        treated = self.first_line_at is not None and self.first_line_at <= value.at
+        replaced = any(self.run[0].at <= r.evidence[0].at for r in refractory)
+        if treated or replaced:
+            return None
+        alert_id = _alert_id(history, AlertKind.PERSISTENT_SEVERE, self.run[0].result_id)
+        return _Wanted(alert_id, AlertKind.PERSISTENT_SEVERE, value, tuple(self.run))
+
+
+class _Scans:
+    """The rules' scans over a history in collection order, with their state at its end, so a
+    value newer than every other one is evaluated in one step instead of a full rescan."""
+
+    def __init__(self, history: History, rules: Rules, ordered: list[Value]) -> None:
+        self.rules = rules
+        self.critical = _CriticalLowScan(
+            [
+                (v.at, v.seq)
+                for v in ordered
+                if closes_critical_episode(
+                    v.count.value_10e9_per_l,
+                    v.count.comparator,
+                    rules.populations[v.population].critical_low,
+                )
+            ]
+        )
+        first_line = _first(history, rules.first_line)
+        splenectomy = _first(history, frozenset({TreatmentCategory.SPLENECTOMY}))
+        self.refractory_scans = [
+            _RefractoryScan(therapy, post)
+            for therapy, post in ((first_line, False), (splenectomy, True))
+            if therapy is not None
+        ]
+        self.persistent = _PersistentSevereScan(first_line)
+        self.refractory: list[_Wanted] = []
+        self.open_refractory: _RefractoryScan | None = None  # whose alert is still open
+        self.wanted: dict[str, _Wanted] = {}
+        self.last: tuple[datetime, str] | None = None
+        starts = [treatment_start(t) for t in history.treatments.values()]
+        self.oldest = min([*starts, *(v.at for v in ordered[:1])], default=None)
+        for value in ordered:
+            self.step(history, value)
+
+    def step(self, history: History, value: Value) -> list[_Wanted]:
+        """Scan one more value, newer than all scanned; return the alerts it newly warrants."""
+        rule = self.rules.populations[value.population]
+        new: list[_Wanted] = []
+        critical = self.critical.step(history, value, rule)
+        if critical is not None:
+            new.append(critical)
+        for scan in self.refractory_scans:
+            met, closed = scan.step(history, value, rule, self.rules)
+            if closed and self.open_refractory is scan:
+                self.open_refractory = None
+            if met is not None and self.open_refractory is None:  # once per episode
+                self.open_refractory = scan
+                self.refractory.append(met)
+                new.append(met)
+        persistent = self.persistent.step(history, value, rule, self.refractory)
+        if persistent is not None:
+            new.append(persistent)
+        for wanted in new:
+            self.wanted[wanted.alert_id] = wanted
+        self.last = (value.at, value.result_id)
+        return new
 
 
 def _refractory_alert(
@@ -414,44 +517,17 @@ def _refractory_alert(
     )
 
 
-def _persistent_severe(
-    history: History, ordered: list[Value], rules: Rules, refractory: list[_Wanted]
-) -> list[_Wanted]:
-    """Without first-line therapy on record: `min_values` values below the limit spanning
-    `min_span_days`, none at or above it between them. Once per run; a refractory alert already
-    raised for the same run replaces it."""
-    first_line = _first(history, rules.first_line)
-    wanted: list[_Wanted] = []
-    run: list[Value] = []
-    done = False
-    for value in ordered:
-        rule = _rule(history, rules, value).persistent_severe
-        if not is_below(value.count.value_10e9_per_l, value.count.comparator, rule.below):
-            run, done = [], False
-            continue
-        run.append(value)
-        span = value.at - run[0].at
-        if done or len(run) < rule.min_values or span < timedelta(days=rule.min_span_days):
-            continue
-        done = True
-        treated = first_line is not None and treatment_start(first_line) <= value.at
-        replaced = any(
-            run[0].at <= r.evidence[0].at and r.trigger.at <= value.at for r in refractory
-        )
-        if treated or replaced:
-            continue
-        alert_id = _alert_id(history, AlertKind.PERSISTENT_SEVERE, run[0].result_id)
-        wanted.append(_Wanted(alert_id, AlertKind.PERSISTENT_SEVERE, value, tuple(run)))
-    return wanted
-
-
 def _reconcile(
     history: History,
     wanted: dict[str, _Wanted],
     rules: Rules,
     now: datetime,
     reason: str | None,
+    *,
+    complete: bool,
 ) -> list[PlateletAlert]:
+    """Emit what is wanted and new (or changed); when `wanted` is the complete set, also
+    withdraw what is raised and no longer wanted."""
     alerts: list[PlateletAlert] = []
     for alert_id, want in wanted.items():
         key = tuple(v.event_id for v in want.evidence)
@@ -461,7 +537,7 @@ def _reconcile(
         history.raised[alert_id] = Raised(alert_id, want.kind, want.evidence[0].result_id, key)
         alerts.append(_alert(history, want, rules, now, key))
     for alert_id, raised in history.raised.items():
-        if raised.withdrawn or alert_id in wanted:
+        if not complete or raised.withdrawn or alert_id in wanted:
             continue
         raised.withdrawn = True
         alerts.append(_withdrawal(history, raised, rules, now, reason))

@@ -65,25 +65,26 @@ def _outcomes_of(path: Path, context: FeedContext, treatments: TreatmentTable) -
 def _ndjson_line(
     line: str, number: int, path: Path, context: FeedContext, treatments: TreatmentTable
 ) -> Outcome:
+    """One line: a lab result, a treatment, or a FHIR resource, told apart by their keys."""
     where = f"{path.name}:{number}"
     try:
-        item = json.loads(line)
-    except ValueError as error:
-        return Rejection(RejectReason.INVALID_JSON, f"{where}: {error}")
-    if not isinstance(item, dict):
-        return Rejection(RejectReason.INVALID_FIELDS, f"{where}: not a JSON object")
-    try:
-        if "resourceType" in item:
+        if '"resourceType"' in line:
             (entry,) = read_fhir(line.encode(), context, treatments)
             return entry.outcome
-        if "result_id" in item:
-            return Publish(LabResult.model_validate(item))
-        if "category" in item:
-            return Publish(clinical_context_adapter.validate_python(item))
+        if '"result_id"' in line:
+            return Publish(LabResult.model_validate_json(line))
+        if '"category"' in line:
+            return Publish(clinical_context_adapter.validate_json(line))
+        json.loads(line)
     except ValidationError as error:
+        invalid_json = any(e["type"] == "json_invalid" for e in error.errors())
+        if invalid_json:
+            return Rejection(RejectReason.INVALID_JSON, f"{where}: not valid JSON")
         return Rejection(
             RejectReason.INVALID_FIELDS, f"{where}: {error.error_count()} field errors"
         )
+    except ValueError as error:
+        return Rejection(RejectReason.INVALID_JSON, f"{where}: {error}")
     return Rejection(RejectReason.INVALID_FIELDS, f"{where}: neither a lab result nor a treatment")
 
 
