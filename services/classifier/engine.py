@@ -16,6 +16,7 @@ from typing import Any
 from schemas import (
     AlertKind,
     ClinicalContextEvent,
+    Comparator,
     Evidence,
     EvidenceResult,
     LabResult,
@@ -59,12 +60,24 @@ class Value:
 
     result_id: str
     event_id: str
-    count: PlateletCount
+    number: float  # 10^9/L; the count as reported is kept too, for the evidence
+    comparator: Comparator | None
+    original_value: str
+    original_unit: str
     status: ResultStatus
     at: datetime
     verified_at: datetime | None
     seq: int
     population: Population
+
+    @property
+    def count(self) -> PlateletCount:
+        return PlateletCount(
+            value_10e9_per_l=self.number,
+            comparator=self.comparator,
+            original_value=self.original_value,
+            original_unit=self.original_unit,
+        )
 
     @classmethod
     def of(cls, result: LabResult, count: PlateletCount, seq: int) -> "Value":
@@ -72,7 +85,10 @@ class Value:
         return cls(
             result.result_id,
             result.event_id,
-            count,
+            count.value_10e9_per_l,
+            count.comparator,
+            count.original_value,
+            count.original_unit,
             result.status,
             result.collected_at,
             result.verified_at,
@@ -84,7 +100,10 @@ class Value:
         return [
             self.result_id,
             self.event_id,
-            self.count.model_dump(mode="json"),
+            self.number,
+            self.comparator,
+            self.original_value,
+            self.original_unit,
             self.status.value,
             self.at.isoformat(),
             self.verified_at.isoformat() if self.verified_at else None,
@@ -94,11 +113,14 @@ class Value:
 
     @classmethod
     def from_json(cls, data: list[Any]) -> "Value":
-        rid, eid, count, status, at, verified, seq, population = data
+        rid, eid, number, comparator, original, unit, status, at, verified, seq, population = data
         return cls(
             rid,
             eid,
-            PlateletCount.model_validate(count),
+            number,
+            comparator,
+            original,
+            unit,
             ResultStatus(status),
             datetime.fromisoformat(at),
             datetime.fromisoformat(verified) if verified else None,
@@ -316,7 +338,7 @@ class _CriticalLowScan:
 
     def step(self, history: History, value: Value, rule: PopulationRules) -> _Wanted | None:
         critical = rule.critical_low
-        number, comparator = value.count.value_10e9_per_l, value.count.comparator
+        number, comparator = value.number, value.comparator
         if closes_critical_episode(number, comparator, critical):
             self.lowest = self.last_page = None
             return None
@@ -356,7 +378,7 @@ class _RefractoryScan:
     ) -> tuple[_Wanted | None, bool]:
         """(a newly met alert, whether this value closed an open episode)"""
         refractory = rule.refractory
-        number, comparator = value.count.value_10e9_per_l, value.count.comparator
+        number, comparator = value.number, value.comparator
         if value.at < self.started:
             self.baseline = number  # the last value before therapy
             return None, False
@@ -401,7 +423,7 @@ class _PersistentSevereScan:
         self, history: History, value: Value, rule: PopulationRules, refractory: list[_Wanted]
     ) -> _Wanted | None:
         persistent = rule.persistent_severe
-        if not is_below(value.count.value_10e9_per_l, value.count.comparator, persistent.below):
+        if not is_below(value.number, value.comparator, persistent.below):
             self.run, self.done = [], False
             return None
         self.run.append(value)
@@ -432,8 +454,8 @@ class _Scans:
                 (v.at, v.seq)
                 for v in ordered
                 if closes_critical_episode(
-                    v.count.value_10e9_per_l,
-                    v.count.comparator,
+                    v.number,
+                    v.comparator,
                     rules.populations[v.population].critical_low,
                 )
             ]
@@ -570,7 +592,7 @@ def _alert(
         kind=want.kind,
         patient=history.patient,
         population=want.trigger.population,
-        value_10e9_per_l=want.trigger.count.value_10e9_per_l,
+        value_10e9_per_l=want.trigger.number,
         result_verified_at=want.trigger.verified_at,
         evidence=Evidence(
             results=tuple(_evidence_result(v) for v in want.evidence),
