@@ -162,8 +162,6 @@ def cmd_run(settings: Settings) -> int:
 
 def cmd_replay(files: list[Path], rules_file: Path | None) -> int:
     """Alerts as JSON lines on stdout, a summary on stderr; 2 when the arguments are unusable."""
-    from zoneinfo import ZoneInfo
-
     from services.classifier.replay import replay
     from services.classifier.rules import load_rules
     from services.ingest.codes import FeedContext
@@ -177,15 +175,7 @@ def cmd_replay(files: list[Path], rules_file: Path | None) -> int:
         rules = load_rules(rules_file or settings.classifier_rules_file)
     except (OSError, ValidationError, yaml.YAMLError) as error:
         raise ConfigurationError(f"unusable rules file: {error}") from error
-    context = FeedContext(
-        received_at=datetime.now(UTC),
-        local_zone=ZoneInfo(settings.ingest_local_timezone),
-        local_platelet_codes=frozenset(
-            (entry.split("|")[0], entry.split("|")[1])
-            for entry in settings.ingest_local_platelet_codes
-        ),
-        fhir_reference_authority=settings.ingest_fhir_reference_authority,
-    )
+    context = FeedContext.for_site(settings, datetime.now(UTC))
     alerts, summary = replay(
         files, rules, load_treatment_table(settings.ingest_treatment_table_file), context
     )

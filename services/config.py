@@ -135,6 +135,12 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
+    @property
+    def local_platelet_codes(self) -> frozenset[tuple[str, str]]:
+        """`ingest_local_platelet_codes` as (system, code) pairs."""
+        pairs = (entry.split("|") for entry in self.ingest_local_platelet_codes)
+        return frozenset((system, code) for system, code in pairs)
+
     def topic(self, topic: Topic) -> str:
         """The physical topic name for a contract topic, within this deployment's namespace."""
         return f"{self.topic_prefix}{topic.value}"

@@ -83,6 +83,21 @@ def alert_set(records: list[Any]) -> set[tuple[str, str]]:
     return {(a.alert_id, a.kind.value) for a in alerts}
 
 
+async def alerts_until(
+    settings: Settings, expected: set[tuple[str, str]], within_seconds: float
+) -> list[Any]:
+    """Read platelet.alerts.v1 until every expected alert has been seen; return what was read."""
+    seen: list[Any] = []
+
+    def complete(record: Any) -> bool:
+        seen.append(record)
+        return alert_set(seen) >= expected
+
+    topic = settings.topic(Topic.PLATELET_ALERTS)
+    await consume_until(settings.kafka_bootstrap_servers or "", topic, complete, within_seconds)
+    return seen
+
+
 async def replayed(events: list[Any], tmp_path: Path, settings: Settings) -> set[tuple[str, str]]:
     ndjson = tmp_path / "events.ndjson"
     ndjson.write_text("".join(e.model_dump_json() + "\n" for e in events))
@@ -101,15 +116,7 @@ async def test_results_and_treatments_through_the_broker(
     await publish(topics, events)
     expected = await replayed(events, tmp_path, topics)
     assert {kind for _, kind in expected} == {"critical_low", "refractory", "withdrawn"}
-    seen: list[Any] = []
-
-    def complete(record: Any) -> bool:
-        seen.append(record)
-        return alert_set(seen) >= expected
-
-    await consume_until(
-        topics.kafka_bootstrap_servers or "", topics.topic(Topic.PLATELET_ALERTS), complete, 60
-    )
+    seen = await alerts_until(topics, expected, 60)
     assert alert_set(seen) == expected
     refractory = [
         a
@@ -140,15 +147,7 @@ async def test_sigkill_mid_stream_loses_and_duplicates_no_alert(
     second = start_service("classifier", topics)
     second.wait_ready(f"http://{topics.bind_host}:{topics.classifier_port}/readyz")
 
-    seen: list[Any] = []
-
-    def complete(record: Any) -> bool:
-        seen.append(record)
-        return alert_set(seen) >= expected
-
-    await consume_until(
-        topics.kafka_bootstrap_servers or "", topics.topic(Topic.PLATELET_ALERTS), complete, 90
-    )
+    await alerts_until(topics, expected, 90)
     await asyncio.sleep(2)  # anything a restart would wrongly add arrives by now
     everything = await read_all(
         topics.kafka_bootstrap_servers or "", topics.topic(Topic.PLATELET_ALERTS)

@@ -2,6 +2,9 @@
 
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo
+
+from services.config import Settings
 
 LOINC_SYSTEMS = frozenset({"http://loinc.org", "LN", "LOINC", "2.16.840.1.113883.6.1"})
 
@@ -21,6 +24,15 @@ class FeedContext:
     local_zone: tzinfo
     local_platelet_codes: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     fhir_reference_authority: str | None = None
+
+    @classmethod
+    def for_site(cls, settings: Settings, received_at: datetime) -> "FeedContext":
+        return cls(
+            received_at=received_at,
+            local_zone=ZoneInfo(settings.ingest_local_timezone),
+            local_platelet_codes=settings.local_platelet_codes,
+            fhir_reference_authority=settings.ingest_fhir_reference_authority,
+        )
 
 
 def is_platelet_count(

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter
 
@@ -59,11 +58,6 @@ class IngestPipeline:
     def __init__(self, settings: Settings, publisher: EventPublisher) -> None:
         self._settings = settings
         self._publisher = publisher
-        self._zone = ZoneInfo(settings.ingest_local_timezone)
-        self._local_codes = frozenset(
-            (entry.split("|")[0], entry.split("|")[1])
-            for entry in settings.ingest_local_platelet_codes
-        )
 
     @property
     def ready(self) -> bool:
@@ -71,12 +65,7 @@ class IngestPipeline:
 
     def context(self) -> FeedContext:
         """Site configuration for parsing one input received now."""
-        return FeedContext(
-            received_at=datetime.now(UTC),
-            local_zone=self._zone,
-            local_platelet_codes=self._local_codes,
-            fhir_reference_authority=self._settings.ingest_fhir_reference_authority,
-        )
+        return FeedContext.for_site(self._settings, datetime.now(UTC))
 
     async def accept(
         self,
