@@ -96,3 +96,19 @@ def test_replay_over_the_conformance_samples() -> None:
     assert "no_patient_identifier: 2" in summary
     rules = REPO / "services" / "classifier" / "default_rules.yaml"
     assert rules.is_file()
+
+
+def test_a_pretty_printed_fhir_bundle_and_ndjson_after_blank_lines(tmp_path: Path) -> None:
+    import json
+
+    from tests.test_fhir import PATIENT, bundle, observation
+
+    document = tmp_path / "bundle.json"
+    critical = observation(valueQuantity={"value": 8, "unit": "10*9/L"})
+    document.write_text(json.dumps(bundle(PATIENT, critical), indent=2))
+    events = tmp_path / "events.ndjson"
+    events.write_text("\n\n" + result(12, result_id="N1").model_dump_json() + "\n")
+    code, alerts, summary = replay(str(document), str(events))
+    assert code == 0
+    assert [a.value_10e9_per_l for a in alerts] == [8, 12]
+    assert "events read: 2" in summary

@@ -7,6 +7,7 @@ are used, so a hospital can tune its rules file on last month's data and trust t
 """
 
 import gc
+import itertools
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -44,23 +45,31 @@ class Summary:
 
 
 def _outcomes_of(path: Path, context: FeedContext, treatments: TreatmentTable) -> Iterator[Outcome]:
-    raw = path.read_bytes()
-    head = raw.lstrip(b"\xef\xbb\xbf\x0b \r\n\t")[:3]
-    if head == b"MSH":
-        for message in split_messages(raw):
+    """HL7 v2 messages, one FHIR JSON document, or NDJSON read line by line (a year of events
+    need not fit in memory twice)."""
+    with path.open("rb") as file:
+        head = file.read(4096).lstrip(b"\xef\xbb\xbf\x0b \r\n\t")
+    if head[:3] == b"MSH":
+        for message in split_messages(path.read_bytes()):
             yield from read_message(message, context).outcomes
         return
-    text = raw.decode("utf-8-sig")
+    with path.open(encoding="utf-8-sig") as lines:
+        numbered = ((n, line) for n, line in enumerate(lines, start=1) if line.strip())
+        first = next(numbered, None)
+        if first is None:
+            return
+        if _is_json_object(first[1]):  # a whole record on the first line: NDJSON
+            for number, line in itertools.chain([first], numbered):
+                yield _ndjson_line(line, number, path, context, treatments)
+            return
+    yield from (entry.outcome for entry in read_fhir(path.read_bytes(), context, treatments))
+
+
+def _is_json_object(line: str) -> bool:
     try:
-        document = json.loads(text)
+        return isinstance(json.loads(line), dict)
     except ValueError:
-        document = None
-    if isinstance(document, dict) and "resourceType" in document:
-        yield from (entry.outcome for entry in read_fhir(raw, context, treatments))
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield _ndjson_line(line, number, path, context, treatments)
+        return False
 
 
 def _ndjson_line(
@@ -110,6 +119,7 @@ def _replay(
     histories: dict[str, History] = {}
     alerts: list[PlateletAlert] = []
     summary = Summary()
+    replayed_at = datetime.now(UTC)  # every alert of one replay is raised at its start
     for path in paths:
         for outcome in _outcomes_of(path, context, treatments):
             if isinstance(outcome, Rejection):
@@ -120,8 +130,11 @@ def _replay(
                 continue
             summary.events += 1
             event: Event = outcome.event
-            history = histories.setdefault(event.patient.identifier.key, History())
-            for alert in apply(history, event, rules, datetime.now(UTC)):
+            key = event.patient.identifier.key
+            history = histories.get(key)
+            if history is None:
+                history = histories[key] = History()
+            for alert in apply(history, event, rules, replayed_at):
                 summary.alerts[alert.kind.value] += 1
                 alerts.append(alert)
     return alerts, summary
