@@ -146,7 +146,7 @@ class History:
     values: dict[str, Value] = field(default_factory=dict)
     treatments: dict[str, ClinicalContextEvent] = field(default_factory=dict)
     raised: dict[str, Raised] = field(default_factory=dict)
-    seen: list[str] = field(default_factory=list)
+    seen: dict[str, None] = field(default_factory=dict)  # event ids, oldest first
     seq: int = 0
     suppressed_repeats: int = 0
     late_values: int = 0
@@ -162,7 +162,7 @@ class History:
                 [r.alert_id, r.kind.value, r.anchor_result_id, list(r.evidence_key), r.withdrawn]
                 for r in self.raised.values()
             ],
-            "seen": self.seen,
+            "seen": list(self.seen),
             "seq": self.seq,
             "suppressed_repeats": self.suppressed_repeats,
             "late_values": self.late_values,
@@ -172,7 +172,7 @@ class History:
     def from_json(cls, data: dict[str, Any]) -> "History":
         history = cls(
             patient=Patient.model_validate(data["patient"]) if data["patient"] else None,
-            seen=list(data["seen"]),
+            seen=dict.fromkeys(data["seen"]),
             seq=data["seq"],
             suppressed_repeats=data["suppressed_repeats"],
             late_values=data["late_values"],
@@ -216,14 +216,17 @@ def apply(
     """
     if event.event_id in history.seen:
         return []
-    history.seen.append(event.event_id)
-    del history.seen[:-SEEN_EVENTS_KEPT]
+    history.seen[event.event_id] = None
+    if len(history.seen) > SEEN_EVENTS_KEPT:
+        del history.seen[next(iter(history.seen))]
     history.patient = event.patient
     appended = _append_if_newest(history, event, rules)
     if appended is not None:
         assert history.scans is not None
         new = history.scans.step(history, appended)
         history.suppressed_repeats = history.scans.critical.suppressed
+        if not new:
+            return []
         return _reconcile(history, {w.alert_id: w for w in new}, rules, now, None, complete=False)
     reason = None
     if isinstance(event, LabResult):
@@ -254,10 +257,7 @@ def _append_if_newest(
         or event.result_id in history.values
         or (event.replaces_result_id is not None and event.replaces_result_id in history.values)
         or (scans.last is not None and (event.collected_at, event.result_id) <= scans.last)
-        or (
-            scans.oldest is not None
-            and scans.oldest < event.collected_at - timedelta(days=rules.horizon_days)
-        )
+        or (scans.oldest is not None and scans.oldest < event.collected_at - scans.horizon)
     ):
         return None
     history.seq += 1
@@ -449,6 +449,7 @@ class _Scans:
 
     def __init__(self, history: History, rules: Rules, ordered: list[Value]) -> None:
         self.rules = rules
+        self.horizon = timedelta(days=rules.horizon_days)
         self.critical = _CriticalLowScan(
             [
                 (v.at, v.seq)
