@@ -112,3 +112,11 @@ def test_a_pretty_printed_fhir_bundle_and_ndjson_after_blank_lines(tmp_path: Pat
     assert code == 0
     assert [a.value_10e9_per_l for a in alerts] == [8, 12]
     assert "events read: 2" in summary
+
+
+def test_a_file_that_is_not_text_is_a_counted_rejection(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"\xff\xfe\x00 not a feed\n")
+    code, alerts, summary = replay(str(garbage))
+    assert (code, alerts) == (0, [])
+    assert "invalid_json: 1" in summary

@@ -53,7 +53,7 @@ def _outcomes_of(path: Path, context: FeedContext, treatments: TreatmentTable) -
         for message in split_messages(path.read_bytes()):
             yield from read_message(message, context).outcomes
         return
-    with path.open(encoding="utf-8-sig") as lines:
+    with path.open(encoding="utf-8-sig", errors="replace") as lines:  # bad bytes: a rejection
         numbered = ((n, line) for n, line in enumerate(lines, start=1) if line.strip())
         first = next(numbered, None)
         if first is None:
