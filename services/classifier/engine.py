@@ -10,7 +10,7 @@ value older than a normal value already received does not open a new critical ep
 """
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from schemas import (
@@ -274,11 +274,10 @@ def _record_result(history: History, result: LabResult, rules: Rules) -> str | N
     if result.replaces_result_id:
         replaced.add(result.replaces_result_id)
     previous = [history.values.pop(rid) for rid in replaced if rid in history.values]
+    population = population_at(result.patient.birth_date, result.collected_at)
     counting = result.status in _COUNTING or (
         result.status is ResultStatus.PRELIMINARY
-        and rules.for_population(
-            _population(history, result.collected_at)
-        ).critical_low.page_preliminary
+        and rules.populations[population].critical_low.page_preliminary
     )
     if result.count is not None and counting:
         history.seq += 1
@@ -293,11 +292,6 @@ def _record_result(history: History, result: LabResult, rules: Rules) -> str | N
     assert result.count is not None
     value = f"{result.count.comparator or ''}{result.count.value_10e9_per_l:g}"
     return f"result {result.result_id} was {result.status.value} to {value} x10^9/L"
-
-
-def _population(history: History, at: datetime) -> Population:
-    birth: date | None = history.patient.birth_date if history.patient else None
-    return population_at(birth, at)
 
 
 def _forget_beyond_horizon(history: History, rules: Rules) -> None:

@@ -62,9 +62,6 @@ class Rules(_Rule):
     cytotoxic: frozenset[TreatmentCategory]
     populations: dict[Population, PopulationRules]
 
-    def for_population(self, population: Population) -> PopulationRules:
-        return self.populations[population]
-
 
 def load_rules(path: Path | None = None) -> Rules:
     """Read a rules file; without a path, the defaults shipped beside this module."""

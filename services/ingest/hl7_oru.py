@@ -268,28 +268,29 @@ def _patient(message: Hl7Message, pid: Segment | None) -> Patient | None:
     )
 
 
-def _collection_time(group: _Group, obx: Segment, context: FeedContext) -> datetime | None:
-    candidates = [obx.get(14)]
-    candidates += [spm.get(17) for spm in group.specimens]
-    if group.obr is not None:
-        candidates.append(group.obr.get(7))
+def _first_timestamp(candidates: list[str], context: FeedContext) -> datetime | None:
+    """The first candidate field that holds a valid timestamp."""
     for text in candidates:
         moment = parse_hl7_timestamp(text, context.local_zone) if text else None
         if moment is not None:
             return moment
     return None
+
+
+def _collection_time(group: _Group, obx: Segment, context: FeedContext) -> datetime | None:
+    """OBX-14, else SPM-17, else OBR-7."""
+    candidates = [obx.get(14), *(spm.get(17) for spm in group.specimens)]
+    if group.obr is not None:
+        candidates.append(group.obr.get(7))
+    return _first_timestamp(candidates, context)
 
 
 def _verified_time(
     message: Hl7Message, group: _Group, obx: Segment, context: FeedContext
 ) -> datetime | None:
     """OBR-22 (some senders shift it, so it must parse), else OBX-19, else the message time."""
-    candidates = [group.obr.get(22) if group.obr else "", obx.get(19), message.msh.get(7)]
-    for text in candidates:
-        moment = parse_hl7_timestamp(text, context.local_zone) if text else None
-        if moment is not None:
-            return moment
-    return None
+    obr_22 = group.obr.get(22) if group.obr else ""
+    return _first_timestamp([obr_22, obx.get(19), message.msh.get(7)], context)
 
 
 def _result_id(message: Hl7Message, group: _Group, obx: Segment, code: Coding) -> str:
