@@ -169,6 +169,14 @@ def test_a_duplicate_event_changes_nothing() -> None:
     assert len(history.values) == 1
 
 
+def test_an_original_resent_after_its_correction_changes_nothing() -> None:
+    original = result(12, result_id="R1")
+    corrected = result(140, status=ResultStatus.CORRECTED, result_id="R1")
+    history, alerts = feed(original, corrected, original, corrected)
+    assert kinds(alerts) == [["critical_low"], ["withdrawn"], [], []]
+    assert history.values["R1"].number == 140
+
+
 def test_a_late_critical_value_older_than_a_known_normal_value_opens_no_episode() -> None:
     history, alerts = feed(result(150, days=2), result(10, days=1))
     assert kinds(alerts) == [[], []]
@@ -360,6 +368,10 @@ def test_population_is_age_at_collection() -> None:
     assert population_at(date(2008, 1, 2), datetime(2026, 1, 1, tzinfo=UTC)) == "paediatric"
     assert population_at(date(2008, 1, 1), datetime(2026, 1, 1, tzinfo=UTC)) == "adult"
     assert population_at(None, datetime(2026, 1, 1, tzinfo=UTC)) == "adult"
+    leapling = date(2008, 2, 29)  # turns 18 on 1 March 2026, a common year
+    assert population_at(leapling, datetime(2026, 2, 28, 23, tzinfo=UTC)) == "paediatric"
+    assert population_at(leapling, datetime(2026, 3, 1, tzinfo=UTC)) == "adult"
+    assert population_at(leapling, datetime(2028, 2, 28, tzinfo=UTC)) == "adult"
     child = Patient(
         identifier=PatientIdentifier(authority="H", mrn="c"), birth_date=date(2015, 3, 1)
     )
@@ -376,10 +388,14 @@ def test_history_is_bounded_by_the_horizon() -> None:
 
 
 def test_history_survives_its_json_form() -> None:
-    history, _ = feed(result(12), treatment(TreatmentCategory.IVIG, 1), result(11, days=2))
+    original = result(12, result_id="R1")
+    corrected = result(30, status=ResultStatus.CORRECTED, result_id="R1")
+    history, _ = feed(original, treatment(TreatmentCategory.IVIG, 1), result(11, days=2), corrected)
     restored = History.from_json(history.to_json())
     assert restored.to_json() == history.to_json()
+    assert restored.patient_key == ADULT.identifier.key
     assert apply(restored, result(11, days=2), RULES, T0) == []
+    assert apply(restored, original, RULES, T0) == []  # resent after its correction
 
 
 def test_a_rules_file_with_a_typo_is_refused(tmp_path: Path) -> None:

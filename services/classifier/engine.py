@@ -142,27 +142,45 @@ class Raised:
 class History:
     """What the classifier keeps per patient; bounded by the rules' horizon."""
 
-    patient: Patient | None = None
+    patient_key: str = ""  # the patient's identifier key, part of every alert id
     values: dict[str, Value] = field(default_factory=dict)
     treatments: dict[str, ClinicalContextEvent] = field(default_factory=dict)
     raised: dict[str, Raised] = field(default_factory=dict)
-    seen: dict[str, None] = field(default_factory=dict)  # event ids, oldest first
+    seen: dict[str, None] | None = None  # applied, no value held; oldest first; mostly none
     seq: int = 0
     suppressed_repeats: int = 0
     late_values: int = 0
     scans: "_Scans | None" = None  # derived, not stored: rebuilt by the next full evaluation
 
+    def has_applied(self, event: LabResult | ClinicalContextEvent) -> bool:
+        """An event applied before: its id is remembered, or it is the source of a value held
+        (values carry their event id, so the common case costs no extra entry)."""
+        if self.seen is not None and event.event_id in self.seen:
+            return True
+        if isinstance(event, LabResult):
+            value = self.values.get(event.result_id)
+            return value is not None and value.event_id == event.event_id
+        return False
+
+    def remember(self, event_id: str) -> None:
+        """Remember an applied event that leaves no value of its own, within a bound."""
+        if self.seen is None:
+            self.seen = {}
+        self.seen[event_id] = None
+        if len(self.seen) > SEEN_EVENTS_KEPT:
+            del self.seen[next(iter(self.seen))]
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready form for the faust table's changelog."""
         return {
-            "patient": self.patient.model_dump(mode="json") if self.patient else None,
+            "patient_key": self.patient_key,
             "values": [v.to_json() for v in self.values.values()],
             "treatments": [t.model_dump(mode="json") for t in self.treatments.values()],
             "raised": [
                 [r.alert_id, r.kind.value, r.anchor_result_id, list(r.evidence_key), r.withdrawn]
                 for r in self.raised.values()
             ],
-            "seen": list(self.seen),
+            "seen": list(self.seen or ()),
             "seq": self.seq,
             "suppressed_repeats": self.suppressed_repeats,
             "late_values": self.late_values,
@@ -171,8 +189,8 @@ class History:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "History":
         history = cls(
-            patient=Patient.model_validate(data["patient"]) if data["patient"] else None,
-            seen=dict.fromkeys(data["seen"]),
+            patient_key=data["patient_key"],
+            seen=dict.fromkeys(data["seen"]) or None,
             seq=data["seq"],
             suppressed_repeats=data["suppressed_repeats"],
             late_values=data["late_values"],
@@ -212,60 +230,35 @@ def apply(
 ) -> list[PlateletAlert]:
     """Add one event to the patient's history and return the alerts it causes (often none).
 
-    Idempotent: an event already seen changes nothing and returns nothing.
+    Idempotent: an event already applied changes nothing and returns nothing.
     """
-    if event.event_id in history.seen:
+    if history.has_applied(event):
         return []
-    history.seen[event.event_id] = None
-    if len(history.seen) > SEEN_EVENTS_KEPT:
-        del history.seen[next(iter(history.seen))]
-    history.patient = event.patient
-    appended = _append_if_newest(history, event, rules)
-    if appended is not None:
-        assert history.scans is not None
-        new = history.scans.step(history, appended)
-        history.suppressed_repeats = history.scans.critical.suppressed
-        if not new:
-            return []
-        return _reconcile(history, {w.alert_id: w for w in new}, rules, now, None, complete=False)
+    scans = history.scans
+    if scans is not None and scans.rules is rules and isinstance(event, LabResult):
+        appended = scans.append_if_newest(history, event)
+        if appended is not None:
+            new = scans.step(history, appended)
+            history.suppressed_repeats = scans.critical.suppressed
+            if not new:
+                return []
+            wanted = {w.alert_id: w for w in new}
+            return _reconcile(history, event.patient, wanted, rules, now, None, complete=False)
+    history.patient_key = event.patient.identifier.key  # the first event always comes here
     reason = None
     if isinstance(event, LabResult):
         reason = _record_result(history, event, rules)
     else:
         history.treatments[event.event_id] = event
+    if not history.has_applied(event):
+        history.remember(event.event_id)
     _forget_beyond_horizon(history, rules)
     ordered = sorted(history.values.values(), key=lambda v: (v.at, v.result_id))
     history.scans = _Scans(history, rules, ordered)
     history.suppressed_repeats = history.scans.critical.suppressed
     history.late_values = history.scans.critical.late
-    return _reconcile(history, history.scans.wanted, rules, now, reason, complete=True)
-
-
-def _append_if_newest(
-    history: History, event: LabResult | ClinicalContextEvent, rules: Rules
-) -> Value | None:
-    """The common case, a final result newer than every value known and replacing none, is
-    added here and scanned in one step: appending a newest value cannot change an alert the
-    earlier values warranted. Anything else (None) takes the full path."""
-    scans = history.scans
-    if (
-        scans is None
-        or scans.rules is not rules
-        or not isinstance(event, LabResult)
-        or event.count is None
-        or event.status not in _COUNTING
-        or event.result_id in history.values
-        or (event.replaces_result_id is not None and event.replaces_result_id in history.values)
-        or (scans.last is not None and (event.collected_at, event.result_id) <= scans.last)
-        or (scans.oldest is not None and scans.oldest < event.collected_at - scans.horizon)
-    ):
-        return None
-    history.seq += 1
-    value = Value.of(event, event.count, history.seq)
-    history.values[event.result_id] = value
-    if scans.oldest is None:
-        scans.oldest = value.at
-    return value
+    wanted = history.scans.wanted
+    return _reconcile(history, event.patient, wanted, rules, now, reason, complete=True)
 
 
 def _record_result(history: History, result: LabResult, rules: Rules) -> str | None:
@@ -274,6 +267,8 @@ def _record_result(history: History, result: LabResult, rules: Rules) -> str | N
     if result.replaces_result_id:
         replaced.add(result.replaces_result_id)
     previous = [history.values.pop(rid) for rid in replaced if rid in history.values]
+    for old in previous:
+        history.remember(old.event_id)
     population = population_at(result.patient.birth_date, result.collected_at)
     counting = result.status in _COUNTING or (
         result.status is ResultStatus.PRELIMINARY
@@ -308,8 +303,7 @@ def _forget_beyond_horizon(history: History, rules: Rules) -> None:
 
 
 def _alert_id(history: History, kind: AlertKind, anchor: str) -> str:
-    key = history.patient.identifier.key if history.patient else ""
-    return stable_event_id("alert", key, kind.value, anchor)
+    return stable_event_id("alert", history.patient_key, kind.value, anchor)
 
 
 def _first(
@@ -322,6 +316,8 @@ def _first(
 class _CriticalLowScan:
     """Page on a critical value; within the open episode, page again only on a further drop or
     after the repeat interval; every other repeat is counted as suppressed."""
+
+    __slots__ = ("closing", "last_page", "late", "lowest", "suppressed")
 
     def __init__(self, closing: list[tuple[datetime, int]]) -> None:
         self.closing = closing  # (collected, arrival) of values that close an episode
@@ -358,6 +354,8 @@ class _RefractoryScan:
     """IWG "no response" after first-line therapy (from `assess_after_days`), or low counts after
     splenectomy: `min_values` non-responding values `min_gap_days` apart with no response between.
     A response closes the episode."""
+
+    __slots__ = ("baseline", "post_splenectomy", "raised", "started", "streak", "therapy")
 
     def __init__(self, therapy: ClinicalContextEvent, post_splenectomy: bool) -> None:
         self.therapy = therapy
@@ -408,9 +406,11 @@ class _PersistentSevereScan:
     `min_span_days`, none at or above it between them. Once per run; a refractory alert already
     raised for the same run replaces it."""
 
+    __slots__ = ("done", "first_line_at", "run")
+
     def __init__(self, first_line: ClinicalContextEvent | None) -> None:
         self.first_line_at = treatment_start(first_line) if first_line else None
-        self.run: list[Value] = []
+        self.run: tuple[Value, ...] = ()
         self.done = False
 
     def step(
@@ -418,9 +418,9 @@ class _PersistentSevereScan:
     ) -> _Wanted | None:
         persistent = rule.persistent_severe
         if not is_below(value.number, value.comparator, persistent.below):
-            self.run, self.done = [], False
+            self.run, self.done = (), False
             return None
-        self.run.append(value)
+        self.run = (*self.run, value)
         span = value.at - self.run[0].at
         if (
             self.done
@@ -434,12 +434,26 @@ class _PersistentSevereScan:
         if treated or replaced:
             return None
         alert_id = _alert_id(history, AlertKind.PERSISTENT_SEVERE, self.run[0].result_id)
-        return _Wanted(alert_id, AlertKind.PERSISTENT_SEVERE, value, tuple(self.run))
+        return _Wanted(alert_id, AlertKind.PERSISTENT_SEVERE, value, self.run)
 
 
 class _Scans:
     """The rules' scans over a history in collection order, with their state at its end, so a
     value newer than every other one is evaluated in one step instead of a full rescan."""
+
+    __slots__ = (
+        "critical",
+        "expires_at",
+        "horizon",
+        "newest_at",
+        "newest_result_id",
+        "open_refractory",
+        "persistent",
+        "refractory",
+        "refractory_scans",
+        "rules",
+        "wanted",
+    )
 
     def __init__(self, history: History, rules: Rules, ordered: list[Value]) -> None:
         self.rules = rules
@@ -457,20 +471,50 @@ class _Scans:
         )
         first_line = _first(history, rules.first_line)
         splenectomy = _first(history, frozenset({TreatmentCategory.SPLENECTOMY}))
-        self.refractory_scans = [
+        self.refractory_scans = tuple(
             _RefractoryScan(therapy, post)
             for therapy, post in ((first_line, False), (splenectomy, True))
             if therapy is not None
-        ]
+        )
         self.persistent = _PersistentSevereScan(first_line)
         self.refractory: list[_Wanted] = []
         self.open_refractory: _RefractoryScan | None = None  # whose alert is still open
         self.wanted: dict[str, _Wanted] = {}
-        self.last: tuple[datetime, str] | None = None
+        self.newest_at: datetime | None = None  # the last value scanned: collected...
+        self.newest_result_id = ""  # ...and its result id, the tie-breaker
         starts = [treatment_start(t) for t in history.treatments.values()]
-        self.oldest = min([*starts, *(v.at for v in ordered[:1])], default=None)
+        oldest = min([*starts, *(v.at for v in ordered[:1])], default=None)
+        self.expires_at = None if oldest is None else oldest + self.horizon
         for value in ordered:
             self.step(history, value)
+
+    def append_if_newest(self, history: History, result: LabResult) -> Value | None:
+        """The common case, a counting result newer than every value known and replacing none,
+        is added here, to be scanned in one step: appending a newest value cannot change an
+        alert the earlier values warranted. Anything else (None) takes the full path, as does a
+        value that pushes the oldest one past the horizon."""
+        count, at, result_id = result.count, result.collected_at, result.result_id
+        values, replaces = history.values, result.replaces_result_id
+        if (
+            count is None
+            or result.status not in _COUNTING
+            or result_id in values
+            or (replaces is not None and replaces in values)
+            or (
+                self.newest_at is not None
+                and (
+                    at < self.newest_at
+                    or (at == self.newest_at and result_id <= self.newest_result_id)
+                )
+            )
+            or (self.expires_at is not None and at > self.expires_at)
+        ):
+            return None
+        history.seq += 1
+        value = values[result_id] = Value.of(result, count, history.seq)
+        if self.expires_at is None:
+            self.expires_at = at + self.horizon
+        return value
 
     def step(self, history: History, value: Value) -> list[_Wanted]:
         """Scan one more value, newer than all scanned; return the alerts it newly warrants."""
@@ -492,7 +536,7 @@ class _Scans:
             new.append(persistent)
         for wanted in new:
             self.wanted[wanted.alert_id] = wanted
-        self.last = (value.at, value.result_id)
+        self.newest_at, self.newest_result_id = value.at, value.result_id
         return new
 
 
@@ -536,6 +580,7 @@ def _refractory_alert(
 
 def _reconcile(
     history: History,
+    patient: Patient,
     wanted: dict[str, _Wanted],
     rules: Rules,
     now: datetime,
@@ -544,7 +589,8 @@ def _reconcile(
     complete: bool,
 ) -> list[PlateletAlert]:
     """Emit what is wanted and new (or changed); when `wanted` is the complete set, also
-    withdraw what is raised and no longer wanted."""
+    withdraw what is raised and no longer wanted. Alerts name the patient as the event causing
+    them does: demographics corrected since earlier results are the ones to page with."""
     alerts: list[PlateletAlert] = []
     for alert_id, want in wanted.items():
         key = tuple(v.event_id for v in want.evidence)
@@ -552,12 +598,12 @@ def _reconcile(
         if raised is not None and not raised.withdrawn and raised.evidence_key == key:
             continue
         history.raised[alert_id] = Raised(alert_id, want.kind, want.evidence[0].result_id, key)
-        alerts.append(_alert(history, want, rules, now, key))
+        alerts.append(_alert(patient, want, rules, now, key))
     for alert_id, raised in history.raised.items():
         if not complete or raised.withdrawn or alert_id in wanted:
             continue
         raised.withdrawn = True
-        alerts.append(_withdrawal(history, raised, rules, now, reason))
+        alerts.append(_withdrawal(patient, raised, rules, now, reason))
     return alerts
 
 
@@ -573,9 +619,8 @@ def _evidence_result(value: Value) -> EvidenceResult:
 
 
 def _alert(
-    history: History, want: _Wanted, rules: Rules, now: datetime, key: tuple[str, ...]
+    patient: Patient, want: _Wanted, rules: Rules, now: datetime, key: tuple[str, ...]
 ) -> PlateletAlert:
-    assert history.patient is not None
     treatments = tuple(
         t
         for t in want.treatments
@@ -585,7 +630,7 @@ def _alert(
         event_id=stable_event_id("alert-event", want.alert_id, *key),
         alert_id=want.alert_id,
         kind=want.kind,
-        patient=history.patient,
+        patient=patient,
         population=want.trigger.population,
         value_10e9_per_l=want.trigger.number,
         result_verified_at=want.trigger.verified_at,
@@ -601,15 +646,14 @@ def _alert(
 
 
 def _withdrawal(
-    history: History, raised: Raised, rules: Rules, now: datetime, reason: str | None
+    patient: Patient, raised: Raised, rules: Rules, now: datetime, reason: str | None
 ) -> PlateletAlert:
-    assert history.patient is not None
     because = reason or f"the evidence no longer meets {raised.kind.value}"
     return PlateletAlert(
         event_id=stable_event_id("alert-event", raised.alert_id, "withdrawn", *raised.evidence_key),
         alert_id=stable_event_id("withdrawal", raised.alert_id),
         kind=AlertKind.WITHDRAWN,
-        patient=history.patient,
+        patient=patient,
         evidence=Evidence(note=f"withdraws {raised.kind.value} alert {raised.alert_id}"),
         rule=RuleRef(id=raised.kind.value, version=rules.version),
         raised_at=now,

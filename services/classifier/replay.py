@@ -7,7 +7,6 @@ are used, so a hospital can tune its rules file on last month's data and trust t
 """
 
 import gc
-import itertools
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -54,13 +53,14 @@ def _outcomes_of(path: Path, context: FeedContext, treatments: TreatmentTable) -
             yield from read_message(message, context).outcomes
         return
     with path.open(encoding="utf-8-sig", errors="replace") as lines:  # bad bytes: a rejection
-        numbered = ((n, line) for n, line in enumerate(lines, start=1) if line.strip())
-        first = next(numbered, None)
+        first = next((line for line in lines if not line.isspace()), None)
         if first is None:
             return
-        if _is_json_object(first[1]):  # a whole record on the first line: NDJSON
-            for number, line in itertools.chain([first], numbered):
-                yield _ndjson_line(line, number, path, context, treatments)
+        if _is_json_object(first):  # a whole record on the first line: NDJSON
+            lines.seek(0)
+            for number, line in enumerate(lines, start=1):
+                if not line.isspace():
+                    yield _ndjson_line(line, number, path, context, treatments)
             return
     yield from (entry.outcome for entry in read_fhir(path.read_bytes(), context, treatments))
 
@@ -76,7 +76,6 @@ def _ndjson_line(
     line: str, number: int, path: Path, context: FeedContext, treatments: TreatmentTable
 ) -> Outcome:
     """One line: a lab result, a treatment, or a FHIR resource, told apart by their keys."""
-    where = f"{path.name}:{number}"
     try:
         if '"resourceType"' in line:
             (entry,) = read_fhir(line.encode(), context, treatments)
@@ -87,15 +86,14 @@ def _ndjson_line(
             return Publish(clinical_context_adapter.validate_json(line))
         json.loads(line)
     except ValidationError as error:
-        invalid_json = any(e["type"] == "json_invalid" for e in error.errors())
-        if invalid_json:
-            return Rejection(RejectReason.INVALID_JSON, f"{where}: not valid JSON")
-        return Rejection(
-            RejectReason.INVALID_FIELDS, f"{where}: {error.error_count()} field errors"
-        )
+        if any(e["type"] == "json_invalid" for e in error.errors()):
+            return Rejection(RejectReason.INVALID_JSON, f"{path.name}:{number}: not valid JSON")
+        message = f"{path.name}:{number}: {error.error_count()} field errors"
+        return Rejection(RejectReason.INVALID_FIELDS, message)
     except ValueError as error:
-        return Rejection(RejectReason.INVALID_JSON, f"{where}: {error}")
-    return Rejection(RejectReason.INVALID_FIELDS, f"{where}: neither a lab result nor a treatment")
+        return Rejection(RejectReason.INVALID_JSON, f"{path.name}:{number}: {error}")
+    message = f"{path.name}:{number}: neither a lab result nor a treatment"
+    return Rejection(RejectReason.INVALID_FIELDS, message)
 
 
 def replay(

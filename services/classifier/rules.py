@@ -5,6 +5,7 @@ live in the YAML file, never in code.
 """
 
 from datetime import date, datetime, timedelta
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -75,11 +76,19 @@ def load_rules(path: Path | None = None) -> Rules:
 
 def population_at(birth_date: date | None, collected_at: datetime) -> Population:
     """Paediatric below 18 years of age at collection; adult otherwise or when age is unknown."""
-    if birth_date is None:
+    if birth_date is None or collected_at.date() >= _eighteenth_birthday(birth_date):
         return "adult"
-    day = collected_at.date()
-    age = day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
-    return "paediatric" if age < 18 else "adult"
+    return "paediatric"
+
+
+@cache  # one entry per distinct birth date: a few tens of thousands at most
+def _eighteenth_birthday(birth_date: date) -> date:
+    """The day a patient turns 18; born on 29 February, 1 March in a common year."""
+    year = birth_date.year + 18
+    try:
+        return birth_date.replace(year=year)
+    except ValueError:
+        return date(year, 3, 1)
 
 
 def is_below(value: float, comparator: str | None, limit: float) -> bool:

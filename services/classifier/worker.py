@@ -93,7 +93,7 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
                 continue
             stored = histories.get(event.key)
             history = History.from_json(stored) if stored else History()
-            duplicate = decoded.event_id in history.seen
+            duplicate = history.has_applied(decoded)
             emitted = apply(history, decoded, rules, datetime.now(UTC))
             for alert in emitted:
                 await alerts.send(key=event.key, value=alert.model_dump_json().encode())
