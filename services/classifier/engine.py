@@ -239,7 +239,6 @@ def apply(
         appended = scans.append_if_newest(history, event)
         if appended is not None:
             new = scans.step(history, appended)
-            history.suppressed_repeats = scans.critical.suppressed
             if not new:
                 return []
             wanted = {w.alert_id: w for w in new}
@@ -442,6 +441,7 @@ class _Scans:
     value newer than every other one is evaluated in one step instead of a full rescan."""
 
     __slots__ = (
+        "all_clear",
         "critical",
         "expires_at",
         "horizon",
@@ -480,6 +480,7 @@ class _Scans:
         self.refractory: list[_Wanted] = []
         self.open_refractory: _RefractoryScan | None = None  # whose alert is still open
         self.wanted: dict[str, _Wanted] = {}
+        self.all_clear = False  # the last value scanned left nothing open (see step)
         self.newest_at: datetime | None = None  # the last value scanned: collected...
         self.newest_result_id = ""  # ...and its result id, the tie-breaker
         starts = [treatment_start(t) for t in history.treatments.values()]
@@ -519,8 +520,19 @@ class _Scans:
     def step(self, history: History, value: Value) -> list[_Wanted]:
         """Scan one more value, newer than all scanned; return the alerts it newly warrants."""
         rule = self.rules.populations[value.population]
+        self.newest_at, self.newest_result_id = value.at, value.result_id
+        if not self.refractory_scans and is_at_or_above(
+            value.number, value.comparator, rule.all_clear_at
+        ):  # the common normal count: what each scan's step would do, once in a row
+            if not self.all_clear:
+                self.critical.lowest = self.critical.last_page = None
+                self.persistent.run, self.persistent.done = (), False
+                self.all_clear = True
+            return []
+        self.all_clear = False
         new: list[_Wanted] = []
         critical = self.critical.step(history, value, rule)
+        history.suppressed_repeats = self.critical.suppressed
         if critical is not None:
             new.append(critical)
         for scan in self.refractory_scans:
@@ -536,7 +548,6 @@ class _Scans:
             new.append(persistent)
         for wanted in new:
             self.wanted[wanted.alert_id] = wanted
-        self.newest_at, self.newest_result_id = value.at, value.result_id
         return new
 
 

@@ -23,7 +23,7 @@ from services.ingest.codes import FeedContext
 from services.ingest.fhir_feed import read_fhir
 from services.ingest.hl7_message import split_messages
 from services.ingest.hl7_oru import read_message
-from services.ingest.outcomes import Event, Outcome, Publish, Rejection, RejectReason
+from services.ingest.outcomes import Event, Filter, Outcome, Publish, Rejection, RejectReason
 from services.ingest.treatments import TreatmentTable
 
 
@@ -43,14 +43,22 @@ class Summary:
         return lines
 
 
-def _outcomes_of(path: Path, context: FeedContext, treatments: TreatmentTable) -> Iterator[Outcome]:
+Read = Event | Filter | Rejection
+"""An event to replay, or what became of an input that is not one."""
+
+
+def _unwrapped(outcome: Outcome) -> Read:
+    return outcome.event if isinstance(outcome, Publish) else outcome
+
+
+def _read(path: Path, context: FeedContext, treatments: TreatmentTable) -> Iterator[Read]:
     """HL7 v2 messages, one FHIR JSON document, or NDJSON read line by line (a year of events
     need not fit in memory twice)."""
     with path.open("rb") as file:
         head = file.read(4096).lstrip(b"\xef\xbb\xbf\x0b \r\n\t")
     if head[:3] == b"MSH":
         for message in split_messages(path.read_bytes()):
-            yield from read_message(message, context).outcomes
+            yield from map(_unwrapped, read_message(message, context).outcomes)
         return
     with path.open(encoding="utf-8-sig", errors="replace") as lines:  # bad bytes: a rejection
         first = next((line for line in lines if not line.isspace()), None)
@@ -62,7 +70,9 @@ def _outcomes_of(path: Path, context: FeedContext, treatments: TreatmentTable) -
                 if not line.isspace():
                     yield _ndjson_line(line, number, path, context, treatments)
             return
-    yield from (entry.outcome for entry in read_fhir(path.read_bytes(), context, treatments))
+    yield from (
+        _unwrapped(entry.outcome) for entry in read_fhir(path.read_bytes(), context, treatments)
+    )
 
 
 def _is_json_object(line: str) -> bool:
@@ -74,16 +84,16 @@ def _is_json_object(line: str) -> bool:
 
 def _ndjson_line(
     line: str, number: int, path: Path, context: FeedContext, treatments: TreatmentTable
-) -> Outcome:
+) -> Read:
     """One line: a lab result, a treatment, or a FHIR resource, told apart by their keys."""
     try:
         if '"resourceType"' in line:
             (entry,) = read_fhir(line.encode(), context, treatments)
-            return entry.outcome
+            return _unwrapped(entry.outcome)
         if '"result_id"' in line:
-            return Publish(LabResult.model_validate_json(line))
+            return LabResult.model_validate_json(line)
         if '"category"' in line:
-            return Publish(clinical_context_adapter.validate_json(line))
+            return clinical_context_adapter.validate_json(line)
         json.loads(line)
     except ValidationError as error:
         if any(e["type"] == "json_invalid" for e in error.errors()):
@@ -119,15 +129,14 @@ def _replay(
     summary = Summary()
     replayed_at = datetime.now(UTC)  # every alert of one replay is raised at its start
     for path in paths:
-        for outcome in _outcomes_of(path, context, treatments):
-            if isinstance(outcome, Rejection):
-                summary.rejected[outcome.reason.value] += 1
+        for event in _read(path, context, treatments):
+            if isinstance(event, Rejection):
+                summary.rejected[event.reason.value] += 1
                 continue
-            if not isinstance(outcome, Publish):
+            if isinstance(event, Filter):
                 summary.filtered += 1
                 continue
             summary.events += 1
-            event: Event = outcome.event
             key = event.patient.identifier.key
             history = histories.get(key)
             if history is None:

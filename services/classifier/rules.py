@@ -5,7 +5,7 @@ live in the YAML file, never in code.
 """
 
 from datetime import date, datetime, timedelta
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -53,6 +53,12 @@ class PopulationRules(_Rule):
     critical_low: CriticalLowRule
     persistent_severe: PersistentSevereRule
     refractory: RefractoryRule
+
+    @cached_property
+    def all_clear_at(self) -> float:
+        """A count at or above this closes any critical episode and breaks any run of low
+        counts: with no refractory assessment under way, it needs no further evaluation."""
+        return max(self.critical_low.episode_closes_at, self.persistent_severe.below)
 
 
 class Rules(_Rule):

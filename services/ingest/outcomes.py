@@ -30,19 +30,19 @@ class RejectReason(StrEnum):
     STORE_UNAVAILABLE = "store_unavailable"  # Kafka did not acknowledge: never dead-lettered
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Publish:
     event: Event
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Filter:
     """Accepted but not for PlateletWatch (another analyte, an unrelated resource): counted."""
 
     detail: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rejection:
     reason: RejectReason
     message: str
