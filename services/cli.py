@@ -162,7 +162,7 @@ def cmd_run(settings: Settings) -> int:
 
 def cmd_replay(files: list[Path], rules_file: Path | None) -> int:
     """Alerts as JSON lines on stdout, a summary on stderr; 2 when the arguments are unusable."""
-    from services.classifier.replay import replay
+    from services.classifier.replay import Summary, replay
     from services.classifier.rules import load_rules
     from services.ingest.codes import FeedContext
     from services.ingest.treatments import load_treatment_table
@@ -176,10 +176,9 @@ def cmd_replay(files: list[Path], rules_file: Path | None) -> int:
     except (OSError, ValidationError, yaml.YAMLError) as error:
         raise ConfigurationError(f"unusable rules file: {error}") from error
     context = FeedContext.for_site(settings, datetime.now(UTC))
-    alerts, summary = replay(
-        files, rules, load_treatment_table(settings.ingest_treatment_table_file), context
-    )
-    for alert in alerts:
+    treatments = load_treatment_table(settings.ingest_treatment_table_file)
+    summary = Summary()
+    for alert in replay(files, rules, treatments, context, summary):
         print(alert.model_dump_json())
     for line in summary.lines():
         print(line, file=sys.stderr)

@@ -381,10 +381,20 @@ def test_population_is_age_at_collection() -> None:
 
 def test_history_is_bounded_by_the_horizon() -> None:
     history, _ = feed(result(12), *(result(150, days=d) for d in range(30, 800, 30)))
-    assert min(v.at for v in history.values.values()) >= T0 + timedelta(
-        days=790 - RULES.horizon_days - 30
-    )
+    oldest = min(v.at for v in history.values.values())
+    newest = T0 + timedelta(days=780)
+    assert newest - oldest <= timedelta(days=RULES.horizon_days * 1.1)  # forgotten in batches
     assert len(history.raised) == 0  # the old alert expired with its evidence, without withdrawal
+
+
+def test_a_patient_followed_beyond_the_horizon_stays_on_the_one_step_path() -> None:
+    history, full_evaluations, days = History(), 0, range(0, 3 * 365, 7)
+    for day in days:
+        scans = history.scans
+        apply(history, result(150, days=day), RULES, T0)
+        full_evaluations += history.scans is not scans
+    batches = (days[-1] - RULES.horizon_days) / (RULES.horizon_days * 0.1)
+    assert full_evaluations <= 1 + batches + 1  # not one per value once past the horizon
 
 
 def test_history_survives_its_json_form() -> None:

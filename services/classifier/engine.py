@@ -289,9 +289,16 @@ def _record_result(history: History, result: LabResult, rules: Rules) -> str | N
 
 
 def _forget_beyond_horizon(history: History, rules: Rules) -> None:
+    """Forget values and treatments older than the horizon before the newest value. In
+    batches: only once the oldest is past the horizon by a tenth more, so that a patient
+    followed for longer than the horizon does not leave the one-step path at every value."""
     if not history.values:
         return
-    cutoff = max(v.at for v in history.values.values()) - timedelta(days=rules.horizon_days)
+    newest = max(v.at for v in history.values.values())
+    oldest = _oldest(history)
+    if oldest is None or newest <= _forgetting_due_after(oldest, rules):
+        return
+    cutoff = newest - timedelta(days=rules.horizon_days)
     expired = {rid for rid, v in history.values.items() if v.at < cutoff}
     for rid in expired:
         del history.values[rid]
@@ -299,6 +306,16 @@ def _forget_beyond_horizon(history: History, rules: Rules) -> None:
         del history.raised[alert_id]  # expired with its evidence: not a withdrawal
     for event_id in [e for e, t in history.treatments.items() if treatment_start(t) < cutoff]:
         del history.treatments[event_id]
+
+
+def _oldest(history: History) -> datetime | None:
+    times = [treatment_start(t) for t in history.treatments.values()]
+    times += (v.at for v in history.values.values())
+    return min(times, default=None)
+
+
+def _forgetting_due_after(oldest: datetime, rules: Rules) -> datetime:
+    return oldest + timedelta(days=rules.horizon_days * 1.1)
 
 
 def _alert_id(history: History, kind: AlertKind, anchor: str) -> str:
@@ -443,8 +460,7 @@ class _Scans:
     __slots__ = (
         "all_clear",
         "critical",
-        "expires_at",
-        "horizon",
+        "forgetting_due_after",
         "newest_at",
         "newest_result_id",
         "open_refractory",
@@ -457,7 +473,6 @@ class _Scans:
 
     def __init__(self, history: History, rules: Rules, ordered: list[Value]) -> None:
         self.rules = rules
-        self.horizon = timedelta(days=rules.horizon_days)
         self.critical = _CriticalLowScan(
             [
                 (v.at, v.seq)
@@ -483,9 +498,8 @@ class _Scans:
         self.all_clear = False  # the last value scanned left nothing open (see step)
         self.newest_at: datetime | None = None  # the last value scanned: collected...
         self.newest_result_id = ""  # ...and its result id, the tie-breaker
-        starts = [treatment_start(t) for t in history.treatments.values()]
-        oldest = min([*starts, *(v.at for v in ordered[:1])], default=None)
-        self.expires_at = None if oldest is None else oldest + self.horizon
+        oldest = _oldest(history)
+        self.forgetting_due_after = None if oldest is None else _forgetting_due_after(oldest, rules)
         for value in ordered:
             self.step(history, value)
 
@@ -508,13 +522,13 @@ class _Scans:
                     or (at == self.newest_at and result_id <= self.newest_result_id)
                 )
             )
-            or (self.expires_at is not None and at > self.expires_at)
+            or (self.forgetting_due_after is not None and at > self.forgetting_due_after)
         ):
             return None
         history.seq += 1
         value = values[result_id] = Value.of(result, count, history.seq)
-        if self.expires_at is None:
-            self.expires_at = at + self.horizon
+        if self.forgetting_due_after is None:
+            self.forgetting_due_after = _forgetting_due_after(at, self.rules)
         return value
 
     def step(self, history: History, value: Value) -> list[_Wanted]:

@@ -107,41 +107,39 @@ def _ndjson_line(
 
 
 def replay(
-    paths: Iterable[Path], rules: Rules, treatments: TreatmentTable, context: FeedContext
-) -> tuple[list[PlateletAlert], Summary]:
-    """Every alert the engine raises over the inputs, in event order, and what was read.
+    paths: Iterable[Path],
+    rules: Rules,
+    treatments: TreatmentTable,
+    context: FeedContext,
+    summary: Summary,
+) -> Iterator[PlateletAlert]:
+    """Every alert the engine raises over the inputs, in event order, as it is raised (a long
+    replay holds no list of them); `summary` counts what was read.
 
     The cyclic garbage collector is paused meanwhile: the histories are long-lived and acyclic,
     and rescanning them as they grow cost more than half the run on a year of data.
     """
+    collecting = gc.isenabled()
     gc.disable()
     try:
-        return _replay(paths, rules, treatments, context)
+        histories: dict[str, History] = {}
+        replayed_at = datetime.now(UTC)  # every alert of one replay is raised at its start
+        for path in paths:
+            for event in _read(path, context, treatments):
+                if isinstance(event, Rejection):
+                    summary.rejected[event.reason.value] += 1
+                    continue
+                if isinstance(event, Filter):
+                    summary.filtered += 1
+                    continue
+                summary.events += 1
+                key = event.patient.identifier.key
+                history = histories.get(key)
+                if history is None:
+                    history = histories[key] = History()
+                for alert in apply(history, event, rules, replayed_at):
+                    summary.alerts[alert.kind.value] += 1
+                    yield alert
     finally:
-        gc.enable()
-
-
-def _replay(
-    paths: Iterable[Path], rules: Rules, treatments: TreatmentTable, context: FeedContext
-) -> tuple[list[PlateletAlert], Summary]:
-    histories: dict[str, History] = {}
-    alerts: list[PlateletAlert] = []
-    summary = Summary()
-    replayed_at = datetime.now(UTC)  # every alert of one replay is raised at its start
-    for path in paths:
-        for event in _read(path, context, treatments):
-            if isinstance(event, Rejection):
-                summary.rejected[event.reason.value] += 1
-                continue
-            if isinstance(event, Filter):
-                summary.filtered += 1
-                continue
-            summary.events += 1
-            key = event.patient.identifier.key
-            history = histories.get(key)
-            if history is None:
-                history = histories[key] = History()
-            for alert in apply(history, event, rules, replayed_at):
-                summary.alerts[alert.kind.value] += 1
-                alerts.append(alert)
-    return alerts, summary
+        if collecting:
+            gc.enable()
