@@ -232,7 +232,11 @@ class DeliveryStep(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     ESCALATED = "escalated"
+    ACKED = "acked"
+    DECLINED = "declined"  # "not my patient": the chain moves on to the next tier
+    RESOLVED = "resolved"
     WITHDRAWN = "withdrawn"
+    ROSTER_GAP = "roster_gap"  # nobody held the tier: the fallback was paged instead
 
 
 class DeliveryEvent(_Event):

@@ -135,12 +135,17 @@ def cmd_classifier(settings: Settings) -> int:
 def cmd_notifier(settings: Settings) -> int:
     from services.notifier.service import create_app
 
-    if settings.notifier_webhook_url is None:
+    if settings.notifier_webhook_url is None and settings.notifier_roster_file is None:
         raise ConfigurationError(
-            "PLATELETWATCH_NOTIFIER_WEBHOOK_URL is not set: pages would go nowhere"
+            "neither PLATELETWATCH_NOTIFIER_ROSTER_FILE nor PLATELETWATCH_NOTIFIER_WEBHOOK_URL "
+            "is set: pages would go nowhere"
         )
     servers = _verified_bootstrap(settings)
-    _serve(create_app(settings, servers), settings, settings.notifier_port)
+    try:
+        app = create_app(settings, servers)
+    except (OSError, ValueError, yaml.YAMLError) as error:  # roster or escalation policy
+        raise ConfigurationError(f"unusable notifier configuration: {error}") from error
+    _serve(app, settings, settings.notifier_port)
     return 0
 
 

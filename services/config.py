@@ -6,7 +6,6 @@ Precedence, highest first: environment, the file named by PLATELETWATCH_CONFIG_F
 
 import os
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator
 from pydantic_settings import (
@@ -17,6 +16,7 @@ from pydantic_settings import (
 )
 
 from schemas import Topic
+from services.timezones import ZoneName
 
 CONFIG_FILE_ENV = "PLATELETWATCH_CONFIG_FILE"
 
@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Bearer tokens accepted by the HTTP feeds (JSON list); none means refuse all.",
     )
-    ingest_local_timezone: str = Field(
+    ingest_local_timezone: ZoneName = Field(
         default="UTC", description="IANA zone for times sent without an offset, e.g. Europe/Paris."
     )
     ingest_local_platelet_codes: list[str] = Field(
@@ -95,20 +95,30 @@ class Settings(BaseSettings):
         default=None,
         description="Where pages go; `plateletwatch run` points it at the demo receiver.",
     )
+    notifier_roster_file: Path | None = Field(
+        default=None,
+        description="The on-call roster (YAML, may name iCal feeds); without one, every tier "
+        "is the webhook above.",
+    )
+    notifier_escalation_file: Path | None = Field(
+        default=None, description="Escalation chains per alert kind; default: the shipped policy."
+    )
+    notifier_escalation_interval_seconds: float = Field(default=5.0, gt=0)
+    notifier_link_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for the action links in pages; unset, a random one per process "
+        "(links then stop working when the notifier restarts).",
+    )
+    notifier_public_url: str | None = Field(
+        default=None,
+        description="Where people reach the notifier, for links; default http://HOST:PORT.",
+    )
+    notifier_link_valid_hours: float = Field(default=24.0, gt=0)
     notifier_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     notifier_delivery_attempts: int = Field(default=4, ge=1)
     notifier_retry_base_seconds: float = Field(default=1.0, gt=0)
 
     log_level: str = "INFO"
-
-    @field_validator("ingest_local_timezone")
-    @classmethod
-    def _known_zone(cls, zone: str) -> str:
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"unknown time zone {zone!r}") from error
-        return zone
 
     @field_validator("ingest_local_platelet_codes")
     @classmethod

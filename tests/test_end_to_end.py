@@ -80,6 +80,20 @@ async def test_a_critical_result_is_paged_once(
     await wait_for(lambda: _classifier_events(pipeline, "duplicate") == 1, 30, "the duplicate")
     assert _classifier_events(pipeline, "evaluated") == 1
 
+    # The page's acknowledge link works once; a replayed or forged link is refused.
+    ack = page.body["actions"]["acknowledge"]
+    assert ack.startswith(f"http://{pipeline.bind_host}:{pipeline.notifier_port}/v1/links/")
+    async with httpx.AsyncClient() as client:
+        acked = await client.post(ack)
+        assert acked.json() == {"alert_id": alert["alert_id"], "action": "acknowledge"}
+        replayed = await client.post(ack)
+        assert (replayed.status_code, replayed.json()["error"]) == (
+            403,
+            "the link has been used already",
+        )
+        forged = await client.post(ack[:-4] + ("AAAA" if not ack.endswith("AAAA") else "BBBB"))
+        assert (forged.status_code, forged.json()["error"]) == (403, "the link is not genuine")
+
     mrn = submitted["patient"]["identifier"]["mrn"]
     logs = service_logs(tmp_path)
     assert set(logs) == {"ingest.log", "classifier.log", "notifier.log"}

@@ -84,7 +84,7 @@ kinds:
             "withdrawn alerts are not escalated",
         ),
         (VALID.replace('end: "18:00"', "end: 18:00"), "write times in quotes"),
-        (VALID.replace("timezone: UTC", "timezone: Mars/Olympus"), "unknown timezone"),
+        (VALID.replace("timezone: UTC", "timezone: Mars/Olympus"), "unknown time zone"),
         (VALID.replace("ack_within_minutes: 5", "ack_within_minutes: 0"), "greater than 0"),
         (
             VALID.replace("chain: [{tier: primary, ack_within_minutes: 5}]", "chain: []"),

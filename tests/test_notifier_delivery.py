@@ -26,22 +26,33 @@ async def store(tmp_path: Path):
     await store.stop()
 
 
+class _Pager:
+    """Pages one webhook recipient, as the escalator does for each level."""
+
+    def __init__(self, delivery: AlertDelivery, url: str) -> None:
+        self.delivery = delivery
+        self.recipient = Recipient("hematology-on-call", "webhook", url)
+
+    async def handle(self, alert: PlateletAlert) -> bool:
+        return await self.delivery.page(alert, render_page(alert), self.recipient)
+
+
 def _delivery(
     store: NotifierStore,
     receiver: WebhookReceiver,
     published: Published,
     publish: PublishDelivery | None = None,
-) -> AlertDelivery:
+) -> _Pager:
     async def record(key: str, event: DeliveryEvent) -> None:
         published.append((key, event))
 
-    return AlertDelivery(
+    delivery = AlertDelivery(
         store,
         {"webhook": WebhookChannel(timeout_seconds=5)},
-        [Recipient("hematology-on-call", "webhook", receiver.url)],
         RetryPolicy(attempts=3, base_seconds=0.01),
         publish or record,
     )
+    return _Pager(delivery, receiver.url)
 
 
 def _alert():

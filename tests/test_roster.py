@@ -139,7 +139,7 @@ def test_load_roster_reads_calendars_beside_the_file(tmp_path: Path) -> None:
     ("text", "words"),
     [
         (PEOPLE.replace("fallback: supervisor", "fallback: nobody"), "not in people: nobody"),
-        (PEOPLE.replace("Europe/London", "Europe/Londres"), "unknown timezone"),
+        (PEOPLE.replace("Europe/London", "Europe/Londres"), "unknown time zone"),
         (
             PEOPLE + "shifts:\n  - {service: adult, tier: primary, person: okafor,"
             " start: 2026-11-25T20:00:00Z, end: 2026-11-25T08:00:00Z}\n",
@@ -163,3 +163,11 @@ def test_an_unusable_roster_is_refused_with_the_reason(text: str, words: str) ->
 def test_a_calendar_that_is_not_ical_is_refused() -> None:
     with pytest.raises(RosterError, match="not iCal"):
         roster(calendars={Path("adult-primary.ics"): b"<html>login</html>"}, more=CALENDARS)
+
+
+def test_the_example_roster_loads_and_routes() -> None:
+    rota = load_roster(Path(__file__).parents[1] / "examples" / "roster.yaml")
+    monday_noon = at("2026-11-30T12:00:00")
+    assert rota.on_call("adult", "primary", monday_noon).person.id == "okafor"
+    assert rota.on_call("adult", "primary", monday_noon, ward="bmt").person.id == "silva"
+    assert rota.on_call("adult", "attending", monday_noon).gap

@@ -1,8 +1,8 @@
-"""Getting one alert to the people it is routed to: dedupe, send with retries, record each step.
+"""Getting one page to one person: dedupe, send with retries, record each step.
 
 Each step is an audit row and a DeliveryEvent on notifier.deliveries.v1. Only `_send_with_retries`
 knows the retry policy (exponential backoff with jitter, bounded attempts). If recording a step
-fails, `handle` raises and the alert is redelivered: a page that did not go out is sent then, one
+fails, `page` raises and the caller tries again later: a page that did not go out is sent then, one
 that did is not sent again (its DeliveryEvent may then be missing from Kafka; the audit row is not).
 """
 
@@ -17,7 +17,7 @@ from prometheus_client import Counter, Histogram
 
 from schemas import AlertKind, DeliveryEvent, DeliveryStep, PlateletAlert, stable_event_id
 from services.notifier.channels.base import Channel, DeliveryError
-from services.notifier.message import Page, render_page
+from services.notifier.message import Page
 from services.notifier.store import NotifierStore
 
 log = logging.getLogger(__name__)
@@ -64,52 +64,59 @@ PublishDelivery = Callable[[str, DeliveryEvent], Awaitable[None]]
 
 
 class AlertDelivery:
+    """Sends one rendered page to one recipient, at most once per (alert, channel, address)."""
+
     def __init__(
         self,
         store: NotifierStore,
         channels: dict[str, Channel],
-        recipients: list[Recipient],
         retry: RetryPolicy,
         publish: PublishDelivery,
     ) -> None:
         self._store = store
         self._channels = channels
-        self._recipients = recipients
         self._retry = retry
         self._publish = publish
 
-    async def handle(self, alert: PlateletAlert) -> None:
-        """Page every recipient once for this alert event; safe to call again for the same event."""
-        page = render_page(alert)
-        for recipient in self._recipients:
-            claimed = await self._store.claim_page(
-                alert.alert_id,
-                recipient.channel,
-                recipient.address,
-                datetime.now(UTC),
-            )
-            if not claimed:
-                DUPLICATES.labels(channel=recipient.channel).inc()
-                continue
-            delivered = False
-            try:
-                delivered = await self._send_with_retries(alert, page, recipient)
-            finally:
-                if not delivered:
-                    # Release the claim (also when recording a step failed before the page
-                    # went out), so the redelivered alert is paged rather than skipped.
-                    await self._store.finish_page(
-                        alert.alert_id,
-                        recipient.channel,
-                        recipient.address,
-                        delivered=False,
-                        now=datetime.now(UTC),
-                    )
+    async def page(self, alert: PlateletAlert, page: Page, recipient: Recipient) -> bool:
+        """True once the page has reached the recipient, now or before (then it is not sent
+        again); False if it could not be delivered, and the claim is released for a retry."""
+        claimed = await self._store.claim_page(
+            alert.alert_id, recipient.channel, recipient.address, datetime.now(UTC)
+        )
+        if not claimed:
+            DUPLICATES.labels(channel=recipient.channel).inc()
+            return True
+        delivered = False
+        try:
+            delivered = await self._send_with_retries(alert, page, recipient)
+        finally:
+            if not delivered:
+                # Release the claim (also when recording a step failed before the page
+                # went out), so the redelivered alert is paged rather than skipped.
+                await self._store.finish_page(
+                    alert.alert_id,
+                    recipient.channel,
+                    recipient.address,
+                    delivered=False,
+                    now=datetime.now(UTC),
+                )
+        return delivered
+
+    async def record(
+        self, alert: PlateletAlert, step: DeliveryStep, recipient: Recipient, detail: str | None
+    ) -> None:
+        """An audit row and a delivery event for a step that is not a send (escalated, acked)."""
+        await self._step(alert, step, recipient, 1, detail)
 
     async def _send_with_retries(
         self, alert: PlateletAlert, page: Page, recipient: Recipient
     ) -> bool:
-        channel = self._channels[recipient.channel]
+        channel = self._channels.get(recipient.channel)
+        if channel is None:
+            detail = f"no {recipient.channel} channel is configured"
+            await self._step(alert, DeliveryStep.FAILED, recipient, 1, detail)
+            return False
         for attempt in range(1, self._retry.attempts + 1):
             if attempt > 1:
                 await asyncio.sleep(self._retry.delay_before(attempt))

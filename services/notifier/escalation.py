@@ -12,13 +12,14 @@ from datetime import datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas import AlertKind
 from services.notifier.roster import Tier
+from services.timezones import ZoneName
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -58,18 +59,9 @@ class BusinessHours(_Entry):
 
 
 class EscalationPolicy(_Entry):
-    timezone: str
+    timezone: ZoneName
     business_hours: BusinessHours
     kinds: dict[AlertKind, KindPolicy]
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"unknown timezone {name!r}") from error
-        return name
 
     @model_validator(mode="after")
     def _every_paging_kind(self) -> "EscalationPolicy":

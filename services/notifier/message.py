@@ -1,9 +1,10 @@
 """What a page says: one line a clinician can act on, plus the full alert for machines. Pure."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import AlertKind, PlateletAlert
+from schemas import AckAction, AlertKind, PlateletAlert
 
 _HEADLINES = {
     AlertKind.CRITICAL_LOW: "CRITICAL LOW platelets",
@@ -34,7 +35,8 @@ def _value_text(alert: PlateletAlert) -> str:
     )
 
 
-def render_page(alert: PlateletAlert) -> Page:
+def render_page(alert: PlateletAlert, actions: Mapping[AckAction, str] | None = None) -> Page:
+    """The page for an alert; `actions` are the signed links the recipient can act through."""
     headline = _HEADLINES[alert.kind]
     patient = alert.patient.identifier.key
     if alert.kind is AlertKind.WITHDRAWN:
@@ -43,9 +45,16 @@ def render_page(alert: PlateletAlert) -> Page:
         collected = alert.evidence.results[-1].collected_at if alert.evidence.results else None
         when = f", collected {collected.isoformat()}" if collected else ""
         summary = f"{headline}: {_value_text(alert)} for patient {patient}{when}"
+    links = dict(actions or {})
+    if AckAction.ACKNOWLEDGE in links:
+        summary += f". Acknowledge: {links[AckAction.ACKNOWLEDGE]}"
     return Page(
         idempotency_key=alert.alert_id,
         alert_id=alert.alert_id,
         summary=summary,
-        body={"summary": summary, "alert": alert.model_dump(mode="json")},
+        body={
+            "summary": summary,
+            "actions": {action.value: url for action, url in links.items()},
+            "alert": alert.model_dump(mode="json"),
+        },
     )

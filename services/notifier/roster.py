@@ -14,17 +14,18 @@ one shift; its SUMMARY is the person's id in the roster and its LOCATION, if any
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Literal, get_args
+from zoneinfo import ZoneInfo
 
 import icalendar
 import recurring_ical_events
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.classifier.rules import Population
+from services.timezones import ZoneName
 
 Tier = Literal["primary", "secondary", "attending"]
 ChannelName = Literal["webhook", "email", "pagerduty", "slack", "sms"]
@@ -68,20 +69,11 @@ class Calendar(_Entry):
 
 
 class RosterFile(_Entry):
-    timezone: str
+    timezone: ZoneName
     fallback: str
     people: dict[str, Person]
     shifts: tuple[Shift, ...] = ()
     calendars: tuple[Calendar, ...] = ()
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"unknown timezone {name!r}") from error
-        return name
 
     @model_validator(mode="after")
     def _people_exist(self) -> "RosterFile":
@@ -119,6 +111,17 @@ class Roster:
         self.fallback = fallback
         self._shifts = tuple(_localised(shift, zone) for shift in shifts)
         self._calendars = tuple(calendars)
+
+    @classmethod
+    def everyone_to(cls, person: Person) -> "Roster":
+        """One pager holding every tier of both services, always: a site without a rota yet."""
+        always = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+        shifts = [
+            Shift(service=service, tier=tier, person=person.id, start=always[0], end=always[1])
+            for service in get_args(Population)
+            for tier in get_args(Tier)
+        ]
+        return cls(ZoneInfo("UTC"), {person.id: person}, person, shifts)
 
     def on_call(
         self, service: Population, tier: Tier, at: datetime, ward: str | None = None

@@ -1,19 +1,24 @@
-"""The notifier process: consume platelet.alerts.v1, page, and serve its HTTP API.
+"""The notifier process: consume platelet.alerts.v1, page through the escalation chain, and serve
+the action links and the operations endpoints.
 
-Offsets are committed only after an alert has been handled, so an alert is never skipped; a
-redelivered alert is recognised by the store and not paged twice.
+Offsets are committed only after an alert's chain is stored and its first level fired, so an
+alert is never skipped; a redelivered alert is recognised by the store and not paged twice. The
+chain's later levels are timed rows in the store, fired by a loop that survives restarts.
 """
 
 import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import ValidationError
 
@@ -22,7 +27,11 @@ from services.config import Settings
 from services.kafka.producer import EventPublisher
 from services.notifier.channels.base import Channel
 from services.notifier.channels.webhook import WebhookChannel
-from services.notifier.delivery import AlertDelivery, Recipient, RetryPolicy
+from services.notifier.delivery import AlertDelivery, RetryPolicy
+from services.notifier.escalation import load_escalation_policy
+from services.notifier.escalator import Escalator
+from services.notifier.links import LinkRefused, verify_link
+from services.notifier.roster import Person, Roster, RosterError, load_roster
 from services.notifier.store import NotifierStore
 from services.web import operations_router
 
@@ -33,21 +42,41 @@ ALERTS_CONSUMED = Counter(
     "Alert events read from platelet.alerts.v1, by outcome.",
     ["outcome"],
 )
+LINKS_REFUSED = Counter(
+    "plateletwatch_notifier_links_refused_total",
+    "Action links refused: forged, expired or used before.",
+    ["reason"],
+)
 _RETRY_AFTER_FAILURE_SECONDS = 5.0
 
 
-def recipients_from(settings: Settings) -> list[Recipient]:
-    """Until the on-call roster exists, every alert goes to one configured webhook."""
+def roster_from(settings: Settings) -> Roster:
+    """The configured roster; without one, the configured webhook holds every tier."""
+    if settings.notifier_roster_file is not None:
+        return load_roster(settings.notifier_roster_file)
     if settings.notifier_webhook_url is None:
-        return []
-    return [Recipient("hematology-on-call", "webhook", str(settings.notifier_webhook_url))]
+        raise RosterError("neither a roster file nor a webhook URL is configured")
+    pager = Person(
+        id="on-call",
+        name="Hematology on call",
+        channel="webhook",
+        address=str(settings.notifier_webhook_url),
+    )
+    return Roster.everyone_to(pager)
+
+
+def _link_secret(settings: Settings) -> bytes:
+    if settings.notifier_link_secret is not None:
+        return settings.notifier_link_secret.get_secret_value().encode()
+    log.warning("no PLATELETWATCH_NOTIFIER_LINK_SECRET: action links die with this process")
+    return secrets.token_bytes(32)
 
 
 class AlertConsumer:
-    def __init__(self, settings: Settings, bootstrap_servers: str, delivery: AlertDelivery) -> None:
+    def __init__(self, settings: Settings, bootstrap_servers: str, escalator: Escalator) -> None:
         self._settings = settings
         self._bootstrap_servers = bootstrap_servers
-        self._delivery = delivery
+        self._escalator = escalator
         self.ready = False
 
     async def run(self) -> None:
@@ -80,7 +109,7 @@ class AlertConsumer:
             log.error("skipping an undecodable alert event: %d errors", error.error_count())
             return True
         try:
-            await self._delivery.handle(alert)
+            await self._escalator.receive(alert, datetime.now(UTC))
         except Exception:
             ALERTS_CONSUMED.labels(outcome="retrying").inc()
             log.exception("handling alert %s failed; retrying", alert.alert_id)
@@ -111,27 +140,62 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
     delivery = AlertDelivery(
         store,
         channels,
-        recipients_from(settings),
         RetryPolicy(settings.notifier_delivery_attempts, settings.notifier_retry_base_seconds),
         publish_delivery,
     )
-    consumer = AlertConsumer(settings, bootstrap_servers, delivery)
+    secret = _link_secret(settings)
+    escalator = Escalator(
+        store,
+        delivery,
+        roster_from(settings),
+        load_escalation_policy(settings.notifier_escalation_file),
+        secret,
+        settings.notifier_public_url or f"http://{settings.bind_host}:{settings.notifier_port}",
+        timedelta(hours=settings.notifier_link_valid_hours),
+    )
+    consumer = AlertConsumer(settings, bootstrap_servers, escalator)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await store.start()
         await publisher.start()
-        task = asyncio.create_task(consumer.run(), name="alert-consumer")
-        task.add_done_callback(_stop_process_if_failed)
+        tasks = [
+            asyncio.create_task(consumer.run(), name="alert-consumer"),
+            asyncio.create_task(
+                escalator.run(settings.notifier_escalation_interval_seconds), name="escalations"
+            ),
+        ]
+        for task in tasks:
+            task.add_done_callback(_stop_process_if_failed)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await publisher.stop()
             await store.stop()
 
     app = FastAPI(title="PlateletWatch notifier", lifespan=lifespan)
     app.include_router(operations_router("notifier", lambda: consumer.ready))
+
+    @app.post("/v1/links/{token}")
+    async def follow_link(token: str) -> JSONResponse:
+        """Acknowledge, decline ("not my patient") or resolve, through a link from a page."""
+        now = datetime.now(UTC)
+        try:
+            claim = verify_link(secret, token, now)
+        except LinkRefused as refused:
+            LINKS_REFUSED.labels(reason=str(refused)).inc()
+            log.warning("refused an action link: %s", refused)
+            return JSONResponse({"error": str(refused)}, status_code=403)
+        if not await store.use_link(claim.nonce, now):
+            LINKS_REFUSED.labels(reason="used before").inc()
+            log.warning("refused an action link for alert %s: used before", claim.alert_id)
+            return JSONResponse({"error": "the link has been used already"}, status_code=403)
+        await escalator.act(claim, now)
+        return JSONResponse({"alert_id": claim.alert_id, "action": claim.action.value})
+
     return app

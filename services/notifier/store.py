@@ -1,15 +1,27 @@
-"""The notifier's SQL store: which pages went out, and the audit trail of every step.
+"""The notifier's SQL store: which pages went out, the escalation timers, used action links, and
+the audit trail of every step.
 
 SQLite file by default, PostgreSQL by URL. A page is claimed before it is sent: the unique key
 (alert_id, channel, address) plus a short lease means that two notifier replicas, or one
 that restarted, never both send the same page; a claim abandoned by a crash is retaken after the
-lease.
+lease. Escalation steps are rows with a due time, claimed the same way, so timers survive a
+restart and fire once.
 """
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import DateTime, Integer, String, Text, UniqueConstraint, select, update
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -36,6 +48,29 @@ class PageRecord(_Base):
     claimed_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class EscalationRecord(_Base):
+    """One level of an alert's escalation chain: who (a tier) and when, until acknowledged."""
+
+    __tablename__ = "escalations"
+    __table_args__ = (UniqueConstraint("alert_id", "level"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(64), index=True)
+    level: Mapped[int] = mapped_column(Integer)
+    tier: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    state: Mapped[str] = mapped_column(String(16))  # pending, paged, cancelled
+    claimed_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    alert: Mapped[str] = mapped_column(Text)  # the alert event, JSON: pages render from it
+
+
+class UsedLinkRecord(_Base):
+    __tablename__ = "used_links"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class AuditRecord(_Base):
     __tablename__ = "audit"
 
@@ -50,6 +85,7 @@ class AuditRecord(_Base):
 
 
 _DELIVERED = "delivered"
+PENDING, PAGED, CANCELLED = "pending", "paged", "cancelled"
 
 
 class NotifierStore:
@@ -69,21 +105,16 @@ class NotifierStore:
 
     async def claim_page(self, alert_id: str, channel: str, address: str, now: datetime) -> bool:
         """True if this process may send the page now; False if it was sent or is being sent."""
+        claim = PageRecord(
+            alert_id=alert_id,
+            channel=channel,
+            address=address,
+            status="claimed",
+            claimed_until=now + CLAIM_LEASE,
+        )
+        if await self._insert_new(claim):
+            return True
         async with self._sessions() as session:
-            session.add(
-                PageRecord(
-                    alert_id=alert_id,
-                    channel=channel,
-                    address=address,
-                    status="claimed",
-                    claimed_until=now + CLAIM_LEASE,
-                )
-            )
-            try:
-                await session.commit()
-                return True
-            except IntegrityError:
-                await session.rollback()
             retaken = await session.execute(
                 update(PageRecord)
                 .where(
@@ -148,3 +179,116 @@ class NotifierStore:
                 select(AuditRecord).where(AuditRecord.alert_id == alert_id).order_by(AuditRecord.id)
             )
             return list(rows)
+
+    async def paged_addresses(self, alert_id: str) -> list[tuple[str, str]]:
+        """(channel, address) of every page delivered for an alert: whom a withdrawal tells."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(PageRecord.channel, PageRecord.address).where(
+                    PageRecord.alert_id == alert_id, PageRecord.status == _DELIVERED
+                )
+            )
+            return [(channel, address) for channel, address in rows]
+
+    async def open_escalation(
+        self, alert_id: str, alert_json: str, steps: Sequence[tuple[int, str, datetime]]
+    ) -> bool:
+        """Store an alert's chain (level, tier, due); False if it was opened before."""
+        return await self._insert_new(
+            *(
+                EscalationRecord(
+                    alert_id=alert_id,
+                    level=level,
+                    tier=tier,
+                    due_at=due_at,
+                    state=PENDING,
+                    claimed_until=due_at,
+                    alert=alert_json,
+                )
+                for level, tier, due_at in steps
+            )
+        )
+
+    async def claim_due_escalations(self, now: datetime) -> list[EscalationRecord]:
+        """Pending steps due by `now`, each claimed for a lease so only one process fires it."""
+        async with self._sessions() as session:
+            due = await session.scalars(
+                select(EscalationRecord)
+                .where(
+                    EscalationRecord.state == PENDING,
+                    EscalationRecord.due_at <= now,
+                    EscalationRecord.claimed_until <= now,
+                )
+                .order_by(EscalationRecord.due_at, EscalationRecord.level)
+            )
+            claimed = []
+            for step in due:
+                taken = await session.execute(
+                    update(EscalationRecord)
+                    .where(
+                        EscalationRecord.id == step.id,
+                        EscalationRecord.state == PENDING,
+                        EscalationRecord.claimed_until == step.claimed_until,
+                    )
+                    .values(claimed_until=now + CLAIM_LEASE)
+                )
+                if getattr(taken, "rowcount", 0) == 1:
+                    claimed.append(step)
+            await session.commit()
+            return claimed
+
+    async def finish_escalation_step(self, step_id: int) -> None:
+        await self._set_state(EscalationRecord.id == step_id, PAGED)
+
+    async def bring_forward(self, alert_id: str, level: int, now: datetime) -> None:
+        """Make level `level` due now (the level before failed or was declined)."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(EscalationRecord)
+                .where(
+                    EscalationRecord.alert_id == alert_id,
+                    EscalationRecord.level == level,
+                    EscalationRecord.state == PENDING,
+                )
+                .values(due_at=now, claimed_until=now)
+            )
+            await session.commit()
+
+    async def cancel_escalation(self, alert_id: str) -> int:
+        """Stop an alert's chain; the number of steps that will now never fire."""
+        return await self._set_state(
+            (EscalationRecord.alert_id == alert_id) & (EscalationRecord.state == PENDING),
+            CANCELLED,
+        )
+
+    async def escalation(self, alert_id: str) -> list[EscalationRecord]:
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(EscalationRecord)
+                .where(EscalationRecord.alert_id == alert_id)
+                .order_by(EscalationRecord.level)
+            )
+            return list(rows)
+
+    async def use_link(self, nonce: str, now: datetime) -> bool:
+        """True the first time a link's nonce is used; False ever after (a replay)."""
+        return await self._insert_new(UsedLinkRecord(nonce=nonce, used_at=now))
+
+    async def _insert_new(self, *records: _Base) -> bool:
+        """Insert the records together; False when a unique key says they exist already."""
+        async with self._sessions() as session:
+            session.add_all(records)
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                return False
+            return True
+
+    async def _set_state(self, where: ColumnElement[bool], state: str) -> int:
+        async with self._sessions() as session:
+            changed = await session.execute(
+                update(EscalationRecord).where(where).values(state=state)
+            )
+            await session.commit()
+            return int(getattr(changed, "rowcount", 0))

@@ -1,0 +1,152 @@
+"""The escalation loop: open an alert's chain, page each level when it falls due, stop on an ack.
+
+A new alert stores its whole chain as timed rows (escalation.schedule) and fires what is due at
+once; a timer fires the rest. Each level pages whoever holds that tier on the roster at that
+moment; a gap pages the fallback and is recorded as such. A page that cannot be delivered, or a
+"not my patient", brings the next level forward rather than waiting out the window. An ack or a
+resolve cancels what is left; a withdrawn alert also cancels, and tells everyone who was paged.
+"""
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+from prometheus_client import Counter
+
+from schemas import AckAction, AlertKind, DeliveryStep, PlateletAlert
+from services.notifier.delivery import AlertDelivery, Recipient
+from services.notifier.escalation import EscalationPolicy, schedule
+from services.notifier.links import LinkClaim, sign_link
+from services.notifier.message import render_page
+from services.notifier.roster import Roster, Tier
+from services.notifier.store import EscalationRecord, NotifierStore
+
+log = logging.getLogger(__name__)
+
+ESCALATIONS = Counter(
+    "plateletwatch_notifier_escalations_total",
+    "Pages sent beyond the first level of an alert's chain, by alert kind.",
+    ["alert_kind"],
+)
+ROSTER_GAPS = Counter(
+    "plateletwatch_notifier_roster_gaps_total",
+    "Pages routed to the fallback because nobody held the tier on the roster.",
+    ["tier"],
+)
+ACTIONS = Counter(
+    "plateletwatch_notifier_actions_total",
+    "Acknowledge, not-my-patient and resolve actions taken, by action.",
+    ["action"],
+)
+
+
+class Escalator:
+    def __init__(
+        self,
+        store: NotifierStore,
+        delivery: AlertDelivery,
+        roster: Roster,
+        policy: EscalationPolicy,
+        link_secret: bytes,
+        link_base_url: str,
+        link_valid_for: timedelta,
+    ) -> None:
+        self._store = store
+        self._delivery = delivery
+        self._roster = roster
+        self._policy = policy
+        self._secret = link_secret
+        self._base_url = link_base_url.rstrip("/")
+        self._valid_for = link_valid_for
+
+    async def receive(self, alert: PlateletAlert, now: datetime) -> None:
+        """Start paging for a new alert (a re-emitted one changes nothing), or withdraw one."""
+        if alert.kind is AlertKind.WITHDRAWN:
+            await self._withdraw(alert)
+            return
+        steps = [(d.level, d.tier, d.at) for d in schedule(self._policy, alert.kind, now)]
+        await self._store.open_escalation(alert.alert_id, alert.model_dump_json(), steps)
+        await self.fire_due(now)
+
+    async def fire_due(self, now: datetime) -> int:
+        """Page every level now due; the number paged."""
+        due = await self._store.claim_due_escalations(now)
+        for step in due:
+            await self._fire(step, now)
+        return len(due)
+
+    async def act(self, claim: LinkClaim, now: datetime) -> None:
+        """Carry out what a signed link (already verified and not used before) asks."""
+        ACTIONS.labels(action=claim.action.value).inc()
+        steps = await self._store.escalation(claim.alert_id)
+        if not steps:
+            return
+        alert = PlateletAlert.model_validate_json(steps[0].alert)
+        who = Recipient(claim.recipient, "link", "")
+        if claim.action is AckAction.NOT_MY_PATIENT:
+            await self._delivery.record(alert, DeliveryStep.DECLINED, who, None)
+            pending = [s.level for s in steps if s.state == "pending"]
+            if pending:
+                await self._store.bring_forward(claim.alert_id, min(pending), now)
+                await self.fire_due(now)
+            return
+        await self._store.cancel_escalation(claim.alert_id)
+        step = (
+            DeliveryStep.ACKED if claim.action is AckAction.ACKNOWLEDGE else DeliveryStep.RESOLVED
+        )
+        await self._delivery.record(alert, step, who, None)
+
+    async def run(self, interval_seconds: float) -> None:
+        """Fire due levels until cancelled; a failing round is logged and retried."""
+        while True:
+            try:
+                await self.fire_due(datetime.now(UTC))
+            except Exception:
+                log.exception("an escalation round failed; retrying")
+            await asyncio.sleep(interval_seconds)
+
+    async def _fire(self, step: EscalationRecord, now: datetime) -> None:
+        alert = PlateletAlert.model_validate_json(step.alert)
+        population = alert.population or "adult"
+        gap = False
+        if step.tier == "fallback":
+            person, role = self._roster.fallback, "fallback"
+        else:
+            tier = cast(Tier, step.tier)  # stored from a validated policy
+            on_call = self._roster.on_call(population, tier, now)
+            person, gap = on_call.person, on_call.gap
+            role = "fallback" if gap else f"{population}/{on_call.tier}"
+        recipient = Recipient(role, person.channel, person.address)
+        if gap:
+            ROSTER_GAPS.labels(tier=step.tier).inc()
+            log.warning(
+                "nobody holds %s %s on the roster: paging the fallback", population, step.tier
+            )
+            detail = f"nobody held {population} {step.tier}"
+            await self._delivery.record(alert, DeliveryStep.ROSTER_GAP, recipient, detail)
+        if step.level > 0:
+            ESCALATIONS.labels(alert_kind=alert.kind.value).inc()
+            detail = f"level {step.level}: {step.tier}"
+            await self._delivery.record(alert, DeliveryStep.ESCALATED, recipient, detail)
+        page = render_page(alert, self._links(alert.alert_id, role, now))
+        delivered = await self._delivery.page(alert, page, recipient)
+        await self._store.finish_escalation_step(step.id)
+        if not delivered:  # do not wait out the window for a page that never arrived
+            await self._store.bring_forward(alert.alert_id, step.level + 1, now)
+
+    async def _withdraw(self, withdrawal: PlateletAlert) -> None:
+        withdrawn = withdrawal.withdraws_alert_id or ""
+        await self._store.cancel_escalation(withdrawn)
+        page = render_page(withdrawal)
+        for channel, address in await self._store.paged_addresses(withdrawn):
+            await self._delivery.page(
+                withdrawal, page, Recipient("paged earlier", channel, address)
+            )
+
+    def _links(self, alert_id: str, role: str, now: datetime) -> dict[AckAction, str]:
+        return {
+            action: f"{self._base_url}/v1/links/"
+            + sign_link(self._secret, alert_id, action, role, now, self._valid_for)
+            for action in AckAction
+        }

@@ -1,0 +1,219 @@
+"""The escalation chain against a real SQLite store and a real loopback webhook receiver:
+paging each tier in turn, acks, "not my patient", failures, gaps, withdrawals and restarts."""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from schemas import AckAction, DeliveryEvent, Patient, PatientIdentifier, PlateletAlert
+from services.classifier.engine import History, apply
+from services.classifier.rules import load_rules
+from services.notifier.channels.webhook import WebhookChannel
+from services.notifier.channels.webhook_receiver import WebhookReceiver
+from services.notifier.delivery import AlertDelivery, RetryPolicy
+from services.notifier.escalation import load_escalation_policy
+from services.notifier.escalator import Escalator
+from services.notifier.links import verify_link
+from services.notifier.roster import parse_roster
+from services.notifier.store import NotifierStore
+from tests.test_engine import result
+
+SECRET = b"test-link-secret"
+NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+def roster_text(url: str) -> str:
+    people = "\n".join(
+        f"  {tier}: {{name: Dr {tier}, channel: webhook, address: '{url}/{tier}'}}"
+        for tier in ("primary", "secondary", "attending", "supervisor")
+    )
+    shifts = "\n".join(
+        f"  - {{service: {service}, tier: {tier}, person: {tier},"
+        " start: 2000-01-01T00:00:00Z, end: 2100-01-01T00:00:00Z}"
+        for service, tiers in (
+            ("adult", ("primary", "secondary", "attending")),
+            ("paediatric", ("primary",)),
+        )
+        for tier in tiers
+    )
+    return f"timezone: UTC\nfallback: supervisor\npeople:\n{people}\nshifts:\n{shifts}\n"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[NotifierStore]:
+    store = NotifierStore(f"sqlite+aiosqlite:///{tmp_path / 'n.sqlite3'}")
+    await store.start()
+    yield store
+    await store.stop()
+
+
+def escalator(
+    store: NotifierStore, receiver: WebhookReceiver, events: list[DeliveryEvent]
+) -> Escalator:
+    async def publish(_: str, event: DeliveryEvent) -> None:
+        events.append(event)
+
+    delivery = AlertDelivery(
+        store,
+        {"webhook": WebhookChannel(timeout_seconds=5)},
+        RetryPolicy(attempts=2, base_seconds=0.01),
+        publish,
+    )
+    return Escalator(
+        store,
+        delivery,
+        parse_roster(roster_text(receiver.url), {}),
+        load_escalation_policy(),
+        SECRET,
+        "https://notifier.hospital.example",
+        timedelta(hours=24),
+    )
+
+
+def critical(patient_born: date = date(1970, 5, 1)) -> PlateletAlert:
+    patient = Patient(
+        identifier=PatientIdentifier(authority="HOSP", mrn="42"), birth_date=patient_born
+    )
+    return apply(History(), result(9, patient=patient), load_rules(), NOW)[0]
+
+
+def paged(receiver: WebhookReceiver) -> list[str]:
+    return [page.path.rsplit("/", 1)[-1] for page in receiver.pages]
+
+
+def link(receiver: WebhookReceiver, action: AckAction, page: int = -1) -> str:
+    url = receiver.pages[page].body["actions"][action.value]
+    return str(url).rsplit("/", 1)[-1]
+
+
+async def test_a_critical_alert_pages_the_primary_at_once_with_signed_links(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    alert = critical()
+    await escalator(store, webhook_receiver, []).receive(alert, NOW)
+    assert paged(webhook_receiver) == ["primary"]
+    (page,) = webhook_receiver.pages
+    assert "Acknowledge: https://notifier.hospital.example/v1/links/" in page.body["summary"]
+    claim = verify_link(SECRET, link(webhook_receiver, AckAction.ACKNOWLEDGE), NOW)
+    assert (claim.alert_id, claim.recipient) == (alert.alert_id, "adult/primary")
+
+
+async def test_unacknowledged_it_climbs_the_chain_then_reaches_the_fallback(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    events: list[DeliveryEvent] = []
+    chain = escalator(store, webhook_receiver, events)
+    await chain.receive(critical(), NOW)
+    assert await chain.fire_due(NOW + 9 * MINUTE) == 0
+    for minutes, expected in ((10, "secondary"), (20, "attending"), (30, "supervisor")):
+        assert await chain.fire_due(NOW + minutes * MINUTE) == 1
+        assert paged(webhook_receiver)[-1] == expected
+    assert await chain.fire_due(NOW + 600 * MINUTE) == 0
+    assert paged(webhook_receiver) == ["primary", "secondary", "attending", "supervisor"]
+    assert [e.recipient for e in events if e.step == "escalated"] == [
+        "adult/secondary",
+        "adult/attending",
+        "fallback",
+    ]
+
+
+async def test_an_acknowledgement_stops_the_escalation(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    events: list[DeliveryEvent] = []
+    chain = escalator(store, webhook_receiver, events)
+    alert = critical()
+    await chain.receive(alert, NOW)
+    await chain.act(verify_link(SECRET, link(webhook_receiver, AckAction.ACKNOWLEDGE), NOW), NOW)
+    assert await chain.fire_due(NOW + 600 * MINUTE) == 0
+    assert paged(webhook_receiver) == ["primary"]
+    assert [row.step for row in await store.audit_trail(alert.alert_id)][-1] == "acked"
+    assert {row.state for row in await store.escalation(alert.alert_id)} == {"paged", "cancelled"}
+
+
+async def test_not_my_patient_pages_the_next_tier_now(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    chain = escalator(store, webhook_receiver, [])
+    await chain.receive(critical(), NOW)
+    declined = verify_link(SECRET, link(webhook_receiver, AckAction.NOT_MY_PATIENT), NOW)
+    await chain.act(declined, NOW + MINUTE)
+    assert paged(webhook_receiver) == ["primary", "secondary"]
+    # The secondary was paged early; the attending keeps its time.
+    assert await chain.fire_due(NOW + 19 * MINUTE) == 0
+    assert await chain.fire_due(NOW + 20 * MINUTE) == 1
+
+
+async def test_a_page_that_cannot_be_delivered_escalates_without_waiting(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    webhook_receiver.refuse_next(1, status=400)  # the primary's pager refuses the page
+    chain = escalator(store, webhook_receiver, [])
+    await chain.receive(critical(), NOW)
+    assert await chain.fire_due(NOW + MINUTE) == 1
+    assert paged(webhook_receiver) == ["secondary"]
+
+
+async def test_a_roster_gap_pages_the_fallback_and_is_recorded(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    events: list[DeliveryEvent] = []
+    chain = escalator(store, webhook_receiver, events)
+    child = critical(patient_born=date(2020, 1, 1))
+    assert child.population == "paediatric"
+    await chain.receive(child, NOW)
+    await chain.fire_due(NOW + 10 * MINUTE)  # nobody holds paediatric secondary
+    assert paged(webhook_receiver) == ["primary", "supervisor"]
+    gaps = [e for e in events if e.step == "roster_gap"]
+    assert [(e.recipient, e.detail) for e in gaps] == [
+        ("fallback", "nobody held paediatric secondary")
+    ]
+
+
+async def test_a_withdrawal_cancels_the_chain_and_tells_whoever_was_paged(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    chain = escalator(store, webhook_receiver, [])
+    alert = critical()
+    await chain.receive(alert, NOW)
+    await chain.fire_due(NOW + 10 * MINUTE)
+    withdrawal = PlateletAlert.model_validate(
+        {
+            **alert.model_dump(),
+            "event_id": "withdrawal-event",
+            "alert_id": "withdrawal-of-" + alert.alert_id,
+            "kind": "withdrawn",
+            "value_10e9_per_l": None,
+            "withdraws_alert_id": alert.alert_id,
+            "withdrawal_reason": "result R@0 was corrected to 140 x10^9/L",
+        }
+    )
+    await chain.receive(withdrawal, NOW + 11 * MINUTE)
+    assert await chain.fire_due(NOW + 600 * MINUTE) == 0
+    told = [p for p in webhook_receiver.pages if p.body["alert"]["kind"] == "withdrawn"]
+    assert sorted(p.path.rsplit("/", 1)[-1] for p in told) == ["primary", "secondary"]
+
+
+async def test_timers_survive_a_restart_and_fire_once_across_replicas(
+    tmp_path: Path, webhook_receiver: WebhookReceiver
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'n.sqlite3'}"
+    first = NotifierStore(url)
+    await first.start()
+    await escalator(first, webhook_receiver, []).receive(critical(), NOW)
+    await first.stop()  # the notifier dies; its timers are rows
+
+    stores = [NotifierStore(url), NotifierStore(url)]  # restarted, and a second replica
+    for store in stores:
+        await store.start()
+    try:
+        replicas = [escalator(store, webhook_receiver, []) for store in stores]
+        fired = [await replica.fire_due(NOW + 10 * MINUTE) for replica in replicas]
+        assert sorted(fired) == [0, 1]
+        assert paged(webhook_receiver) == ["primary", "secondary"]
+    finally:
+        for store in stores:
+            await store.stop()
