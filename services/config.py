@@ -6,6 +6,7 @@ Precedence, highest first: environment, the file named by PLATELETWATCH_CONFIG_F
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator
 from pydantic_settings import (
@@ -114,6 +115,14 @@ class Settings(BaseSettings):
         description="Where people reach the notifier, for links; default http://HOST:PORT.",
     )
     notifier_link_valid_hours: float = Field(default=24.0, gt=0)
+    notifier_smtp_host: str | None = Field(
+        default=None, description="Mail server for the e-mail channel; unset, no e-mail channel."
+    )
+    notifier_smtp_port: int = Field(default=25, gt=0, lt=65536)
+    notifier_smtp_security: Literal["none", "starttls", "tls"] = "none"
+    notifier_smtp_username: str | None = None
+    notifier_smtp_password: SecretStr | None = None
+    notifier_smtp_sender: str = "plateletwatch@localhost"
     notifier_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     notifier_delivery_attempts: int = Field(default=4, ge=1)
     notifier_retry_base_seconds: float = Field(default=1.0, gt=0)

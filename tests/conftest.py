@@ -14,11 +14,15 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from email import policy as email_policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 
 from services.config import Settings
@@ -72,6 +76,43 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver.stop()
 
 
+class SmtpReceiver:
+    """A real SMTP server on loopback (aiosmtpd) that keeps what it receives and refuses
+    recipients whose address starts with "nobody"."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.port = free_loopback_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address.startswith("nobody"):
+            return "550 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = BytesParser(policy=email_policy.default).parsebytes(envelope.content)
+        self.messages.append(cast(EmailMessage, parsed))
+        return "250 Message accepted for delivery"
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+@pytest.fixture
+def smtp_receiver() -> Iterator[SmtpReceiver]:
+    receiver = SmtpReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process load exactly these settings."""
     env = {
@@ -89,6 +130,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             env[key] = json.dumps(
                 [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]
             )
+        elif isinstance(value, SecretStr):
+            env[key] = value.get_secret_value()
         else:
             env[key] = str(value)
     return env

@@ -16,11 +16,16 @@ _HEADLINES = {
 
 @dataclass(frozen=True)
 class Page:
-    """A rendered page; `idempotency_key` (the alert_id) lets a receiver drop a resend."""
+    """A rendered page; `idempotency_key` (the alert_id) lets a receiver drop a resend.
+
+    `line` says what happened; `summary` adds the acknowledge link, for one-line channels;
+    `actions` are the signed links by action; `body` is the JSON a webhook receives."""
 
     idempotency_key: str
     alert_id: str
+    line: str
     summary: str
+    actions: dict[str, str]
     body: dict[str, Any]
 
 
@@ -40,21 +45,19 @@ def render_page(alert: PlateletAlert, actions: Mapping[AckAction, str] | None = 
     headline = _HEADLINES[alert.kind]
     patient = alert.patient.identifier.key
     if alert.kind is AlertKind.WITHDRAWN:
-        summary = f"{headline} for patient {patient}: {alert.withdrawal_reason}"
+        line = f"{headline} for patient {patient}: {alert.withdrawal_reason}"
     else:
         collected = alert.evidence.results[-1].collected_at if alert.evidence.results else None
         when = f", collected {collected.isoformat()}" if collected else ""
-        summary = f"{headline}: {_value_text(alert)} for patient {patient}{when}"
-    links = dict(actions or {})
-    if AckAction.ACKNOWLEDGE in links:
-        summary += f". Acknowledge: {links[AckAction.ACKNOWLEDGE]}"
+        line = f"{headline}: {_value_text(alert)} for patient {patient}{when}"
+    links = {action.value: url for action, url in (actions or {}).items()}
+    ack = links.get(AckAction.ACKNOWLEDGE.value)
+    summary = f"{line}. Acknowledge: {ack}" if ack else line
     return Page(
         idempotency_key=alert.alert_id,
         alert_id=alert.alert_id,
+        line=line,
         summary=summary,
-        body={
-            "summary": summary,
-            "actions": {action.value: url for action, url in links.items()},
-            "alert": alert.model_dump(mode="json"),
-        },
+        actions=links,
+        body={"summary": summary, "actions": links, "alert": alert.model_dump(mode="json")},
     )

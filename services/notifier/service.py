@@ -26,6 +26,7 @@ from schemas import DeliveryEvent, PlateletAlert, Topic
 from services.config import Settings
 from services.kafka.producer import EventPublisher
 from services.notifier.channels.base import Channel
+from services.notifier.channels.email import EmailChannel, SmtpSettings
 from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.delivery import AlertDelivery, RetryPolicy
 from services.notifier.escalation import load_escalation_policy
@@ -63,6 +64,26 @@ def roster_from(settings: Settings) -> Roster:
         address=str(settings.notifier_webhook_url),
     )
     return Roster.everyone_to(pager)
+
+
+def channels_from(settings: Settings) -> dict[str, Channel]:
+    """The webhook channel always; e-mail when a mail server is configured."""
+    channels: dict[str, Channel] = {
+        "webhook": WebhookChannel(settings.notifier_webhook_timeout_seconds)
+    }
+    if settings.notifier_smtp_host is not None:
+        password = settings.notifier_smtp_password
+        smtp = SmtpSettings(
+            host=settings.notifier_smtp_host,
+            port=settings.notifier_smtp_port,
+            sender=settings.notifier_smtp_sender,
+            use_tls=settings.notifier_smtp_security == "tls",
+            start_tls=settings.notifier_smtp_security == "starttls",
+            username=settings.notifier_smtp_username,
+            password=password.get_secret_value() if password else None,
+        )
+        channels["email"] = EmailChannel(smtp)
+    return channels
 
 
 def _link_secret(settings: Settings) -> bytes:
@@ -130,9 +151,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
     publisher = EventPublisher(
         bootstrap_servers, "plateletwatch-notifier", settings.kafka_produce_timeout_seconds
     )
-    channels: dict[str, Channel] = {
-        "webhook": WebhookChannel(settings.notifier_webhook_timeout_seconds)
-    }
+    channels = channels_from(settings)
 
     async def publish_delivery(patient_key: str, event: DeliveryEvent) -> None:
         await publisher.publish(settings.topic(Topic.NOTIFIER_DELIVERIES), patient_key, event)

@@ -1,0 +1,116 @@
+"""From a lab result posted to ingest to an e-mail received by a real SMTP server: the primary is
+paged, nobody answers, the secondary is paged, the secondary acknowledges through the e-mail's
+signed link, and the chain stops. Escalation windows are seconds here, minutes in a hospital."""
+
+import asyncio
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from schemas import DeliveryEvent, Topic
+from services.config import Settings
+from tests.conftest import AUTH, SmtpReceiver, read_all, wait_for
+
+pytestmark = pytest.mark.integration
+
+TIERS = ("primary", "secondary", "attending")
+WINDOW_SECONDS = 3
+
+
+def _roster(path: Path) -> Path:
+    people = "\n".join(
+        f"  {who}: {{name: Dr {who}, channel: email, address: {who}@hospital.example}}"
+        for who in (*TIERS, "supervisor")
+    )
+    shifts = "\n".join(
+        f"  - {{service: {service}, tier: {tier}, person: {tier},"
+        " start: 2000-01-01T00:00:00Z, end: 2100-01-01T00:00:00Z}"
+        for service in ("adult", "paediatric")
+        for tier in TIERS
+    )
+    path.write_text(f"timezone: UTC\nfallback: supervisor\npeople:\n{people}\nshifts:\n{shifts}\n")
+    return path
+
+
+def _policy(path: Path) -> Path:
+    chain = ", ".join(
+        f"{{tier: {tier}, ack_within_minutes: {WINDOW_SECONDS / 60}}}" for tier in TIERS
+    )
+    kinds = "\n".join(
+        f"  {kind}: {{chain: [{chain}]}}"
+        for kind in ("critical_low", "persistent_severe", "refractory")
+    )
+    path.write_text(
+        "timezone: UTC\nbusiness_hours: {days: [mon], start: '08:00', end: '18:00'}\n"
+        f"kinds:\n{kinds}\n"
+    )
+    return path
+
+
+@pytest.fixture
+def paging(
+    topics: Settings, smtp_receiver: SmtpReceiver, start_service, tmp_path: Path
+) -> Settings:
+    settings = topics.model_copy(
+        update={
+            "notifier_roster_file": _roster(tmp_path / "roster.yaml"),
+            "notifier_escalation_file": _policy(tmp_path / "escalation.yaml"),
+            "notifier_escalation_interval_seconds": 0.5,
+            "notifier_smtp_host": "127.0.0.1",
+            "notifier_smtp_port": smtp_receiver.port,
+            "notifier_link_secret": SecretStr("end-to-end-secret"),
+        }
+    )
+    host = settings.bind_host
+    for name, port in (
+        ("ingest", settings.ingest_port),
+        ("classifier", settings.classifier_port),
+        ("notifier", settings.notifier_port),
+    ):
+        start_service(name, settings).wait_ready(f"http://{host}:{port}/readyz")
+    return settings
+
+
+def _mailed(smtp: SmtpReceiver) -> list[str]:
+    return [str(message["To"]).split("@")[0] for message in smtp.messages]
+
+
+async def test_a_critical_result_is_mailed_escalated_and_acknowledged_by_link(
+    paging: Settings, smtp_receiver: SmtpReceiver, example_result: bytes
+) -> None:
+    ingest = f"http://{paging.bind_host}:{paging.ingest_port}"
+    async with httpx.AsyncClient(base_url=ingest, headers=AUTH) as client:
+        accepted = await client.post("/v1/lab-results", content=example_result)
+        assert accepted.status_code == 202, accepted.text
+
+    await wait_for(lambda: _mailed(smtp_receiver) == ["primary"], 60, "the primary's e-mail")
+    await wait_for(lambda: len(smtp_receiver.messages) >= 2, 3 * WINDOW_SECONDS, "escalation")
+    assert _mailed(smtp_receiver) == ["primary", "secondary"]
+
+    text = smtp_receiver.messages[1].get_content()
+    assert "CRITICAL LOW platelets: 12 x10^9/L" in text
+    (ack,) = re.findall(r"^Acknowledge: (\S+)", text, flags=re.MULTILINE)
+    async with httpx.AsyncClient() as client:
+        acked = await client.post(ack)
+    assert acked.status_code == 200, acked.text
+    assert acked.json()["action"] == "acknowledge"
+
+    await asyncio.sleep(2 * WINDOW_SECONDS)  # past the attending's window: nothing may follow
+    assert _mailed(smtp_receiver) == ["primary", "secondary"], "paged after the acknowledgement"
+
+    events = [
+        DeliveryEvent.model_validate_json(m.value)
+        for m in await read_all(
+            paging.kafka_bootstrap_servers or "", paging.topic(Topic.NOTIFIER_DELIVERIES)
+        )
+    ]
+    steps = [(e.step.value, e.recipient) for e in events if e.step.value != "sent"]
+    assert steps == [  # the example patient is a child: paediatric hematology is paged
+        ("delivered", "paediatric/primary"),
+        ("escalated", "paediatric/secondary"),
+        ("delivered", "paediatric/secondary"),
+        ("acked", "paediatric/secondary"),
+    ]
