@@ -20,6 +20,7 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any, cast
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiosmtpd.controller import Controller
@@ -111,6 +112,31 @@ def smtp_receiver() -> Iterator[SmtpReceiver]:
     receiver.start()
     yield receiver
     receiver.stop()
+
+
+POSTGRES = os.environ.get("PLATELETWATCH_TEST_POSTGRES", "postgres@127.0.0.1:5432")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def notifier_database_url(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str]:
+    """The notifier's store as deployed: an SQLite file, and a fresh PostgreSQL database (on
+    PLATELETWATCH_TEST_POSTGRES, default postgres@127.0.0.1:5432; skipped where none answers)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'notifier.sqlite3'}"
+        return
+    name = f"plateletwatch_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(f"postgresql://{POSTGRES}/postgres", timeout=5)
+    except (OSError, asyncpg.PostgresError) as error:
+        pytest.skip(f"no PostgreSQL at {POSTGRES}: {error}")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql+asyncpg://{POSTGRES}/{name}"
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

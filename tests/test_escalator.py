@@ -3,7 +3,6 @@ paging each tier in turn, acks, "not my patient", failures, gaps, withdrawals an
 
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -43,8 +42,8 @@ def roster_text(url: str) -> str:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[NotifierStore]:
-    store = NotifierStore(f"sqlite+aiosqlite:///{tmp_path / 'n.sqlite3'}")
+async def store(notifier_database_url: str) -> AsyncIterator[NotifierStore]:
+    store = NotifierStore(notifier_database_url)
     await store.start()
     yield store
     await store.stop()
@@ -198,9 +197,9 @@ async def test_a_withdrawal_cancels_the_chain_and_tells_whoever_was_paged(
 
 
 async def test_timers_survive_a_restart_and_fire_once_across_replicas(
-    tmp_path: Path, webhook_receiver: WebhookReceiver
+    notifier_database_url: str, webhook_receiver: WebhookReceiver
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'n.sqlite3'}"
+    url = notifier_database_url
     first = NotifierStore(url)
     await first.start()
     await escalator(first, webhook_receiver, []).receive(critical(), NOW)

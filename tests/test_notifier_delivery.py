@@ -1,7 +1,7 @@
 """Notifier delivery against a real loopback webhook receiver and a real SQLite store."""
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +19,8 @@ Published = list[tuple[str, DeliveryEvent]]
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    store = NotifierStore(f"sqlite+aiosqlite:///{tmp_path / 'n.sqlite3'}")
+async def store(notifier_database_url: str) -> AsyncIterator[NotifierStore]:
+    store = NotifierStore(notifier_database_url)
     await store.start()
     yield store
     await store.stop()
