@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     notifier_smtp_username: str | None = None
     notifier_smtp_password: SecretStr | None = None
     notifier_smtp_sender: str = "plateletwatch@localhost"
+    notifier_webhook_secret: SecretStr | None = Field(
+        default=None, description="Signs each webhook request (X-PlateletWatch-Signature)."
+    )
     notifier_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     notifier_delivery_attempts: int = Field(default=4, ge=1)
     notifier_retry_base_seconds: float = Field(default=1.0, gt=0)

@@ -1,5 +1,6 @@
 """Notifier delivery against a real loopback webhook receiver and a real SQLite store."""
 
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -8,7 +9,7 @@ import pytest
 from schemas import DeliveryEvent, DeliveryStep, PlateletAlert
 from services.classifier.engine import History, apply
 from services.classifier.rules import load_rules
-from services.notifier.channels.webhook import WebhookChannel
+from services.notifier.channels.webhook import WebhookChannel, signature
 from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.delivery import AlertDelivery, PublishDelivery, Recipient, RetryPolicy
 from services.notifier.message import render_page
@@ -185,3 +186,26 @@ async def test_an_evidence_update_of_the_same_alert_does_not_page_again(
     await delivery.handle(alert)
     await delivery.handle(updated)
     assert len(webhook_receiver.pages) == 1
+
+
+async def test_a_signed_webhook_can_be_checked_by_its_receiver(store, webhook_receiver) -> None:
+    secret = b"shared-with-the-receiver"
+    delivery = AlertDelivery(
+        store,
+        {"webhook": WebhookChannel(timeout_seconds=5, secret=secret)},
+        RetryPolicy(attempts=1, base_seconds=0.01),
+        _ignore,
+    )
+    alert = _alert()
+    before = int(time.time())
+    await _Pager(delivery, webhook_receiver.url).handle(alert)
+    (page,) = webhook_receiver.pages
+    header = page.headers["X-PlateletWatch-Signature"]
+    timestamp = int(header.split(",")[0].removeprefix("t="))
+    assert before <= timestamp <= time.time()
+    assert header == signature(secret, timestamp, page.raw)
+    assert header != signature(b"another-secret", timestamp, page.raw)
+
+
+async def _ignore(key: str, event: DeliveryEvent) -> None:
+    pass

@@ -68,8 +68,12 @@ def roster_from(settings: Settings) -> Roster:
 
 def channels_from(settings: Settings) -> dict[str, Channel]:
     """The webhook channel always; e-mail when a mail server is configured."""
+    secret = settings.notifier_webhook_secret
     channels: dict[str, Channel] = {
-        "webhook": WebhookChannel(settings.notifier_webhook_timeout_seconds)
+        "webhook": WebhookChannel(
+            settings.notifier_webhook_timeout_seconds,
+            secret.get_secret_value().encode() if secret else None,
+        )
     }
     if settings.notifier_smtp_host is not None:
         password = settings.notifier_smtp_password

@@ -20,6 +20,7 @@ class ReceivedPage:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    raw: bytes  # as received, for checking a signature
 
 
 class WebhookReceiver:
@@ -61,7 +62,7 @@ class WebhookReceiver:
                 body = json.loads(raw)
             except ValueError:
                 return 400
-            self.pages.append(ReceivedPage(path, headers, body))
+            self.pages.append(ReceivedPage(path, headers, body, raw))
         alert = body.get("alert", {}) if isinstance(body, dict) else {}
         log.warning(
             "PAGE RECEIVED: %s %s x10^9/L (alert %s); GET %s lists pages",
