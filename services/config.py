@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     notifier_webhook_secret: SecretStr | None = Field(
         default=None, description="Signs each webhook request (X-PlateletWatch-Signature)."
     )
+    notifier_pagerduty_events_url: str = Field(
+        default="https://events.pagerduty.com/v2/enqueue",
+        description="PagerDuty Events API v2, for people with channel: pagerduty.",
+    )
     notifier_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     notifier_delivery_attempts: int = Field(default=4, ge=1)
     notifier_retry_base_seconds: float = Field(default=1.0, gt=0)

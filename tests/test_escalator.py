@@ -9,6 +9,8 @@ import pytest
 from schemas import AckAction, DeliveryEvent, Patient, PatientIdentifier, PlateletAlert
 from services.classifier.engine import History, apply
 from services.classifier.rules import load_rules
+from services.notifier.channels.base import Channel
+from services.notifier.channels.pagerduty import PagerDutyChannel
 from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.delivery import AlertDelivery, RetryPolicy
@@ -17,6 +19,7 @@ from services.notifier.escalator import Escalator
 from services.notifier.links import verify_link
 from services.notifier.roster import parse_roster
 from services.notifier.store import NotifierStore
+from tests.pagerduty_server import PagerDutyEvents
 from tests.test_engine import result
 
 SECRET = b"test-link-secret"
@@ -50,21 +53,25 @@ async def store(notifier_database_url: str) -> AsyncIterator[NotifierStore]:
 
 
 def escalator(
-    store: NotifierStore, receiver: WebhookReceiver, events: list[DeliveryEvent]
+    store: NotifierStore,
+    receiver: WebhookReceiver,
+    events: list[DeliveryEvent],
+    roster: str | None = None,
+    channels: dict[str, Channel] | None = None,
 ) -> Escalator:
     async def publish(_: str, event: DeliveryEvent) -> None:
         events.append(event)
 
     delivery = AlertDelivery(
         store,
-        {"webhook": WebhookChannel(timeout_seconds=5)},
+        {"webhook": WebhookChannel(timeout_seconds=5), **(channels or {})},
         RetryPolicy(attempts=2, base_seconds=0.01),
         publish,
     )
     return Escalator(
         store,
         delivery,
-        parse_roster(roster_text(receiver.url), {}),
+        parse_roster(roster or roster_text(receiver.url), {}),
         load_escalation_policy(),
         SECRET,
         "https://notifier.hospital.example",
@@ -72,9 +79,9 @@ def escalator(
     )
 
 
-def critical(patient_born: date = date(1970, 5, 1)) -> PlateletAlert:
+def critical(patient_born: date = date(1970, 5, 1), mrn: str = "42") -> PlateletAlert:
     patient = Patient(
-        identifier=PatientIdentifier(authority="HOSP", mrn="42"), birth_date=patient_born
+        identifier=PatientIdentifier(authority="HOSP", mrn=mrn), birth_date=patient_born
     )
     return apply(History(), result(9, patient=patient), load_rules(), NOW)[0]
 
@@ -216,3 +223,57 @@ async def test_timers_survive_a_restart_and_fire_once_across_replicas(
     finally:
         for store in stores:
             await store.stop()
+
+
+ROUTING_KEY = "R0UT1NGKEY0F32CHARACTERSXXXXXXXX"
+
+
+async def test_pagerduty_incidents_follow_the_alert(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    """Triggered with the alert id as dedup_key, acknowledged when the page is acknowledged here,
+    and resolved when an alert is withdrawn."""
+    pagerduty = PagerDutyEvents()
+    pagerduty.start()
+    try:
+        roster = roster_text(webhook_receiver.url).replace(
+            f"channel: webhook, address: '{webhook_receiver.url}/primary'",
+            f"channel: pagerduty, address: {ROUTING_KEY}",
+        )
+        channels: dict[str, Channel] = {"pagerduty": PagerDutyChannel(5, pagerduty.url)}
+        chain = escalator(store, webhook_receiver, [], roster, channels)
+        first, second = critical(), critical(mrn="43")
+        await chain.receive(first, NOW)
+        (trigger,) = pagerduty.events
+        assert (trigger["event_action"], trigger["dedup_key"]) == ("trigger", first.alert_id)
+        assert trigger["payload"]["severity"] == "critical"
+        assert "CRITICAL LOW platelets" in trigger["payload"]["summary"]
+        assert [link["text"] for link in trigger["links"]] == [
+            "Acknowledge",
+            "Not my patient",
+            "Resolve",
+        ]
+        ack = trigger["links"][0]["href"].rsplit("/", 1)[-1]
+        await chain.act(verify_link(SECRET, ack, NOW), NOW + MINUTE)
+        assert pagerduty.incidents == {first.alert_id: "acknowledged"}
+
+        await chain.receive(second, NOW)
+        await chain.receive(_withdrawal_of(second), NOW + MINUTE)
+        assert pagerduty.incidents[second.alert_id] == "resolved"
+        assert webhook_receiver.pages == []  # the primary is paged on PagerDuty only
+    finally:
+        pagerduty.stop()
+
+
+def _withdrawal_of(alert: PlateletAlert) -> PlateletAlert:
+    return PlateletAlert.model_validate(
+        {
+            **alert.model_dump(),
+            "event_id": "withdrawal-of-" + alert.event_id,
+            "alert_id": "withdrawal-of-" + alert.alert_id,
+            "kind": "withdrawn",
+            "value_10e9_per_l": None,
+            "withdraws_alert_id": alert.alert_id,
+            "withdrawal_reason": "result R@0 was entered in error and deleted",
+        }
+    )

@@ -15,8 +15,15 @@ from datetime import UTC, datetime
 
 from prometheus_client import Counter, Histogram
 
-from schemas import AlertKind, DeliveryEvent, DeliveryStep, PlateletAlert, stable_event_id
-from services.notifier.channels.base import Channel, DeliveryError
+from schemas import (
+    AckAction,
+    AlertKind,
+    DeliveryEvent,
+    DeliveryStep,
+    PlateletAlert,
+    stable_event_id,
+)
+from services.notifier.channels.base import Channel, DeliveryError, FollowsUp
 from services.notifier.message import Page
 from services.notifier.store import NotifierStore
 
@@ -102,6 +109,19 @@ class AlertDelivery:
                     now=datetime.now(UTC),
                 )
         return delivered
+
+    async def follow_up(
+        self, alert: PlateletAlert, action: AckAction, paged: list[tuple[str, str]]
+    ) -> None:
+        """Tell the channels that keep incidents (PagerDuty) about an acknowledge or resolve."""
+        for channel_name, address in paged:
+            channel: object = self._channels.get(channel_name)
+            if not isinstance(channel, FollowsUp):
+                continue
+            try:
+                await channel.follow_up(alert.alert_id, address, action)
+            except DeliveryError as error:
+                log.warning("%s could not be told of %s: %s", channel_name, action.value, error)
 
     async def record(
         self, alert: PlateletAlert, step: DeliveryStep, recipient: Recipient, detail: str | None

@@ -96,6 +96,8 @@ class Escalator:
             DeliveryStep.ACKED if claim.action is AckAction.ACKNOWLEDGE else DeliveryStep.RESOLVED
         )
         await self._delivery.record(alert, step, who, None)
+        paged = await self._store.paged_addresses(claim.alert_id)
+        await self._delivery.follow_up(alert, claim.action, paged)
 
     async def run(self, interval_seconds: float) -> None:
         """Fire due levels until cancelled; a failing round is logged and retried."""

@@ -23,6 +23,8 @@ class Page:
 
     idempotency_key: str
     alert_id: str
+    kind: AlertKind
+    withdraws_alert_id: str | None
     line: str
     summary: str
     actions: dict[str, str]
@@ -56,6 +58,8 @@ def render_page(alert: PlateletAlert, actions: Mapping[AckAction, str] | None = 
     return Page(
         idempotency_key=alert.alert_id,
         alert_id=alert.alert_id,
+        kind=alert.kind,
+        withdraws_alert_id=alert.withdraws_alert_id,
         line=line,
         summary=summary,
         actions=links,

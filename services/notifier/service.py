@@ -27,6 +27,7 @@ from services.config import Settings
 from services.kafka.producer import EventPublisher
 from services.notifier.channels.base import Channel
 from services.notifier.channels.email import EmailChannel, SmtpSettings
+from services.notifier.channels.pagerduty import PagerDutyChannel
 from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.delivery import AlertDelivery, RetryPolicy
 from services.notifier.escalation import load_escalation_policy
@@ -67,7 +68,7 @@ def roster_from(settings: Settings) -> Roster:
 
 
 def channels_from(settings: Settings) -> dict[str, Channel]:
-    """The webhook channel always; e-mail when a mail server is configured."""
+    """Webhook and PagerDuty always; e-mail when a mail server is configured."""
     secret = settings.notifier_webhook_secret
     channels: dict[str, Channel] = {
         "webhook": WebhookChannel(
@@ -75,6 +76,9 @@ def channels_from(settings: Settings) -> dict[str, Channel]:
             secret.get_secret_value().encode() if secret else None,
         )
     }
+    channels["pagerduty"] = PagerDutyChannel(
+        settings.notifier_webhook_timeout_seconds, settings.notifier_pagerduty_events_url
+    )
     if settings.notifier_smtp_host is not None:
         password = settings.notifier_smtp_password
         smtp = SmtpSettings(

@@ -1,7 +1,9 @@
-"""The contract every notification channel fulfils (webhook now; e-mail, SMS, PagerDuty later)."""
+"""The contract every notification channel fulfils, and the one channels with incidents of their
+own (PagerDuty) add."""
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from schemas import AckAction
 from services.notifier.message import Page
 
 
@@ -19,3 +21,11 @@ class Channel(Protocol):
     name: str
 
     async def deliver(self, page: Page, address: str) -> str: ...
+
+
+@runtime_checkable
+class FollowsUp(Protocol):
+    """A channel whose page lives on at the receiving end (an incident): it is told when the
+    alert is acknowledged or resolved in PlateletWatch."""
+
+    async def follow_up(self, alert_id: str, address: str, action: AckAction) -> str: ...

@@ -1,0 +1,61 @@
+"""PagerDuty Events API v2: a page triggers an incident whose dedup_key is the alert id, so a
+resend never opens a second one; an acknowledgement in PlateletWatch acknowledges it, and a
+withdrawn alert resolves it. The address is the PagerDuty service's integration (routing) key.
+The incident's summary is the page's one line; no evidence leaves for the cloud.
+"""
+
+from typing import Any
+
+import httpx
+
+from schemas import AckAction, AlertKind
+from services.notifier.channels.base import DeliveryError
+from services.notifier.message import Page
+
+EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+
+class PagerDutyChannel:
+    name = "pagerduty"
+
+    def __init__(self, timeout_seconds: float, events_url: str = EVENTS_URL) -> None:
+        self._timeout = timeout_seconds
+        self._url = events_url
+
+    async def deliver(self, page: Page, address: str) -> str:
+        if page.kind is AlertKind.WITHDRAWN:
+            return await self._send(address, "resolve", page.withdraws_alert_id or "")
+        event: dict[str, Any] = {
+            "payload": {
+                "summary": page.line[:1024],
+                "source": "plateletwatch",
+                "severity": "critical" if page.kind is AlertKind.CRITICAL_LOW else "warning",
+                "component": page.kind.value,
+            },
+            "links": [
+                {"href": url, "text": action.replace("_", " ").capitalize()}
+                for action, url in page.actions.items()
+            ],
+        }
+        return await self._send(address, "trigger", page.alert_id, event)
+
+    async def follow_up(self, alert_id: str, address: str, action: AckAction) -> str:
+        """Mirror an acknowledge or resolve taken in PlateletWatch on the incident."""
+        event_action = "resolve" if action is AckAction.RESOLVE else "acknowledge"
+        return await self._send(address, event_action, alert_id)
+
+    async def _send(
+        self, routing_key: str, action: str, dedup_key: str, extra: dict[str, Any] | None = None
+    ) -> str:
+        event = {"routing_key": routing_key, "event_action": action, "dedup_key": dedup_key}
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout) as client:
+                response = await client.post(self._url, json=event | (extra or {}))
+        except httpx.HTTPError as error:
+            raise DeliveryError(
+                f"PagerDuty unreachable: {type(error).__name__}", retryable=True
+            ) from error
+        if response.status_code == 202:
+            return f"PagerDuty {action}: {response.json().get('message', 'accepted')}"
+        retryable = response.status_code == 429 or response.status_code >= 500
+        raise DeliveryError(f"PagerDuty answered HTTP {response.status_code}", retryable=retryable)
