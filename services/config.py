@@ -130,6 +130,10 @@ class Settings(BaseSettings):
         default="https://events.pagerduty.com/v2/enqueue",
         description="PagerDuty Events API v2, for people with channel: pagerduty.",
     )
+    notifier_sms_gateway_url: str | None = Field(
+        default=None, description="SMS/pager gateway for people with channel: sms; unset, none."
+    )
+    notifier_sms_gateway_token: SecretStr | None = None
     notifier_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     notifier_delivery_attempts: int = Field(default=4, ge=1)
     notifier_retry_base_seconds: float = Field(default=1.0, gt=0)

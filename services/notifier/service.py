@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from schemas import DeliveryEvent, PlateletAlert, Topic
 from services.config import Settings
@@ -28,6 +28,8 @@ from services.kafka.producer import EventPublisher
 from services.notifier.channels.base import Channel
 from services.notifier.channels.email import EmailChannel, SmtpSettings
 from services.notifier.channels.pagerduty import PagerDutyChannel
+from services.notifier.channels.slack import SlackChannel
+from services.notifier.channels.sms import SmsChannel
 from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.delivery import AlertDelivery, RetryPolicy
 from services.notifier.escalation import load_escalation_policy
@@ -68,19 +70,21 @@ def roster_from(settings: Settings) -> Roster:
 
 
 def channels_from(settings: Settings) -> dict[str, Channel]:
-    """Webhook and PagerDuty always; e-mail when a mail server is configured."""
-    secret = settings.notifier_webhook_secret
+    """Webhook, PagerDuty and Slack always; e-mail and SMS when their servers are configured."""
+    timeout = settings.notifier_webhook_timeout_seconds
+    signing = _revealed(settings.notifier_webhook_secret)
     channels: dict[str, Channel] = {
-        "webhook": WebhookChannel(
-            settings.notifier_webhook_timeout_seconds,
-            secret.get_secret_value().encode() if secret else None,
-        )
+        "webhook": WebhookChannel(timeout, signing.encode() if signing else None),
+        "pagerduty": PagerDutyChannel(timeout, settings.notifier_pagerduty_events_url),
+        "slack": SlackChannel(timeout),
     }
-    channels["pagerduty"] = PagerDutyChannel(
-        settings.notifier_webhook_timeout_seconds, settings.notifier_pagerduty_events_url
-    )
+    if settings.notifier_sms_gateway_url is not None:
+        channels["sms"] = SmsChannel(
+            settings.notifier_sms_gateway_url,
+            timeout,
+            _revealed(settings.notifier_sms_gateway_token),
+        )
     if settings.notifier_smtp_host is not None:
-        password = settings.notifier_smtp_password
         smtp = SmtpSettings(
             host=settings.notifier_smtp_host,
             port=settings.notifier_smtp_port,
@@ -88,15 +92,20 @@ def channels_from(settings: Settings) -> dict[str, Channel]:
             use_tls=settings.notifier_smtp_security == "tls",
             start_tls=settings.notifier_smtp_security == "starttls",
             username=settings.notifier_smtp_username,
-            password=password.get_secret_value() if password else None,
+            password=_revealed(settings.notifier_smtp_password),
         )
         channels["email"] = EmailChannel(smtp)
     return channels
 
 
+def _revealed(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
 def _link_secret(settings: Settings) -> bytes:
-    if settings.notifier_link_secret is not None:
-        return settings.notifier_link_secret.get_secret_value().encode()
+    configured = _revealed(settings.notifier_link_secret)
+    if configured is not None:
+        return configured.encode()
     log.warning("no PLATELETWATCH_NOTIFIER_LINK_SECRET: action links die with this process")
     return secrets.token_bytes(32)
 

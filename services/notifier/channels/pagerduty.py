@@ -6,10 +6,8 @@ The incident's summary is the page's one line; no evidence leaves for the cloud.
 
 from typing import Any
 
-import httpx
-
 from schemas import AckAction, AlertKind
-from services.notifier.channels.base import DeliveryError
+from services.notifier.channels.http import post
 from services.notifier.message import Page
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -48,14 +46,5 @@ class PagerDutyChannel:
         self, routing_key: str, action: str, dedup_key: str, extra: dict[str, Any] | None = None
     ) -> str:
         event = {"routing_key": routing_key, "event_action": action, "dedup_key": dedup_key}
-        try:
-            async with httpx.AsyncClient(timeout=self._timeout) as client:
-                response = await client.post(self._url, json=event | (extra or {}))
-        except httpx.HTTPError as error:
-            raise DeliveryError(
-                f"PagerDuty unreachable: {type(error).__name__}", retryable=True
-            ) from error
-        if response.status_code == 202:
-            return f"PagerDuty {action}: {response.json().get('message', 'accepted')}"
-        retryable = response.status_code == 429 or response.status_code >= 500
-        raise DeliveryError(f"PagerDuty answered HTTP {response.status_code}", retryable=retryable)
+        response = await post(self._url, "PagerDuty", self._timeout, json=event | (extra or {}))
+        return f"PagerDuty {action}: {response.json().get('message', 'accepted')}"

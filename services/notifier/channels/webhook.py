@@ -10,9 +10,7 @@ import hmac
 import json
 import time
 
-import httpx
-
-from services.notifier.channels.base import DeliveryError
+from services.notifier.channels.http import post
 from services.notifier.message import Page
 
 
@@ -33,14 +31,5 @@ class WebhookChannel:
         headers = {"Content-Type": "application/json", "Idempotency-Key": page.idempotency_key}
         if self._secret is not None:
             headers["X-PlateletWatch-Signature"] = signature(self._secret, int(time.time()), body)
-        try:
-            async with httpx.AsyncClient(timeout=self._timeout) as client:
-                response = await client.post(address, content=body, headers=headers)
-        except httpx.HTTPError as error:
-            raise DeliveryError(
-                f"webhook unreachable: {type(error).__name__}", retryable=True
-            ) from error
-        if response.is_success:
-            return f"HTTP {response.status_code}"
-        retryable = response.status_code == 429 or response.status_code >= 500
-        raise DeliveryError(f"webhook answered HTTP {response.status_code}", retryable=retryable)
+        response = await post(address, "webhook", self._timeout, content=body, headers=headers)
+        return f"HTTP {response.status_code}"

@@ -1,0 +1,22 @@
+"""SMS or pager gateway over HTTP: POST {"to": number, "message": text} to the configured
+gateway, with a bearer token if one is set. The message is the page's summary (what happened,
+the patient id, the acknowledge link); the address is the phone or pager number."""
+
+from services.notifier.channels.http import post
+from services.notifier.message import Page
+
+
+class SmsChannel:
+    name = "sms"
+
+    def __init__(self, gateway_url: str, timeout_seconds: float, token: str | None = None) -> None:
+        self._url = gateway_url
+        self._timeout = timeout_seconds
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def deliver(self, page: Page, address: str) -> str:
+        body = {"to": address, "message": page.summary}
+        response = await post(
+            self._url, "SMS gateway", self._timeout, json=body, headers=self._headers
+        )
+        return f"HTTP {response.status_code}"
