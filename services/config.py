@@ -115,6 +115,10 @@ class Settings(BaseSettings):
         description="Where people reach the notifier, for links; default http://HOST:PORT.",
     )
     notifier_link_valid_hours: float = Field(default=24.0, gt=0)
+    notifier_api_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer tokens for POST /v1/alerts/{id}/actions (JSON list); none: refuse all.",
+    )
     notifier_smtp_host: str | None = Field(
         default=None, description="Mail server for the e-mail channel; unset, no e-mail channel."
     )

@@ -53,6 +53,7 @@ def settings(broker: Broker, tmp_path: Path) -> Settings:
         ingest_port=free_loopback_port(),
         ingest_mllp_port=free_loopback_port(),
         ingest_api_tokens=[TEST_TOKEN],
+        notifier_api_tokens=[TEST_TOKEN],
         classifier_port=free_loopback_port(),
         notifier_port=free_loopback_port(),
         classifier_session_timeout_seconds=4,

@@ -94,6 +94,16 @@ async def test_a_critical_result_is_paged_once(
         forged = await client.post(ack[:-4] + ("AAAA" if not ack.endswith("AAAA") else "BBBB"))
         assert (forged.status_code, forged.json()["error"]) == (403, "the link is not genuine")
 
+        # A console or another system acts through the API with a bearer token.
+        notifier = f"http://{pipeline.bind_host}:{pipeline.notifier_port}"
+        action = {"action": "resolve", "by": "haematology-registrar"}
+        url = f"{notifier}/v1/alerts/{alert['alert_id']}/actions"
+        assert (await client.post(url, json=action)).status_code == 401
+        resolved = await client.post(url, json=action, headers=AUTH)
+        assert resolved.json() == {"alert_id": alert["alert_id"], "action": "resolve"}
+        unknown = await client.post(f"{notifier}/v1/alerts/nope/actions", json=action, headers=AUTH)
+        assert unknown.status_code == 404
+
     mrn = submitted["patient"]["identifier"]["mrn"]
     logs = service_logs(tmp_path)
     assert set(logs) == {"ingest.log", "classifier.log", "notifier.log"}

@@ -86,6 +86,12 @@ def critical(patient_born: date = date(1970, 5, 1), mrn: str = "42") -> Platelet
     return apply(History(), result(9, patient=patient), load_rules(), NOW)[0]
 
 
+async def act(chain: Escalator, token: str, now: datetime) -> None:
+    """What following a link from a page does, once the service has verified it."""
+    claim = verify_link(SECRET, token, now)
+    assert await chain.act(claim.alert_id, claim.action, claim.recipient, now)
+
+
 def paged(receiver: WebhookReceiver) -> list[str]:
     return [page.path.rsplit("/", 1)[-1] for page in receiver.pages]
 
@@ -133,11 +139,18 @@ async def test_an_acknowledgement_stops_the_escalation(
     chain = escalator(store, webhook_receiver, events)
     alert = critical()
     await chain.receive(alert, NOW)
-    await chain.act(verify_link(SECRET, link(webhook_receiver, AckAction.ACKNOWLEDGE), NOW), NOW)
+    await act(chain, link(webhook_receiver, AckAction.ACKNOWLEDGE), NOW)
     assert await chain.fire_due(NOW + 600 * MINUTE) == 0
     assert paged(webhook_receiver) == ["primary"]
     assert [row.step for row in await store.audit_trail(alert.alert_id)][-1] == "acked"
     assert {row.state for row in await store.escalation(alert.alert_id)} == {"paged", "cancelled"}
+
+
+async def test_acting_on_an_alert_never_paged_changes_nothing(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    chain = escalator(store, webhook_receiver, [])
+    assert not await chain.act("no-such-alert", AckAction.ACKNOWLEDGE, "adult/primary", NOW)
 
 
 async def test_not_my_patient_pages_the_next_tier_now(
@@ -145,8 +158,7 @@ async def test_not_my_patient_pages_the_next_tier_now(
 ) -> None:
     chain = escalator(store, webhook_receiver, [])
     await chain.receive(critical(), NOW)
-    declined = verify_link(SECRET, link(webhook_receiver, AckAction.NOT_MY_PATIENT), NOW)
-    await chain.act(declined, NOW + MINUTE)
+    await act(chain, link(webhook_receiver, AckAction.NOT_MY_PATIENT), NOW + MINUTE)
     assert paged(webhook_receiver) == ["primary", "secondary"]
     # The secondary was paged early; the attending keeps its time.
     assert await chain.fire_due(NOW + 19 * MINUTE) == 0
@@ -254,7 +266,7 @@ async def test_pagerduty_incidents_follow_the_alert(
             "Resolve",
         ]
         ack = trigger["links"][0]["href"].rsplit("/", 1)[-1]
-        await chain.act(verify_link(SECRET, ack, NOW), NOW + MINUTE)
+        await act(chain, ack, NOW + MINUTE)
         assert pagerduty.incidents == {first.alert_id: "acknowledged"}
 
         await chain.receive(second, NOW)

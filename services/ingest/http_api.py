@@ -5,16 +5,14 @@ entry for a Bundle) once the refused input is safely in the dead-letter topic; 5
 cannot take either, so the sender retries and nothing is lost; 401 without a valid bearer token.
 """
 
-import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 from aiokafka.errors import KafkaError
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.config import Settings
 from services.ingest.codes import FeedContext
@@ -25,7 +23,7 @@ from services.ingest.json_feed import LabResultSubmission, classify_submission
 from services.ingest.outcomes import Filter, Outcome, Publish
 from services.ingest.pipeline import Accepted, IngestPipeline
 from services.ingest.treatments import TreatmentTable
-from services.web import operations_router
+from services.web import bearer_token_check, operations_router
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +89,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(operations_router("ingest", lambda: pipeline.ready))
-    bearer = HTTPBearer(auto_error=False)
-    tokens = [token.get_secret_value().encode() for token in settings.ingest_api_tokens]
-
-    def authorised(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        offered = credentials.credentials.encode() if credentials else b""
-        if not any(hmac.compare_digest(offered, token) for token in tokens):
-            raise HTTPException(
-                status_code=401,
-                detail="a valid bearer token is required (Authorization: Bearer <token>)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    authorised = bearer_token_check(settings.ingest_api_tokens)
 
     async def ingest(
         request: Request,

@@ -17,10 +17,10 @@ from prometheus_client import Counter
 from schemas import AckAction, AlertKind, DeliveryStep, PlateletAlert
 from services.notifier.delivery import AlertDelivery, Recipient
 from services.notifier.escalation import EscalationPolicy, schedule
-from services.notifier.links import LinkClaim, sign_link
+from services.notifier.links import sign_link
 from services.notifier.message import render_page
 from services.notifier.roster import Roster, Tier
-from services.notifier.store import EscalationRecord, NotifierStore
+from services.notifier.store import PENDING, EscalationRecord, NotifierStore
 
 log = logging.getLogger(__name__)
 
@@ -76,28 +76,27 @@ class Escalator:
             await self._fire(step, now)
         return len(due)
 
-    async def act(self, claim: LinkClaim, now: datetime) -> None:
-        """Carry out what a signed link (already verified and not used before) asks."""
-        ACTIONS.labels(action=claim.action.value).inc()
-        steps = await self._store.escalation(claim.alert_id)
+    async def act(self, alert_id: str, action: AckAction, by: str, now: datetime) -> bool:
+        """Acknowledge, decline ("not my patient") or resolve an alert on behalf of `by` (a
+        roster role or a staff id, never a patient); False if no such alert was paged."""
+        steps = await self._store.escalation(alert_id)
         if not steps:
-            return
+            return False
+        ACTIONS.labels(action=action.value).inc()
         alert = PlateletAlert.model_validate_json(steps[0].alert)
-        who = Recipient(claim.recipient, "link", "")
-        if claim.action is AckAction.NOT_MY_PATIENT:
+        who = Recipient(by, "link", "")
+        if action is AckAction.NOT_MY_PATIENT:
             await self._delivery.record(alert, DeliveryStep.DECLINED, who, None)
-            pending = [s.level for s in steps if s.state == "pending"]
+            pending = [s.level for s in steps if s.state == PENDING]
             if pending:
-                await self._store.bring_forward(claim.alert_id, min(pending), now)
+                await self._store.bring_forward(alert_id, min(pending), now)
                 await self.fire_due(now)
-            return
-        await self._store.cancel_escalation(claim.alert_id)
-        step = (
-            DeliveryStep.ACKED if claim.action is AckAction.ACKNOWLEDGE else DeliveryStep.RESOLVED
-        )
+            return True
+        await self._store.cancel_escalation(alert_id)
+        step = DeliveryStep.ACKED if action is AckAction.ACKNOWLEDGE else DeliveryStep.RESOLVED
         await self._delivery.record(alert, step, who, None)
-        paged = await self._store.paged_addresses(claim.alert_id)
-        await self._delivery.follow_up(alert, claim.action, paged)
+        await self._delivery.follow_up(alert, action, await self._store.paged_addresses(alert_id))
+        return True
 
     async def run(self, interval_seconds: float) -> None:
         """Fire due levels until cancelled; a failing round is logged and retried."""

@@ -17,12 +17,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from schemas import DeliveryEvent, PlateletAlert, Topic
+from schemas import AckAction, DeliveryEvent, PlateletAlert, Topic
 from services.config import Settings
 from services.kafka.producer import EventPublisher
 from services.notifier.channels.base import Channel
@@ -37,7 +37,7 @@ from services.notifier.escalator import Escalator
 from services.notifier.links import LinkRefused, verify_link
 from services.notifier.roster import Person, Roster, RosterError, load_roster
 from services.notifier.store import NotifierStore
-from services.web import operations_router
+from services.web import bearer_token_check, operations_router
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,13 @@ def _link_secret(settings: Settings) -> bytes:
         return configured.encode()
     log.warning("no PLATELETWATCH_NOTIFIER_LINK_SECRET: action links die with this process")
     return secrets.token_bytes(32)
+
+
+class ActionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: AckAction
+    by: str = Field(min_length=1, max_length=100, description="A roster role or staff id.")
 
 
 class AlertConsumer:
@@ -216,6 +223,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
 
     app = FastAPI(title="PlateletWatch notifier", lifespan=lifespan)
     app.include_router(operations_router("notifier", lambda: consumer.ready))
+    authorised = bearer_token_check(settings.notifier_api_tokens)
 
     @app.post("/v1/links/{token}")
     async def follow_link(token: str) -> JSONResponse:
@@ -231,7 +239,14 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             LINKS_REFUSED.labels(reason="used before").inc()
             log.warning("refused an action link for alert %s: used before", claim.alert_id)
             return JSONResponse({"error": "the link has been used already"}, status_code=403)
-        await escalator.act(claim, now)
+        await escalator.act(claim.alert_id, claim.action, claim.recipient, now)
         return JSONResponse({"alert_id": claim.alert_id, "action": claim.action.value})
+
+    @app.post("/v1/alerts/{alert_id}/actions", dependencies=[Depends(authorised)])
+    async def act_on_alert(alert_id: str, request: ActionRequest) -> JSONResponse:
+        """The same actions for systems and consoles that authenticate with a bearer token."""
+        if not await escalator.act(alert_id, request.action, request.by, datetime.now(UTC)):
+            return JSONResponse({"error": "no alert with that id was paged"}, status_code=404)
+        return JSONResponse({"alert_id": alert_id, "action": request.action.value})
 
     return app
