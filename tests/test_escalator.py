@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from schemas import AckAction, DeliveryEvent, Patient, PatientIdentifier, PlateletAlert
 from services.classifier.engine import History, apply
@@ -144,6 +145,31 @@ async def test_an_acknowledgement_stops_the_escalation(
     assert paged(webhook_receiver) == ["primary"]
     assert [row.step for row in await store.audit_trail(alert.alert_id)][-1] == "acked"
     assert {row.state for row in await store.escalation(alert.alert_id)} == {"paged", "cancelled"}
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_open_alerts_and_time_to_acknowledge_are_measured(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    chain = escalator(store, webhook_receiver, [])
+    acked_before = _sample(
+        "plateletwatch_notifier_page_to_ack_seconds_count", alert_kind="critical_low"
+    )
+    await chain.receive(critical(), NOW)
+    assert _sample("plateletwatch_notifier_unacknowledged_alerts") == 1
+    assert _sample("plateletwatch_notifier_alerts_past_final_escalation") == 0
+    await chain.fire_due(NOW + 30 * MINUTE)  # everyone paged, the fallback included
+    await chain.fire_due(NOW + 31 * MINUTE)
+    assert _sample("plateletwatch_notifier_alerts_past_final_escalation") == 1
+    await act(chain, link(webhook_receiver, AckAction.ACKNOWLEDGE), NOW + 32 * MINUTE)
+    await chain.fire_due(NOW + 33 * MINUTE)
+    assert _sample("plateletwatch_notifier_unacknowledged_alerts") == 0
+    assert _sample("plateletwatch_notifier_alerts_past_final_escalation") == 0
+    acked = _sample("plateletwatch_notifier_page_to_ack_seconds_count", alert_kind="critical_low")
+    assert acked == acked_before + 1
 
 
 async def test_acting_on_an_alert_never_paged_changes_nothing(

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from schemas import DeliveryEvent, DeliveryStep, PlateletAlert
+from schemas import DeliveryEvent, DeliveryStep, PlateletAlert, TreatmentCategory
 from services.classifier.engine import History, apply
 from services.classifier.rules import load_rules
 from services.notifier.channels.webhook import WebhookChannel, signature
@@ -14,7 +14,7 @@ from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.delivery import AlertDelivery, PublishDelivery, Recipient, RetryPolicy
 from services.notifier.message import render_page
 from services.notifier.store import CLAIM_LEASE, NotifierStore
-from tests.test_engine import result
+from tests.test_engine import feed, result, treatment
 
 Published = list[tuple[str, DeliveryEvent]]
 
@@ -209,3 +209,18 @@ async def test_a_signed_webhook_can_be_checked_by_its_receiver(store, webhook_re
 
 async def _ignore(key: str, event: DeliveryEvent) -> None:
     pass
+
+
+def test_a_refractory_page_shows_the_trend_and_what_was_tried() -> None:
+    _, alerts = feed(
+        result(25, days=-1),  # the baseline
+        treatment(TreatmentCategory.CORTICOSTEROID, 0, "prednisolone"),
+        treatment(TreatmentCategory.IVIG, 1, "IVIG"),
+        result(18, days=7),
+        result(21, days=8),
+    )
+    (refractory,) = [a for batch in alerts for a in batch if a.kind.value == "refractory"]
+    line = render_page(refractory).line
+    assert line.startswith("Refractory thrombocytopenia: 21 x10^9/L")
+    assert "; trend 18 -> 21" in line
+    assert "; after prednisolone, IVIG" in line

@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import AckAction, AlertKind, DeliveryStep, PlateletAlert
 from services.notifier.delivery import AlertDelivery, Recipient
@@ -33,6 +33,20 @@ ROSTER_GAPS = Counter(
     "plateletwatch_notifier_roster_gaps_total",
     "Pages routed to the fallback because nobody held the tier on the roster.",
     ["tier"],
+)
+UNACKNOWLEDGED = Gauge(
+    "plateletwatch_notifier_unacknowledged_alerts",
+    "Alerts paged and not yet acknowledged, resolved or withdrawn (all replicas: from the store).",
+)
+PAST_FINAL_ESCALATION = Gauge(
+    "plateletwatch_notifier_alerts_past_final_escalation",
+    "Unacknowledged alerts whose whole chain, fallback included, has been paged.",
+)
+PAGE_TO_ACK = Histogram(
+    "plateletwatch_notifier_page_to_ack_seconds",
+    "Seconds from an alert's first delivered page to its acknowledgement.",
+    ["alert_kind"],
+    buckets=(30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 14400, 28800),
 )
 ACTIONS = Counter(
     "plateletwatch_notifier_actions_total",
@@ -63,7 +77,7 @@ class Escalator:
     async def receive(self, alert: PlateletAlert, now: datetime) -> None:
         """Start paging for a new alert (a re-emitted one changes nothing), or withdraw one."""
         if alert.kind is AlertKind.WITHDRAWN:
-            await self._withdraw(alert)
+            await self._withdraw(alert, now)
             return
         steps = [(d.level, d.tier, d.at) for d in schedule(self._policy, alert.kind, now)]
         await self._store.open_escalation(alert.alert_id, alert.model_dump_json(), steps)
@@ -74,6 +88,9 @@ class Escalator:
         due = await self._store.claim_due_escalations(now)
         for step in due:
             await self._fire(step, now)
+        unacknowledged, exhausted = await self._store.open_alerts()
+        UNACKNOWLEDGED.set(unacknowledged)
+        PAST_FINAL_ESCALATION.set(exhausted)
         return len(due)
 
     async def act(self, alert_id: str, action: AckAction, by: str, now: datetime) -> bool:
@@ -93,6 +110,8 @@ class Escalator:
                 await self.fire_due(now)
             return True
         await self._store.cancel_escalation(alert_id)
+        if await self._store.close_alert(alert_id, action.value, by, now):
+            await self._time_to_ack(alert, action, now)
         step = DeliveryStep.ACKED if action is AckAction.ACKNOWLEDGE else DeliveryStep.RESOLVED
         await self._delivery.record(alert, step, who, None)
         await self._delivery.follow_up(alert, action, await self._store.paged_addresses(alert_id))
@@ -136,14 +155,21 @@ class Escalator:
         if not delivered:  # do not wait out the window for a page that never arrived
             await self._store.bring_forward(alert.alert_id, step.level + 1, now)
 
-    async def _withdraw(self, withdrawal: PlateletAlert) -> None:
+    async def _withdraw(self, withdrawal: PlateletAlert, now: datetime) -> None:
         withdrawn = withdrawal.withdraws_alert_id or ""
         await self._store.cancel_escalation(withdrawn)
+        await self._store.close_alert(withdrawn, "withdrawn", "classifier", now)
         page = render_page(withdrawal)
         for channel, address in await self._store.paged_addresses(withdrawn):
             await self._delivery.page(
                 withdrawal, page, Recipient("paged earlier", channel, address)
             )
+
+    async def _time_to_ack(self, alert: PlateletAlert, action: AckAction, now: datetime) -> None:
+        first_page = await self._store.first_delivery_at(alert.alert_id)
+        if action is AckAction.ACKNOWLEDGE and first_page is not None:
+            waited = max(0.0, (now - first_page).total_seconds())  # clocks of two replicas
+            PAGE_TO_ACK.labels(alert_kind=alert.kind.value).observe(waited)
 
     def _links(self, alert_id: str, role: str, now: datetime) -> dict[AckAction, str]:
         return {

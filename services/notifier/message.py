@@ -42,6 +42,18 @@ def _value_text(alert: PlateletAlert) -> str:
     )
 
 
+def _context(alert: PlateletAlert) -> str:
+    """The trend of the values behind the alert, and the treatments already tried."""
+    parts = []
+    counts = [r.count for r in alert.evidence.results if r.count is not None]
+    if len(counts) > 1:
+        parts.append("trend " + " -> ".join(f"{c.value_10e9_per_l:g}" for c in counts))
+    names = list(dict.fromkeys(t.name for t in alert.evidence.treatments))
+    if names:
+        parts.append("after " + ", ".join(names))
+    return "".join(f"; {part}" for part in parts)
+
+
 def render_page(alert: PlateletAlert, actions: Mapping[AckAction, str] | None = None) -> Page:
     """The page for an alert; `actions` are the signed links the recipient can act through."""
     headline = _HEADLINES[alert.kind]
@@ -51,7 +63,7 @@ def render_page(alert: PlateletAlert, actions: Mapping[AckAction, str] | None = 
     else:
         collected = alert.evidence.results[-1].collected_at if alert.evidence.results else None
         when = f", collected {collected.isoformat()}" if collected else ""
-        line = f"{headline}: {_value_text(alert)} for patient {patient}{when}"
+        line = f"{headline}: {_value_text(alert)} for patient {patient}{when}{_context(alert)}"
     links = {action.value: url for action, url in (actions or {}).items()}
     ack = links.get(AckAction.ACKNOWLEDGE.value)
     summary = f"{line}. Acknowledge: {ack}" if ack else line

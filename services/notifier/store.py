@@ -9,7 +9,7 @@ restart and fire once.
 """
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import (
@@ -19,6 +19,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    distinct,
+    func,
     select,
     update,
 )
@@ -62,6 +64,17 @@ class EscalationRecord(_Base):
     state: Mapped[str] = mapped_column(String(16))  # pending, paged, cancelled
     claimed_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     alert: Mapped[str] = mapped_column(Text)  # the alert event, JSON: pages render from it
+
+
+class ClosureRecord(_Base):
+    """How an alert's paging ended: acknowledged, resolved or withdrawn (the first one counts)."""
+
+    __tablename__ = "closures"
+
+    alert_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    how: Mapped[str] = mapped_column(String(16))
+    by: Mapped[str] = mapped_column(Text)
+    closed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class UsedLinkRecord(_Base):
@@ -270,6 +283,42 @@ class NotifierStore:
             )
             return list(rows)
 
+    async def close_alert(self, alert_id: str, how: str, by: str, now: datetime) -> bool:
+        """Record how an alert's paging ended; False if it had ended already."""
+        return await self._insert_new(
+            ClosureRecord(alert_id=alert_id, how=how, by=by, closed_at=now)
+        )
+
+    async def first_delivery_at(self, alert_id: str) -> datetime | None:
+        async with self._sessions() as session:
+            first = await session.scalar(
+                select(func.min(AuditRecord.occurred_at)).where(
+                    AuditRecord.alert_id == alert_id, AuditRecord.step == _DELIVERED
+                )
+            )
+        return None if first is None else _aware(first)
+
+    async def open_alerts(self) -> tuple[int, int]:
+        """(alerts paged and not yet acknowledged, resolved or withdrawn; of those, how many
+        have no level left to page: past their final escalation)."""
+        open_ids = select(EscalationRecord.alert_id).where(
+            EscalationRecord.alert_id.not_in(select(ClosureRecord.alert_id))
+        )
+        still_pending = select(EscalationRecord.alert_id).where(EscalationRecord.state == PENDING)
+        async with self._sessions() as session:
+            unacknowledged = await session.scalar(
+                select(func.count(distinct(EscalationRecord.alert_id))).where(
+                    EscalationRecord.alert_id.in_(open_ids)
+                )
+            )
+            exhausted = await session.scalar(
+                select(func.count(distinct(EscalationRecord.alert_id))).where(
+                    EscalationRecord.alert_id.in_(open_ids),
+                    EscalationRecord.alert_id.not_in(still_pending),
+                )
+            )
+        return int(unacknowledged or 0), int(exhausted or 0)
+
     async def use_link(self, nonce: str, now: datetime) -> bool:
         """True the first time a link's nonce is used; False ever after (a replay)."""
         return await self._insert_new(UsedLinkRecord(nonce=nonce, used_at=now))
@@ -292,3 +341,8 @@ class NotifierStore:
             )
             await session.commit()
             return int(getattr(changed, "rowcount", 0))
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back the UTC times it was given without their zone."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
