@@ -1,9 +1,12 @@
 """From a lab result posted to ingest to an e-mail received by a real SMTP server: the primary is
 paged, nobody answers, the secondary is paged, the secondary acknowledges through the e-mail's
-signed link, and the chain stops. Escalation windows are seconds here, minutes in a hospital."""
+signed link, and the chain stops. And a notifier killed with SIGKILL mid-chain: restarted, it
+pages the rest of the chain once each. Escalation windows are seconds here, minutes in a
+hospital."""
 
 import asyncio
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -11,8 +14,13 @@ import pytest
 from pydantic import SecretStr
 
 from schemas import DeliveryEvent, Topic
+from services.classifier.engine import History, apply
+from services.classifier.rules import load_rules
 from services.config import Settings
+from services.kafka.producer import EventPublisher
+from services.notifier.channels.webhook_receiver import WebhookReceiver
 from tests.conftest import AUTH, SmtpReceiver, read_all, wait_for
+from tests.test_engine import result
 
 pytestmark = pytest.mark.integration
 
@@ -20,11 +28,14 @@ TIERS = ("primary", "secondary", "attending")
 WINDOW_SECONDS = 3
 
 
-def _roster(path: Path) -> Path:
-    people = "\n".join(
-        f"  {who}: {{name: Dr {who}, channel: email, address: {who}@hospital.example}}"
-        for who in (*TIERS, "supervisor")
+def _roster(path: Path, webhook: str | None = None) -> Path:
+    """Everyone on e-mail; or, given a webhook receiver, on webhooks at /<who>."""
+    how = (
+        (lambda who: f"channel: webhook, address: '{webhook}/{who}'")
+        if webhook
+        else (lambda who: f"channel: email, address: {who}@hospital.example")
     )
+    people = "\n".join(f"  {who}: {{name: Dr {who}, {how(who)}}}" for who in (*TIERS, "supervisor"))
     shifts = "\n".join(
         f"  - {{service: {service}, tier: {tier}, person: {tier},"
         " start: 2000-01-01T00:00:00Z, end: 2100-01-01T00:00:00Z}"
@@ -114,3 +125,41 @@ async def test_a_critical_result_is_mailed_escalated_and_acknowledged_by_link(
         ("delivered", "paediatric/secondary"),
         ("acked", "paediatric/secondary"),
     ]
+
+
+async def test_a_notifier_killed_mid_chain_pages_the_rest_once_after_restart(
+    topics: Settings, webhook_receiver: WebhookReceiver, start_service, tmp_path: Path
+) -> None:
+    settings = topics.model_copy(
+        update={
+            "notifier_roster_file": _roster(tmp_path / "roster.yaml", webhook_receiver.url),
+            "notifier_escalation_file": _policy(tmp_path / "escalation.yaml"),
+            "notifier_escalation_interval_seconds": 0.5,
+            "notifier_link_secret": SecretStr("end-to-end-secret"),
+        }
+    )
+    ready = f"http://{settings.bind_host}:{settings.notifier_port}/readyz"
+    first = start_service("notifier", settings)
+    first.wait_ready(ready)
+    alert = apply(History(), result(9), load_rules(), datetime.now(UTC))[0]
+    publisher = EventPublisher(settings.kafka_bootstrap_servers or "", "test", 10)
+    await publisher.start()
+    try:
+        topic = settings.topic(Topic.PLATELET_ALERTS)
+        await publisher.publish(topic, alert.patient.identifier.key, alert)
+    finally:
+        await publisher.stop()
+
+    def pages() -> list[str]:
+        return [page.path.rsplit("/", 1)[-1] for page in webhook_receiver.pages]
+
+    await wait_for(lambda: pages() == ["primary"], 60, "the primary's page")
+    first.process.kill()  # SIGKILL: nothing flushed, nothing committed on the way out
+    first.process.wait()
+    await asyncio.sleep(WINDOW_SECONDS + 1)  # the secondary falls due while nobody runs
+
+    start_service("notifier", settings).wait_ready(ready)
+    everyone = ["primary", "secondary", "attending", "supervisor"]
+    await wait_for(lambda: len(pages()) >= 4, 4 * WINDOW_SECONDS + 30, "the rest of the chain")
+    await asyncio.sleep(WINDOW_SECONDS)  # and nothing after it
+    assert pages() == everyone
