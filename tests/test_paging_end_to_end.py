@@ -5,8 +5,10 @@ pages the rest of the chain once each. Escalation windows are seconds here, minu
 hospital."""
 
 import asyncio
+import json
 import re
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
@@ -85,8 +87,12 @@ def paging(
     return settings
 
 
+def _mailed_to(message: EmailMessage) -> str:
+    return str(message["To"]).split("@")[0]
+
+
 def _mailed(smtp: SmtpReceiver) -> list[str]:
-    return [str(message["To"]).split("@")[0] for message in smtp.messages]
+    return [_mailed_to(message) for message in smtp.messages]
 
 
 async def test_a_critical_result_is_mailed_escalated_and_acknowledged_by_link(
@@ -112,6 +118,18 @@ async def test_a_critical_result_is_mailed_escalated_and_acknowledged_by_link(
     await asyncio.sleep(2 * WINDOW_SECONDS)  # past the attending's window: nothing may follow
     assert _mailed(smtp_receiver) == ["primary", "secondary"], "paged after the acknowledgement"
 
+    # The lab corrects the result: the alert is withdrawn and everyone paged is told.
+    correction = json.loads(example_result) | {"value": "140", "status": "corrected"}
+    async with httpx.AsyncClient(base_url=ingest, headers=AUTH) as client:
+        corrected = await client.post("/v1/lab-results", json=correction)
+        assert corrected.status_code == 202, corrected.text
+    await wait_for(lambda: len(smtp_receiver.messages) >= 4, 60, "the withdrawal e-mails")
+    withdrawals = smtp_receiver.messages[2:]
+    assert sorted(_mailed_to(m) for m in withdrawals) == ["primary", "secondary"]
+    for message in withdrawals:
+        assert str(message["Subject"]).startswith("WITHDRAWN platelet alert")
+        assert "corrected to 140 x10^9/L" in message.get_content()
+
     events = [
         DeliveryEvent.model_validate_json(m.value)
         for m in await read_all(
@@ -119,12 +137,13 @@ async def test_a_critical_result_is_mailed_escalated_and_acknowledged_by_link(
         )
     ]
     steps = [(e.step.value, e.recipient) for e in events if e.step.value != "sent"]
-    assert steps == [  # the example patient is a child: paediatric hematology is paged
+    assert steps[:4] == [  # the example patient is a child: paediatric hematology is paged
         ("delivered", "paediatric/primary"),
         ("escalated", "paediatric/secondary"),
         ("delivered", "paediatric/secondary"),
         ("acked", "paediatric/secondary"),
     ]
+    assert steps[4:] == [("withdrawn", "paged earlier")] * 2
 
 
 async def test_a_notifier_killed_mid_chain_pages_the_rest_once_after_restart(
