@@ -138,6 +138,11 @@ class Settings(BaseSettings):
         default=None, description="SMS/pager gateway for people with channel: sms; unset, none."
     )
     notifier_sms_gateway_token: SecretStr | None = None
+    notifier_webhook_full_alert: bool = Field(
+        default=True,
+        description="Webhooks get the whole alert (evidence, date of birth); false: the summary, "
+        "links and ids only, for receivers that must not hold more.",
+    )
     notifier_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     notifier_delivery_attempts: int = Field(default=4, ge=1)
     notifier_retry_base_seconds: float = Field(default=1.0, gt=0)

@@ -1,4 +1,5 @@
-"""Slack-compatible and SMS-gateway channels against a real HTTP receiver on loopback."""
+"""Slack-compatible, SMS-gateway and summary-only webhook channels against a real HTTP receiver
+on loopback."""
 
 from datetime import UTC, datetime
 
@@ -10,6 +11,7 @@ from services.classifier.rules import load_rules
 from services.notifier.channels.base import DeliveryError
 from services.notifier.channels.slack import SlackChannel
 from services.notifier.channels.sms import SmsChannel
+from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.message import Page, render_page
 from tests.test_engine import result
@@ -55,3 +57,17 @@ async def test_gateway_answers_decide_whether_to_retry(
     with pytest.raises(DeliveryError, match=f"HTTP {status}") as failed:
         await SmsChannel(webhook_receiver.url, 5).deliver(page(), "+441234567890")
     assert failed.value.retryable is retryable
+
+
+async def test_a_webhook_can_be_kept_to_the_summary(webhook_receiver: WebhookReceiver) -> None:
+    sent = page()
+    await WebhookChannel(5, full_alert=False).deliver(sent, webhook_receiver.url)
+    (received,) = webhook_receiver.pages
+    assert received.body == {
+        "summary": sent.summary,
+        "actions": sent.actions,
+        "alert_id": sent.alert_id,
+        "kind": "critical_low",
+        "withdraws_alert_id": None,
+    }
+    assert "birth" not in received.raw.decode()

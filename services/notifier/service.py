@@ -74,7 +74,11 @@ def channels_from(settings: Settings) -> dict[str, Channel]:
     timeout = settings.notifier_webhook_timeout_seconds
     signing = _revealed(settings.notifier_webhook_secret)
     channels: dict[str, Channel] = {
-        "webhook": WebhookChannel(timeout, signing.encode() if signing else None),
+        "webhook": WebhookChannel(
+            timeout,
+            signing.encode() if signing else None,
+            full_alert=settings.notifier_webhook_full_alert,
+        ),
         "pagerduty": PagerDutyChannel(timeout, settings.notifier_pagerduty_events_url),
         "slack": SlackChannel(timeout),
     }

@@ -1,6 +1,8 @@
 """Webhook channel: POST the page as JSON. 2xx is delivered; 429/5xx/network errors are retried.
 
-With a secret configured, each request is signed: `X-PlateletWatch-Signature: t=<unix time>,
+The JSON holds the whole alert (evidence, date of birth) for a receiver inside the hospital;
+configured not to, it holds the summary, the action links and the ids only. With a secret
+configured, each request is signed: `X-PlateletWatch-Signature: t=<unix time>,
 v1=<hex HMAC-SHA256 of "<t>.<body>">`, so a receiver can tell a page from PlateletWatch from a
 forgery and refuse an old one replayed.
 """
@@ -22,14 +24,28 @@ def signature(secret: bytes, timestamp: int, body: bytes) -> str:
 class WebhookChannel:
     name = "webhook"
 
-    def __init__(self, timeout_seconds: float, secret: bytes | None = None) -> None:
+    def __init__(
+        self, timeout_seconds: float, secret: bytes | None = None, *, full_alert: bool = True
+    ) -> None:
         self._timeout = timeout_seconds
         self._secret = secret
+        self._full_alert = full_alert
 
     async def deliver(self, page: Page, address: str) -> str:
-        body = json.dumps(page.body).encode()
+        content = page.body if self._full_alert else _summary_only(page)
+        body = json.dumps(content).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": page.idempotency_key}
         if self._secret is not None:
             headers["X-PlateletWatch-Signature"] = signature(self._secret, int(time.time()), body)
         response = await post(address, "webhook", self._timeout, content=body, headers=headers)
         return f"HTTP {response.status_code}"
+
+
+def _summary_only(page: Page) -> dict[str, object]:
+    return {
+        "summary": page.summary,
+        "actions": page.actions,
+        "alert_id": page.alert_id,
+        "kind": page.kind.value,
+        "withdraws_alert_id": page.withdraws_alert_id,
+    }
