@@ -100,6 +100,11 @@ class LabResult(_Event):
     )
     status: ResultStatus
     abnormal_flags: tuple[str, ...] = ()
+    location: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The ward or unit the patient was in (HL7 PV1-3.1): routes the page.",
+    )
     collected_at: AwareDatetime = Field(description="Specimen collection: the clinical time.")
     verified_at: AwareDatetime | None = Field(default=None, description="Released by the lab.")
     received_at: AwareDatetime = Field(description="Accepted by PlateletWatch ingest.")
@@ -204,6 +209,9 @@ class PlateletAlert(_Event):
     patient: Patient
     population: Literal["paediatric", "adult"] | None = Field(
         default=None, description="Age group at collection (paediatric < 18 y): routes the page."
+    )
+    location: str | None = Field(
+        default=None, description="The patient's ward or unit, as last reported: routes the page."
     )
     value_10e9_per_l: float | None = Field(
         default=None, description="The triggering value, normalised; absent for a withdrawal."

@@ -397,6 +397,16 @@ def test_a_patient_followed_beyond_the_horizon_stays_on_the_one_step_path() -> N
     assert full_evaluations <= 1 + batches + 1  # not one per value once past the horizon
 
 
+def test_an_alert_names_the_ward_last_reported() -> None:
+    history, alerts = feed(
+        result(150, days=0).model_copy(update={"location": "ED"}),
+        result(140, days=1),  # a result without a ward changes nothing
+        result(9, days=2).model_copy(update={"location": "HAEM-7"}),
+    )
+    (alert,) = alerts[2]
+    assert alert.location == history.location == "HAEM-7"
+
+
 def test_history_survives_its_json_form() -> None:
     original = result(12, result_id="R1")
     corrected = result(30, status=ResultStatus.CORRECTED, result_id="R1")

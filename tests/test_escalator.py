@@ -201,6 +201,19 @@ async def test_a_page_that_cannot_be_delivered_escalates_without_waiting(
     assert paged(webhook_receiver) == ["secondary"]
 
 
+async def test_a_patient_on_a_ward_with_its_own_rota_pages_that_wards_doctor(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    bmt = (
+        "  - {service: adult, tier: primary, person: attending, wards: [BMT],"
+        " start: 2000-01-01T00:00:00Z, end: 2100-01-01T00:00:00Z}\n"
+    )
+    chain = escalator(store, webhook_receiver, [], roster_text(webhook_receiver.url) + bmt)
+    await chain.receive(critical().model_copy(update={"location": "BMT"}), NOW)
+    await chain.receive(critical(mrn="43").model_copy(update={"location": "ED"}), NOW)
+    assert paged(webhook_receiver) == ["attending", "primary"]
+
+
 async def test_a_roster_gap_pages_the_fallback_and_is_recorded(
     store: NotifierStore, webhook_receiver: WebhookReceiver
 ) -> None:

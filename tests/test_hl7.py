@@ -297,3 +297,13 @@ def test_z_segments_are_ignored_and_repeated_flags_kept() -> None:
     raw = message(platelet_obx(flags="L~A"), "ZDR|1|Dr Who^On call", "ZPR|x")
     result = only_result(raw)
     assert result.abnormal_flags == ("L", "A")
+
+
+def test_the_ward_is_the_point_of_care_of_the_patients_visit() -> None:
+    pv1 = "PV1|1|I|BMT^12^A^GENHOSP"
+    assert only_result(message(platelet_obx(), pid=f"{PID}\r{pv1}")).location == "BMT"
+    assert only_result(message(platelet_obx())).location is None
+    # Two patients in one message: each result takes its own patient's visit.
+    second = PID.replace("MRN-42", "MRN-43")
+    raw = "\r".join([MSH, PID, "PV1|1|I|ICU", OBR, platelet_obx(), second, OBR, platelet_obx()])
+    assert [e.location for e in read(raw.encode()).events] == ["ICU", None]

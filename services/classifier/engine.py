@@ -143,6 +143,7 @@ class History:
     """What the classifier keeps per patient; bounded by the rules' horizon."""
 
     patient_key: str = ""  # the patient's identifier key, part of every alert id
+    location: str | None = None  # the ward or unit last reported, for routing pages
     values: dict[str, Value] = field(default_factory=dict)
     treatments: dict[str, ClinicalContextEvent] = field(default_factory=dict)
     raised: dict[str, Raised] = field(default_factory=dict)
@@ -174,6 +175,7 @@ class History:
         """A JSON-ready form for the faust table's changelog."""
         return {
             "patient_key": self.patient_key,
+            "location": self.location,
             "values": [v.to_json() for v in self.values.values()],
             "treatments": [t.model_dump(mode="json") for t in self.treatments.values()],
             "raised": [
@@ -190,6 +192,7 @@ class History:
     def from_json(cls, data: dict[str, Any]) -> "History":
         history = cls(
             patient_key=data["patient_key"],
+            location=data.get("location"),
             seen=dict.fromkeys(data["seen"]) or None,
             seq=data["seq"],
             suppressed_repeats=data["suppressed_repeats"],
@@ -234,6 +237,8 @@ def apply(
     """
     if history.has_applied(event):
         return []
+    if isinstance(event, LabResult) and event.location is not None:
+        history.location = event.location
     scans = history.scans
     if scans is not None and scans.rules is rules and isinstance(event, LabResult):
         appended = scans.append_if_newest(history, event)
@@ -623,7 +628,7 @@ def _reconcile(
         if raised is not None and not raised.withdrawn and raised.evidence_key == key:
             continue
         history.raised[alert_id] = Raised(alert_id, want.kind, want.evidence[0].result_id, key)
-        alerts.append(_alert(patient, want, rules, now, key))
+        alerts.append(_alert(patient, history.location, want, rules, now, key))
     for alert_id, raised in history.raised.items():
         if not complete or raised.withdrawn or alert_id in wanted:
             continue
@@ -644,7 +649,12 @@ def _evidence_result(value: Value) -> EvidenceResult:
 
 
 def _alert(
-    patient: Patient, want: _Wanted, rules: Rules, now: datetime, key: tuple[str, ...]
+    patient: Patient,
+    location: str | None,
+    want: _Wanted,
+    rules: Rules,
+    now: datetime,
+    key: tuple[str, ...],
 ) -> PlateletAlert:
     treatments = tuple(
         t
@@ -657,6 +667,7 @@ def _alert(
         kind=want.kind,
         patient=patient,
         population=want.trigger.population,
+        location=location,
         value_10e9_per_l=want.trigger.number,
         result_verified_at=want.trigger.verified_at,
         evidence=Evidence(

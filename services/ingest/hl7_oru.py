@@ -212,7 +212,9 @@ def _platelet_outcome(
     if not values or not obx.get(5):
         if status in RETRACTING:
             return Publish(
-                _lab_result(message, patient, group, obx, code, status, None, collected_at, context)
+                _lab_result(
+                    message, pid, patient, group, obx, code, status, None, collected_at, context
+                )
             )
         if status in NOT_MEASURED:
             return Filter(f"{where}: platelet count not yet available (status {status_code})")
@@ -231,7 +233,7 @@ def _platelet_outcome(
     except UnreadableValueError as error:
         return field_rejection(RejectReason.UNREADABLE_VALUE, f"{where}-5", str(error))
     return Publish(
-        _lab_result(message, patient, group, obx, code, status, count, collected_at, context)
+        _lab_result(message, pid, patient, group, obx, code, status, count, collected_at, context)
     )
 
 
@@ -306,6 +308,7 @@ def _result_id(message: Hl7Message, group: _Group, obx: Segment, code: Coding) -
 
 def _lab_result(
     message: Hl7Message,
+    pid: Segment | None,
     patient: Patient,
     group: _Group,
     obx: Segment,
@@ -328,7 +331,21 @@ def _lab_result(
         collected_at=collected_at,
         verified_at=_verified_time(message, group, obx, context),
         received_at=context.received_at,
+        location=_ward(message, pid),
     )
+
+
+def _ward(message: Hl7Message, pid: Segment | None) -> str | None:
+    """PV1-3.1, the point of care, of the visit that follows the patient's PID."""
+    after_pid = pid is None
+    for segment in message.segments:
+        if segment is pid:
+            after_pid = True
+        elif segment.name == "PID" and after_pid:
+            return None  # the next patient's
+        elif segment.name == "PV1" and after_pid:
+            return segment.get(3, 1)[:64] or None
+    return None
 
 
 def build_ack(result: Hl7Result, code: str, problems: list[Rejection], now: datetime) -> bytes:

@@ -46,6 +46,9 @@ class LabResultSubmission(BaseModel):
     abnormal_flags: tuple[str, ...] = ()
     collected_at: AwareDatetime
     verified_at: AwareDatetime | None = None
+    location: str | None = Field(
+        default=None, max_length=64, description="The patient's ward or unit, for routing."
+    )
 
 
 def field_errors(error: ValidationError) -> tuple[dict[str, str], ...]:
@@ -105,4 +108,5 @@ def to_lab_result(
         collected_at=submission.collected_at,
         verified_at=submission.verified_at,
         received_at=received_at,
+        location=submission.location,
     )

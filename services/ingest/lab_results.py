@@ -21,6 +21,7 @@ def lab_result(
     received_at: datetime,
     version: str = "",
     replaces_result_id: str | None = None,
+    location: str | None = None,
 ) -> LabResult:
     """The event id depends on the result's identity, version, status and value only, so a resent
     message gives the same id while a correction (new status or value) gives a new one. A
@@ -42,4 +43,5 @@ def lab_result(
         collected_at=collected_at,
         verified_at=verified_at,
         received_at=received_at,
+        location=location,
     )

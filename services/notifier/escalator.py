@@ -134,7 +134,7 @@ class Escalator:
             person, role = self._roster.fallback, "fallback"
         else:
             tier = cast(Tier, step.tier)  # stored from a validated policy
-            on_call = self._roster.on_call(population, tier, now)
+            on_call = self._roster.on_call(population, tier, now, alert.location)
             person, gap = on_call.person, on_call.gap
             role = "fallback" if gap else f"{population}/{on_call.tier}"
         recipient = Recipient(role, person.channel, person.address)
