@@ -224,6 +224,8 @@ async def test_a_roster_gap_pages_the_fallback_and_is_recorded(
     await chain.receive(child, NOW)
     await chain.fire_due(NOW + 10 * MINUTE)  # nobody holds paediatric secondary
     assert paged(webhook_receiver) == ["primary", "supervisor"]
+    summary = webhook_receiver.pages[-1].body["summary"]
+    assert summary.startswith("[nobody held paediatric secondary] CRITICAL LOW platelets")
     gaps = [e for e in events if e.step == "roster_gap"]
     assert [(e.recipient, e.detail) for e in gaps] == [
         ("fallback", "nobody held paediatric secondary")

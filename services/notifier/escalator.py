@@ -138,18 +138,18 @@ class Escalator:
             person, gap = on_call.person, on_call.gap
             role = "fallback" if gap else f"{population}/{on_call.tier}"
         recipient = Recipient(role, person.channel, person.address)
+        gap_note = f"nobody held {population} {step.tier}" if gap else ""
         if gap:
             ROSTER_GAPS.labels(tier=step.tier).inc()
             log.warning(
                 "nobody holds %s %s on the roster: paging the fallback", population, step.tier
             )
-            detail = f"nobody held {population} {step.tier}"
-            await self._delivery.record(alert, DeliveryStep.ROSTER_GAP, recipient, detail)
+            await self._delivery.record(alert, DeliveryStep.ROSTER_GAP, recipient, gap_note)
         if step.level > 0:
             ESCALATIONS.labels(alert_kind=alert.kind.value).inc()
             detail = f"level {step.level}: {step.tier}"
             await self._delivery.record(alert, DeliveryStep.ESCALATED, recipient, detail)
-        page = render_page(alert, self._links(alert.alert_id, role, now))
+        page = render_page(alert, self._links(alert.alert_id, role, now), gap_note)
         delivered = await self._delivery.page(alert, page, recipient)
         await self._store.finish_escalation_step(step.id)
         if not delivered:  # do not wait out the window for a page that never arrived

@@ -54,8 +54,11 @@ def _context(alert: PlateletAlert) -> str:
     return "".join(f"; {part}" for part in parts)
 
 
-def render_page(alert: PlateletAlert, actions: Mapping[AckAction, str] | None = None) -> Page:
-    """The page for an alert; `actions` are the signed links the recipient can act through."""
+def render_page(
+    alert: PlateletAlert, actions: Mapping[AckAction, str] | None = None, why_you: str = ""
+) -> Page:
+    """The page for an alert; `actions` are the signed links the recipient can act through;
+    `why_you` tells a stand-in why the page came to them (a gap in the roster)."""
     headline = _HEADLINES[alert.kind]
     patient = alert.patient.identifier.key
     if alert.kind is AlertKind.WITHDRAWN:
@@ -64,6 +67,8 @@ def render_page(alert: PlateletAlert, actions: Mapping[AckAction, str] | None = 
         collected = alert.evidence.results[-1].collected_at if alert.evidence.results else None
         when = f", collected {collected.isoformat()}" if collected else ""
         line = f"{headline}: {_value_text(alert)} for patient {patient}{when}{_context(alert)}"
+    if why_you:
+        line = f"[{why_you}] {line}"
     links = {action.value: url for action, url in (actions or {}).items()}
     ack = links.get(AckAction.ACKNOWLEDGE.value)
     summary = f"{line}. Acknowledge: {ack}" if ack else line
