@@ -197,6 +197,11 @@ class Evidence(_Event):
     treatments: tuple[MedicationEvent | ProcedureEvent | TransfusionEvent, ...] = ()
     baseline_10e9_per_l: float | None = None
     note: str | None = None
+    preceding: tuple[EvidenceResult, ...] = Field(
+        default=(),
+        description="Up to three earlier counts from the 30 days before, oldest first: the "
+        "trend, shown beside the evidence but not part of it.",
+    )
 
 
 class PlateletAlert(_Event):

@@ -222,5 +222,23 @@ def test_a_refractory_page_shows_the_trend_and_what_was_tried() -> None:
     (refractory,) = [a for batch in alerts for a in batch if a.kind.value == "refractory"]
     line = render_page(refractory).line
     assert line.startswith("Refractory thrombocytopenia: 21 x10^9/L")
-    assert "; trend 18 -> 21" in line
+    assert "; trend 25 -> 18 -> 21" in line  # the baseline, then the values in evidence
     assert "; after prednisolone, IVIG" in line
+
+
+def test_a_critical_page_shows_the_fall_into_it() -> None:
+    _, alerts = feed(
+        result(210, days=-40),  # more than 30 days before: not part of the trend
+        result(150, days=-20),
+        result(60, days=-2),
+        result(35, days=-1),
+        result(12),
+    )
+    (critical,) = alerts[-1]
+    assert [r.count.value_10e9_per_l for r in critical.evidence.preceding if r.count] == [
+        150,
+        60,
+        35,
+    ]
+    assert [r.result_id for r in critical.evidence.results] == ["R@0"]  # evidence unchanged
+    assert "; trend 150 -> 60 -> 35 -> 12" in render_page(critical).line

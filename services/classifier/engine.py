@@ -628,13 +628,24 @@ def _reconcile(
         if raised is not None and not raised.withdrawn and raised.evidence_key == key:
             continue
         history.raised[alert_id] = Raised(alert_id, want.kind, want.evidence[0].result_id, key)
-        alerts.append(_alert(patient, history.location, want, rules, now, key))
+        preceding = _preceding(history, want.evidence[0])
+        alerts.append(_alert(patient, history.location, want, preceding, rules, now, key))
     for alert_id, raised in history.raised.items():
         if not complete or raised.withdrawn or alert_id in wanted:
             continue
         raised.withdrawn = True
         alerts.append(_withdrawal(patient, raised, rules, now, reason))
     return alerts
+
+
+def _preceding(history: History, first: Value) -> tuple[Value, ...]:
+    """The patient's last counts before the evidence, within 30 days: the trend into it."""
+    since = first.at - timedelta(days=30)
+    earlier = sorted(
+        (v for v in history.values.values() if since <= v.at < first.at),
+        key=lambda v: (v.at, v.result_id),
+    )
+    return tuple(earlier[-3:])
 
 
 def _evidence_result(value: Value) -> EvidenceResult:
@@ -652,6 +663,7 @@ def _alert(
     patient: Patient,
     location: str | None,
     want: _Wanted,
+    preceding: tuple[Value, ...],
     rules: Rules,
     now: datetime,
     key: tuple[str, ...],
@@ -675,6 +687,7 @@ def _alert(
             treatments=treatments,
             baseline_10e9_per_l=want.baseline,
             note=want.note,
+            preceding=tuple(_evidence_result(v) for v in preceding),
         ),
         rule=RuleRef(id=want.kind.value, version=rules.version),
         raised_at=now,

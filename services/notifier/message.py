@@ -45,10 +45,11 @@ def _value_text(alert: PlateletAlert) -> str:
 def _context(alert: PlateletAlert) -> str:
     """The trend of the values behind the alert, and the treatments already tried."""
     parts = []
-    counts = [r.count for r in alert.evidence.results if r.count is not None]
+    evidence = alert.evidence
+    counts = [r.count for r in (*evidence.preceding, *evidence.results) if r.count is not None]
     if len(counts) > 1:
         parts.append("trend " + " -> ".join(f"{c.value_10e9_per_l:g}" for c in counts))
-    names = list(dict.fromkeys(t.name for t in alert.evidence.treatments))
+    names = list(dict.fromkeys(t.name for t in evidence.treatments))
     if names:
         parts.append("after " + ", ".join(names))
     return "".join(f"; {part}" for part in parts)
