@@ -133,6 +133,21 @@ async def test_unacknowledged_it_climbs_the_chain_then_reaches_the_fallback(
     ]
 
 
+async def test_a_correction_that_keeps_the_alert_pages_the_next_level_with_the_new_value(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    chain = escalator(store, webhook_receiver, [])
+    alert = critical()
+    corrected = PlateletAlert.model_validate(
+        {**alert.model_dump(), "event_id": "corrected-event", "value_10e9_per_l": 7}
+    )
+    await chain.receive(alert, NOW)
+    await chain.receive(corrected, NOW + MINUTE)
+    assert paged(webhook_receiver) == ["primary"]  # not paged again for the same alert
+    await chain.fire_due(NOW + 10 * MINUTE)
+    assert [p.body["alert"]["value_10e9_per_l"] for p in webhook_receiver.pages] == [9, 7]
+
+
 async def test_an_acknowledgement_stops_the_escalation(
     store: NotifierStore, webhook_receiver: WebhookReceiver
 ) -> None:

@@ -75,12 +75,15 @@ class Escalator:
         self._valid_for = link_valid_for
 
     async def receive(self, alert: PlateletAlert, now: datetime) -> None:
-        """Start paging for a new alert (a re-emitted one changes nothing), or withdraw one."""
+        """Start paging for a new alert, refresh a re-emitted one, or withdraw one."""
         if alert.kind is AlertKind.WITHDRAWN:
             await self._withdraw(alert, now)
             return
         steps = [(d.level, d.tier, d.at) for d in schedule(self._policy, alert.kind, now)]
-        await self._store.open_escalation(alert.alert_id, alert.model_dump_json(), steps)
+        if not await self._store.open_escalation(alert.alert_id, alert.model_dump_json(), steps):
+            # Re-emitted with new evidence (a correction that still meets the rule): the
+            # levels still to come page with it; the chain's timing is unchanged.
+            await self._store.update_pending_alert(alert.alert_id, alert.model_dump_json())
         await self.fire_due(now)
 
     async def fire_due(self, now: datetime) -> int:
@@ -101,7 +104,7 @@ class Escalator:
             return False
         ACTIONS.labels(action=action.value).inc()
         alert = PlateletAlert.model_validate_json(steps[0].alert)
-        who = Recipient(by, "link", "")
+        who = Recipient(by, "action", "")
         if action is AckAction.NOT_MY_PATIENT:
             await self._delivery.record(alert, DeliveryStep.DECLINED, who, None)
             pending = [s.level for s in steps if s.state == PENDING]

@@ -168,9 +168,12 @@ class AlertConsumer:
 
 
 def _stop_process_if_failed(task: "asyncio.Task[None]") -> None:
-    """A notifier that cannot consume alerts must not look alive: stop, so it is restarted."""
+    """A notifier that cannot consume alerts or fire escalations must not look alive: stop, so
+    it is restarted."""
     if not task.cancelled() and task.exception() is not None:
-        log.critical("alert consumer stopped: %r; shutting the notifier down", task.exception())
+        log.critical(
+            "%s stopped: %r; shutting the notifier down", task.get_name(), task.exception()
+        )
         os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -222,6 +222,15 @@ class NotifierStore:
             )
         )
 
+    async def update_pending_alert(self, alert_id: str, alert_json: str) -> None:
+        async with self._sessions() as session:
+            await session.execute(
+                update(EscalationRecord)
+                .where(EscalationRecord.alert_id == alert_id, EscalationRecord.state == PENDING)
+                .values(alert=alert_json)
+            )
+            await session.commit()
+
     async def claim_due_escalations(self, now: datetime) -> list[EscalationRecord]:
         """Pending steps due by `now`, each claimed for a lease so only one process fires it."""
         async with self._sessions() as session:
