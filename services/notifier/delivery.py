@@ -86,8 +86,9 @@ class AlertDelivery:
         self._publish = publish
 
     async def page(self, alert: PlateletAlert, page: Page, recipient: Recipient) -> bool:
-        """True once the page has reached the recipient, now or before (then it is not sent
-        again); False if it could not be delivered, and the claim is released for a retry."""
+        """True once the page has reached the recipient, now or before, or is being sent by
+        another process (then it is not sent again); False if it could not be delivered, and
+        the claim is released for a retry."""
         claimed = await self._store.claim_page(
             alert.alert_id, recipient.channel, recipient.address, datetime.now(UTC)
         )
