@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint check-schemas schemas bench lock clean
+.PHONY: help install tools run test lint check-schemas schemas bench lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,7 +36,14 @@ check-schemas: $(STAMP) ## fail if schemas/json/ has drifted from the pydantic m
 schemas: $(STAMP) ## regenerate schemas/json/ from the pydantic models
 	$(BIN)/plateletwatch schemas
 
-test: lint check-schemas ## the whole gate: lint, schema drift, all tests against a real broker
+tools: ## Debian's prometheus (promtool) for the deployment tests, where apt-get runs as root
+	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; }; } \
+		&& echo "installed Debian's prometheus (promtool)"; } \
+		|| echo "promtool unavailable here: the deployment tests will say so and skip"
+
+test: lint check-schemas tools ## the whole gate: lint, schema drift, all tests against a real broker
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) ## ingest (MLLP) vs raw producer, replay vs JSON decode; writes bench-results.json
