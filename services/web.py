@@ -11,6 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
+import services.build_info  # noqa: F401 - registers plateletwatch_build_info
+
 
 def operations_router(service: str, ready: Callable[[], bool]) -> APIRouter:
     """Liveness says the process answers; readiness says it can do its work (broker connected)."""

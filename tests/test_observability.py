@@ -98,6 +98,16 @@ def _series(settings: Settings) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
     return found
 
 
+def _per_partition(
+    series: set[tuple[str, tuple[tuple[str, str], ...]]],
+) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """The series with every partition number replaced by '*'."""
+    return {
+        (name, tuple((k, "*" if k == "partition" else v) for k, v in pairs))
+        for name, pairs in series
+    }
+
+
 def _result(example: bytes, mrn: str) -> bytes:
     body = json.loads(example)
     body["patient"]["identifier"]["mrn"] = mrn
@@ -131,8 +141,11 @@ async def test_prometheus_sees_the_pipeline_and_no_patient_in_any_label(
     await wait_for(lambda: len(webhook_receiver.pages) == 9, 60, "nine pages")
     series_after_nine = _series(running)
 
-    # Bounded labels: more patients add no series, and no label value names a patient.
-    assert series_after_nine == series_after_three
+    # Bounded labels: more patients add no series (beyond one per partition, as more partitions
+    # see traffic), and no label value names a patient.
+    partitions = {v for _, pairs in series_after_nine for k, v in pairs if k == "partition"}
+    assert partitions <= {str(p) for p in range(running.partitions)}
+    assert _per_partition(series_after_nine) == _per_partition(series_after_three)
     labels = " ".join(value for _, pairs in series_after_nine for _, value in pairs)
     assert "MRN-OBS" not in labels
     assert "2.16.840.1.113883.19.5" not in labels  # the assigning authority either
@@ -144,3 +157,8 @@ async def test_prometheus_sees_the_pipeline_and_no_patient_in_any_label(
     first_page = "sum(plateletwatch_result_verified_to_first_page_seconds_count)"
     for expr in (alerts, published, delivered, first_page):
         await wait_for(lambda e=expr: _value(prometheus, e) == 9, 30, expr)
+    # Every service says what it runs; both consumers report their lag (caught up: 0).
+    assert _value(prometheus, "count(plateletwatch_build_info)") == 3
+    for lag in ("plateletwatch_classifier_consumer_lag", "plateletwatch_notifier_consumer_lag"):
+        await wait_for(lambda q=lag: _query(prometheus, q) != [], 30, lag)
+        assert _value(prometheus, f"max({lag})") == 0

@@ -15,6 +15,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from pydantic import ValidationError
 
+import services.build_info  # noqa: F401 - registers plateletwatch_build_info
 from schemas import LabResult, Topic, clinical_context_adapter
 from services.classifier.engine import History, apply
 from services.classifier.rules import Rules
@@ -31,10 +32,23 @@ EVENTS = Counter(
 ALERTS = Counter(
     "plateletwatch_classifier_alerts_total", "Alerts emitted, by alert kind.", ["alert_kind"]
 )
-SUPPRESSED = Gauge(
-    "plateletwatch_classifier_suppressed_repeats_last",
-    "Suppressed repeat critical values in the history of the patient evaluated last.",
+SUPPRESSED = Counter(
+    "plateletwatch_classifier_suppressed_repeats_total",
+    "Repeat critical values not paged (within an open episode, not low enough, too soon).",
 )
+LAG = Gauge(
+    "plateletwatch_classifier_consumer_lag",
+    "Events not yet read on each input partition, as the classifier last saw it.",
+    ["input", "partition"],
+)
+
+
+def _record_lag(app: faust.App, kind: str, message: Any) -> None:
+    """Events behind this one on its partition (partitions are few: a bounded label)."""
+    highwater = app.consumer.highwater(message.tp)
+    if highwater is not None:
+        behind = max(0, highwater - message.offset - 1)
+        LAG.labels(input=kind, partition=str(message.partition)).set(behind)
 
 
 def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faust.App:
@@ -81,6 +95,7 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
     async def classify(stream: Any) -> None:
         async for event in stream.events():
             kind = "lab_result" if event.message.topic == lab_results else "clinical_context"
+            _record_lag(app, kind, event.message)
             try:
                 decoded = (
                     LabResult.model_validate_json(event.value)
@@ -94,12 +109,13 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
             stored = histories.get(event.key)
             history = History.from_json(stored) if stored else History()
             duplicate = history.has_applied(decoded)
+            suppressed_before = history.suppressed_repeats
             emitted = apply(history, decoded, rules, datetime.now(UTC))
+            SUPPRESSED.inc(max(0, history.suppressed_repeats - suppressed_before))
             for alert in emitted:
                 await alerts.send(key=event.key, value=alert.model_dump_json().encode())
                 ALERTS.labels(alert_kind=alert.kind.value).inc()
             histories[event.key] = history.to_json()
-            SUPPRESSED.set(history.suppressed_repeats)
             EVENTS.labels(kind=kind, outcome="duplicate" if duplicate else "evaluated").inc()
 
     @app.page("/healthz")

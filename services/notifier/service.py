@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from schemas import AckAction, DeliveryEvent, PlateletAlert, Topic
@@ -45,6 +45,11 @@ ALERTS_CONSUMED = Counter(
     "plateletwatch_notifier_alerts_consumed_total",
     "Alert events read from platelet.alerts.v1, by outcome.",
     ["outcome"],
+)
+LAG = Gauge(
+    "plateletwatch_notifier_consumer_lag",
+    "Alert events not yet read on each partition, as the notifier last saw it.",
+    ["partition"],
 )
 LINKS_REFUSED = Counter(
     "plateletwatch_notifier_links_refused_total",
@@ -142,6 +147,11 @@ class AlertConsumer:
         try:
             async for message in consumer:
                 partition = TopicPartition(message.topic, message.partition)
+                highwater = consumer.highwater(partition)
+                if highwater is not None:
+                    LAG.labels(partition=str(message.partition)).set(
+                        max(0, highwater - message.offset - 1)
+                    )
                 while not await self._handle(message.value):  # noqa: ASYNC110 - a timed retry
                     await asyncio.sleep(_RETRY_AFTER_FAILURE_SECONDS)
                 await consumer.commit({partition: message.offset + 1})
