@@ -1,6 +1,6 @@
 """What ops see: a real Prometheus scrapes the three running services while results for several
-patients flow through; the key series exist and move, and no label carries a patient or grows
-with the number of patients."""
+patients flow through; the key series exist and move, every Grafana panel's query is accepted,
+and no label carries a patient or grows with the number of patients."""
 
 import json
 import re
@@ -18,7 +18,7 @@ from pydantic import HttpUrl
 from services.config import Settings
 from services.kafka.broker import free_loopback_port
 from services.processes import wait_until_ready
-from tests.conftest import AUTH, wait_for
+from tests.conftest import AUTH, REPO, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -98,6 +98,21 @@ def _series(settings: Settings) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
     return found
 
 
+def _dashboard_answers(prometheus: str) -> dict[str, bool]:
+    """Each panel of the dashboard: whether any of its queries returned data. A query that
+    Prometheus refuses fails the test, naming the panel."""
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/plateletwatch.json").read_text())
+    answered: dict[str, bool] = {}
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            reply = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=5)
+            assert reply.status_code == 200, f"{panel['title']}: {expr}: {reply.text}"
+            has_data = bool(reply.json()["data"]["result"])
+            answered[panel["title"]] = answered.get(panel["title"], False) or has_data
+    return answered
+
+
 def _per_partition(
     series: set[tuple[str, tuple[tuple[str, str], ...]]],
 ) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
@@ -157,6 +172,12 @@ async def test_prometheus_sees_the_pipeline_and_no_patient_in_any_label(
     first_page = "sum(plateletwatch_result_verified_to_first_page_seconds_count)"
     for expr in (alerts, published, delivered, first_page):
         await wait_for(lambda e=expr: _value(prometheus, e) == 9, 30, expr)
+    # Every panel of the Grafana dashboard is a query Prometheus accepts, and the panels about
+    # what just happened show data.
+    answered = _dashboard_answers(prometheus)
+    for panel in ("Lab results by feed and outcome (per minute)", "Alerts by kind (per hour)"):
+        assert answered[panel], f"no data for the panel {panel!r}"
+
     # Every service says what it runs; both consumers report their lag (caught up: 0).
     assert _value(prometheus, "count(plateletwatch_build_info)") == 3
     for lag in ("plateletwatch_classifier_consumer_lag", "plateletwatch_notifier_consumer_lag"):
