@@ -1,11 +1,14 @@
-"""The deployment's Prometheus alert rules: valid, and unit-tested with synthetic series by the
-real promtool (Debian's prometheus package; `make test` installs it where it can)."""
+"""The deployment: Prometheus alert rules unit-tested by the real promtool (Debian's prometheus
+package; `make test` installs it where it can), the Dockerfile linted by hadolint, and the Compose
+stack checked for what a hospital relies on."""
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 PROMETHEUS = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 PROMTOOL = shutil.which("promtool")
@@ -47,3 +50,62 @@ def test_every_alert_rule_has_a_runbook_paragraph() -> None:
         if line.startswith("### ")
     }
     assert [a for a in anchors if a not in headings] == []
+
+
+@needs_promtool
+def test_the_compose_prometheus_config_is_valid_with_its_rules() -> None:
+    checked = promtool("check", "config", "prometheus.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+DEPLOY = PROMETHEUS.parent
+HADOLINT = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+    "hadolint"
+)
+
+
+@pytest.mark.skipif(HADOLINT is None, reason="hadolint is not installed (make install adds it)")
+def test_the_dockerfile_passes_hadolint() -> None:
+    assert HADOLINT is not None
+    linted = subprocess.run(
+        [HADOLINT, "deploy/Dockerfile"], cwd=DEPLOY.parent, capture_output=True, text=True
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_the_dockerfile_runs_as_a_user_with_a_healthcheck() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "\nUSER 10001\n" in dockerfile
+    assert "\nHEALTHCHECK " in dockerfile
+    assert 'ENTRYPOINT ["plateletwatch"]' in dockerfile
+
+
+def test_the_compose_stack_is_complete_and_pinned() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {
+        "kafka",
+        "ingest",
+        "classifier",
+        "notifier",
+        "prometheus",
+        "grafana",
+        "postgres",
+    } <= set(services)
+    kafka = services["kafka"]["environment"]
+    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft: no ZooKeeper
+    assert kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"  # topics come from `topics`
+    images = [s["image"] for s in services.values() if "image" in s]
+    assert [i for i in images if i.endswith(":latest") or ":" not in i] == []
+    ports = {"ingest": "8410", "classifier": "8411", "notifier": "8412", "demo-pager": "8419"}
+    for name, port in ports.items():
+        service = services[name]
+        assert service["command"] == [name]
+        assert service["environment"]["HEALTH_PORT"] == port  # the image's HEALTHCHECK
+        assert service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    for name in ("ingest", "classifier", "notifier"):
+        started_after = services[name]["depends_on"]["topics"]["condition"]
+        assert started_after == "service_completed_successfully"
+    scraped = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    targets = {c["static_configs"][0]["targets"][0] for c in scraped["scrape_configs"]}
+    assert targets == {f"{name}:{ports[name]}" for name in ("ingest", "classifier", "notifier")}
