@@ -1,12 +1,15 @@
 """The deployment: Prometheus alert rules unit-tested by the real promtool (Debian's prometheus
 package; `make test` installs it where it can), the Dockerfile linted by hadolint, and the Compose
-stack checked for what a hospital relies on."""
+stack and the Kubernetes manifests (kustomize, kubernetes-validate) checked for what a hospital
+relies on."""
 
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -109,3 +112,54 @@ def test_the_compose_stack_is_complete_and_pinned() -> None:
     scraped = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     targets = {c["static_configs"][0]["targets"][0] for c in scraped["scrape_configs"]}
     assert targets == {f"{name}:{ports[name]}" for name in ("ingest", "classifier", "notifier")}
+
+
+KUBECTL = shutil.which("kubectl")
+OVERLAY = DEPLOY / "kubernetes" / "overlays" / "production"
+
+
+@pytest.fixture(scope="module")
+def manifests() -> list[dict[str, Any]]:
+    if KUBECTL is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+    built = subprocess.run(
+        [KUBECTL, "kustomize", str(OVERLAY)], capture_output=True, text=True, timeout=60
+    )
+    assert built.returncode == 0, built.stderr
+    return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+
+
+def test_the_manifests_are_valid_kubernetes(manifests: list[dict[str, Any]]) -> None:
+    custom = {"ServiceMonitor"}  # a Prometheus Operator CRD: no schema in kubernetes-validate
+    version = kubernetes_validate.latest_version()
+    for manifest in manifests:
+        if manifest["kind"] not in custom:
+            kubernetes_validate.validate(manifest, version, strict=True)
+    assert {m["kind"] for m in manifests} >= {"Deployment", "StatefulSet", "Job", "Service"}
+
+
+def test_every_workload_is_probed_sized_unprivileged_and_protected(
+    manifests: list[dict[str, Any]],
+) -> None:
+    workloads = [m for m in manifests if m["kind"] in ("Deployment", "StatefulSet")]
+    assert {w["metadata"]["name"] for w in workloads} == {
+        "plateletwatch-ingest",
+        "plateletwatch-classifier",
+        "plateletwatch-notifier",
+    }
+    budgets = {
+        m["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for m in manifests
+        if m["kind"] == "PodDisruptionBudget"
+    }
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        (container,) = pod["containers"]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["resources"]["requests"]["memory"]
+        assert workload["metadata"]["name"] in budgets
+        assert workload["spec"]["replicas"] == 3  # the production overlay
+    (classifier,) = [w for w in workloads if w["kind"] == "StatefulSet"]
+    assert classifier["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "state"
