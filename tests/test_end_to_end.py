@@ -84,6 +84,10 @@ async def test_a_critical_result_is_paged_once(
     ack = page.body["actions"]["acknowledge"]
     assert ack.startswith(f"http://{pipeline.bind_host}:{pipeline.notifier_port}/v1/links/")
     async with httpx.AsyncClient() as client:
+        opened = await client.get(ack)  # a mail scanner or a click: shows, changes nothing
+        assert opened.status_code == 200
+        assert '<button type="submit">Acknowledge</button>' in opened.text
+        assert "frame-ancestors 'none'" in opened.headers["Content-Security-Policy"]
         acked = await client.post(ack)
         assert acked.json() == {"alert_id": alert["alert_id"], "action": "acknowledge"}
         replayed = await client.post(ack)
@@ -91,8 +95,14 @@ async def test_a_critical_result_is_paged_once(
             403,
             "the link has been used already",
         )
-        forged = await client.post(ack[:-4] + ("AAAA" if not ack.endswith("AAAA") else "BBBB"))
+        forgery = ack[:-4] + ("AAAA" if not ack.endswith("AAAA") else "BBBB")
+        forged = await client.post(forgery)
         assert (forged.status_code, forged.json()["error"]) == (403, "the link is not genuine")
+        forged_page = await client.get(forgery)
+        assert forged_page.status_code == 403
+        assert "This link cannot be used: the link is not genuine." in forged_page.text
+        used_page = await client.get(ack)
+        assert (used_page.status_code, "used already" in used_page.text) == (403, True)
 
         # A console or another system acts through the API with a bearer token.
         notifier = f"http://{pipeline.bind_host}:{pipeline.notifier_port}"

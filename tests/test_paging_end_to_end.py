@@ -108,9 +108,12 @@ async def test_a_critical_result_is_mailed_escalated_and_acknowledged_by_link(
     async with httpx.AsyncClient() as client:
         forged = await client.post(ack[:-6] + ("A" * 6 if not ack.endswith("A" * 6) else "B" * 6))
         assert (forged.status_code, forged.json()["error"]) == (403, "the link is not genuine")
-        acked = await client.post(ack)
+        # As a browser does: open the link, then press its button.
+        opened = await client.get(ack)
+        assert '<button type="submit">Acknowledge</button>' in opened.text
+        acked = await client.post(ack, headers={"Accept": "text/html"})
     assert acked.status_code == 200, acked.text
-    assert acked.json()["action"] == "acknowledge"
+    assert "Acknowledged: the escalation has stopped." in acked.text
 
     await asyncio.sleep(2 * WINDOW_SECONDS)  # past the attending's window: nothing may follow
     assert _mailed(smtp_receiver) == ["primary", "secondary"], "paged after the acknowledgement"

@@ -17,8 +17,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -34,7 +34,14 @@ from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.delivery import AlertDelivery, RetryPolicy
 from services.notifier.escalation import load_escalation_policy
 from services.notifier.escalator import Escalator
+from services.notifier.link_page import (
+    SECURITY_HEADERS,
+    confirmation_page,
+    done_page,
+    refusal_page,
+)
 from services.notifier.links import LinkRefused, verify_link
+from services.notifier.message import render_page
 from services.notifier.roster import Person, Roster, RosterError, load_roster
 from services.notifier.store import NotifierStore
 from services.web import bearer_token_check, operations_router
@@ -242,21 +249,45 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
     app.include_router(operations_router("notifier", lambda: consumer.ready))
     authorised = bearer_token_check(settings.notifier_api_tokens)
 
+    def refused(reason: str, html: bool, alert_id: str | None = None) -> Response:
+        LINKS_REFUSED.labels(reason=reason).inc()
+        log.warning(
+            "refused an action link%s: %s", f" for alert {alert_id}" if alert_id else "", reason
+        )
+        if html:
+            return HTMLResponse(refusal_page(reason), 403, headers=SECURITY_HEADERS)
+        return JSONResponse({"error": reason}, status_code=403)
+
+    @app.get("/v1/links/{token}", response_class=HTMLResponse)
+    async def open_link(token: str) -> Response:
+        """What the link would do, and a button to do it: opening a link changes nothing."""
+        try:
+            claim = verify_link(secret, token, datetime.now(UTC))
+        except LinkRefused as refusal:
+            return refused(str(refusal), html=True)
+        if await store.link_used(claim.nonce):
+            return refused("the link has been used already", html=True, alert_id=claim.alert_id)
+        steps = await store.escalation(claim.alert_id)
+        if not steps:
+            return refused("no such alert was paged", html=True, alert_id=claim.alert_id)
+        line = render_page(PlateletAlert.model_validate_json(steps[0].alert)).line
+        return HTMLResponse(confirmation_page(claim.action, line), headers=SECURITY_HEADERS)
+
     @app.post("/v1/links/{token}")
-    async def follow_link(token: str) -> JSONResponse:
-        """Acknowledge, decline ("not my patient") or resolve, through a link from a page."""
+    async def follow_link(token: str, request: Request) -> Response:
+        """Acknowledge, decline ("not my patient") or resolve, through a link from a page: the
+        button of the page above (answered in HTML), or a client posting directly (JSON)."""
+        html = "text/html" in request.headers.get("accept", "")
         now = datetime.now(UTC)
         try:
             claim = verify_link(secret, token, now)
-        except LinkRefused as refused:
-            LINKS_REFUSED.labels(reason=str(refused)).inc()
-            log.warning("refused an action link: %s", refused)
-            return JSONResponse({"error": str(refused)}, status_code=403)
+        except LinkRefused as refusal:
+            return refused(str(refusal), html)
         if not await store.use_link(claim.nonce, now):
-            LINKS_REFUSED.labels(reason="used before").inc()
-            log.warning("refused an action link for alert %s: used before", claim.alert_id)
-            return JSONResponse({"error": "the link has been used already"}, status_code=403)
+            return refused("the link has been used already", html, claim.alert_id)
         await escalator.act(claim.alert_id, claim.action, claim.recipient, now)
+        if html:
+            return HTMLResponse(done_page(claim.action), headers=SECURITY_HEADERS)
         return JSONResponse({"alert_id": claim.alert_id, "action": claim.action.value})
 
     @app.post("/v1/alerts/{alert_id}/actions", dependencies=[Depends(authorised)])

@@ -328,6 +328,10 @@ class NotifierStore:
             )
         return int(unacknowledged or 0), int(exhausted or 0)
 
+    async def link_used(self, nonce: str) -> bool:
+        async with self._sessions() as session:
+            return await session.get(UsedLinkRecord, nonce) is not None
+
     async def use_link(self, nonce: str, now: datetime) -> bool:
         """True the first time a link's nonce is used; False ever after (a replay)."""
         return await self._insert_new(UsedLinkRecord(nonce=nonce, used_at=now))

@@ -1,0 +1,55 @@
+"""The small HTML pages an action link opens. Pure.
+
+Opening a link from a page (a GET, which mail scanners and link previews also do) changes
+nothing: it shows what the link would do and a button that does it (a POST to the same address).
+The pages load nothing else, run no script, and say no more about the patient than the page did.
+"""
+
+from html import escape
+
+from schemas import AckAction
+
+_VERBS = {
+    AckAction.ACKNOWLEDGE: ("Acknowledge", "Acknowledged: the escalation has stopped."),
+    AckAction.NOT_MY_PATIENT: ("Not my patient", "Passed on: the next on call is being paged."),
+    AckAction.RESOLVE: ("Resolve", "Resolved: the escalation has stopped."),
+}
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the link's token is in its address
+    "Cache-Control": "no-store",
+}
+
+
+def confirmation_page(action: AckAction, line: str) -> str:
+    label = _VERBS[action][0]
+    return _page(
+        label,
+        f"<p>{escape(line)}</p>\n"
+        f'<form method="post"><button type="submit">{escape(label)}</button></form>',
+    )
+
+
+def done_page(action: AckAction) -> str:
+    return _page(_VERBS[action][0], f"<p>{escape(_VERBS[action][1])}</p>")
+
+
+def refusal_page(reason: str) -> str:
+    return _page(
+        "Link refused",
+        f"<p>This link cannot be used: {escape(reason)}.</p>\n"
+        "<p>Open the alert from a newer page, or call the laboratory.</p>",
+    )
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>PlateletWatch: {escape(title)}</title></head>\n"
+        f"<body>\n<h1>{escape(title)}</h1>\n{body}\n</body>\n</html>\n"
+    )
