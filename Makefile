@@ -36,12 +36,17 @@ check-schemas: $(STAMP) ## fail if schemas/json/ has drifted from the pydantic m
 schemas: $(STAMP) ## regenerate schemas/json/ from the pydantic models
 	$(BIN)/plateletwatch schemas
 
-tools: ## Debian's prometheus (promtool) for the deployment tests, where apt-get runs as root
-	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-		&& { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
-		|| { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; }; } \
-		&& echo "installed Debian's prometheus (promtool)"; } \
-		|| echo "promtool unavailable here: the deployment tests will say so and skip"
+DEBIAN_TOOLS := promtool:prometheus chromium:chromium
+
+tools: ## Debian's prometheus and chromium for the deployment and browser tests, where apt-get runs as root
+	@for tool in $(DEBIAN_TOOLS); do command=$${tool%%:*}; package=$${tool##*:}; \
+		command -v $$command >/dev/null 2>&1 && continue; \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$package >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$package >/dev/null 2>&1; }; } \
+		&& echo "installed Debian's $$package"; } \
+		|| echo "$$package unavailable here: the tests needing it will say so and skip"; \
+	done
 
 test: lint check-schemas tools ## the whole gate: lint, schema drift, all tests against a real broker
 	$(BIN)/pytest $(PYTEST_ARGS)

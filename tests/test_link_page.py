@@ -1,21 +1,7 @@
-"""The pages an action link opens: what it would do, a button, nothing more."""
+"""The pages around an action link: what was done, or why a link is refused."""
 
 from schemas import AckAction
-from services.notifier.link_page import SECURITY_HEADERS, confirmation_page, refusal_page
-
-
-def test_the_confirmation_shows_the_alert_and_one_button_posting_to_the_link() -> None:
-    page = confirmation_page(AckAction.NOT_MY_PATIENT, "CRITICAL LOW platelets: 9 x10^9/L")
-    assert "<p>CRITICAL LOW platelets: 9 x10^9/L</p>" in page
-    assert '<form method="post"><button type="submit">Not my patient</button></form>' in page
-    assert "<script" not in page
-    assert "<link" not in page
-
-
-def test_text_from_an_alert_cannot_become_markup() -> None:
-    page = confirmation_page(AckAction.ACKNOWLEDGE, 'patient <script>alert("x")</script>')
-    assert "<script>" not in page
-    assert "&lt;script&gt;" in page
+from services.notifier.link_page import SECURITY_HEADERS, done_page, refusal_page
 
 
 def test_a_refusal_says_why_and_what_to_do() -> None:
@@ -24,8 +10,14 @@ def test_a_refusal_says_why_and_what_to_do() -> None:
     assert "call the laboratory" in page
 
 
-def test_the_pages_load_and_run_nothing_and_cannot_be_framed() -> None:
+def test_done_says_what_happened_next() -> None:
+    assert "the next on call is being paged" in done_page(AckAction.NOT_MY_PATIENT)
+
+
+def test_the_pages_load_only_their_style_run_nothing_and_cannot_be_framed() -> None:
     policy = SECURITY_HEADERS["Content-Security-Policy"]
     assert "default-src 'none'" in policy
+    assert "style-src 'self'" in policy
+    assert "script-src" not in policy  # so default-src 'none' forbids every script
     assert "frame-ancestors 'none'" in policy
     assert SECURITY_HEADERS["Referrer-Policy"] == "no-referrer"

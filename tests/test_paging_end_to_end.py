@@ -110,7 +110,8 @@ async def test_a_critical_result_is_mailed_escalated_and_acknowledged_by_link(
         assert (forged.status_code, forged.json()["error"]) == (403, "the link is not genuine")
         # As a browser does: open the link, then press its button.
         opened = await client.get(ack)
-        assert '<button type="submit">Acknowledge</button>' in opened.text
+        assert "Acknowledge</button>" in opened.text
+        assert '<svg role="img"' in opened.text
         acked = await client.post(ack, headers={"Accept": "text/html"})
     assert acked.status_code == 200, acked.text
     assert "Acknowledged: the escalation has stopped." in acked.text

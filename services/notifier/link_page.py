@@ -1,8 +1,8 @@
-"""The small HTML pages an action link opens. Pure.
+"""The small HTML pages around an action link: what was done, or why a link is refused. Pure.
 
-Opening a link from a page (a GET, which mail scanners and link previews also do) changes
-nothing: it shows what the link would do and a button that does it (a POST to the same address).
-The pages load nothing else, run no script, and say no more about the patient than the page did.
+Opening a link (a GET, which mail scanners and link previews also do) changes nothing: it shows
+the alert page (alert_page.py) with its buttons; pressing one posts to a link and lands here.
+The pages load only their stylesheet, run no script, and cannot be framed.
 """
 
 from html import escape
@@ -17,21 +17,13 @@ _VERBS = {
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",  # the link's token is in its address
     "Cache-Control": "no-store",
 }
-
-
-def confirmation_page(action: AckAction, line: str) -> str:
-    label = _VERBS[action][0]
-    return _page(
-        label,
-        f"<p>{escape(line)}</p>\n"
-        f'<form method="post"><button type="submit">{escape(label)}</button></form>',
-    )
 
 
 def done_page(action: AckAction) -> str:
@@ -50,6 +42,7 @@ def _page(title: str, body: str) -> str:
     return (
         '<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>PlateletWatch: {escape(title)}</title></head>\n"
+        f"<title>PlateletWatch: {escape(title)}</title>"
+        '<link rel="stylesheet" href="/v1/console.css"></head>\n'
         f"<body>\n<h1>{escape(title)}</h1>\n{body}\n</body>\n</html>\n"
     )

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from schemas import AckAction, DeliveryEvent, PlateletAlert, Topic
 from services.config import Settings
 from services.kafka.producer import EventPublisher
+from services.notifier.alert_page import STYLE, Step, alert_page
 from services.notifier.channels.base import Channel
 from services.notifier.channels.email import EmailChannel, SmtpSettings
 from services.notifier.channels.pagerduty import PagerDutyChannel
@@ -34,14 +35,8 @@ from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.delivery import AlertDelivery, RetryPolicy
 from services.notifier.escalation import load_escalation_policy
 from services.notifier.escalator import Escalator
-from services.notifier.link_page import (
-    SECURITY_HEADERS,
-    confirmation_page,
-    done_page,
-    refusal_page,
-)
-from services.notifier.links import LinkRefused, verify_link
-from services.notifier.message import render_page
+from services.notifier.link_page import SECURITY_HEADERS, done_page, refusal_page
+from services.notifier.links import LinkRefused, sign_link, verify_link
 from services.notifier.roster import Person, Roster, RosterError, load_roster
 from services.notifier.store import NotifierStore
 from services.web import bearer_token_check, operations_router
@@ -211,6 +206,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         publish_delivery,
     )
     secret = _link_secret(settings)
+    link_lifetime = timedelta(hours=settings.notifier_link_valid_hours)
     escalator = Escalator(
         store,
         delivery,
@@ -218,7 +214,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         load_escalation_policy(settings.notifier_escalation_file),
         secret,
         settings.notifier_public_url or f"http://{settings.bind_host}:{settings.notifier_port}",
-        timedelta(hours=settings.notifier_link_valid_hours),
+        link_lifetime,
     )
     consumer = AlertConsumer(settings, bootstrap_servers, escalator)
 
@@ -260,7 +256,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
 
     @app.get("/v1/links/{token}", response_class=HTMLResponse)
     async def open_link(token: str) -> Response:
-        """What the link would do, and a button to do it: opening a link changes nothing."""
+        """The alert page, with a button per action: opening a link changes nothing."""
         try:
             claim = verify_link(secret, token, datetime.now(UTC))
         except LinkRefused as refusal:
@@ -270,8 +266,22 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         steps = await store.escalation(claim.alert_id)
         if not steps:
             return refused("no such alert was paged", html=True, alert_id=claim.alert_id)
-        line = render_page(PlateletAlert.model_validate_json(steps[0].alert)).line
-        return HTMLResponse(confirmation_page(claim.action, line), headers=SECURITY_HEADERS)
+        alert = PlateletAlert.model_validate_json(steps[0].alert)
+        history = [
+            Step(row.occurred_at, row.step, row.recipient, row.channel, row.detail)
+            for row in await store.audit_trail(claim.alert_id)
+        ]
+        now = datetime.now(UTC)
+        buttons = {  # fresh single-use links for this recipient, one per button
+            action: "/v1/links/"
+            + sign_link(secret, claim.alert_id, action, claim.recipient, now, link_lifetime)
+            for action in AckAction
+        }
+        return HTMLResponse(alert_page(alert, history, buttons), headers=SECURITY_HEADERS)
+
+    @app.get("/v1/console.css")
+    async def console_css() -> Response:
+        return Response(STYLE, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/v1/links/{token}")
     async def follow_link(token: str, request: Request) -> Response:

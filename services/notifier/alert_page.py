@@ -1,0 +1,181 @@
+"""The alert page a link from a page opens: what, why, the platelet trend, the evidence, who has
+been paged, and the buttons. Pure: HTML and SVG from the alert and its audit trail, no script.
+
+The chart plots counts on a logarithmic axis (1 to 1000 x10^9/L, where 5 and 15 are as far apart
+as 50 and 150), with the critical limit and 30 x10^9/L as lines, treatments as marked days, and a
+corrected count drawn as a hollow point. Every point has a text title, and the chart a summary,
+for screen readers.
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+
+from schemas import AckAction, EvidenceResult, PlateletAlert, ProcedureEvent, ResultStatus
+from services.notifier.message import render_page
+
+WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 640, 260, 48, 16, 16, 36
+LOW, HIGH = 1.0, 1000.0  # x10^9/L, the axis range
+UNIT = "x10^9/L"  # as the pages write it
+LINES = ((20.0, "critical"), (30.0, "30"))
+BUTTONS = {
+    AckAction.ACKNOWLEDGE: "Acknowledge",
+    AckAction.NOT_MY_PATIENT: "Not my patient",
+    AckAction.RESOLVE: "Resolve",
+}
+STYLE = """
+body{font:16px/1.4 system-ui,sans-serif;margin:0 auto;max-width:960px;padding:12px;color:#111}
+h1{font-size:1.3em;margin:.2em 0}.why{background:#fdecea;border-left:4px solid #b00020;padding:8px}
+.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}th,td{text-align:left;
+padding:4px 8px;border-bottom:1px solid #ddd;white-space:nowrap}svg{width:100%;height:auto;
+max-width:640px}.actions{display:flex;flex-wrap:wrap;gap:8px;margin:12px 0}button{font-size:1em;
+padding:12px 16px;min-width:44px;min-height:44px}.primary{background:#b00020;color:#fff;border:0}
+.point{fill:#b00020}.corrected{fill:#fff;stroke:#b00020;stroke-width:2}.limit{stroke:#b00020;
+stroke-dasharray:4 4}.limit30{stroke:#888;stroke-dasharray:2 4}.treatment{stroke:#1565c0}
+.axis{stroke:#444}text{font-size:12px;fill:#333}
+"""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of the paging history (from the audit trail): roles, never people's names."""
+
+    at: datetime
+    step: str
+    recipient: str
+    channel: str
+    detail: str | None
+
+
+def alert_page(
+    alert: PlateletAlert, history: Sequence[Step], buttons: Mapping[AckAction, str]
+) -> str:
+    """The page; `buttons` are the signed links each button posts to."""
+    line = render_page(alert).line
+    points = [*alert.evidence.preceding, *alert.evidence.results]
+    ward = f", ward {escape(alert.location)}" if alert.location else ""
+    population = f" ({alert.population})" if alert.population else ""
+    note = f"<p>{escape(alert.evidence.note)}</p>" if alert.evidence.note else ""
+    forms = "".join(
+        f'<form method="post" action="{escape(url)}"><button type="submit"'
+        f"{' class=primary' if action is AckAction.ACKNOWLEDGE else ''}>"
+        f"{BUTTONS[action]}</button></form>"
+        for action, url in buttons.items()
+    )
+    return f"""<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>PlateletWatch: {escape(alert.kind.value)} for {escape(alert.patient.identifier.key)}</title>
+<link rel="stylesheet" href="/v1/console.css"></head>
+<body>
+<main>
+<h1>{escape(line.split(":")[0])}</h1>
+<p>Patient {escape(alert.patient.identifier.key)}{population}{ward}</p>
+<div class="why" role="note"><p>{escape(line)}</p>{note}
+<p>Rule {escape(alert.rule.id)}, rules file {escape(alert.rule.version)}</p></div>
+<div class="actions">{forms}</div>
+<h2>Platelet trend</h2>
+{trend_chart(points, alert)}
+<h2>Evidence</h2>
+<div class="scroll">{_evidence_table(points, alert)}</div>
+<h2>Paged</h2>
+<div class="scroll">{_history_table(history)}</div>
+</main>
+</body>
+</html>
+"""
+
+
+def trend_chart(points: Sequence[EvidenceResult], alert: PlateletAlert) -> str:
+    """An SVG of the counts over time, log axis, limits, treatments and corrections marked."""
+    if not points:
+        return "<p>No counts to plot.</p>"
+    times = [p.collected_at for p in points]
+    treatments = [
+        (t.performed_at if isinstance(t, ProcedureEvent) else t.started_at, t.name)
+        for t in alert.evidence.treatments
+    ]
+    first = min([*times, *(at for at, _ in treatments)])
+    last = max([*times, *(at for at, _ in treatments)])
+    span = max((last - first).total_seconds(), 1.0)
+
+    def x(at: datetime) -> float:
+        return LEFT + (WIDTH - LEFT - RIGHT) * (at - first).total_seconds() / span
+
+    def y(value: float) -> float:
+        clamped = min(max(value, LOW), HIGH)
+        share = (math.log10(clamped) - math.log10(LOW)) / (math.log10(HIGH) - math.log10(LOW))
+        return TOP + (HEIGHT - TOP - BOTTOM) * (1 - share)
+
+    parts = [
+        f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{HEIGHT - BOTTOM}"/>',
+        *(
+            f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>'
+            for v in (1, 10, 100, 1000)
+        ),
+        *(
+            f'<line class="{"limit" if label == "critical" else "limit30"}" x1="{LEFT}" '
+            f'y1="{y(v):.1f}" x2="{WIDTH - RIGHT}" y2="{y(v):.1f}"><title>{label} '
+            f"({v:g} {UNIT})</title></line>"
+            for v, label in LINES
+        ),
+        *(
+            f'<line class="treatment" x1="{x(at):.1f}" y1="{TOP}" x2="{x(at):.1f}" '
+            f'y2="{HEIGHT - BOTTOM}"><title>{escape(name)} from {at:%Y-%m-%d}</title></line>'
+            f'<text x="{x(at) + 3:.1f}" y="{TOP + 10}">{escape(name)}</text>'
+            for at, name in treatments
+        ),
+    ]
+    coordinates = [(x(p.collected_at), y(p.count.value_10e9_per_l)) for p in points]
+    if len(coordinates) > 1:
+        path = " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in coordinates)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="#b00020"/>')
+    for point, (cx, cy) in zip(points, coordinates, strict=True):
+        corrected = point.status is not ResultStatus.FINAL
+        shown = f"{point.count.original_value} {point.count.original_unit}"
+        parts.append(
+            f'<circle class="point{" corrected" if corrected else ""}" cx="{cx:.1f}" '
+            f'cy="{cy:.1f}" r="5"><title>{escape(shown)} on {point.collected_at:%Y-%m-%d %H:%M}'
+            f"{' (' + point.status.value + ')' if corrected else ''}</title></circle>"
+        )
+    values = ", ".join(f"{p.count.value_10e9_per_l:g}" for p in points)
+    summary = f"Platelet counts over time, oldest first: {values} {UNIT}"
+    return (
+        f'<svg role="img" aria-label="{escape(summary)}" viewBox="0 0 {WIDTH} {HEIGHT}" '
+        f'xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
+    )
+
+
+def _evidence_table(points: Sequence[EvidenceResult], alert: PlateletAlert) -> str:
+    evidence = {p.result_id for p in alert.evidence.results}
+    rows = "".join(
+        f"<tr><td>{p.collected_at:%Y-%m-%d %H:%M}</td>"
+        f"<td>{escape(p.count.comparator or '')}{p.count.value_10e9_per_l:g}</td>"
+        f"<td>{escape(p.count.original_value)} {escape(p.count.original_unit)}</td>"
+        f"<td>{escape(p.status.value)}</td><td>{escape(p.result_id)}</td>"
+        f"<td>{'evidence' if p.result_id in evidence else 'earlier'}</td></tr>"
+        for p in points
+    )
+    baseline = alert.evidence.baseline_10e9_per_l
+    caption = f"<caption>Baseline {baseline:g} {UNIT}</caption>" if baseline is not None else ""
+    return (
+        f"<table>{caption}<thead><tr><th>Collected</th><th>{UNIT}</th><th>As reported</th>"
+        f"<th>Status</th><th>Result</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _history_table(history: Sequence[Step]) -> str:
+    if not history:
+        return "<p>Nobody paged yet.</p>"
+    rows = "".join(
+        f"<tr><td>{s.at:%Y-%m-%d %H:%M:%S}</td><td>{escape(s.step)}</td>"
+        f"<td>{escape(s.recipient)}</td><td>{escape(s.channel)}</td>"
+        f"<td>{escape(s.detail or '')}</td></tr>"
+        for s in history
+    )
+    return (
+        "<table><thead><tr><th>When</th><th>Step</th><th>To</th><th>Channel</th><th>Detail</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+    )

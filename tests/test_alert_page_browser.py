@@ -1,0 +1,150 @@
+"""The alert page in a real browser (Playwright driving Debian's Chromium): a hematologist opens the
+link from a page on a phone, sees the trend chart, presses Acknowledge, and the escalation stops.
+Screenshots at phone and desktop widths go to artifacts/ (ignored by git) for a reviewer."""
+
+import asyncio
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from services.config import Settings
+from services.notifier.channels.webhook_receiver import WebhookReceiver
+from services.notifier.store import NotifierStore
+from tests.conftest import AUTH, REPO, wait_for
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("chromium") is None,
+        reason="Chromium is not installed (Debian package 'chromium'; make test installs it "
+        "where apt-get runs as root)",
+    ),
+]
+
+ARTIFACTS = REPO / "artifacts"
+WINDOW_MINUTES = 0.25  # 15 s to acknowledge before the secondary is paged
+
+
+def _roster(path: Path, webhook: str) -> Path:
+    people = "\n".join(
+        f"  {who}: {{name: Dr {who}, channel: webhook, address: '{webhook}/{who}'}}"
+        for who in ("primary", "secondary", "supervisor")
+    )
+    shifts = "\n".join(
+        f"  - {{service: {service}, tier: {tier}, person: {tier},"
+        " start: 2000-01-01T00:00:00Z, end: 2100-01-01T00:00:00Z}"
+        for service in ("adult", "paediatric")
+        for tier in ("primary", "secondary")
+    )
+    path.write_text(f"timezone: UTC\nfallback: supervisor\npeople:\n{people}\nshifts:\n{shifts}\n")
+    return path
+
+
+def _policy(path: Path) -> Path:
+    chain = ", ".join(
+        f"{{tier: {tier}, ack_within_minutes: {WINDOW_MINUTES}}}"
+        for tier in ("primary", "secondary")
+    )
+    kinds = "\n".join(
+        f"  {kind}: {{chain: [{chain}]}}"
+        for kind in ("critical_low", "persistent_severe", "refractory")
+    )
+    path.write_text(
+        "timezone: UTC\nbusiness_hours: {days: [mon], start: '08:00', end: '18:00'}\n"
+        f"kinds:\n{kinds}\n"
+    )
+    return path
+
+
+@pytest.fixture
+def console(topics: Settings, webhook_receiver, start_service, tmp_path: Path) -> Settings:
+    settings = topics.model_copy(
+        update={
+            "notifier_roster_file": _roster(tmp_path / "roster.yaml", webhook_receiver.url),
+            "notifier_escalation_file": _policy(tmp_path / "escalation.yaml"),
+            "notifier_escalation_interval_seconds": 0.5,
+            "notifier_link_secret": SecretStr("browser-test-secret"),
+        }
+    )
+    host = settings.bind_host
+    for name in ("ingest", "classifier", "notifier"):
+        port = getattr(settings, f"{name}_port")
+        start_service(name, settings).wait_ready(f"http://{host}:{port}/readyz")
+    return settings
+
+
+def _results(example: bytes) -> list[bytes]:
+    """A fall over three days into a critical count: the trend the page should draw."""
+    body = json.loads(example)
+    falling = []
+    for n, (value, day) in enumerate(((140, 22), (60, 23), (35, 24), (12, 25))):
+        one = dict(body, value=str(value), result_id=f"LAB-TREND-{n}")
+        one["collected_at"] = f"2026-11-{day}T07:40:00+01:00"
+        one["verified_at"] = f"2026-11-{day}T08:05:00+01:00"
+        falling.append(json.dumps(one).encode())
+    return falling
+
+
+async def test_a_hematologist_acknowledges_from_a_phone_and_the_escalation_stops(
+    console: Settings, webhook_receiver: WebhookReceiver, example_result: bytes
+) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(headers=AUTH) as client:
+        url = f"http://{console.bind_host}:{console.ingest_port}/v1/lab-results"
+        for body in _results(example_result):
+            assert (await client.post(url, content=body)).status_code == 202
+    await wait_for(lambda: len(webhook_receiver.pages) >= 1, 60, "the primary's page")
+    (page,) = webhook_receiver.pages
+    link = page.body["actions"]["acknowledge"]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shown = await asyncio.to_thread(_acknowledge_in_the_browser, link)
+    assert shown["points"] == 4  # 140, 60, 35 then the critical 12
+    assert "Acknowledged: the escalation has stopped." in shown["after"]
+    assert shown["refused"].startswith("This link cannot be used: the link is not genuine")
+
+    store = NotifierStore(console.notifier_database_url)
+    await store.start()
+    try:
+        alert_id = page.body["alert"]["alert_id"]
+        states = [row.state for row in await store.escalation(alert_id)]
+        assert states[0] == "paged"
+        assert set(states[1:]) == {"cancelled"}  # the secondary and the fallback never fire
+    finally:
+        await store.stop()
+    await asyncio.sleep(WINDOW_MINUTES * 60 + 2)
+    assert [p.path.rsplit("/", 1)[-1] for p in webhook_receiver.pages] == ["primary"]
+
+
+def _acknowledge_in_the_browser(link: str) -> dict[str, object]:
+    """In its own thread: Playwright's sync API runs its own event loop."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            headless=True,
+            args=["--no-sandbox", "--disable-background-networking"],
+        )
+        try:
+            phone = browser.new_page(viewport={"width": 360, "height": 740})
+            phone.goto(link)
+            points = phone.locator("svg circle.point").count()
+            phone.screenshot(path=str(ARTIFACTS / "alert-page-phone.png"), full_page=True)
+            desktop = browser.new_page(viewport={"width": 1280, "height": 900})
+            desktop.goto(link)
+            desktop.screenshot(path=str(ARTIFACTS / "alert-page-desktop.png"), full_page=True)
+            phone.get_by_role("button", name="Acknowledge").click()
+            phone.wait_for_load_state()
+            after = phone.inner_text("body")
+            tampered = re.sub(r".{4}$", "AAAA" if not link.endswith("AAAA") else "BBBB", link)
+            desktop.goto(tampered)
+            refused = desktop.inner_text("p")
+        finally:
+            browser.close()
+    return {"points": points, "after": after, "refused": refused}
