@@ -146,6 +146,8 @@ async def test_a_correction_that_keeps_the_alert_pages_the_next_level_with_the_n
     assert paged(webhook_receiver) == ["primary"]  # not paged again for the same alert
     await chain.fire_due(NOW + 10 * MINUTE)
     assert [p.body["alert"]["value_10e9_per_l"] for p in webhook_receiver.pages] == [9, 7]
+    (first_level, *_) = await store.escalation(alert.alert_id)  # what the alert page shows
+    assert PlateletAlert.model_validate_json(first_level.alert).value_10e9_per_l == 7
 
 
 async def test_an_acknowledgement_stops_the_escalation(

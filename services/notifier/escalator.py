@@ -83,7 +83,7 @@ class Escalator:
         if not await self._store.open_escalation(alert.alert_id, alert.model_dump_json(), steps):
             # Re-emitted with new evidence (a correction that still meets the rule): the
             # levels still to come page with it; the chain's timing is unchanged.
-            await self._store.update_pending_alert(alert.alert_id, alert.model_dump_json())
+            await self._store.update_alert(alert.alert_id, alert.model_dump_json())
         await self.fire_due(now)
 
     async def fire_due(self, now: datetime) -> int:

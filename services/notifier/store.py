@@ -222,11 +222,12 @@ class NotifierStore:
             )
         )
 
-    async def update_pending_alert(self, alert_id: str, alert_json: str) -> None:
+    async def update_alert(self, alert_id: str, alert_json: str) -> None:
+        """Keep the alert's newest version: later levels page with it, its page shows it."""
         async with self._sessions() as session:
             await session.execute(
                 update(EscalationRecord)
-                .where(EscalationRecord.alert_id == alert_id, EscalationRecord.state == PENDING)
+                .where(EscalationRecord.alert_id == alert_id)
                 .values(alert=alert_json)
             )
             await session.commit()
