@@ -115,6 +115,44 @@ def smtp_receiver() -> Iterator[SmtpReceiver]:
     receiver.stop()
 
 
+TIERS = ("primary", "secondary", "attending")
+
+
+def write_roster(path: Path, webhook: str | None = None) -> Path:
+    """A roster where one doctor per tier is always on call for both services, the lab supervisor
+    the fallback: everyone on e-mail, or, given a webhook receiver, on webhooks at /<who>."""
+    how = (
+        (lambda who: f"channel: webhook, address: '{webhook}/{who}'")
+        if webhook
+        else (lambda who: f"channel: email, address: {who}@hospital.example")
+    )
+    people = "\n".join(f"  {who}: {{name: Dr {who}, {how(who)}}}" for who in (*TIERS, "supervisor"))
+    shifts = "\n".join(
+        f"  - {{service: {service}, tier: {tier}, person: {tier},"
+        " start: 2000-01-01T00:00:00Z, end: 2100-01-01T00:00:00Z}"
+        for service in ("adult", "paediatric")
+        for tier in TIERS
+    )
+    path.write_text(f"timezone: UTC\nfallback: supervisor\npeople:\n{people}\nshifts:\n{shifts}\n")
+    return path
+
+
+def write_escalation_policy(path: Path, window_seconds: float) -> Path:
+    """Every kind climbs the tiers at once, `window_seconds` apart: minutes in a hospital."""
+    chain = ", ".join(
+        f"{{tier: {tier}, ack_within_minutes: {window_seconds / 60}}}" for tier in TIERS
+    )
+    kinds = "\n".join(
+        f"  {kind}: {{chain: [{chain}]}}"
+        for kind in ("critical_low", "persistent_severe", "refractory")
+    )
+    path.write_text(
+        "timezone: UTC\nbusiness_hours: {days: [mon], start: '08:00', end: '18:00'}\n"
+        f"kinds:\n{kinds}\n"
+    )
+    return path
+
+
 POSTGRES = os.environ.get("PLATELETWATCH_TEST_POSTGRES", "postgres@127.0.0.1:5432")
 
 

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from services.config import Settings
 from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.store import NotifierStore
-from tests.conftest import AUTH, REPO, wait_for
+from tests.conftest import AUTH, REPO, wait_for, write_escalation_policy, write_roster
 
 pytestmark = [
     pytest.mark.integration,
@@ -26,46 +26,17 @@ pytestmark = [
 ]
 
 ARTIFACTS = REPO / "artifacts"
-WINDOW_MINUTES = 0.25  # 15 s to acknowledge before the secondary is paged
-
-
-def _roster(path: Path, webhook: str) -> Path:
-    people = "\n".join(
-        f"  {who}: {{name: Dr {who}, channel: webhook, address: '{webhook}/{who}'}}"
-        for who in ("primary", "secondary", "supervisor")
-    )
-    shifts = "\n".join(
-        f"  - {{service: {service}, tier: {tier}, person: {tier},"
-        " start: 2000-01-01T00:00:00Z, end: 2100-01-01T00:00:00Z}"
-        for service in ("adult", "paediatric")
-        for tier in ("primary", "secondary")
-    )
-    path.write_text(f"timezone: UTC\nfallback: supervisor\npeople:\n{people}\nshifts:\n{shifts}\n")
-    return path
-
-
-def _policy(path: Path) -> Path:
-    chain = ", ".join(
-        f"{{tier: {tier}, ack_within_minutes: {WINDOW_MINUTES}}}"
-        for tier in ("primary", "secondary")
-    )
-    kinds = "\n".join(
-        f"  {kind}: {{chain: [{chain}]}}"
-        for kind in ("critical_low", "persistent_severe", "refractory")
-    )
-    path.write_text(
-        "timezone: UTC\nbusiness_hours: {days: [mon], start: '08:00', end: '18:00'}\n"
-        f"kinds:\n{kinds}\n"
-    )
-    return path
+WINDOW_SECONDS = 15  # to acknowledge before the secondary is paged
 
 
 @pytest.fixture
 def console(topics: Settings, webhook_receiver, start_service, tmp_path: Path) -> Settings:
     settings = topics.model_copy(
         update={
-            "notifier_roster_file": _roster(tmp_path / "roster.yaml", webhook_receiver.url),
-            "notifier_escalation_file": _policy(tmp_path / "escalation.yaml"),
+            "notifier_roster_file": write_roster(tmp_path / "roster.yaml", webhook_receiver.url),
+            "notifier_escalation_file": write_escalation_policy(
+                tmp_path / "escalation.yaml", WINDOW_SECONDS
+            ),
             "notifier_escalation_interval_seconds": 0.5,
             "notifier_link_secret": SecretStr("browser-test-secret"),
         }
@@ -117,7 +88,7 @@ async def test_a_hematologist_acknowledges_from_a_phone_and_the_escalation_stops
         assert set(states[1:]) == {"cancelled"}  # the secondary and the fallback never fire
     finally:
         await store.stop()
-    await asyncio.sleep(WINDOW_MINUTES * 60 + 2)
+    await asyncio.sleep(WINDOW_SECONDS + 2)
     assert [p.path.rsplit("/", 1)[-1] for p in webhook_receiver.pages] == ["primary"]
 
 

@@ -17,45 +17,18 @@ from pydantic import SecretStr
 from schemas import DeliveryEvent, Topic
 from services.config import Settings
 from services.notifier.channels.webhook_receiver import WebhookReceiver
-from tests.conftest import AUTH, SmtpReceiver, read_all, wait_for
+from tests.conftest import (
+    AUTH,
+    SmtpReceiver,
+    read_all,
+    wait_for,
+    write_escalation_policy,
+    write_roster,
+)
 
 pytestmark = pytest.mark.integration
 
-TIERS = ("primary", "secondary", "attending")
 WINDOW_SECONDS = 3
-
-
-def _roster(path: Path, webhook: str | None = None) -> Path:
-    """Everyone on e-mail; or, given a webhook receiver, on webhooks at /<who>."""
-    how = (
-        (lambda who: f"channel: webhook, address: '{webhook}/{who}'")
-        if webhook
-        else (lambda who: f"channel: email, address: {who}@hospital.example")
-    )
-    people = "\n".join(f"  {who}: {{name: Dr {who}, {how(who)}}}" for who in (*TIERS, "supervisor"))
-    shifts = "\n".join(
-        f"  - {{service: {service}, tier: {tier}, person: {tier},"
-        " start: 2000-01-01T00:00:00Z, end: 2100-01-01T00:00:00Z}"
-        for service in ("adult", "paediatric")
-        for tier in TIERS
-    )
-    path.write_text(f"timezone: UTC\nfallback: supervisor\npeople:\n{people}\nshifts:\n{shifts}\n")
-    return path
-
-
-def _policy(path: Path) -> Path:
-    chain = ", ".join(
-        f"{{tier: {tier}, ack_within_minutes: {WINDOW_SECONDS / 60}}}" for tier in TIERS
-    )
-    kinds = "\n".join(
-        f"  {kind}: {{chain: [{chain}]}}"
-        for kind in ("critical_low", "persistent_severe", "refractory")
-    )
-    path.write_text(
-        "timezone: UTC\nbusiness_hours: {days: [mon], start: '08:00', end: '18:00'}\n"
-        f"kinds:\n{kinds}\n"
-    )
-    return path
 
 
 @pytest.fixture
@@ -64,8 +37,10 @@ def paging(
 ) -> Settings:
     settings = topics.model_copy(
         update={
-            "notifier_roster_file": _roster(tmp_path / "roster.yaml"),
-            "notifier_escalation_file": _policy(tmp_path / "escalation.yaml"),
+            "notifier_roster_file": write_roster(tmp_path / "roster.yaml"),
+            "notifier_escalation_file": write_escalation_policy(
+                tmp_path / "escalation.yaml", WINDOW_SECONDS
+            ),
             "notifier_escalation_interval_seconds": 0.5,
             "notifier_smtp_host": "127.0.0.1",
             "notifier_smtp_port": smtp_receiver.port,
@@ -156,8 +131,10 @@ async def test_a_notifier_killed_mid_chain_pages_the_rest_once_after_restart(
 ) -> None:
     settings = topics.model_copy(
         update={
-            "notifier_roster_file": _roster(tmp_path / "roster.yaml", webhook_receiver.url),
-            "notifier_escalation_file": _policy(tmp_path / "escalation.yaml"),
+            "notifier_roster_file": write_roster(tmp_path / "roster.yaml", webhook_receiver.url),
+            "notifier_escalation_file": write_escalation_policy(
+                tmp_path / "escalation.yaml", WINDOW_SECONDS
+            ),
             "notifier_escalation_interval_seconds": 0.5,
             "notifier_link_secret": SecretStr("end-to-end-secret"),
         }
