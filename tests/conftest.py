@@ -153,6 +153,23 @@ def write_escalation_policy(path: Path, window_seconds: float) -> Path:
     return path
 
 
+def with_paging(
+    settings: Settings, directory: Path, window_seconds: float, webhook: str | None = None
+) -> Settings:
+    """`settings` with the test roster, a chain `window_seconds` per tier, a quick escalation
+    loop and a known link secret."""
+    return settings.model_copy(
+        update={
+            "notifier_roster_file": write_roster(directory / "roster.yaml", webhook),
+            "notifier_escalation_file": write_escalation_policy(
+                directory / "escalation.yaml", window_seconds
+            ),
+            "notifier_escalation_interval_seconds": 0.5,
+            "notifier_link_secret": SecretStr("end-to-end-secret"),
+        }
+    )
+
+
 POSTGRES = os.environ.get("PLATELETWATCH_TEST_POSTGRES", "postgres@127.0.0.1:5432")
 
 

@@ -9,12 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from services.config import Settings
 from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.store import NotifierStore
-from tests.conftest import AUTH, REPO, wait_for, write_escalation_policy, write_roster
+from tests.conftest import AUTH, REPO, wait_for, with_paging
 
 pytestmark = [
     pytest.mark.integration,
@@ -31,16 +30,7 @@ WINDOW_SECONDS = 15  # to acknowledge before the secondary is paged
 
 @pytest.fixture
 def console(topics: Settings, webhook_receiver, start_service, tmp_path: Path) -> Settings:
-    settings = topics.model_copy(
-        update={
-            "notifier_roster_file": write_roster(tmp_path / "roster.yaml", webhook_receiver.url),
-            "notifier_escalation_file": write_escalation_policy(
-                tmp_path / "escalation.yaml", WINDOW_SECONDS
-            ),
-            "notifier_escalation_interval_seconds": 0.5,
-            "notifier_link_secret": SecretStr("browser-test-secret"),
-        }
-    )
+    settings = with_paging(topics, tmp_path, WINDOW_SECONDS, webhook_receiver.url)
     host = settings.bind_host
     for name in ("ingest", "classifier", "notifier"):
         port = getattr(settings, f"{name}_port")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from schemas import DeliveryEvent, Topic
 from services.config import Settings
@@ -22,8 +21,7 @@ from tests.conftest import (
     SmtpReceiver,
     read_all,
     wait_for,
-    write_escalation_policy,
-    write_roster,
+    with_paging,
 )
 
 pytestmark = pytest.mark.integration
@@ -35,17 +33,8 @@ WINDOW_SECONDS = 3
 def paging(
     topics: Settings, smtp_receiver: SmtpReceiver, start_service, tmp_path: Path
 ) -> Settings:
-    settings = topics.model_copy(
-        update={
-            "notifier_roster_file": write_roster(tmp_path / "roster.yaml"),
-            "notifier_escalation_file": write_escalation_policy(
-                tmp_path / "escalation.yaml", WINDOW_SECONDS
-            ),
-            "notifier_escalation_interval_seconds": 0.5,
-            "notifier_smtp_host": "127.0.0.1",
-            "notifier_smtp_port": smtp_receiver.port,
-            "notifier_link_secret": SecretStr("end-to-end-secret"),
-        }
+    settings = with_paging(topics, tmp_path, WINDOW_SECONDS).model_copy(
+        update={"notifier_smtp_host": "127.0.0.1", "notifier_smtp_port": smtp_receiver.port}
     )
     host = settings.bind_host
     for name, port in (
@@ -129,16 +118,7 @@ async def test_a_notifier_killed_mid_chain_pages_the_rest_once_after_restart(
     tmp_path: Path,
     example_result: bytes,
 ) -> None:
-    settings = topics.model_copy(
-        update={
-            "notifier_roster_file": write_roster(tmp_path / "roster.yaml", webhook_receiver.url),
-            "notifier_escalation_file": write_escalation_policy(
-                tmp_path / "escalation.yaml", WINDOW_SECONDS
-            ),
-            "notifier_escalation_interval_seconds": 0.5,
-            "notifier_link_secret": SecretStr("end-to-end-secret"),
-        }
-    )
+    settings = with_paging(topics, tmp_path, WINDOW_SECONDS, webhook_receiver.url)
     host = settings.bind_host
     ready = f"http://{host}:{settings.notifier_port}/readyz"
     for name, port in (("ingest", settings.ingest_port), ("classifier", settings.classifier_port)):
