@@ -379,6 +379,20 @@ def test_population_is_age_at_collection() -> None:
     assert alert.population == "paediatric"
 
 
+def test_the_one_step_path_follows_a_birthday_and_a_corrected_birth_date() -> None:
+    born = date(2008, 1, 3)  # turns 18 on 3 January 2026, two days after T0
+    patient = Patient(identifier=PatientIdentifier(authority="H", mrn="t"), birth_date=born)
+    history, alerts = feed(*(result(9, days=day, patient=patient) for day in (0, 1.5, 3)))
+    assert [v.population for v in history.values.values()] == ["paediatric"] * 2 + ["adult"]
+    assert [a.population for [a] in alerts] == ["paediatric"] * 2 + ["adult"]
+    assert history.scans is not None  # every value after the first took the one-step path
+    corrected = patient.model_copy(update={"birth_date": date(2015, 3, 1)})
+    scans = history.scans
+    (alert,) = apply(history, result(8, days=4.5, patient=corrected), RULES, T0)
+    assert history.scans is scans
+    assert alert.population == history.values["R@4.5"].population == "paediatric"
+
+
 def test_history_is_bounded_by_the_horizon() -> None:
     history, _ = feed(result(12), *(result(150, days=d) for d in range(30, 800, 30)))
     oldest = min(v.at for v in history.values.values())

@@ -10,7 +10,7 @@ value older than a normal value already received does not open a new critical ep
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from schemas import (
@@ -36,12 +36,14 @@ from services.classifier.rules import (
     Population,
     PopulationRules,
     Rules,
+    adulthood,
     closes_critical_episode,
     is_at_or_above,
     is_below,
     is_critical_low,
     is_iwg_response,
     population_at,
+    population_of,
 )
 
 _COUNTING = frozenset({ResultStatus.FINAL, ResultStatus.CORRECTED, ResultStatus.AMENDED})
@@ -235,19 +237,26 @@ def apply(
 
     Idempotent: an event already applied changes nothing and returns nothing.
     """
-    if history.has_applied(event):
-        return []
-    if isinstance(event, LabResult) and event.location is not None:
-        history.location = event.location
     scans = history.scans
-    if scans is not None and scans.rules is rules and isinstance(event, LabResult):
+    if (
+        scans is not None
+        and scans.rules is rules
+        and isinstance(event, LabResult)
+        and (history.seen is None or event.event_id not in history.seen)
+    ):  # not applied before unless its value is held, which append_if_newest checks
         appended = scans.append_if_newest(history, event)
         if appended is not None:
+            if event.location is not None:
+                history.location = event.location
             new = scans.step(history, appended)
             if not new:
                 return []
             wanted = {w.alert_id: w for w in new}
             return _reconcile(history, event.patient, wanted, rules, now, None, complete=False)
+    if history.has_applied(event):
+        return []
+    if isinstance(event, LabResult) and event.location is not None:
+        history.location = event.location
     history.patient_key = event.patient.identifier.key  # the first event always comes here
     reason = None
     if isinstance(event, LabResult):
@@ -463,7 +472,9 @@ class _Scans:
     value newer than every other one is evaluated in one step instead of a full rescan."""
 
     __slots__ = (
+        "adult_from",
         "all_clear",
+        "birth_date",
         "critical",
         "forgetting_due_after",
         "newest_at",
@@ -503,6 +514,8 @@ class _Scans:
         self.all_clear = False  # the last value scanned left nothing open (see step)
         self.newest_at: datetime | None = None  # the last value scanned: collected...
         self.newest_result_id = ""  # ...and its result id, the tie-breaker
+        self.birth_date: date | None = None  # the patient's, as the last value appended said
+        self.adult_from = adulthood(None)  # ...and the day they turn 18 (None: unknown)
         oldest = _oldest(history)
         self.forgetting_due_after = None if oldest is None else _forgetting_due_after(oldest, rules)
         for value in ordered:
@@ -531,7 +544,22 @@ class _Scans:
         ):
             return None
         history.seq += 1
-        value = values[result_id] = Value.of(result, count, history.seq)
+        birth = result.patient.birth_date
+        if birth != self.birth_date:  # demographics corrected, or the first value here
+            self.birth_date, self.adult_from = birth, adulthood(birth)
+        value = values[result_id] = Value(  # Value.of, inlined on the path most events take
+            result_id,
+            result.event_id,
+            count.value_10e9_per_l,
+            count.comparator,
+            count.original_value,
+            count.original_unit,
+            result.status,
+            at,
+            result.verified_at,
+            history.seq,
+            population_of(self.adult_from, at),
+        )
         if self.forgetting_due_after is None:
             self.forgetting_due_after = _forgetting_due_after(at, self.rules)
         return value

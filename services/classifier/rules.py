@@ -82,14 +82,22 @@ def load_rules(path: Path | None = None) -> Rules:
 
 def population_at(birth_date: date | None, collected_at: datetime) -> Population:
     """Paediatric below 18 years of age at collection; adult otherwise or when age is unknown."""
-    if birth_date is None or collected_at.date() >= _eighteenth_birthday(birth_date):
+    return population_of(adulthood(birth_date), collected_at)
+
+
+def population_of(adult_from: date | None, collected_at: datetime) -> Population:
+    """As population_at, for a patient whose adulthood is known already."""
+    if adult_from is None or collected_at.date() >= adult_from:
         return "adult"
     return "paediatric"
 
 
 @cache  # one entry per distinct birth date: a few tens of thousands at most
-def _eighteenth_birthday(birth_date: date) -> date:
-    """The day a patient turns 18; born on 29 February, 1 March in a common year."""
+def adulthood(birth_date: date | None) -> date | None:
+    """The day a patient turns 18 (born on 29 February: 1 March in a common year); None when
+    the birth date is unknown, as such a patient is treated as adult."""
+    if birth_date is None:
+        return None
     year = birth_date.year + 18
     try:
         return birth_date.replace(year=year)
