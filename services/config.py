@@ -119,6 +119,18 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Bearer tokens for POST /v1/alerts/{id}/actions (JSON list); none: refuse all.",
     )
+    notifier_console_users_file: Path | None = Field(
+        default=None,
+        description="Console users (YAML: name, services, password_hash); unset, the board "
+        "admits nobody.",
+    )
+    notifier_console_proxy_user_header: str | None = Field(
+        default=None,
+        description="Trust this header (set by an authenticating reverse proxy) for the "
+        "console user's name instead of passwords; only where nothing else reaches the notifier.",
+    )
+    notifier_console_session_hours: float = Field(default=12.0, gt=0)
+    notifier_console_refresh_seconds: float = Field(default=30.0, gt=0)
     notifier_smtp_host: str | None = Field(
         default=None, description="Mail server for the e-mail channel; unset, no e-mail channel."
     )

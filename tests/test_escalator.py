@@ -347,3 +347,32 @@ def _withdrawal_of(alert: PlateletAlert) -> PlateletAlert:
             "withdrawal_reason": "result R@0 was entered in error and deleted",
         }
     )
+
+
+def two_services(url: str) -> str:
+    """The roster above, with the paediatric primary held by another person: the attending."""
+    return roster_text(url).replace(
+        "{service: paediatric, tier: primary, person: primary",
+        "{service: paediatric, tier: primary, person: attending",
+    )
+
+
+async def test_not_my_patient_can_hand_the_alert_to_the_other_services_on_call(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    chain = escalator(store, webhook_receiver, [], roster=two_services(webhook_receiver.url))
+    alert = critical()  # an adult: the adult primary is paged
+    await chain.receive(alert, NOW)
+    handed = await chain.act(
+        alert.alert_id, AckAction.NOT_MY_PATIENT, "adult/primary", NOW + MINUTE, "paediatric"
+    )
+    assert handed
+    assert paged(webhook_receiver) == ["primary", "attending"]  # the paediatric primary, now
+    assert await store.reassigned_to(alert.alert_id) == "paediatric"
+    # The paediatric chain carries on from there: nobody holds its secondary, so the fallback.
+    assert await chain.fire_due(NOW + 10 * MINUTE) == 0
+    assert await chain.fire_due(NOW + 11 * MINUTE) == 1
+    assert paged(webhook_receiver)[-1] == "supervisor"
+    trail = [(row.step, row.detail) for row in await store.audit_trail(alert.alert_id)]
+    assert ("declined", "reassigned to paediatric on call") in trail
+    assert ("roster_gap", "nobody held paediatric secondary") in trail

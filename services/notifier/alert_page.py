@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
+from urllib.parse import quote
 
 from schemas import AckAction, EvidenceResult, PlateletAlert, ProcedureEvent, ResultStatus
 from services.notifier.message import render_page
@@ -34,7 +35,12 @@ max-width:640px}.actions{display:flex;flex-wrap:wrap;gap:8px;margin:12px 0}butto
 padding:12px 16px;min-width:44px;min-height:44px}.primary{background:#b00020;color:#fff;border:0}
 .point{fill:#b00020}.corrected{fill:#fff;stroke:#b00020;stroke-width:2}.limit{stroke:#b00020;
 stroke-dasharray:4 4}.limit30{stroke:#888;stroke-dasharray:2 4}.treatment{stroke:#1565c0}
-.axis{stroke:#444}text{font-size:12px;fill:#333}
+.axis{stroke:#444}text{font-size:12px;fill:#333}.withdrawn{fill:#fff;stroke:#777}
+.cross{stroke:#777;stroke-width:2}.closed{background:#e8f0fe;border-left:4px solid #1565c0;
+padding:8px}.bar,.filter{display:flex;flex-wrap:wrap;gap:8px;align-items:center}
+.login{display:grid;gap:8px;max-width:320px}input,select{font-size:1em;padding:8px;
+min-height:44px}.waiting{color:#b00020}a{color:#0b57d0}:focus-visible{outline:3px solid #0b57d0;
+outline-offset:2px}
 """
 
 
@@ -49,21 +55,58 @@ class Step:
     detail: str | None
 
 
+def link_actions(buttons: Mapping[AckAction, str]) -> str:
+    """Forms posting to the signed single-use links `buttons` (one per action)."""
+    return "".join(_action_form(action, url, "") for action, url in buttons.items())
+
+
+def console_actions(alert_id: str, csrf_token: str) -> str:
+    """Forms for a signed-in console user, each carrying the session's CSRF token."""
+    url = f"/v1/console/alerts/{quote(alert_id)}/actions"
+    hidden = f'<input type="hidden" name="csrf_token" value="{escape(csrf_token)}">'
+    return "".join(
+        _action_form(
+            action, url, hidden + f'<input type="hidden" name="action" value="{action.value}">'
+        )
+        for action in AckAction
+    )
+
+
+def _action_form(action: AckAction, url: str, hidden: str) -> str:
+    """One button; "not my patient" offers to hand the alert to the other service's on-call."""
+    choice = ""
+    if action is AckAction.NOT_MY_PATIENT:
+        choice = (
+            '<label for="reassign_to">Pass to</label><select id="reassign_to" '
+            'name="reassign_to"><option value="">the next on call</option>'
+            '<option value="paediatric">paediatric on call</option>'
+            '<option value="adult">adult on call</option></select>'
+        )
+    primary = " class=primary" if action is AckAction.ACKNOWLEDGE else ""
+    return (
+        f'<form method="post" action="{escape(url)}">{hidden}{choice}'
+        f"<button type=submit{primary}>{BUTTONS[action]}</button></form>"
+    )
+
+
 def alert_page(
-    alert: PlateletAlert, history: Sequence[Step], buttons: Mapping[AckAction, str]
+    alert: PlateletAlert,
+    history: Sequence[Step],
+    actions: str,
+    closed: str | None = None,
+    withdrawn: bool = False,
+    audit_link: str | None = None,
 ) -> str:
-    """The page; `buttons` are the signed links each button posts to."""
+    """The page; `actions` are its forms (link_actions or console_actions), `closed` says how
+    its paging ended, if it did; a withdrawn alert's counts are drawn as withdrawn."""
     line = render_page(alert).line
     points = [*alert.evidence.preceding, *alert.evidence.results]
     ward = f", ward {escape(alert.location)}" if alert.location else ""
     population = f" ({alert.population})" if alert.population else ""
     note = f"<p>{escape(alert.evidence.note)}</p>" if alert.evidence.note else ""
-    forms = "".join(
-        f'<form method="post" action="{escape(url)}"><button type="submit"'
-        f"{' class=primary' if action is AckAction.ACKNOWLEDGE else ''}>"
-        f"{BUTTONS[action]}</button></form>"
-        for action, url in buttons.items()
-    )
+    state = f'<p class="closed" role="status">{escape(closed)}</p>' if closed else ""
+    forms = "" if withdrawn else f'<div class="actions">{actions}</div>'
+    audit = f'<p><a href="{escape(audit_link)}">Audit trail</a></p>' if audit_link else ""
     return f"""<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -75,21 +118,24 @@ def alert_page(
 <p>Patient {escape(alert.patient.identifier.key)}{population}{ward}</p>
 <div class="why" role="note"><p>{escape(line)}</p>{note}
 <p>Rule {escape(alert.rule.id)}, rules file {escape(alert.rule.version)}</p></div>
-<div class="actions">{forms}</div>
+{state}{forms}
 <h2>Platelet trend</h2>
-{trend_chart(points, alert)}
+{trend_chart(points, alert, withdrawn)}
 <h2>Evidence</h2>
 <div class="scroll">{_evidence_table(points, alert)}</div>
 <h2>Paged</h2>
-<div class="scroll">{_history_table(history)}</div>
-</main>
+<div class="scroll">{history_table(history)}</div>
+{audit}</main>
 </body>
 </html>
 """
 
 
-def trend_chart(points: Sequence[EvidenceResult], alert: PlateletAlert) -> str:
-    """An SVG of the counts over time, log axis, limits, treatments and corrections marked."""
+def trend_chart(
+    points: Sequence[EvidenceResult], alert: PlateletAlert, withdrawn: bool = False
+) -> str:
+    """An SVG of the counts over time, log axis, limits, treatments and corrections marked;
+    the evidence of a withdrawn alert drawn as withdrawn (grey, crossed out)."""
     if not points:
         return "<p>No counts to plot.</p>"
     times = [p.collected_at for p in points]
@@ -132,16 +178,28 @@ def trend_chart(points: Sequence[EvidenceResult], alert: PlateletAlert) -> str:
     if len(coordinates) > 1:
         path = " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in coordinates)
         parts.append(f'<polyline points="{path}" fill="none" stroke="#b00020"/>')
+    evidence = {p.result_id for p in alert.evidence.results}
     for point, (cx, cy) in zip(points, coordinates, strict=True):
-        corrected = point.status is not ResultStatus.FINAL
         shown = f"{point.count.original_value} {point.count.original_unit}"
+        corrected = point.status is not ResultStatus.FINAL
+        struck = withdrawn and point.result_id in evidence
+        marks = [point.status.value] * corrected + ["withdrawn"] * struck
+        classes = "point" + " corrected" * corrected + " withdrawn" * struck
+        cross = (
+            f'<path class="cross" d="M{cx - 6:.1f},{cy - 6:.1f}L{cx + 6:.1f},{cy + 6:.1f}'
+            f'M{cx - 6:.1f},{cy + 6:.1f}L{cx + 6:.1f},{cy - 6:.1f}"/>'
+            if struck
+            else ""
+        )
+        said = f" ({', '.join(marks)})" if marks else ""
         parts.append(
-            f'<circle class="point{" corrected" if corrected else ""}" cx="{cx:.1f}" '
-            f'cy="{cy:.1f}" r="5"><title>{escape(shown)} on {point.collected_at:%Y-%m-%d %H:%M}'
-            f"{' (' + point.status.value + ')' if corrected else ''}</title></circle>"
+            f'<circle class="{classes}" cx="{cx:.1f}" cy="{cy:.1f}" r="5"><title>'
+            f"{escape(shown)} on {point.collected_at:%Y-%m-%d %H:%M}{said}</title></circle>" + cross
         )
     values = ", ".join(f"{p.count.value_10e9_per_l:g}" for p in points)
     summary = f"Platelet counts over time, oldest first: {values} {UNIT}"
+    if withdrawn:
+        summary += "; this alert was withdrawn and its counts no longer support it"
     return (
         f'<svg role="img" aria-label="{escape(summary)}" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
@@ -166,7 +224,7 @@ def _evidence_table(points: Sequence[EvidenceResult], alert: PlateletAlert) -> s
     )
 
 
-def _history_table(history: Sequence[Step]) -> str:
+def history_table(history: Sequence[Step]) -> str:
     if not history:
         return "<p>Nobody paged yet.</p>"
     rows = "".join(

@@ -15,6 +15,7 @@ from typing import cast
 from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import AckAction, AlertKind, DeliveryStep, PlateletAlert
+from services.classifier.rules import Population
 from services.notifier.delivery import AlertDelivery, Recipient
 from services.notifier.escalation import EscalationPolicy, schedule
 from services.notifier.links import sign_link
@@ -96,15 +97,32 @@ class Escalator:
         PAST_FINAL_ESCALATION.set(exhausted)
         return len(due)
 
-    async def act(self, alert_id: str, action: AckAction, by: str, now: datetime) -> bool:
+    async def act(
+        self,
+        alert_id: str,
+        action: AckAction,
+        by: str,
+        now: datetime,
+        reassign_to: Population | None = None,
+    ) -> bool:
         """Acknowledge, decline ("not my patient") or resolve an alert on behalf of `by` (a
-        roster role or a staff id, never a patient); False if no such alert was paged."""
+        roster role or a staff id, never a patient); False if no such alert was paged.
+
+        Declined, the chain moves on to its next level, or with `reassign_to` starts afresh
+        with that service's on-call (an adult hematologist paged for a child, say)."""
         steps = await self._store.escalation(alert_id)
         if not steps:
             return False
         ACTIONS.labels(action=action.value).inc()
         alert = PlateletAlert.model_validate_json(steps[0].alert)
         who = Recipient(by, "action", "")
+        if action is AckAction.NOT_MY_PATIENT and reassign_to is not None:
+            detail = f"reassigned to {reassign_to} on call"
+            await self._delivery.record(alert, DeliveryStep.DECLINED, who, detail)
+            chain = [(d.tier, d.at) for d in schedule(self._policy, alert.kind, now)]
+            await self._store.reassign(alert_id, reassign_to, by, chain, now)
+            await self.fire_due(now)
+            return True
         if action is AckAction.NOT_MY_PATIENT:
             await self._delivery.record(alert, DeliveryStep.DECLINED, who, None)
             pending = [s.level for s in steps if s.state == PENDING]
@@ -131,7 +149,8 @@ class Escalator:
 
     async def _fire(self, step: EscalationRecord, now: datetime) -> None:
         alert = PlateletAlert.model_validate_json(step.alert)
-        population = alert.population or "adult"
+        reassigned = await self._store.reassigned_to(alert.alert_id)
+        population = cast(Population, reassigned or alert.population or "adult")
         gap = False
         if step.tier == "fallback":
             person, role = self._roster.fallback, "fallback"
@@ -162,6 +181,12 @@ class Escalator:
         withdrawn = withdrawal.withdraws_alert_id or ""
         await self._store.cancel_escalation(withdrawn)
         await self._store.close_alert(withdrawn, "withdrawn", "classifier", now)
+        chain = await self._store.escalation(withdrawn)
+        if chain:  # the withdrawn alert's own timeline says so, and why
+            original = PlateletAlert.model_validate_json(chain[0].alert)
+            classifier = Recipient("classifier", "", "")
+            reason = withdrawal.withdrawal_reason
+            await self._delivery.record(original, DeliveryStep.WITHDRAWN, classifier, reason)
         page = render_page(withdrawal)
         for channel, address in await self._store.paged_addresses(withdrawn):
             await self._delivery.page(

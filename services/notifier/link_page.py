@@ -2,7 +2,8 @@
 
 Opening a link (a GET, which mail scanners and link previews also do) changes nothing: it shows
 the alert page (alert_page.py) with its buttons; pressing one posts to a link and lands here.
-The pages load only their stylesheet, run no script, and cannot be framed.
+The pages load only their stylesheet (and the board its own small script), and cannot be
+framed.
 """
 
 from html import escape
@@ -15,34 +16,39 @@ _VERBS = {
     AckAction.RESOLVE: ("Resolve", "Resolved: the escalation has stopped."),
 }
 
+_POLICY = "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; "
 SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-        "base-uri 'none'"
-    ),
+    "Content-Security-Policy": _POLICY + "base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",  # the link's token is in its address
     "Cache-Control": "no-store",
 }
+BOARD_HEADERS = SECURITY_HEADERS | {  # its own refresh script, fetching the board: nothing else
+    "Content-Security-Policy": _POLICY + "base-uri 'none'; script-src 'self'; connect-src 'self'"
+}
 
 
-def done_page(action: AckAction) -> str:
-    return _page(_VERBS[action][0], f"<p>{escape(_VERBS[action][1])}</p>")
+def done_page(action: AckAction, reassigned_to: str | None = None) -> str:
+    said = _VERBS[action][1]
+    if reassigned_to is not None:
+        said = f"Passed on: the {reassigned_to} on call is being paged."
+    return page(_VERBS[action][0], f"<p>{escape(said)}</p>")
 
 
 def refusal_page(reason: str) -> str:
-    return _page(
+    return page(
         "Link refused",
         f"<p>This link cannot be used: {escape(reason)}.</p>\n"
         "<p>Open the alert from a newer page, or call the laboratory.</p>",
     )
 
 
-def _page(title: str, body: str) -> str:
+def page(title: str, body: str, head: str = "") -> str:
+    """A console page: its stylesheet, no inline script or style, readable on a phone."""
     return (
         '<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>PlateletWatch: {escape(title)}</title>"
-        '<link rel="stylesheet" href="/v1/console.css"></head>\n'
-        f"<body>\n<h1>{escape(title)}</h1>\n{body}\n</body>\n</html>\n"
+        f'<link rel="stylesheet" href="/v1/console.css">{head}</head>\n'
+        f"<body>\n<main>\n<h1>{escape(title)}</h1>\n{body}\n</main>\n</body>\n</html>\n"
     )

@@ -25,20 +25,22 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from schemas import AckAction, DeliveryEvent, PlateletAlert, Topic
 from services.config import Settings
 from services.kafka.producer import EventPublisher
-from services.notifier.alert_page import STYLE, Step, alert_page
+from services.notifier.alert_page import STYLE, Step, alert_page, link_actions
 from services.notifier.channels.base import Channel
 from services.notifier.channels.email import EmailChannel, SmtpSettings
 from services.notifier.channels.pagerduty import PagerDutyChannel
 from services.notifier.channels.slack import SlackChannel
 from services.notifier.channels.sms import SmsChannel
 from services.notifier.channels.webhook import WebhookChannel
+from services.notifier.console import console_router, form_fields, reassignment
+from services.notifier.console_auth import load_console_users
 from services.notifier.delivery import AlertDelivery, RetryPolicy
 from services.notifier.escalation import load_escalation_policy
 from services.notifier.escalator import Escalator
 from services.notifier.link_page import SECURITY_HEADERS, done_page, refusal_page
 from services.notifier.links import LinkRefused, sign_link, verify_link
 from services.notifier.roster import Person, Roster, RosterError, load_roster
-from services.notifier.store import NotifierStore
+from services.notifier.store import NotifierStore, as_utc
 from services.web import bearer_token_check, operations_router
 
 log = logging.getLogger(__name__)
@@ -244,6 +246,19 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
     app = FastAPI(title="PlateletWatch notifier", lifespan=lifespan)
     app.include_router(operations_router("notifier", lambda: consumer.ready))
     authorised = bearer_token_check(settings.notifier_api_tokens)
+    users_file = settings.notifier_console_users_file
+    app.include_router(
+        console_router(
+            store,
+            escalator,
+            load_console_users(users_file) if users_file is not None else {},
+            secret,
+            proxy_user_header=settings.notifier_console_proxy_user_header,
+            session_lifetime=timedelta(hours=settings.notifier_console_session_hours),
+            refresh_seconds=settings.notifier_console_refresh_seconds,
+            secure_cookies=(settings.notifier_public_url or "").startswith("https:"),
+        )
+    )
 
     def refused(reason: str, html: bool, alert_id: str | None = None) -> Response:
         LINKS_REFUSED.labels(reason=reason).inc()
@@ -268,7 +283,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             return refused("no such alert was paged", html=True, alert_id=claim.alert_id)
         alert = PlateletAlert.model_validate_json(steps[0].alert)
         history = [
-            Step(row.occurred_at, row.step, row.recipient, row.channel, row.detail)
+            Step(as_utc(row.occurred_at), row.step, row.recipient, row.channel, row.detail)
             for row in await store.audit_trail(claim.alert_id)
         ]
         now = datetime.now(UTC)
@@ -277,7 +292,11 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             + sign_link(secret, claim.alert_id, action, claim.recipient, now, link_lifetime)
             for action in AckAction
         }
-        return HTMLResponse(alert_page(alert, history, buttons), headers=SECURITY_HEADERS)
+        closure = await store.closure(claim.alert_id)
+        closed = f"Paging ended: {closure.how} by {closure.by}" if closure else None
+        withdrawn = closure is not None and closure.how == "withdrawn"
+        body = alert_page(alert, history, link_actions(buttons), closed, withdrawn)
+        return HTMLResponse(body, headers=SECURITY_HEADERS)
 
     @app.get("/v1/console.css")
     async def console_css() -> Response:
@@ -293,11 +312,15 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             claim = verify_link(secret, token, now)
         except LinkRefused as refusal:
             return refused(str(refusal), html)
+        try:
+            to = reassignment(form_fields(await request.body()))
+        except ValueError as error:
+            return JSONResponse({"error": str(error)}, status_code=400)
         if not await store.use_link(claim.nonce, now):
             return refused("the link has been used already", html, claim.alert_id)
-        await escalator.act(claim.alert_id, claim.action, claim.recipient, now)
+        await escalator.act(claim.alert_id, claim.action, claim.recipient, now, to)
         if html:
-            return HTMLResponse(done_page(claim.action), headers=SECURITY_HEADERS)
+            return HTMLResponse(done_page(claim.action, to), headers=SECURITY_HEADERS)
         return JSONResponse({"alert_id": claim.alert_id, "action": claim.action.value})
 
     @app.post("/v1/alerts/{alert_id}/actions", dependencies=[Depends(authorised)])

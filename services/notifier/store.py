@@ -9,6 +9,7 @@ restart and fire once.
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -77,6 +78,18 @@ class ClosureRecord(_Base):
     closed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class ReassignmentRecord(_Base):
+    """ "Not my patient, theirs": the service whose on-call the alert's chain now pages."""
+
+    __tablename__ = "reassignments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(64), index=True)
+    population: Mapped[str] = mapped_column(String(16))
+    by: Mapped[str] = mapped_column(Text)
+    reassigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class UsedLinkRecord(_Base):
     __tablename__ = "used_links"
 
@@ -95,6 +108,13 @@ class AuditRecord(_Base):
     attempt: Mapped[int] = mapped_column(Integer)
     detail: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class BoardEntry:
+    chain: list[EscalationRecord]  # by level; each row holds the alert
+    closure: ClosureRecord | None
+    reassigned_to: str | None
 
 
 _DELIVERED = "delivered"
@@ -293,6 +313,96 @@ class NotifierStore:
             )
             return list(rows)
 
+    async def reassign(
+        self,
+        alert_id: str,
+        population: str,
+        by: str,
+        steps: Sequence[tuple[str, datetime]],
+        now: datetime,
+    ) -> None:
+        """Hand an alert's chain to another service: what was still to page is cancelled and
+        a new chain (tier, due) follows the levels already paged."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(EscalationRecord)
+                .where(EscalationRecord.alert_id == alert_id, EscalationRecord.state == PENDING)
+                .values(state=CANCELLED)
+            )
+            chain = list(
+                await session.scalars(
+                    select(EscalationRecord)
+                    .where(EscalationRecord.alert_id == alert_id)
+                    .order_by(EscalationRecord.level)
+                )
+            )
+            session.add(
+                ReassignmentRecord(
+                    alert_id=alert_id, population=population, by=by, reassigned_at=now
+                )
+            )
+            session.add_all(
+                EscalationRecord(
+                    alert_id=alert_id,
+                    level=chain[-1].level + 1 + n,
+                    tier=tier,
+                    due_at=due_at,
+                    state=PENDING,
+                    claimed_until=due_at,
+                    alert=chain[-1].alert,
+                )
+                for n, (tier, due_at) in enumerate(steps)
+            )
+            await session.commit()
+
+    async def reassigned_to(self, alert_id: str) -> str | None:
+        """The service the alert was last handed to, if it was."""
+        async with self._sessions() as session:
+            return await session.scalar(
+                select(ReassignmentRecord.population)
+                .where(ReassignmentRecord.alert_id == alert_id)
+                .order_by(ReassignmentRecord.id.desc())
+                .limit(1)
+            )
+
+    async def board(self, acknowledged_since: datetime) -> list["BoardEntry"]:
+        """Alerts still open: not resolved or withdrawn, and not acknowledged before
+        `acknowledged_since`; each with its chain and how it closed, if it did."""
+        finished = select(ClosureRecord.alert_id).where(
+            (ClosureRecord.how != "acknowledge") | (ClosureRecord.closed_at < acknowledged_since)
+        )
+        async with self._sessions() as session:
+            levels = await session.scalars(
+                select(EscalationRecord)
+                .where(EscalationRecord.alert_id.not_in(finished))
+                .order_by(EscalationRecord.alert_id, EscalationRecord.level)
+            )
+            chains: dict[str, list[EscalationRecord]] = {}
+            for level in levels:
+                chains.setdefault(level.alert_id, []).append(level)
+            closures = {
+                c.alert_id: c
+                for c in await session.scalars(
+                    select(ClosureRecord).where(ClosureRecord.alert_id.in_(list(chains)))
+                )
+            }
+            handed = {
+                r.alert_id: r.population  # in id order: the last hand-over wins
+                for r in await session.scalars(
+                    select(ReassignmentRecord)
+                    .where(ReassignmentRecord.alert_id.in_(list(chains)))
+                    .order_by(ReassignmentRecord.id)
+                )
+            }
+        return [
+            BoardEntry(chain, closures.get(alert_id), handed.get(alert_id))
+            for alert_id, chain in chains.items()
+        ]
+
+    async def closure(self, alert_id: str) -> ClosureRecord | None:
+        async with self._sessions() as session:
+            return await session.get(ClosureRecord, alert_id)
+
     async def close_alert(self, alert_id: str, how: str, by: str, now: datetime) -> bool:
         """Record how an alert's paging ended; False if it had ended already."""
         return await self._insert_new(
@@ -306,7 +416,7 @@ class NotifierStore:
                     AuditRecord.alert_id == alert_id, AuditRecord.step == _DELIVERED
                 )
             )
-        return None if first is None else _aware(first)
+        return None if first is None else as_utc(first)
 
     async def open_alerts(self) -> tuple[int, int]:
         """(alerts paged and not yet acknowledged, resolved or withdrawn; of those, how many
@@ -357,6 +467,6 @@ class NotifierStore:
             return int(getattr(changed, "rowcount", 0))
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back the UTC times it was given without their zone."""
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back the UTC times it was given without their zone: put it back."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

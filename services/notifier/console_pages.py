@@ -1,0 +1,187 @@
+"""The on-call console's pages: sign-in, the board of open alerts, and an alert's audit trail.
+Pure: HTML from plain data; the routes that gather it are in console.py.
+
+The board puts the alerts nobody has acknowledged first, oldest first, with the level paged and
+the time left before the next one; alerts acknowledged recently follow, so a colleague sees who
+took which. It refreshes itself (console.js replaces the table, so the page keeps its scroll);
+without script, a link does it.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from html import escape
+from urllib.parse import quote
+
+from schemas import AlertKind, PlateletAlert
+from services.classifier.rules import Population
+from services.notifier.alert_page import UNIT, Step, history_table
+from services.notifier.link_page import page
+
+KIND_NAMES = {
+    AlertKind.CRITICAL_LOW: "Critical low",
+    AlertKind.PERSISTENT_SEVERE: "Persistent severe",
+    AlertKind.REFRACTORY: "Refractory",
+}
+PAGED, PENDING = "paged", "pending"
+
+
+@dataclass(frozen=True)
+class Level:
+    level: int
+    tier: str
+    due_at: datetime
+    state: str  # pending, paged, cancelled
+
+
+@dataclass(frozen=True)
+class OpenAlert:
+    alert: PlateletAlert
+    service: Population  # whose on-call it pages: its population, or where it was handed
+    levels: tuple[Level, ...]  # by level
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+
+    @property
+    def opened_at(self) -> datetime:
+        return self.levels[0].due_at
+
+    @property
+    def last_paged(self) -> Level | None:
+        return next((lv for lv in reversed(self.levels) if lv.state == PAGED), None)
+
+    @property
+    def next_due(self) -> Level | None:
+        return next((lv for lv in self.levels if lv.state == PENDING), None)
+
+
+def board_order(
+    alerts: Sequence[OpenAlert], services: Sequence[Population], kind: AlertKind | None
+) -> list[OpenAlert]:
+    """The user's services' alerts of `kind` (or all): unacknowledged first, oldest first; then
+    the acknowledged, most recently acknowledged first."""
+    shown = [a for a in alerts if a.service in services and kind in (None, a.alert.kind)]
+    waiting = sorted((a for a in shown if a.acknowledged_at is None), key=lambda a: a.opened_at)
+    taken = sorted(
+        (a for a in shown if a.acknowledged_at is not None),
+        key=lambda a: a.acknowledged_at or a.opened_at,
+        reverse=True,
+    )
+    return waiting + taken
+
+
+def board_page(
+    user: str,
+    alerts: Sequence[OpenAlert],
+    kind: AlertKind | None,
+    now: datetime,
+    csrf_token: str,
+    refresh_seconds: float,
+) -> str:
+    options = "".join(
+        f'<option value="{k.value}"{" selected" if k is kind else ""}>{name}</option>'
+        for k, name in KIND_NAMES.items()
+    )
+    here = "/v1/console" + (f"?kind={quote(kind.value)}" if kind else "")
+    waiting = sum(a.acknowledged_at is None for a in alerts)
+    body = f"""<header class="bar"><p>Signed in as {escape(user)}</p>
+<form method="post" action="/v1/console/logout">{_csrf_field(csrf_token)}
+<button type="submit">Sign out</button></form></header>
+<form method="get" action="/v1/console" class="filter"><label for="kind">Kind</label>
+<select id="kind" name="kind"><option value="">All kinds</option>{options}</select>
+<button type="submit">Show</button></form>
+<section id="board" aria-live="polite" data-refresh-seconds="{refresh_seconds:g}"
+ data-source="{escape(here)}">
+<p>{waiting} waiting for acknowledgement; updated {now:%H:%M:%S} UTC.
+<a href="{escape(here)}">Refresh</a></p>
+{_board_table(alerts, now)}
+</section>
+<script src="/v1/console.js" defer></script>"""
+    refresh = f'<noscript><meta http-equiv="refresh" content="{refresh_seconds:g}"></noscript>'
+    return page("Open alerts", body, head=refresh)
+
+
+def _csrf_field(token: str) -> str:
+    return f'<input type="hidden" name="csrf_token" value="{escape(token)}">'
+
+
+def _board_table(alerts: Sequence[OpenAlert], now: datetime) -> str:
+    if not alerts:
+        return "<p>No open alerts.</p>"
+    rows = "".join(_board_row(a, now) for a in alerts)
+    return (
+        '<div class="scroll"><table><thead><tr><th>Waiting since</th><th>Alert</th>'
+        "<th>Patient</th><th>Ward</th><th>Paged</th><th>Next escalation</th><th>Status</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table></div>"
+    )
+
+
+def _board_row(open_alert: OpenAlert, now: datetime) -> str:
+    alert = open_alert.alert
+    value = f"{alert.value_10e9_per_l:g} {UNIT}" if alert.value_10e9_per_l is not None else ""
+    paged = open_alert.last_paged
+    due = open_alert.next_due
+    if open_alert.acknowledged_at is not None:
+        status = f"Acknowledged by {escape(open_alert.acknowledged_by or '')}"
+        upcoming = "stopped"
+    else:
+        status = '<strong class="waiting">Not acknowledged</strong>'
+        upcoming = (
+            f"{escape(due.tier)} in {_duration(due.due_at - now)}"
+            if due is not None
+            else '<strong class="waiting">none left: chain exhausted</strong>'
+        )
+    link = f"/v1/console/alerts/{quote(alert.alert_id)}"
+    return (
+        f"<tr><td>{open_alert.opened_at:%Y-%m-%d %H:%M} ({_duration(now - open_alert.opened_at)}"
+        f' ago)</td><td><a href="{escape(link)}">{KIND_NAMES.get(alert.kind, alert.kind.value)}'
+        f"</a> {escape(value)}</td><td>{escape(alert.patient.identifier.key)} "
+        f"({escape(open_alert.service)})</td><td>{escape(alert.location or '')}</td>"
+        f"<td>{_paged(paged)}</td><td>{upcoming}</td><td>{status}</td></tr>"
+    )
+
+
+def _paged(level: Level | None) -> str:
+    return "not yet" if level is None else f"level {level.level}: {escape(level.tier)}"
+
+
+def _duration(span: timedelta) -> str:
+    minutes = max(0, int(span.total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours < 48 else f"{hours // 24} days"
+
+
+def login_page(login_token: str, problem: str | None = None) -> str:
+    warning = f'<p class="why" role="alert">{escape(problem)}</p>' if problem else ""
+    return page(
+        "Sign in",
+        f"""{warning}<form method="post" action="/v1/console/login" class="login">
+<input type="hidden" name="login_token" value="{escape(login_token)}">
+<label for="user">User name</label><input id="user" name="user" autocomplete="username"
+ required autofocus>
+<label for="password">Password</label><input id="password" name="password" type="password"
+ autocomplete="current-password" required>
+<button type="submit" class="primary">Sign in</button></form>""",
+    )
+
+
+def audit_page(alert: PlateletAlert, trail: Sequence[Step], levels: Sequence[Level]) -> str:
+    """Everything that happened to an alert: deliveries and their attempts, escalations,
+    actions, withdrawal; and the chain's levels with their times."""
+    chain = "".join(
+        f"<tr><td>{lv.level}</td><td>{escape(lv.tier)}</td>"
+        f"<td>{lv.due_at:%Y-%m-%d %H:%M:%S}</td><td>{escape(lv.state)}</td></tr>"
+        for lv in levels
+    )
+    link = f"/v1/console/alerts/{quote(alert.alert_id)}"
+    return page(
+        "Audit trail",
+        f"""<p><a href="{escape(link)}">{KIND_NAMES.get(alert.kind, alert.kind.value)} for
+ {escape(alert.patient.identifier.key)}</a>, alert {escape(alert.alert_id)}</p>
+<h2>Timeline</h2><div class="scroll">{history_table(trail)}</div>
+<h2>Escalation chain</h2><div class="scroll"><table><thead><tr><th>Level</th><th>Tier</th>
+<th>Due</th><th>State</th></tr></thead><tbody>{chain}</tbody></table></div>
+<p><a href="/v1/console">Back to the board</a></p>""",
+    )

@@ -1,0 +1,118 @@
+"""The console's pages, pure: which alerts the board shows and in what order, what each row
+says, the audit trail, and withdrawn counts on the chart."""
+
+import re
+from datetime import UTC, date, datetime, timedelta
+
+from schemas import AlertKind, Patient, PatientIdentifier, PlateletAlert
+from services.notifier.alert_page import Step, alert_page, console_actions
+from services.notifier.console_pages import Level, OpenAlert, audit_page, board_order, board_page
+from tests.test_engine import feed, result
+
+NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+def critical(mrn: str, born: date = date(1970, 1, 1)) -> PlateletAlert:
+    patient = Patient(identifier=PatientIdentifier(authority="H", mrn=mrn), birth_date=born)
+    _, [[alert]] = feed(result(9, patient=patient))
+    return alert
+
+
+def persistent(mrn: str) -> PlateletAlert:
+    patient = Patient(identifier=PatientIdentifier(authority="H", mrn=mrn))
+    _, alerts = feed(*(result(25, days=d, patient=patient) for d in (0, 4, 8)))
+    return alerts[-1][0]
+
+
+def opened(
+    alert: PlateletAlert,
+    minutes_ago: int,
+    paged: int = 1,
+    acknowledged_by: str | None = None,
+    acknowledged_at: datetime | None = None,
+) -> OpenAlert:
+    start = NOW - minutes_ago * MINUTE
+    levels = tuple(
+        Level(n, tier, start + 10 * n * MINUTE, "paged" if n < paged else "pending")
+        for n, tier in enumerate(("primary", "secondary", "attending", "fallback"))
+    )
+    service = alert.population or "adult"
+    return OpenAlert(alert, service, levels, acknowledged_by, acknowledged_at)
+
+
+def test_the_board_shows_the_oldest_unacknowledged_first_then_the_acknowledged() -> None:
+    newer, older = opened(critical("1"), 5), opened(critical("2"), 25, paged=3)
+    taken_early = opened(
+        critical("3"), 60, acknowledged_by="dr.a", acknowledged_at=NOW - 50 * MINUTE
+    )
+    taken_late = opened(critical("4"), 40, acknowledged_by="dr.b", acknowledged_at=NOW - MINUTE)
+    child = opened(critical("5", born=date(2020, 1, 1)), 90)
+    slow = opened(persistent("6"), 100)
+    everything = [newer, taken_early, child, older, taken_late, slow]
+    assert board_order(everything, ("adult",), None) == [
+        slow, older, newer, taken_late, taken_early
+    ]  # fmt: skip
+    assert board_order(everything, ("paediatric",), None) == [child]
+    assert board_order(everything, ("adult",), AlertKind.PERSISTENT_SEVERE) == [slow]
+
+
+def test_a_board_row_says_level_paged_and_time_to_the_next_escalation() -> None:
+    waiting = opened(critical("1"), 3)  # primary paged 3 min ago, secondary due in 7
+    exhausted = opened(critical("2"), 45, paged=4)
+    acked = opened(critical("3"), 9, acknowledged_by="dr.a", acknowledged_at=NOW - MINUTE)
+    page = board_page("dr.a", [waiting, exhausted, acked], None, NOW, "tok", 30)
+    rows = re.findall(r"<tr><td>.*?</tr>", page)
+    assert len(rows) == 3
+    assert "(3 min ago)" in rows[0]
+    assert "level 0: primary" in rows[0]
+    assert "secondary in 7 min" in rows[0]
+    assert "Not acknowledged" in rows[0]
+    assert "level 3: fallback" in rows[1]
+    assert "none left: chain exhausted" in rows[1]
+    assert "Acknowledged by dr.a" in rows[2]
+    assert "stopped" in rows[2]
+    assert "2 waiting for acknowledgement" in page
+    assert 'data-refresh-seconds="30"' in page
+    assert 'name="csrf_token" value="tok"' in page
+    assert '<script src="/v1/console.js" defer></script>' in page
+    assert "<script>" not in page  # no inline script: the CSP allows none
+
+
+def test_the_kind_filter_keeps_its_choice_and_the_refresh_keeps_the_filter() -> None:
+    page = board_page("dr.a", [], AlertKind.REFRACTORY, NOW, "tok", 30)
+    assert '<option value="refractory" selected>' in page
+    assert 'data-source="/v1/console?kind=refractory"' in page
+    assert "No open alerts." in page
+
+
+def test_the_audit_page_lists_every_step_and_the_chain() -> None:
+    alert = critical("1")
+    trail = [
+        Step(NOW, "sent", "adult/primary", "webhook", None),
+        Step(NOW, "failed", "adult/primary", "webhook", "HTTP 503"),
+        Step(NOW + MINUTE, "delivered", "adult/primary", "webhook", None),
+        Step(NOW + 10 * MINUTE, "withdrawn", "classifier", "", "result R@0 was corrected"),
+    ]
+    page = audit_page(alert, trail, opened(alert, 0).levels)
+    assert page.count("<td>adult/primary</td>") == 3
+    assert "HTTP 503" in page
+    assert "result R@0 was corrected" in page
+    assert re.findall(r"<tr><td>(\d)</td><td>(\w+)</td>", page) == [
+        ("0", "primary"), ("1", "secondary"), ("2", "attending"), ("3", "fallback")
+    ]  # fmt: skip
+
+
+def test_a_withdrawn_alerts_counts_are_crossed_out_and_it_offers_no_buttons() -> None:
+    alert = persistent("1")
+    shown = alert_page(alert, [], console_actions(alert.alert_id, "tok"))
+    assert shown.count("<form") == 3
+    assert shown.count('name="csrf_token" value="tok"') == 3
+    assert 'name="reassign_to"' in shown
+    assert "withdrawn" not in shown
+    gone = alert_page(
+        alert, [], console_actions(alert.alert_id, "tok"), "Paging ended", withdrawn=True
+    )
+    assert "<form" not in gone
+    assert gone.count('class="point withdrawn"') == 3 == gone.count('class="cross"')
+    assert "this alert was withdrawn" in gone
