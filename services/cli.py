@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import contextlib
+import getpass
 import logging
 import signal
 import sys
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 from schemas.export import drifted_files, write_schemas
 from services.config import Settings
 from services.kafka.topics import TopicMismatchError, ensure_topics
+from services.notifier.console_auth import MIN_PASSWORD_LENGTH, hash_password
 
 EXIT_CONFIGURATION_ERROR = 2
 
@@ -199,6 +201,25 @@ def cmd_topics(settings: Settings) -> int:
     return 0
 
 
+def cmd_hash_password() -> int:
+    """The password is read without echo at a terminal, else as the first line of stdin."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("plateletwatch hash-password: the passwords differ", file=sys.stderr)
+            return EXIT_CONFIGURATION_ERROR
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        print(
+            f"plateletwatch hash-password: use at least {MIN_PASSWORD_LENGTH} characters",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIGURATION_ERROR
+    print(hash_password(password))
+    return 0
+
+
 def cmd_schemas(check: bool) -> int:
     if check:
         drifted = drifted_files()
@@ -240,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     replay.add_argument("files", nargs="+", type=Path, help="HL7 v2, FHIR JSON or NDJSON files")
     replay.add_argument("--rules", type=Path, help="rules YAML (default: the configured one)")
+    commands.add_parser(
+        "hash-password",
+        help="read a console user's password (prompted, or from stdin) and print its hash "
+        "for the console users file",
+    )
     send = commands.add_parser("send", help="send HL7 v2 files over MLLP and print each ACK")
     send.add_argument("files", nargs="+", type=Path, help="files of one or more messages")
     send.add_argument("--to", required=True, metavar="HOST:PORT", help="the MLLP listener")
@@ -253,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigurationError, ValidationError, FileNotFoundError) as error:
             print(f"plateletwatch replay: {error}", file=sys.stderr)
             return EXIT_CONFIGURATION_ERROR
+    if args.command == "hash-password":
+        return cmd_hash_password()
     if args.command == "send":
         try:
             return cmd_send(args.files, args.to)

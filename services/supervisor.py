@@ -27,6 +27,9 @@ from services.processes import die_with_parent, stop_processes, wait_until_ready
 _STARTUP_TIMEOUT_SECONDS = 90.0
 # Only for `run` on loopback when no token is configured; printed in the banner.
 DEMO_TOKEN = "demo-token"
+# Likewise for the console when no users file is configured: the example file's demo user.
+DEMO_USERS = Path(__file__).resolve().parent.parent / "examples" / "console-users.yaml"
+DEMO_USER, DEMO_PASSWORD = "haem.registrar", "change me before use"
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,12 @@ def _children(settings: Settings, with_demo_pager: bool) -> list[Child]:
 
 
 def _banner(
-    settings: Settings, broker: Broker, webhook_url: str, demo: bool, demo_token: str | None
+    settings: Settings,
+    broker: Broker,
+    webhook_url: str,
+    demo: bool,
+    demo_token: str | None,
+    demo_console: bool,
 ) -> str:
     host = settings.bind_host
     ingest = f"http://{host}:{settings.ingest_port}"
@@ -63,6 +71,8 @@ def _banner(
         f"   (plateletwatch send FILE --to {host}:{settings.ingest_mllp_port})",
         f"  classifier  http://{host}:{settings.classifier_port}/metrics",
         f"  notifier    http://{host}:{settings.notifier_port}/metrics",
+        f"  console     http://{host}:{settings.notifier_port}/v1/console"
+        + (f"   (demo sign-in: {DEMO_USER} / {DEMO_PASSWORD})" if demo_console else ""),
         f"  pages go to {webhook_url}"
         + ("   (demo pager: list them with GET on that URL)" if demo else ""),
         "  try the curl example in README.md; Ctrl-C stops everything.",
@@ -112,6 +122,9 @@ def run_everything(settings: Settings) -> int:
             "PLATELETWATCH_INGEST_API_TOKENS": json.dumps(tokens),
             **state_matching_the_broker(settings, broker, Path(scratch)),
         }
+        demo_console = settings.notifier_console_users_file is None and DEMO_USERS.is_file()
+        if demo_console:
+            env["PLATELETWATCH_NOTIFIER_CONSOLE_USERS_FILE"] = str(DEMO_USERS)
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
             deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
@@ -132,7 +145,8 @@ def run_everything(settings: Settings) -> int:
             if stop.is_set():
                 return 0
             demo_token = None if settings.ingest_api_tokens else DEMO_TOKEN
-            print(_banner(settings, broker, webhook_url, demo, demo_token), flush=True)
+            banner = _banner(settings, broker, webhook_url, demo, demo_token, demo_console)
+            print(banner, flush=True)
             while not stop.is_set():
                 for name, process in processes.items():
                     if process.poll() is not None:

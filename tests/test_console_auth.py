@@ -1,10 +1,12 @@
 """Console users, password hashes, sessions and CSRF tokens: pure, no server."""
 
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from services.cli import main
 from services.notifier.console_auth import (
     ConsoleUsersError,
     hash_password,
@@ -13,6 +15,7 @@ from services.notifier.console_auth import (
     session_from,
     start_session,
 )
+from services.supervisor import DEMO_PASSWORD
 
 SECRET = b"console-secret"
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -75,3 +78,29 @@ def test_a_session_is_signed_expires_and_carries_its_own_csrf_token() -> None:
     body, _, signature = session.token.partition(".")
     assert session_from(SECRET, body[:-2] + "xx." + signature, NOW) is None
     assert session_from(SECRET, "garbage", NOW) is None
+
+
+def test_hash_password_prints_a_hash_the_users_file_accepts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("too short\n"))
+    assert main(["hash-password"]) == 2
+    assert "at least 12 characters" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough passphrase\n"))
+    assert main(["hash-password"]) == 0
+    encoded = capsys.readouterr().out.strip()
+    path = tmp_path / "users.yaml"
+    path.write_text(
+        f"users:\n  - {{name: dr.ada, services: [adult], password_hash: '{encoded}'}}\n"
+    )
+    assert password_matches(
+        "a long enough passphrase", load_console_users(path)["dr.ada"].password_hash
+    )
+
+
+def test_the_example_users_file_loads_and_its_demo_password_is_the_one_it_says() -> None:
+    users = load_console_users(Path(__file__).parent.parent / "examples" / "console-users.yaml")
+    assert sorted(users) == ["dr.adams", "dr.okafor", "haem.registrar"]
+    assert password_matches(DEMO_PASSWORD, users["haem.registrar"].password_hash)
+    assert users["haem.registrar"].services == ("paediatric", "adult")
+    assert users["dr.adams"].password_hash is None

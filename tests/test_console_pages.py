@@ -60,10 +60,13 @@ def test_the_board_shows_the_oldest_unacknowledged_first_then_the_acknowledged()
 def test_a_board_row_says_level_paged_and_time_to_the_next_escalation() -> None:
     waiting = opened(critical("1"), 3)  # primary paged 3 min ago, secondary due in 7
     exhausted = opened(critical("2"), 45, paged=4)
+    overdue = opened(critical("4"), 12)  # the escalation loop has not caught up yet
     acked = opened(critical("3"), 9, acknowledged_by="dr.a", acknowledged_at=NOW - MINUTE)
-    page = board_page("dr.a", [waiting, exhausted, acked], None, NOW, "tok", 30)
-    rows = re.findall(r"<tr><td>.*?</tr>", page)
-    assert len(rows) == 3
+    page = board_page("dr.a", [waiting, exhausted, acked, overdue], None, NOW, "tok", 30)
+    rows = re.findall(r"<tr><td.*?</tr>", page)
+    assert len(rows) == 4
+    assert "secondary due now" in rows[3]
+    assert "(under 1 min ago)" in board_page("dr.a", [opened(critical("5"), 0)], None, NOW, "", 1)
     assert "(3 min ago)" in rows[0]
     assert "level 0: primary" in rows[0]
     assert "secondary in 7 min" in rows[0]
@@ -72,7 +75,7 @@ def test_a_board_row_says_level_paged_and_time_to_the_next_escalation() -> None:
     assert "none left: chain exhausted" in rows[1]
     assert "Acknowledged by dr.a" in rows[2]
     assert "stopped" in rows[2]
-    assert "2 waiting for acknowledgement" in page
+    assert "3 waiting for acknowledgement" in page
     assert 'data-refresh-seconds="30"' in page
     assert 'name="csrf_token" value="tok"' in page
     assert '<script src="/v1/console.js" defer></script>' in page

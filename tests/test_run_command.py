@@ -18,7 +18,7 @@ import pytest
 
 from services.config import Settings
 from services.kafka.broker import Broker, BrokerKind, free_loopback_port
-from services.supervisor import state_matching_the_broker
+from services.supervisor import DEMO_PASSWORD, DEMO_USER, state_matching_the_broker
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
@@ -136,6 +136,17 @@ def test_run_shows_the_banner_pages_the_readme_example_and_stops_cleanly(tmp_pat
             time.sleep(0.5)
             pages = httpx.get(f"http://127.0.0.1:{ports['demo']}/pages").json()
         assert "CRITICAL LOW platelets: 9 x10^9/L" in str(pages[-1]["summary"])
+
+        console = f"http://127.0.0.1:{ports['notifier']}/v1/console"
+        assert f"{console}   (demo sign-in: {DEMO_USER} / {DEMO_PASSWORD})" in banner
+        with httpx.Client(base_url=console, follow_redirects=True) as browser:
+            form = browser.get("/login").text
+            token = re.search(r'name="login_token" value="([^"]+)"', form)
+            assert token is not None
+            signed = {"login_token": token.group(1), "user": DEMO_USER, "password": DEMO_PASSWORD}
+            board = browser.post("/login", data=signed)
+            assert board.status_code == 200
+            assert "2 waiting for acknowledgement" in board.text  # both examples, on the board
 
         children = _children_of(run.pid)
         assert len(children) >= 4  # demo pager, ingest, classifier, notifier (+ Tansu)

@@ -41,6 +41,10 @@ padding:8px}.bar,.filter{display:flex;flex-wrap:wrap;gap:8px;align-items:center}
 .login{display:grid;gap:8px;max-width:320px}input,select{font-size:1em;padding:8px;
 min-height:44px}.waiting{color:#b00020}a{color:#0b57d0}:focus-visible{outline:3px solid #0b57d0;
 outline-offset:2px}
+table.board td{white-space:normal}@media (max-width:640px){table.board thead{position:absolute;
+left:-9999px}table.board tr{display:block;border:1px solid #ddd;border-radius:6px;margin:0 0 10px;
+padding:6px}table.board td{display:block;white-space:normal;border:0;padding:2px 4px}
+table.board td::before{content:attr(data-label) ": ";font-weight:600}}
 """
 
 

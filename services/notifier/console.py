@@ -19,7 +19,7 @@ from prometheus_client import Counter
 
 from schemas import AckAction, AlertKind, PlateletAlert
 from services.classifier.rules import Population
-from services.notifier.alert_page import Step, alert_page, console_actions
+from services.notifier.alert_page import STYLE, Step, alert_page, console_actions
 from services.notifier.console_auth import (
     ConsoleUser,
     Session,
@@ -236,17 +236,19 @@ def console_router(
 
         return await with_user(request, show)
 
+    @router.get("/v1/console.css")
+    async def console_css() -> Response:
+        """The one stylesheet of the console and of the pages action links open."""
+        return Response(STYLE, media_type="text/css", headers=_ASSET_HEADERS)
+
     @router.get("/v1/console.js")
     async def console_js() -> Response:
-        return Response(
-            CONSOLE_JS,
-            media_type="text/javascript",
-            headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"},
-        )
+        return Response(CONSOLE_JS, media_type="text/javascript", headers=_ASSET_HEADERS)
 
     return router
 
 
+_ASSET_HEADERS = {"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"}
 KINDS = {k.value for k in AlertKind if k is not AlertKind.WITHDRAWN}
 _NOT_A_USER = "<p>You are signed in, but not as a user of this console. Ask to be added.</p>"
 

@@ -23,6 +23,7 @@ from services.classifier.rules import Population
 from services.notifier.signing import BadSignature, digest, sign, unsign
 
 PBKDF2_ITERATIONS = 600_000  # OWASP's 2023 figure for PBKDF2-HMAC-SHA256
+MIN_PASSWORD_LENGTH = 12
 _SCHEME = "pbkdf2_sha256"
 
 

@@ -109,10 +109,17 @@ def _board_table(alerts: Sequence[OpenAlert], now: datetime) -> str:
     if not alerts:
         return "<p>No open alerts.</p>"
     rows = "".join(_board_row(a, now) for a in alerts)
-    return (
-        '<div class="scroll"><table><thead><tr><th>Waiting since</th><th>Alert</th>'
-        "<th>Patient</th><th>Ward</th><th>Paged</th><th>Next escalation</th><th>Status</th>"
-        f"</tr></thead><tbody>{rows}</tbody></table></div>"
+    head = "".join(f"<th>{name}</th>" for name in _COLUMNS)
+    return f'<table class="board"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+
+_COLUMNS = ("Alert", "Patient", "Waiting since", "Paged", "Next escalation", "Status")
+
+
+def _cells(*cells: str) -> str:
+    """A row whose cells name their column, for the one-card-per-alert layout on phones."""
+    return "".join(
+        f'<td data-label="{name}">{cell}</td>' for name, cell in zip(_COLUMNS, cells, strict=True)
     )
 
 
@@ -126,18 +133,26 @@ def _board_row(open_alert: OpenAlert, now: datetime) -> str:
         upcoming = "stopped"
     else:
         status = '<strong class="waiting">Not acknowledged</strong>'
-        upcoming = (
-            f"{escape(due.tier)} in {_duration(due.due_at - now)}"
-            if due is not None
-            else '<strong class="waiting">none left: chain exhausted</strong>'
-        )
+        if due is None:
+            upcoming = '<strong class="waiting">none left: chain exhausted</strong>'
+        elif due.due_at <= now:
+            upcoming = f"{escape(due.tier)} due now"
+        else:
+            upcoming = f"{escape(due.tier)} in {_duration(due.due_at - now)}"
     link = f"/v1/console/alerts/{quote(alert.alert_id)}"
+    ward = f", ward {escape(alert.location)}" if alert.location else ""
     return (
-        f"<tr><td>{open_alert.opened_at:%Y-%m-%d %H:%M} ({_duration(now - open_alert.opened_at)}"
-        f' ago)</td><td><a href="{escape(link)}">{KIND_NAMES.get(alert.kind, alert.kind.value)}'
-        f"</a> {escape(value)}</td><td>{escape(alert.patient.identifier.key)} "
-        f"({escape(open_alert.service)})</td><td>{escape(alert.location or '')}</td>"
-        f"<td>{_paged(paged)}</td><td>{upcoming}</td><td>{status}</td></tr>"
+        "<tr>"
+        + _cells(
+            f'<a href="{escape(link)}">{KIND_NAMES.get(alert.kind, alert.kind.value)}</a> '
+            + escape(value),
+            f"{escape(alert.patient.identifier.key)} ({escape(open_alert.service)}){ward}",
+            f"{open_alert.opened_at:%Y-%m-%d %H:%M} ({_duration(now - open_alert.opened_at)} ago)",
+            _paged(paged),
+            upcoming,
+            status,
+        )
+        + "</tr>"
     )
 
 
@@ -147,6 +162,8 @@ def _paged(level: Level | None) -> str:
 
 def _duration(span: timedelta) -> str:
     minutes = max(0, int(span.total_seconds() // 60))
+    if minutes == 0:
+        return "under 1 min"
     if minutes < 60:
         return f"{minutes} min"
     hours, minutes = divmod(minutes, 60)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from schemas import AckAction, DeliveryEvent, PlateletAlert, Topic
 from services.config import Settings
 from services.kafka.producer import EventPublisher
-from services.notifier.alert_page import STYLE, Step, alert_page, link_actions
+from services.notifier.alert_page import Step, alert_page, link_actions
 from services.notifier.channels.base import Channel
 from services.notifier.channels.email import EmailChannel, SmtpSettings
 from services.notifier.channels.pagerduty import PagerDutyChannel
@@ -297,10 +297,6 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         withdrawn = closure is not None and closure.how == "withdrawn"
         body = alert_page(alert, history, link_actions(buttons), closed, withdrawn)
         return HTMLResponse(body, headers=SECURITY_HEADERS)
-
-    @app.get("/v1/console.css")
-    async def console_css() -> Response:
-        return Response(STYLE, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/v1/links/{token}")
     async def follow_link(token: str, request: Request) -> Response:
