@@ -6,12 +6,16 @@ import asyncio
 import json
 import re
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from schemas import AckAction
 from services.config import Settings
 from services.notifier.channels.webhook_receiver import WebhookReceiver
+from services.notifier.links import sign_link
 from services.notifier.store import NotifierStore
 from tests.conftest import AUTH, REPO, wait_for, with_paging
 
@@ -26,6 +30,7 @@ pytestmark = [
 
 ARTIFACTS = REPO / "artifacts"
 WINDOW_SECONDS = 15  # to acknowledge before the secondary is paged
+HOUR = timedelta(hours=1)
 
 
 @pytest.fixture
@@ -64,10 +69,21 @@ async def test_a_hematologist_acknowledges_from_a_phone_and_the_escalation_stops
     link = page.body["actions"]["acknowledge"]
 
     ARTIFACTS.mkdir(exist_ok=True)
-    shown = await asyncio.to_thread(_acknowledge_in_the_browser, link)
+    secret = (console.notifier_link_secret or SecretStr("")).get_secret_value().encode()
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    expired = (
+        link.rsplit("/", 1)[0]
+        + "/"
+        + sign_link(
+            secret, page.body["alert"]["alert_id"], AckAction.ACKNOWLEDGE, "x", yesterday, HOUR
+        )
+    )
+    shown = await asyncio.to_thread(_acknowledge_in_the_browser, link, expired)
     assert shown["points"] == 4  # 140, 60, 35 then the critical 12
     assert "Acknowledged: the escalation has stopped." in shown["after"]
     assert shown["refused"].startswith("This link cannot be used: the link is not genuine")
+    assert shown["expired"].startswith("This link cannot be used: the link has expired")
+    assert shown["expired_points"] == 0  # a refusal page, never the alert
 
     store = NotifierStore(console.notifier_database_url)
     await store.start()
@@ -82,7 +98,7 @@ async def test_a_hematologist_acknowledges_from_a_phone_and_the_escalation_stops
     assert [p.path.rsplit("/", 1)[-1] for p in webhook_receiver.pages] == ["primary"]
 
 
-def _acknowledge_in_the_browser(link: str) -> dict[str, object]:
+def _acknowledge_in_the_browser(link: str, expired: str) -> dict[str, object]:
     """In its own thread: Playwright's sync API runs its own event loop."""
     from playwright.sync_api import sync_playwright
 
@@ -106,6 +122,15 @@ def _acknowledge_in_the_browser(link: str) -> dict[str, object]:
             tampered = re.sub(r".{4}$", "AAAA" if not link.endswith("AAAA") else "BBBB", link)
             desktop.goto(tampered)
             refused = desktop.inner_text("p")
+            desktop.goto(expired)
+            too_late = desktop.inner_text("p")
+            too_late_points = desktop.locator("svg circle").count()
         finally:
             browser.close()
-    return {"points": points, "after": after, "refused": refused}
+    return {
+        "points": points,
+        "after": after,
+        "refused": refused,
+        "expired": too_late,
+        "expired_points": too_late_points,
+    }
