@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -349,3 +350,8 @@ async def wait_for(condition: Callable[[], bool], within_seconds: float, what: s
 @pytest.fixture
 def example_result() -> bytes:
     return (REPO / "examples" / "lab-result-critical.json").read_bytes()
+
+
+def unlabelled(html: str) -> str:
+    """A page's HTML without the column labels its table cells carry for phones."""
+    return re.sub(r' data-label="[^"]*"', "", html)

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 from schemas import AckAction, PlateletAlert, ResultStatus, TreatmentCategory
 from services.notifier.alert_page import Step, alert_page, link_actions, trend_chart
+from tests.conftest import unlabelled
 from tests.test_engine import feed, result, treatment
 
 BUTTONS = {action: f"/v1/links/{action.value}-token" for action in AckAction}
@@ -44,7 +45,7 @@ def test_the_page_shows_why_the_evidence_who_was_paged_and_three_buttons() -> No
     history = [
         Step(datetime(2026, 1, 9, 8, 5, tzinfo=UTC), "delivered", "adult/primary", "email", None)
     ]
-    page = alert_page(alert, history, link_actions(BUTTONS))
+    page = unlabelled(alert_page(alert, history, link_actions(BUTTONS)))
     assert "Refractory thrombocytopenia" in page
     assert "first-line: prednisolone" in page  # the engine's note
     assert "Rule refractory, rules file" in page

@@ -92,7 +92,9 @@ async def test_the_board_on_a_phone_keeps_its_place_and_acknowledges_by_keyboard
     assert seen["rows_after"] == ALERTS + 1  # refreshed in place...
     assert seen["scroll_after"] == seen["scroll_before"] > 0  # ...without losing the place
     assert seen["focused"] == "Acknowledge"  # reached with Tab alone
-    assert "Acknowledge by dr.ada" in seen["after_ack"]
+    assert "Acknowledged by dr.ada" in seen["after_ack"]
+    assert re.search(r"acked\s+dr\.ada", seen["audit"])  # the audit trail shows who acted
+    assert re.search(r"2\s+attending\s+\S+ \S+\s+cancelled", seen["audit"])  # stopped
     assert seen["chart_name"].startswith("Platelet counts over time")
     acknowledged = [e for e in await store.board(now - timedelta(hours=1)) if e.closure]
     assert len(acknowledged) == 1
@@ -155,6 +157,11 @@ def _use_the_board(url: str, arrives: Any) -> dict[str, Any]:
             phone.keyboard.press("Enter")
             phone.wait_for_selector("p.closed")
             seen["after_ack"] = phone.inner_text("body")
+            phone.screenshot(path=str(ARTIFACTS / "console-alert-phone.png"), full_page=True)
+            phone.get_by_role("link", name="Audit trail").click()
+            phone.wait_for_url(re.compile(r"/audit$"))
+            seen["audit"] = phone.inner_text("body")
+            phone.screenshot(path=str(ARTIFACTS / "audit-phone.png"), full_page=True)
         finally:
             browser.close()
     return seen

@@ -16,6 +16,7 @@ from services.notifier.console import console_router
 from services.notifier.console_auth import ConsoleUser, hash_password
 from services.notifier.escalator import Escalator
 from services.notifier.store import NotifierStore
+from tests.conftest import unlabelled
 from tests.test_escalator import SECRET, critical, escalator, paged, two_services
 
 PASSWORD = "a long enough passphrase"
@@ -126,9 +127,9 @@ async def test_acknowledging_from_the_console_needs_the_csrf_token_and_stops_the
         assert closure is not None
         assert (closure.how, closure.by) == ("acknowledge", "dr.ada")
         assert [s.state for s in await store.escalation(alert.alert_id)][1:] == ["cancelled"] * 3
-        assert "Acknowledge by dr.ada" in (await client.get(url)).text
+        assert "Acknowledged by dr.ada" in (await client.get(url)).text
         assert "Acknowledged by dr.ada" in (await client.get("/v1/console")).text
-        audit = (await client.get(f"{url}/audit")).text
+        audit = unlabelled((await client.get(f"{url}/audit")).text)
         assert "<td>acked</td><td>dr.ada</td>" in audit
         assert "<td>delivered</td>" in audit
         assert (await client.get("/v1/console/alerts/nope")).status_code == 404

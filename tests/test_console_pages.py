@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from schemas import AlertKind, Patient, PatientIdentifier, PlateletAlert
 from services.notifier.alert_page import Step, alert_page, console_actions
 from services.notifier.console_pages import Level, OpenAlert, audit_page, board_order, board_page
+from tests.conftest import unlabelled
 from tests.test_engine import feed, result
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -62,7 +63,9 @@ def test_a_board_row_says_level_paged_and_time_to_the_next_escalation() -> None:
     exhausted = opened(critical("2"), 45, paged=4)
     overdue = opened(critical("4"), 12)  # the escalation loop has not caught up yet
     acked = opened(critical("3"), 9, acknowledged_by="dr.a", acknowledged_at=NOW - MINUTE)
-    page = board_page("dr.a", [waiting, exhausted, acked, overdue], None, NOW, "tok", 30)
+    page = unlabelled(
+        board_page("dr.a", [waiting, exhausted, acked, overdue], None, NOW, "tok", 30)
+    )
     rows = re.findall(r"<tr><td.*?</tr>", page)
     assert len(rows) == 4
     assert "secondary due now" in rows[3]
@@ -97,7 +100,7 @@ def test_the_audit_page_lists_every_step_and_the_chain() -> None:
         Step(NOW + MINUTE, "delivered", "adult/primary", "webhook", None),
         Step(NOW + 10 * MINUTE, "withdrawn", "classifier", "", "result R@0 was corrected"),
     ]
-    page = audit_page(alert, trail, opened(alert, 0).levels)
+    page = unlabelled(audit_page(alert, trail, opened(alert, 0).levels))
     assert page.count("<td>adult/primary</td>") == 3
     assert "HTTP 503" in page
     assert "result R@0 was corrected" in page

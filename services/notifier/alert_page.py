@@ -8,7 +8,7 @@ for screen readers.
 """
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -17,7 +17,7 @@ from urllib.parse import quote
 from schemas import AckAction, EvidenceResult, PlateletAlert, ProcedureEvent, ResultStatus
 from services.notifier.message import render_page
 
-WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 640, 260, 48, 16, 16, 36
+WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 400, 240, 40, 12, 16, 24  # phone-sized units
 LOW, HIGH = 1.0, 1000.0  # x10^9/L, the axis range
 UNIT = "x10^9/L"  # as the pages write it
 LINES = ((20.0, "critical"), (30.0, "30"))
@@ -29,8 +29,8 @@ BUTTONS = {
 STYLE = """
 body{font:16px/1.4 system-ui,sans-serif;margin:0 auto;max-width:960px;padding:12px;color:#111}
 h1{font-size:1.3em;margin:.2em 0}.why{background:#fdecea;border-left:4px solid #b00020;padding:8px}
-.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}th,td{text-align:left;
-padding:4px 8px;border-bottom:1px solid #ddd;white-space:nowrap}svg{width:100%;height:auto;
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;
+border-bottom:1px solid #ddd;overflow-wrap:anywhere}svg{width:100%;height:auto;
 max-width:640px}.actions{display:flex;flex-wrap:wrap;gap:8px;margin:12px 0}button{font-size:1em;
 padding:12px 16px;min-width:44px;min-height:44px}.primary{background:#b00020;color:#fff;border:0}
 .point{fill:#b00020}.corrected{fill:#fff;stroke:#b00020;stroke-width:2}.limit{stroke:#b00020;
@@ -41,10 +41,11 @@ padding:8px}.bar,.filter{display:flex;flex-wrap:wrap;gap:8px;align-items:center}
 .login{display:grid;gap:8px;max-width:320px}input,select{font-size:1em;padding:8px;
 min-height:44px}.waiting{color:#b00020}a{color:#0b57d0}:focus-visible{outline:3px solid #0b57d0;
 outline-offset:2px}
-table.board td{white-space:normal}@media (max-width:640px){table.board thead{position:absolute;
-left:-9999px}table.board tr{display:block;border:1px solid #ddd;border-radius:6px;margin:0 0 10px;
-padding:6px}table.board td{display:block;white-space:normal;border:0;padding:2px 4px}
-table.board td::before{content:attr(data-label) ": ";font-weight:600}}
+@media (max-width:640px){table.cards thead{position:absolute;
+left:-9999px}table.cards tr{display:block;border:1px solid #ddd;border-radius:6px;margin:0 0 10px;
+padding:6px}table.cards td{display:block;border:0;padding:2px 4px}table.cards td::before{
+content:attr(data-label) ": ";font-weight:600}table.cards td:empty{display:none}
+table.cards caption{text-align:left}}
 """
 
 
@@ -57,6 +58,14 @@ class Step:
     recipient: str
     channel: str
     detail: str | None
+
+
+_ENDED = {"acknowledge": "Acknowledged", "resolve": "Resolved", "withdrawn": "Withdrawn"}
+
+
+def closed_line(how: str, by: str, at: datetime) -> str:
+    """How an alert's paging ended, for its page: "Acknowledged by dr.ada at 03:48 UTC"."""
+    return f"{_ENDED.get(how, how)} by {by} at {at:%Y-%m-%d %H:%M} UTC"
 
 
 def link_actions(buttons: Mapping[AckAction, str]) -> str:
@@ -126,9 +135,9 @@ def alert_page(
 <h2>Platelet trend</h2>
 {trend_chart(points, alert, withdrawn)}
 <h2>Evidence</h2>
-<div class="scroll">{_evidence_table(points, alert)}</div>
+{_evidence_table(points, alert)}
 <h2>Paged</h2>
-<div class="scroll">{history_table(history)}</div>
+{history_table(history)}
 {audit}</main>
 </body>
 </html>
@@ -165,6 +174,8 @@ def trend_chart(
             f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>'
             for v in (1, 10, 100, 1000)
         ),
+        f'<text x="{LEFT}" y="{HEIGHT - 6}">{first:%d %b %Y}</text>',
+        f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end">{last:%d %b %Y}</text>',
         *(
             f'<line class="{"limit" if label == "critical" else "limit30"}" x1="{LEFT}" '
             f'y1="{y(v):.1f}" x2="{WIDTH - RIGHT}" y2="{y(v):.1f}"><title>{label} '
@@ -212,32 +223,52 @@ def trend_chart(
 
 def _evidence_table(points: Sequence[EvidenceResult], alert: PlateletAlert) -> str:
     evidence = {p.result_id for p in alert.evidence.results}
-    rows = "".join(
-        f"<tr><td>{p.collected_at:%Y-%m-%d %H:%M}</td>"
-        f"<td>{escape(p.count.comparator or '')}{p.count.value_10e9_per_l:g}</td>"
-        f"<td>{escape(p.count.original_value)} {escape(p.count.original_unit)}</td>"
-        f"<td>{escape(p.status.value)}</td><td>{escape(p.result_id)}</td>"
-        f"<td>{'evidence' if p.result_id in evidence else 'earlier'}</td></tr>"
+    rows = [
+        (
+            f"{p.collected_at:%Y-%m-%d %H:%M}",
+            f"{escape(p.count.comparator or '')}{p.count.value_10e9_per_l:g}",
+            f"{escape(p.count.original_value)} {escape(p.count.original_unit)}",
+            escape(p.status.value),
+            escape(p.result_id),
+            "evidence" if p.result_id in evidence else "earlier",
+        )
         for p in points
-    )
+    ]
     baseline = alert.evidence.baseline_10e9_per_l
-    caption = f"<caption>Baseline {baseline:g} {UNIT}</caption>" if baseline is not None else ""
-    return (
-        f"<table>{caption}<thead><tr><th>Collected</th><th>{UNIT}</th><th>As reported</th>"
-        f"<th>Status</th><th>Result</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
+    caption = f"Baseline {baseline:g} {UNIT}" if baseline is not None else ""
+    columns = ("Collected", UNIT, "As reported", "Status", "Result", "Part")
+    return table(columns, rows, caption)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[str]], caption: str = "") -> str:
+    """A table that becomes one card per row on a phone, each cell labelled with its column;
+    the cells are HTML, escaped by the caller."""
+    head = "".join(f"<th>{escape(column)}</th>" for column in columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td data-label="{escape(column)}">{cell}</td>'
+            for column, cell in zip(columns, row, strict=True)
+        )
+        + "</tr>"
+        for row in rows
     )
+    caption = f"<caption>{escape(caption)}</caption>" if caption else ""
+    head = f"{caption}<thead><tr>{head}</tr></thead>"
+    return f'<table class="cards">{head}<tbody>{body}</tbody></table>'
 
 
 def history_table(history: Sequence[Step]) -> str:
     if not history:
         return "<p>Nobody paged yet.</p>"
-    rows = "".join(
-        f"<tr><td>{s.at:%Y-%m-%d %H:%M:%S}</td><td>{escape(s.step)}</td>"
-        f"<td>{escape(s.recipient)}</td><td>{escape(s.channel)}</td>"
-        f"<td>{escape(s.detail or '')}</td></tr>"
+    rows = [
+        (
+            f"{s.at:%Y-%m-%d %H:%M:%S}",
+            escape(s.step),
+            escape(s.recipient),
+            escape(s.channel),
+            escape(s.detail or ""),
+        )
         for s in history
-    )
-    return (
-        "<table><thead><tr><th>When</th><th>Step</th><th>To</th><th>Channel</th><th>Detail</th>"
-        f"</tr></thead><tbody>{rows}</tbody></table>"
-    )
+    ]
+    return table(("When", "Step", "To", "Channel", "Detail"), rows)

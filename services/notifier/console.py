@@ -19,7 +19,13 @@ from prometheus_client import Counter
 
 from schemas import AckAction, AlertKind, PlateletAlert
 from services.classifier.rules import Population
-from services.notifier.alert_page import STYLE, Step, alert_page, console_actions
+from services.notifier.alert_page import (
+    STYLE,
+    Step,
+    alert_page,
+    closed_line,
+    console_actions,
+)
 from services.notifier.console_auth import (
     ConsoleUser,
     Session,
@@ -193,7 +199,7 @@ def console_router(
             closure = await store.closure(alert_id)
             closed = None
             if closure is not None:
-                closed = f"{closure.how.capitalize()} by {closure.by} at {closure.closed_at:%H:%M}"
+                closed = closed_line(closure.how, closure.by, as_utc(closure.closed_at))
             return html(
                 alert_page(
                     alert,

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from schemas import AlertKind, PlateletAlert
 from services.classifier.rules import Population
-from services.notifier.alert_page import UNIT, Step, history_table
+from services.notifier.alert_page import UNIT, Step, history_table, table
 from services.notifier.link_page import page
 
 KIND_NAMES = {
@@ -108,22 +108,11 @@ def _csrf_field(token: str) -> str:
 def _board_table(alerts: Sequence[OpenAlert], now: datetime) -> str:
     if not alerts:
         return "<p>No open alerts.</p>"
-    rows = "".join(_board_row(a, now) for a in alerts)
-    head = "".join(f"<th>{name}</th>" for name in _COLUMNS)
-    return f'<table class="board"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    columns = ("Alert", "Patient", "Waiting since", "Paged", "Next escalation", "Status")
+    return table(columns, [_board_row(a, now) for a in alerts])
 
 
-_COLUMNS = ("Alert", "Patient", "Waiting since", "Paged", "Next escalation", "Status")
-
-
-def _cells(*cells: str) -> str:
-    """A row whose cells name their column, for the one-card-per-alert layout on phones."""
-    return "".join(
-        f'<td data-label="{name}">{cell}</td>' for name, cell in zip(_COLUMNS, cells, strict=True)
-    )
-
-
-def _board_row(open_alert: OpenAlert, now: datetime) -> str:
+def _board_row(open_alert: OpenAlert, now: datetime) -> tuple[str, ...]:
     alert = open_alert.alert
     value = f"{alert.value_10e9_per_l:g} {UNIT}" if alert.value_10e9_per_l is not None else ""
     paged = open_alert.last_paged
@@ -142,17 +131,13 @@ def _board_row(open_alert: OpenAlert, now: datetime) -> str:
     link = f"/v1/console/alerts/{quote(alert.alert_id)}"
     ward = f", ward {escape(alert.location)}" if alert.location else ""
     return (
-        "<tr>"
-        + _cells(
-            f'<a href="{escape(link)}">{KIND_NAMES.get(alert.kind, alert.kind.value)}</a> '
-            + escape(value),
-            f"{escape(alert.patient.identifier.key)} ({escape(open_alert.service)}){ward}",
-            f"{open_alert.opened_at:%Y-%m-%d %H:%M} ({_duration(now - open_alert.opened_at)} ago)",
-            _paged(paged),
-            upcoming,
-            status,
-        )
-        + "</tr>"
+        f'<a href="{escape(link)}">{KIND_NAMES.get(alert.kind, alert.kind.value)}</a> '
+        + escape(value),
+        f"{escape(alert.patient.identifier.key)} ({escape(open_alert.service)}){ward}",
+        f"{open_alert.opened_at:%Y-%m-%d %H:%M} ({_duration(now - open_alert.opened_at)} ago)",
+        _paged(paged),
+        upcoming,
+        status,
     )
 
 
@@ -187,18 +172,19 @@ def login_page(login_token: str, problem: str | None = None) -> str:
 def audit_page(alert: PlateletAlert, trail: Sequence[Step], levels: Sequence[Level]) -> str:
     """Everything that happened to an alert: deliveries and their attempts, escalations,
     actions, withdrawal; and the chain's levels with their times."""
-    chain = "".join(
-        f"<tr><td>{lv.level}</td><td>{escape(lv.tier)}</td>"
-        f"<td>{lv.due_at:%Y-%m-%d %H:%M:%S}</td><td>{escape(lv.state)}</td></tr>"
-        for lv in levels
+    chain = table(
+        ("Level", "Tier", "Due", "State"),
+        [
+            (str(lv.level), escape(lv.tier), f"{lv.due_at:%Y-%m-%d %H:%M:%S}", escape(lv.state))
+            for lv in levels
+        ],
     )
     link = f"/v1/console/alerts/{quote(alert.alert_id)}"
     return page(
         "Audit trail",
         f"""<p><a href="{escape(link)}">{KIND_NAMES.get(alert.kind, alert.kind.value)} for
  {escape(alert.patient.identifier.key)}</a>, alert {escape(alert.alert_id)}</p>
-<h2>Timeline</h2><div class="scroll">{history_table(trail)}</div>
-<h2>Escalation chain</h2><div class="scroll"><table><thead><tr><th>Level</th><th>Tier</th>
-<th>Due</th><th>State</th></tr></thead><tbody>{chain}</tbody></table></div>
+<h2>Timeline</h2>{history_table(trail)}
+<h2>Escalation chain</h2>{chain}
 <p><a href="/v1/console">Back to the board</a></p>""",
     )

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from schemas import AckAction, DeliveryEvent, PlateletAlert, Topic
 from services.config import Settings
 from services.kafka.producer import EventPublisher
-from services.notifier.alert_page import Step, alert_page, link_actions
+from services.notifier.alert_page import Step, alert_page, closed_line, link_actions
 from services.notifier.channels.base import Channel
 from services.notifier.channels.email import EmailChannel, SmtpSettings
 from services.notifier.channels.pagerduty import PagerDutyChannel
@@ -293,7 +293,9 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             for action in AckAction
         }
         closure = await store.closure(claim.alert_id)
-        closed = f"Paging ended: {closure.how} by {closure.by}" if closure else None
+        closed = (
+            closed_line(closure.how, closure.by, as_utc(closure.closed_at)) if closure else None
+        )
         withdrawn = closure is not None and closure.how == "withdrawn"
         body = alert_page(alert, history, link_actions(buttons), closed, withdrawn)
         return HTMLResponse(body, headers=SECURITY_HEADERS)
