@@ -31,6 +31,7 @@ from services.config import Settings
 from services.kafka.broker import Broker, free_loopback_port, provide_broker
 from services.kafka.topics import ensure_topics
 from services.notifier.channels.webhook_receiver import WebhookReceiver
+from services.notifier.store import NotifierStore
 from services.processes import stop_processes, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,6 +195,15 @@ async def notifier_database_url(
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def store(notifier_database_url: str) -> AsyncIterator[NotifierStore]:
+    """The notifier's store, started, on each database it is deployed with."""
+    store = NotifierStore(notifier_database_url)
+    await store.start()
+    yield store
+    await store.stop()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

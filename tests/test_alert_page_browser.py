@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Playwright, sync_playwright
 from pydantic import SecretStr
 
 from schemas import AckAction
@@ -98,16 +99,19 @@ async def test_a_hematologist_acknowledges_from_a_phone_and_the_escalation_stops
     assert [p.path.rsplit("/", 1)[-1] for p in webhook_receiver.pages] == ["primary"]
 
 
+def chromium(playwright: Playwright) -> Browser:
+    """Debian's Chromium, headless, as the container it runs in allows."""
+    return playwright.chromium.launch(
+        executable_path=shutil.which("chromium"),
+        headless=True,
+        args=["--no-sandbox", "--disable-background-networking"],
+    )
+
+
 def _acknowledge_in_the_browser(link: str, expired: str) -> dict[str, object]:
     """In its own thread: Playwright's sync API runs its own event loop."""
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"),
-            headless=True,
-            args=["--no-sandbox", "--disable-background-networking"],
-        )
+        browser = chromium(playwright)
         try:
             phone = browser.new_page(viewport={"width": 360, "height": 740})
             phone.goto(link)

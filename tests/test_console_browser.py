@@ -5,36 +5,28 @@ alert and acknowledge it with the keyboard alone. Screenshots go to artifacts/."
 
 import asyncio
 import re
-import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from playwright.sync_api import sync_playwright
 
 from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.console import console_router
-from services.notifier.console_auth import ConsoleUser, hash_password
 from services.notifier.escalator import Escalator
 from services.notifier.store import NotifierStore
-from tests.test_alert_page_browser import ARTIFACTS, pytestmark  # noqa: F401 - Chromium needed
-from tests.test_escalator import SECRET, critical, escalator
+from tests.test_alert_page_browser import (  # noqa: F401 - pytestmark: Chromium is needed
+    ARTIFACTS,
+    chromium,
+    pytestmark,
+)
+from tests.test_console_http import PASSWORD, console_app
+from tests.test_escalator import critical, escalator
 
-PASSWORD = "a long enough passphrase"
 ALERTS = 14  # more than a phone's screen holds
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[NotifierStore]:
-    store = NotifierStore(f"sqlite+aiosqlite:///{tmp_path / 'notifier.sqlite3'}")
-    await store.start()
-    yield store
-    await store.stop()
 
 
 @pytest.fixture
@@ -42,24 +34,7 @@ async def board_url(
     store: NotifierStore, webhook_receiver: WebhookReceiver
 ) -> AsyncIterator[tuple[str, Escalator]]:
     chain = escalator(store, webhook_receiver, [])
-    users = {
-        "dr.ada": ConsoleUser(
-            name="dr.ada", services=("adult",), password_hash=hash_password(PASSWORD, 1000)
-        )
-    }
-    app = FastAPI()
-    app.include_router(
-        console_router(
-            store,
-            chain,
-            users,
-            SECRET,
-            proxy_user_header=None,
-            session_lifetime=timedelta(hours=1),
-            refresh_seconds=1,
-            secure_cookies=False,
-        )
-    )
+    app = console_app(store, chain, header=None, refresh_seconds=1)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -112,14 +87,8 @@ def _until(condition: Callable[[], bool], seconds: float = 15) -> None:
 
 
 def _use_the_board(url: str, arrives: Any) -> dict[str, Any]:
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"),
-            headless=True,
-            args=["--no-sandbox", "--disable-background-networking"],
-        )
+        browser = chromium(playwright)
         try:
             phone = browser.new_page(viewport={"width": 360, "height": 640})
             phone.goto(url + "/v1/console")

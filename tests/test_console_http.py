@@ -3,12 +3,10 @@ loopback pager: sign-in, the board by service, CSRF on every action, the trusted
 and the audit trail."""
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
 from services.notifier.channels.webhook_receiver import WebhookReceiver
@@ -28,15 +26,15 @@ USERS = {
 }
 
 
-@pytest.fixture
-async def store(notifier_database_url: str) -> AsyncIterator[NotifierStore]:
-    store = NotifierStore(notifier_database_url)
-    await store.start()
-    yield store
-    await store.stop()
-
-
 def console(store: NotifierStore, chain: Escalator, header: str | None = None) -> httpx.AsyncClient:
+    app = console_app(store, chain, header)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://console.test")
+
+
+def console_app(
+    store: NotifierStore, chain: Escalator, header: str | None, refresh_seconds: float = 30
+) -> FastAPI:
+    """The console's routes as the notifier serves them, for the USERS above."""
     app = FastAPI()
     app.include_router(
         console_router(
@@ -46,11 +44,11 @@ def console(store: NotifierStore, chain: Escalator, header: str | None = None) -
             SECRET,
             proxy_user_header=header,
             session_lifetime=timedelta(hours=1),
-            refresh_seconds=30,
+            refresh_seconds=refresh_seconds,
             secure_cookies=False,
         )
     )
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://console.test")
+    return app
 
 
 async def sign_in(client: httpx.AsyncClient, user: str, password: str) -> httpx.Response:

@@ -1,10 +1,8 @@
 """The escalation chain against a real SQLite store and a real loopback webhook receiver:
 paging each tier in turn, acks, "not my patient", failures, gaps, withdrawals and restarts."""
 
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
-import pytest
 from prometheus_client import REGISTRY
 
 from schemas import AckAction, DeliveryEvent, Patient, PatientIdentifier, PlateletAlert
@@ -43,14 +41,6 @@ def roster_text(url: str) -> str:
         for tier in tiers
     )
     return f"timezone: UTC\nfallback: supervisor\npeople:\n{people}\nshifts:\n{shifts}\n"
-
-
-@pytest.fixture
-async def store(notifier_database_url: str) -> AsyncIterator[NotifierStore]:
-    store = NotifierStore(notifier_database_url)
-    await store.start()
-    yield store
-    await store.stop()
 
 
 def escalator(

@@ -1,7 +1,6 @@
 """Notifier delivery against a real loopback webhook receiver and a real SQLite store."""
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,14 +16,6 @@ from services.notifier.store import CLAIM_LEASE, NotifierStore
 from tests.test_engine import feed, result, treatment
 
 Published = list[tuple[str, DeliveryEvent]]
-
-
-@pytest.fixture
-async def store(notifier_database_url: str) -> AsyncIterator[NotifierStore]:
-    store = NotifierStore(notifier_database_url)
-    await store.start()
-    yield store
-    await store.stop()
 
 
 class _Pager:

@@ -189,41 +189,44 @@ def console_router(
 
         return await with_user(request, show)
 
-    @router.get("/v1/console/alerts/{alert_id}", response_class=HTMLResponse)
-    async def one_alert(request: Request, alert_id: str) -> Response:
-        async def show(user: ConsoleUser, session: Session, now: datetime) -> Response:
+    async def with_alert(
+        request: Request,
+        alert_id: str,
+        show: Callable[[PlateletAlert, list[EscalationRecord], Session], Awaitable[str]],
+    ) -> Response:
+        """`show` the paged alert `alert_id` (and its chain) to the signed-in user, or 404."""
+
+        async def shown(user: ConsoleUser, session: Session, now: datetime) -> Response:
             chain = await store.escalation(alert_id)
             if not chain:
                 return html(page("No such alert", "<p>No alert with that id was paged.</p>"), 404)
             alert = PlateletAlert.model_validate_json(chain[0].alert)
-            closure = await store.closure(alert_id)
-            closed = None
-            if closure is not None:
-                closed = closed_line(closure.how, closure.by, as_utc(closure.closed_at))
-            return html(
-                alert_page(
-                    alert,
-                    await _trail(store, alert_id),
-                    console_actions(alert_id, session.csrf_token),
-                    closed,
-                    withdrawn=closure is not None and closure.how == "withdrawn",
-                    audit_link=f"/v1/console/alerts/{quote(alert_id)}/audit",
-                )
+            return html(await show(alert, chain, session))
+
+        return await with_user(request, shown)
+
+    @router.get("/v1/console/alerts/{alert_id}", response_class=HTMLResponse)
+    async def one_alert(request: Request, alert_id: str) -> Response:
+        async def show(alert: PlateletAlert, _: list[EscalationRecord], session: Session) -> str:
+            closed, withdrawn = await ending(store, alert_id)
+            return alert_page(
+                alert,
+                await trail(store, alert_id),
+                console_actions(alert_id, session.csrf_token),
+                closed,
+                withdrawn,
+                audit_link=f"/v1/console/alerts/{quote(alert_id)}/audit",
             )
 
-        return await with_user(request, show)
+        return await with_alert(request, alert_id, show)
 
     @router.get("/v1/console/alerts/{alert_id}/audit", response_class=HTMLResponse)
     async def audit(request: Request, alert_id: str) -> Response:
-        async def show(user: ConsoleUser, session: Session, now: datetime) -> Response:
-            chain = await store.escalation(alert_id)
-            if not chain:
-                return html(page("No such alert", "<p>No alert with that id was paged.</p>"), 404)
-            alert = PlateletAlert.model_validate_json(chain[0].alert)
+        async def show(alert: PlateletAlert, chain: list[EscalationRecord], _: Session) -> str:
             levels = [_level(row) for row in chain]
-            return html(audit_page(alert, await _trail(store, alert_id), levels))
+            return audit_page(alert, await trail(store, alert_id), levels)
 
-        return await with_user(request, show)
+        return await with_alert(request, alert_id, show)
 
     @router.post("/v1/console/alerts/{alert_id}/actions")
     async def act(request: Request, alert_id: str) -> Response:
@@ -298,7 +301,18 @@ def _open_alert(entry: BoardEntry) -> OpenAlert:
     )
 
 
-async def _trail(store: NotifierStore, alert_id: str) -> list[Step]:
+async def ending(store: NotifierStore, alert_id: str) -> tuple[str | None, bool]:
+    """How the alert's paging ended, in words for its page (None: it has not), and whether
+    it was withdrawn."""
+    closure = await store.closure(alert_id)
+    if closure is None:
+        return None, False
+    said = closed_line(closure.how, closure.by, as_utc(closure.closed_at))
+    return said, closure.how == "withdrawn"
+
+
+async def trail(store: NotifierStore, alert_id: str) -> list[Step]:
+    """The alert's audit trail, as its pages show it."""
     return [
         Step(as_utc(row.occurred_at), row.step, row.recipient, row.channel, row.detail)
         for row in await store.audit_trail(alert_id)

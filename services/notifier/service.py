@@ -25,14 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from schemas import AckAction, DeliveryEvent, PlateletAlert, Topic
 from services.config import Settings
 from services.kafka.producer import EventPublisher
-from services.notifier.alert_page import Step, alert_page, closed_line, link_actions
+from services.notifier.alert_page import alert_page, link_actions
 from services.notifier.channels.base import Channel
 from services.notifier.channels.email import EmailChannel, SmtpSettings
 from services.notifier.channels.pagerduty import PagerDutyChannel
 from services.notifier.channels.slack import SlackChannel
 from services.notifier.channels.sms import SmsChannel
 from services.notifier.channels.webhook import WebhookChannel
-from services.notifier.console import console_router, form_fields, reassignment
+from services.notifier.console import console_router, ending, form_fields, reassignment, trail
 from services.notifier.console_auth import load_console_users
 from services.notifier.delivery import AlertDelivery, RetryPolicy
 from services.notifier.escalation import load_escalation_policy
@@ -40,7 +40,7 @@ from services.notifier.escalator import Escalator
 from services.notifier.link_page import SECURITY_HEADERS, done_page, refusal_page
 from services.notifier.links import LinkRefused, sign_link, verify_link
 from services.notifier.roster import Person, Roster, RosterError, load_roster
-from services.notifier.store import NotifierStore, as_utc
+from services.notifier.store import NotifierStore
 from services.web import bearer_token_check, operations_router
 
 log = logging.getLogger(__name__)
@@ -282,21 +282,14 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         if not steps:
             return refused("no such alert was paged", html=True, alert_id=claim.alert_id)
         alert = PlateletAlert.model_validate_json(steps[0].alert)
-        history = [
-            Step(as_utc(row.occurred_at), row.step, row.recipient, row.channel, row.detail)
-            for row in await store.audit_trail(claim.alert_id)
-        ]
         now = datetime.now(UTC)
         buttons = {  # fresh single-use links for this recipient, one per button
             action: "/v1/links/"
             + sign_link(secret, claim.alert_id, action, claim.recipient, now, link_lifetime)
             for action in AckAction
         }
-        closure = await store.closure(claim.alert_id)
-        closed = (
-            closed_line(closure.how, closure.by, as_utc(closure.closed_at)) if closure else None
-        )
-        withdrawn = closure is not None and closure.how == "withdrawn"
+        closed, withdrawn = await ending(store, claim.alert_id)
+        history = await trail(store, claim.alert_id)
         body = alert_page(alert, history, link_actions(buttons), closed, withdrawn)
         return HTMLResponse(body, headers=SECURITY_HEADERS)
 
