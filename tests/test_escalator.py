@@ -366,3 +366,18 @@ async def test_not_my_patient_can_hand_the_alert_to_the_other_services_on_call(
     trail = [(row.step, row.detail) for row in await store.audit_trail(alert.alert_id)]
     assert ("declined", "reassigned to paediatric on call") in trail
     assert ("roster_gap", "nobody held paediatric secondary") in trail
+
+
+async def test_an_alert_whose_paging_ended_is_not_handed_over(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    chain = escalator(store, webhook_receiver, [], roster=two_services(webhook_receiver.url))
+    alert = critical()
+    await chain.receive(alert, NOW)
+    assert await chain.act(alert.alert_id, AckAction.ACKNOWLEDGE, "adult/primary", NOW + MINUTE)
+    later = NOW + 2 * MINUTE
+    assert await chain.act(alert.alert_id, AckAction.NOT_MY_PATIENT, "x", later, "paediatric")
+    assert paged(webhook_receiver) == ["primary"]
+    assert await store.reassigned_to(alert.alert_id) is None
+    trail = [(row.step, row.detail) for row in await store.audit_trail(alert.alert_id)]
+    assert trail[-1] == ("declined", "not passed to paediatric on call: paging had ended")

@@ -6,10 +6,12 @@ user must be in the console users file, which says whose alerts they see. Every 
 carries the session's CSRF token; the cookie is HttpOnly and SameSite=Strict.
 """
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import cast
 from urllib.parse import parse_qs, quote
 
@@ -29,6 +31,7 @@ from services.notifier.alert_page import (
 from services.notifier.console_auth import (
     ConsoleUser,
     Session,
+    hash_password,
     password_matches,
     session_from,
     start_session,
@@ -138,14 +141,18 @@ def console_router(
             set_cookie(response, SESSION_COOKIE, session.token, _seconds(session_lifetime))
         return response
 
+    def login_form_page(problem: str | None = None, status: int = 200) -> Response:
+        """The sign-in form, with a fresh token in it and in a cookie (a login CSRF check)."""
+        token = secrets.token_urlsafe(16)
+        response = html(login_page(token, problem), status)
+        set_cookie(response, LOGIN_COOKIE, token, 3600)
+        return response
+
     @router.get("/v1/console/login", response_class=HTMLResponse)
     async def login_form(request: Request) -> Response:
         if proxy_user_header is not None:
             return RedirectResponse("/v1/console", 303)
-        token = secrets.token_urlsafe(16)
-        response = html(login_page(token))
-        set_cookie(response, LOGIN_COOKIE, token, 3600)
-        return response
+        return login_form_page()
 
     @router.post("/v1/console/login")
     async def login(request: Request) -> Response:
@@ -153,12 +160,16 @@ def console_router(
         expected = request.cookies.get(LOGIN_COOKIE, "")
         if not expected or not secrets.compare_digest(form.get("login_token", ""), expected):
             SIGN_INS.labels(outcome="stale_form").inc()
-            return html(login_page(expected or "", "The form had expired: please try again."), 400)
+            return login_form_page("The form had expired: please try again.", 400)
         user = users.get(form.get("user", ""))
-        if user is None or not password_matches(form.get("password", ""), user.password_hash):
+        # Checked off the event loop (PBKDF2 takes a good part of a second), and as long for
+        # an unknown name as for a known one, so the time taken does not tell names apart.
+        stored = (user.password_hash if user is not None else None) or _unknown_user_hash()
+        matches = await asyncio.to_thread(password_matches, form.get("password", ""), stored)
+        if user is None or not matches:
             SIGN_INS.labels(outcome="refused").inc()
             log.warning("a console sign-in was refused")  # no names: they help a guesser
-            return html(login_page(expected, "Wrong user name or password."), 401)
+            return login_form_page("Wrong user name or password.", 401)
         SIGN_INS.labels(outcome="signed_in").inc()
         session = start_session(secret, user.name, datetime.now(UTC), session_lifetime)
         response = RedirectResponse("/v1/console", 303)
@@ -274,6 +285,11 @@ def reassignment(form: dict[str, str]) -> Population | None:
     if to not in ("", "paediatric", "adult"):
         raise ValueError("reassign_to must be paediatric or adult")
     return cast(Population, to) if to else None
+
+
+@cache
+def _unknown_user_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def _forbidden() -> HTMLResponse:

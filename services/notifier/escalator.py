@@ -117,6 +117,10 @@ class Escalator:
         alert = PlateletAlert.model_validate_json(steps[0].alert)
         who = Recipient(by, "action", "")
         if action is AckAction.NOT_MY_PATIENT and reassign_to is not None:
+            if await self._store.closure(alert_id) is not None:  # nobody is paged again
+                detail = f"not passed to {reassign_to} on call: paging had ended"
+                await self._delivery.record(alert, DeliveryStep.DECLINED, who, detail)
+                return True
             detail = f"reassigned to {reassign_to} on call"
             await self._delivery.record(alert, DeliveryStep.DECLINED, who, detail)
             chain = [(d.tier, d.at) for d in schedule(self._policy, alert.kind, now)]
