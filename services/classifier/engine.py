@@ -9,6 +9,7 @@ replay agree. Arrival order matters in one place only, as the clinical rule says
 value older than a normal value already received does not open a new critical episode.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -232,7 +233,7 @@ def treatment_start(treatment: ClinicalContextEvent) -> datetime:
 
 def apply(
     history: History, event: LabResult | ClinicalContextEvent, rules: Rules, now: datetime
-) -> list[PlateletAlert]:
+) -> Sequence[PlateletAlert]:
     """Add one event to the patient's history and return the alerts it causes (often none).
 
     Idempotent: an event already applied changes nothing and returns nothing.
@@ -250,11 +251,11 @@ def apply(
                 history.location = event.location
             new = scans.step(history, appended)
             if not new:
-                return []
+                return ()  # the common case: no list to allocate
             wanted = {w.alert_id: w for w in new}
             return _reconcile(history, event.patient, wanted, rules, now, None, complete=False)
     if history.has_applied(event):
-        return []
+        return ()
     if isinstance(event, LabResult) and event.location is not None:
         history.location = event.location
     history.patient_key = event.patient.identifier.key  # the first event always comes here
@@ -481,6 +482,7 @@ class _Scans:
         "newest_result_id",
         "open_refractory",
         "persistent",
+        "populations",
         "refractory",
         "refractory_scans",
         "rules",
@@ -489,6 +491,7 @@ class _Scans:
 
     def __init__(self, history: History, rules: Rules, ordered: list[Value]) -> None:
         self.rules = rules
+        self.populations = rules.populations
         self.critical = _CriticalLowScan(
             [
                 (v.at, v.seq)
@@ -564,9 +567,9 @@ class _Scans:
             self.forgetting_due_after = _forgetting_due_after(at, self.rules)
         return value
 
-    def step(self, history: History, value: Value) -> list[_Wanted]:
+    def step(self, history: History, value: Value) -> Sequence[_Wanted]:
         """Scan one more value, newer than all scanned; return the alerts it newly warrants."""
-        rule = self.rules.populations[value.population]
+        rule = self.populations[value.population]
         self.newest_at, self.newest_result_id = value.at, value.result_id
         if not self.refractory_scans and is_at_or_above(
             value.number, value.comparator, rule.all_clear_at
@@ -575,7 +578,7 @@ class _Scans:
                 self.critical.lowest = self.critical.last_page = None
                 self.persistent.run, self.persistent.done = (), False
                 self.all_clear = True
-            return []
+            return ()
         self.all_clear = False
         new: list[_Wanted] = []
         critical = self.critical.step(history, value, rule)

@@ -106,6 +106,13 @@ def _ndjson_line(
     return Rejection(RejectReason.INVALID_FIELDS, message)
 
 
+def _count(summary: Summary, outcome: Rejection | Filter) -> None:
+    if isinstance(outcome, Rejection):
+        summary.rejected[outcome.reason.value] += 1
+    else:
+        summary.filtered += 1
+
+
 def replay(
     paths: Iterable[Path],
     rules: Rules,
@@ -126,11 +133,8 @@ def replay(
         replayed_at = datetime.now(UTC)  # every alert of one replay is raised at its start
         for path in paths:
             for event in _read(path, context, treatments):
-                if isinstance(event, Rejection):
-                    summary.rejected[event.reason.value] += 1
-                    continue
-                if isinstance(event, Filter):
-                    summary.filtered += 1
+                if isinstance(event, Rejection | Filter):
+                    _count(summary, event)
                     continue
                 summary.events += 1
                 key = event.patient.identifier.key
