@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from pydantic import SecretStr
 
 from schemas import AckAction
@@ -81,6 +82,7 @@ async def test_a_hematologist_acknowledges_from_a_phone_and_the_escalation_stops
     )
     shown = await asyncio.to_thread(_acknowledge_in_the_browser, link, expired)
     assert shown["points"] == 4  # 140, 60, 35 then the critical 12
+    assert shown["accessibility"] == []  # the alert page and the refusal page, by axe-core
     assert "Acknowledged: the escalation has stopped." in shown["after"]
     assert shown["refused"].startswith("This link cannot be used: the link is not genuine")
     assert shown["expired"].startswith("This link cannot be used: the link has expired")
@@ -97,6 +99,13 @@ async def test_a_hematologist_acknowledges_from_a_phone_and_the_escalation_stops
         await store.stop()
     await asyncio.sleep(WINDOW_SECONDS + 2)
     assert [p.path.rsplit("/", 1)[-1] for p in webhook_receiver.pages] == ["primary"]
+
+
+def accessibility_problems(page: Page) -> list[str]:
+    """What axe-core (the checker behind most accessibility audits) finds wrong with the page
+    as shown: missing names and labels, contrast, landmarks, ARIA misuse."""
+    found = Axe().run(page).response["violations"]
+    return [f"{v['id']} ({v['impact']}): {v['help']}" for v in found]
 
 
 def chromium(playwright: Playwright) -> Browser:
@@ -116,6 +125,7 @@ def _acknowledge_in_the_browser(link: str, expired: str) -> dict[str, object]:
             phone = browser.new_page(viewport={"width": 360, "height": 740})
             phone.goto(link)
             points = phone.locator("svg circle.point").count()
+            problems = accessibility_problems(phone)
             phone.screenshot(path=str(ARTIFACTS / "alert-page-phone.png"), full_page=True)
             desktop = browser.new_page(viewport={"width": 1280, "height": 900})
             desktop.goto(link)
@@ -126,6 +136,7 @@ def _acknowledge_in_the_browser(link: str, expired: str) -> dict[str, object]:
             tampered = re.sub(r".{4}$", "AAAA" if not link.endswith("AAAA") else "BBBB", link)
             desktop.goto(tampered)
             refused = desktop.inner_text("p")
+            problems += accessibility_problems(desktop)
             desktop.goto(expired)
             too_late = desktop.inner_text("p")
             too_late_points = desktop.locator("svg circle").count()
@@ -137,4 +148,5 @@ def _acknowledge_in_the_browser(link: str, expired: str) -> dict[str, object]:
         "refused": refused,
         "expired": too_late,
         "expired_points": too_late_points,
+        "accessibility": problems,
     }

@@ -20,6 +20,7 @@ from services.notifier.escalator import Escalator
 from services.notifier.store import NotifierStore
 from tests.test_alert_page_browser import (  # noqa: F401 - pytestmark: Chromium is needed
     ARTIFACTS,
+    accessibility_problems,
     chromium,
     pytestmark,
 )
@@ -67,6 +68,7 @@ async def test_the_board_on_a_phone_keeps_its_place_and_acknowledges_by_keyboard
     assert seen["rows_after"] == ALERTS + 1  # refreshed in place...
     assert seen["scroll_after"] == seen["scroll_before"] > 0  # ...without losing the place
     assert seen["focused"] == "Acknowledge"  # reached with Tab alone
+    assert seen["accessibility"] == []  # sign-in, board, alert and audit pages, by axe-core
     assert "Acknowledged by dr.ada" in seen["after_ack"]
     assert re.search(r"acked\s+dr\.ada", seen["audit"])  # the audit trail shows who acted
     assert re.search(r"2\s+attending\s+\S+ \S+\s+cancelled", seen["audit"])  # stopped
@@ -92,12 +94,14 @@ def _use_the_board(url: str, arrives: Any) -> dict[str, Any]:
         try:
             phone = browser.new_page(viewport={"width": 360, "height": 640})
             phone.goto(url + "/v1/console")
+            problems = accessibility_problems(phone)  # the sign-in form
             phone.get_by_label("User name").fill("dr.ada")
             phone.get_by_label("Password").fill(PASSWORD)
             phone.get_by_role("button", name="Sign in").click()
             phone.wait_for_url(re.compile(r"/v1/console$"))
             rows = phone.locator("#board tbody tr")
-            seen: dict[str, Any] = {"rows_before": rows.count()}
+            seen: dict[str, Any] = {"rows_before": rows.count(), "accessibility": problems}
+            problems += accessibility_problems(phone)  # the board
             seen["first_row"] = rows.first.inner_text()
             phone.screenshot(path=str(ARTIFACTS / "board-phone.png"))  # the first screen
             phone.mouse.wheel(0, 500)
@@ -117,6 +121,7 @@ def _use_the_board(url: str, arrives: Any) -> dict[str, Any]:
             phone.locator("#board tbody tr a").first.click()
             phone.wait_for_url(re.compile(r"/v1/console/alerts/"))
             seen["chart_name"] = phone.get_by_role("img").first.get_attribute("aria-label")
+            problems += accessibility_problems(phone)  # the alert, with the console's forms
             for _ in range(20):  # Tab through the page to the Acknowledge button
                 phone.keyboard.press("Tab")
                 focused = phone.evaluate("document.activeElement.textContent")
@@ -130,6 +135,7 @@ def _use_the_board(url: str, arrives: Any) -> dict[str, Any]:
             phone.get_by_role("link", name="Audit trail").click()
             phone.wait_for_url(re.compile(r"/audit$"))
             seen["audit"] = phone.inner_text("body")
+            problems += accessibility_problems(phone)
             phone.screenshot(path=str(ARTIFACTS / "audit-phone.png"), full_page=True)
         finally:
             browser.close()
