@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         description="Trust this header (set by an authenticating reverse proxy) for the "
         "console user's name instead of passwords; only where nothing else reaches the notifier.",
     )
+    notifier_show_birth_date: bool = Field(
+        default=False,
+        description="Show the patient's birth date beside their identifier on the alert page "
+        "and the board (a second identifier, where the hospital's policy allows it).",
+    )
     notifier_console_session_hours: float = Field(default=12.0, gt=0)
     notifier_console_refresh_seconds: float = Field(default=30.0, gt=0)
     notifier_smtp_host: str | None = Field(

@@ -122,3 +122,16 @@ def test_a_withdrawn_alerts_counts_are_crossed_out_and_it_offers_no_buttons() ->
     assert "<form" not in gone
     assert gone.count('class="point withdrawn"') == 3 == gone.count('class="cross"')
     assert "this alert was withdrawn" in gone
+
+
+def test_the_birth_date_is_shown_only_where_the_deployment_allows_it() -> None:
+    alert = critical("1", born=date(1971, 2, 3))
+    board = [opened(alert, 3)]
+    for shown in (
+        alert_page(alert, [], "", birth_date_shown=True),
+        board_page("dr.a", board, None, NOW, "tok", 30, birth_date_shown=True),
+    ):
+        assert "H|1, born 1971-02-03" in shown
+    for hidden in (alert_page(alert, [], ""), board_page("dr.a", board, None, NOW, "tok", 30)):
+        assert "H|1" in hidden
+        assert "1971" not in hidden

@@ -14,7 +14,14 @@ from datetime import datetime
 from html import escape
 from urllib.parse import quote
 
-from schemas import AckAction, EvidenceResult, PlateletAlert, ProcedureEvent, ResultStatus
+from schemas import (
+    AckAction,
+    EvidenceResult,
+    Patient,
+    PlateletAlert,
+    ProcedureEvent,
+    ResultStatus,
+)
 from services.notifier.message import render_page
 
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 400, 240, 40, 12, 16, 24  # phone-sized units
@@ -68,6 +75,15 @@ def closed_line(how: str, by: str, at: datetime) -> str:
     return f"{_ENDED.get(how, how)} by {by} at {at:%Y-%m-%d %H:%M} UTC"
 
 
+def patient_label(patient: Patient, birth_date_shown: bool) -> str:
+    """The patient as the console shows them: the identifier, and the birth date only where
+    the deployment allows it (PLATELETWATCH_NOTIFIER_SHOW_BIRTH_DATE). HTML, escaped."""
+    label = escape(patient.identifier.key)
+    if birth_date_shown and patient.birth_date is not None:
+        label += f", born {patient.birth_date:%Y-%m-%d}"
+    return label
+
+
 def link_actions(buttons: Mapping[AckAction, str]) -> str:
     """Forms posting to the signed single-use links `buttons` (one per action)."""
     return "".join(_action_form(action, url, "") for action, url in buttons.items())
@@ -109,6 +125,7 @@ def alert_page(
     closed: str | None = None,
     withdrawn: bool = False,
     audit_link: str | None = None,
+    birth_date_shown: bool = False,
 ) -> str:
     """The page; `actions` are its forms (link_actions or console_actions), `closed` says how
     its paging ended, if it did; a withdrawn alert's counts are drawn as withdrawn."""
@@ -128,7 +145,7 @@ def alert_page(
 <body>
 <main>
 <h1>{escape(line.split(":")[0])}</h1>
-<p>Patient {escape(alert.patient.identifier.key)}{population}{ward}</p>
+<p>Patient {patient_label(alert.patient, birth_date_shown)}{population}{ward}</p>
 <div class="why" role="note"><p>{escape(line)}</p>{note}
 <p>Rule {escape(alert.rule.id)}, rules file {escape(alert.rule.version)}</p></div>
 {state}{forms}

@@ -88,6 +88,7 @@ def console_router(
     session_lifetime: timedelta,
     refresh_seconds: float,
     secure_cookies: bool,
+    birth_date_shown: bool = False,
 ) -> APIRouter:
     router = APIRouter(tags=["console"])
 
@@ -195,7 +196,15 @@ def console_router(
         async def show(user: ConsoleUser, session: Session, now: datetime) -> Response:
             entries = await store.board(now - RECENTLY_ACKNOWLEDGED)
             shown = board_order([_open_alert(e) for e in entries], user.services, chosen)
-            body = board_page(user.name, shown, chosen, now, session.csrf_token, refresh_seconds)
+            body = board_page(
+                user.name,
+                shown,
+                chosen,
+                now,
+                session.csrf_token,
+                refresh_seconds,
+                birth_date_shown,
+            )
             return html(body, headers=BOARD_HEADERS)
 
         return await with_user(request, show)
@@ -227,6 +236,7 @@ def console_router(
                 closed,
                 withdrawn,
                 audit_link=f"/v1/console/alerts/{quote(alert_id)}/audit",
+                birth_date_shown=birth_date_shown,
             )
 
         return await with_alert(request, alert_id, show)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from schemas import AlertKind, PlateletAlert
 from services.classifier.rules import Population
-from services.notifier.alert_page import UNIT, Step, history_table, table
+from services.notifier.alert_page import UNIT, Step, history_table, patient_label, table
 from services.notifier.link_page import page
 
 KIND_NAMES = {
@@ -77,6 +77,7 @@ def board_page(
     now: datetime,
     csrf_token: str,
     refresh_seconds: float,
+    birth_date_shown: bool = False,
 ) -> str:
     options = "".join(
         f'<option value="{k.value}"{" selected" if k is kind else ""}>{name}</option>'
@@ -94,7 +95,7 @@ def board_page(
  data-source="{escape(here)}">
 <p>{waiting} waiting for acknowledgement; updated {now:%H:%M:%S} UTC.
 <a href="{escape(here)}">Refresh</a></p>
-{_board_table(alerts, now)}
+{_board_table(alerts, now, birth_date_shown)}
 </section>
 <script src="/v1/console.js" defer></script>"""
     refresh = f'<noscript><meta http-equiv="refresh" content="{refresh_seconds:g}"></noscript>'
@@ -105,14 +106,14 @@ def _csrf_field(token: str) -> str:
     return f'<input type="hidden" name="csrf_token" value="{escape(token)}">'
 
 
-def _board_table(alerts: Sequence[OpenAlert], now: datetime) -> str:
+def _board_table(alerts: Sequence[OpenAlert], now: datetime, birth_date_shown: bool) -> str:
     if not alerts:
         return "<p>No open alerts.</p>"
     columns = ("Alert", "Patient", "Waiting since", "Paged", "Next escalation", "Status")
-    return table(columns, [_board_row(a, now) for a in alerts])
+    return table(columns, [_board_row(a, now, birth_date_shown) for a in alerts])
 
 
-def _board_row(open_alert: OpenAlert, now: datetime) -> tuple[str, ...]:
+def _board_row(open_alert: OpenAlert, now: datetime, birth_date_shown: bool) -> tuple[str, ...]:
     alert = open_alert.alert
     value = f"{alert.value_10e9_per_l:g} {UNIT}" if alert.value_10e9_per_l is not None else ""
     paged = open_alert.last_paged
@@ -133,7 +134,7 @@ def _board_row(open_alert: OpenAlert, now: datetime) -> tuple[str, ...]:
     return (
         f'<a href="{escape(link)}">{KIND_NAMES.get(alert.kind, alert.kind.value)}</a> '
         + escape(value),
-        f"{escape(alert.patient.identifier.key)} ({escape(open_alert.service)}){ward}",
+        f"{patient_label(alert.patient, birth_date_shown)} ({escape(open_alert.service)}){ward}",
         f"{open_alert.opened_at:%Y-%m-%d %H:%M} ({_duration(now - open_alert.opened_at)} ago)",
         _paged(paged),
         upcoming,

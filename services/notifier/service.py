@@ -257,6 +257,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             session_lifetime=timedelta(hours=settings.notifier_console_session_hours),
             refresh_seconds=settings.notifier_console_refresh_seconds,
             secure_cookies=(settings.notifier_public_url or "").startswith("https:"),
+            birth_date_shown=settings.notifier_show_birth_date,
         )
     )
 
@@ -290,7 +291,14 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         }
         closed, withdrawn = await ending(store, claim.alert_id)
         history = await trail(store, claim.alert_id)
-        body = alert_page(alert, history, link_actions(buttons), closed, withdrawn)
+        body = alert_page(
+            alert,
+            history,
+            link_actions(buttons),
+            closed,
+            withdrawn,
+            birth_date_shown=settings.notifier_show_birth_date,
+        )
         return HTMLResponse(body, headers=SECURITY_HEADERS)
 
     @app.post("/v1/links/{token}")
