@@ -7,6 +7,7 @@ to this process by PR_SET_PDEATHSIG, so none outlives it even after a kill -9.
 """
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -81,6 +82,13 @@ def _banner(
     return "\n".join(lines)
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def state_matching_the_broker(settings: Settings, broker: Broker, scratch: Path) -> dict[str, str]:
     """An embedded broker forgets everything when it stops; so must the services' own state,
     unless configured, or a second `run` would remember patients and pages the broker does not."""
@@ -122,7 +130,11 @@ def run_everything(settings: Settings) -> int:
             "PLATELETWATCH_INGEST_API_TOKENS": json.dumps(tokens),
             **state_matching_the_broker(settings, broker, Path(scratch)),
         }
-        demo_console = settings.notifier_console_users_file is None and DEMO_USERS.is_file()
+        demo_console = (
+            settings.notifier_console_users_file is None
+            and _is_loopback(settings.bind_host)  # a known password, for this machine only
+            and DEMO_USERS.is_file()
+        )
         if demo_console:
             env["PLATELETWATCH_NOTIFIER_CONSOLE_USERS_FILE"] = str(DEMO_USERS)
         processes: dict[str, subprocess.Popen[bytes]] = {}

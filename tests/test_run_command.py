@@ -18,7 +18,7 @@ import pytest
 
 from services.config import Settings
 from services.kafka.broker import Broker, BrokerKind, free_loopback_port
-from services.supervisor import DEMO_PASSWORD, DEMO_USER, state_matching_the_broker
+from services.supervisor import DEMO_PASSWORD, DEMO_USER, _is_loopback, state_matching_the_broker
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
@@ -184,3 +184,17 @@ def test_run_keeps_no_state_beyond_an_embedded_broker(tmp_path: Path) -> None:
     assert (
         state_matching_the_broker(Settings(), Broker(BrokerKind.EXTERNAL, "k:9092"), tmp_path) == {}
     )
+
+
+@pytest.mark.parametrize(
+    ("host", "offered"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("10.1.2.3", False),
+    ],
+)
+def test_the_demo_console_sign_in_is_offered_on_loopback_only(host: str, offered: bool) -> None:
+    assert _is_loopback(host) is offered  # a password printed in a banner must not face a network

@@ -518,7 +518,7 @@ class _Scans:
         self.newest_at: datetime | None = None  # the last value scanned: collected...
         self.newest_result_id = ""  # ...and its result id, the tie-breaker
         self.birth_date: date | None = None  # the patient's, as the last value appended said
-        self.adult_from = adulthood(None)  # ...and the day they turn 18 (None: unknown)
+        self.adult_from: date | None = None  # ...and the day they turn 18 (None: unknown)
         oldest = _oldest(history)
         self.forgetting_due_after = None if oldest is None else _forgetting_due_after(oldest, rules)
         for value in ordered:
