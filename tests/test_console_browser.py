@@ -67,6 +67,10 @@ async def test_the_board_on_a_phone_keeps_its_place_and_acknowledges_by_keyboard
     assert "HOSP|B13" in seen["first_row"]  # the oldest unacknowledged first
     assert seen["rows_after"] == ALERTS + 1  # refreshed in place...
     assert seen["scroll_after"] == seen["scroll_before"] > 0  # ...without losing the place
+    assert (
+        seen["stale"] == "This board is not up to date: you have been signed out. Reload the page."
+    )
+    assert seen["rows_when_stale"] == ALERTS + 1  # the last board stays, marked as stale
     assert seen["focused"] == "Acknowledge"  # reached with Tab alone
     assert seen["accessibility"] == []  # sign-in, board, alert and audit pages, by axe-core
     assert "Acknowledged by dr.ada" in seen["after_ack"]
@@ -116,6 +120,11 @@ def _use_the_board(url: str, arrives: Any) -> dict[str, Any]:
             desktop.context.add_cookies(phone.context.cookies())
             desktop.goto(url + "/v1/console")
             desktop.screenshot(path=str(ARTIFACTS / "board-desktop.png"), full_page=True)
+            desktop.context.clear_cookies()  # signed out, say the session expired
+            warning = desktop.get_by_role("alert")
+            _until(warning.is_visible)
+            seen["stale"] = warning.inner_text()
+            seen["rows_when_stale"] = desktop.locator("#board tbody tr").count()
 
             phone.goto(url + "/v1/console")
             phone.locator("#board tbody tr a").first.click()
