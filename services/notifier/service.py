@@ -247,6 +247,8 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
     app.include_router(operations_router("notifier", lambda: consumer.ready))
     authorised = bearer_token_check(settings.notifier_api_tokens)
     users_file = settings.notifier_console_users_file
+    if users_file is None:
+        log.warning("no PLATELETWATCH_NOTIFIER_CONSOLE_USERS_FILE: nobody can use the console")
     app.include_router(
         console_router(
             store,
