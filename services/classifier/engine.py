@@ -83,8 +83,9 @@ class Value:
         )
 
     @classmethod
-    def of(cls, result: LabResult, count: PlateletCount, seq: int) -> "Value":
-        birth = result.patient.birth_date
+    def of(
+        cls, result: LabResult, count: PlateletCount, seq: int, population: Population
+    ) -> "Value":
         return cls(
             result.result_id,
             result.event_id,
@@ -96,7 +97,7 @@ class Value:
             result.collected_at,
             result.verified_at,
             seq,
-            population_at(birth, result.collected_at),
+            population,
         )
 
     def to_json(self) -> list[Any]:
@@ -290,7 +291,7 @@ def _record_result(history: History, result: LabResult, rules: Rules) -> str | N
     )
     if result.count is not None and counting:
         history.seq += 1
-        history.values[result.result_id] = Value.of(result, result.count, history.seq)
+        history.values[result.result_id] = Value.of(result, result.count, history.seq, population)
     elif previous and result.status not in _RETRACTING:
         history.values[result.result_id] = previous[0]  # a non-counting update keeps the value
         return None
