@@ -115,6 +115,10 @@ async def test_acknowledging_from_the_console_needs_the_csrf_token_and_stops_the
         url = f"/v1/console/alerts/{alert.alert_id}"
         shown = (await client.get(url)).text
         action = {"action": "acknowledge", "csrf_token": csrf(shown)}
+        odd = await client.post(f"{url}/actions", data={**action, "action": "<b>ack</b>"})
+        assert odd.status_code == 400
+        assert "&lt;b&gt;ack&lt;/b&gt;" in odd.text  # what was sent is quoted, escaped
+        assert "<b>ack" not in odd.text
         forged = await client.post(f"{url}/actions", data={**action, "csrf_token": "forged"})
         assert forged.status_code == 403
         assert await store.closure(alert.alert_id) is None

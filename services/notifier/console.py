@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from html import escape
 from typing import cast
 from urllib.parse import parse_qs, quote
 
@@ -178,10 +179,7 @@ def console_router(
             SIGN_INS.labels(outcome="stale_form").inc()
             return login_form_page("The form had expired: please try again.", 400)
         user = users.get(form.get("user", ""))
-        # Checked off the event loop (PBKDF2 takes a good part of a second), and as long for
-        # an unknown name as for a known one, so the time taken does not tell names apart.
-        stored = (user.password_hash if user is not None else None) or _unknown_user_hash()
-        matches = await asyncio.to_thread(password_matches, form.get("password", ""), stored)
+        matches = await asyncio.to_thread(_password_check, user, form.get("password", ""))
         if user is None or not matches:
             SIGN_INS.labels(outcome="refused").inc()
             log.warning("a console sign-in was refused")  # no names: they help a guesser
@@ -234,7 +232,7 @@ def console_router(
         async def shown(user: ConsoleUser, session: Session, now: datetime) -> Response:
             chain = await store.escalation(alert_id)
             if not chain:
-                return html(page("No such alert", "<p>No alert with that id was paged.</p>"), 404)
+                return html(_NO_SUCH_ALERT, 404)
             alert = PlateletAlert.model_validate_json(chain[0].alert)
             return html(await show(alert, chain, session))
 
@@ -273,10 +271,10 @@ def console_router(
             try:
                 action = AckAction(form.get("action", ""))
                 to = reassignment(form)
-            except ValueError as error:
-                return html(page("Not understood", f"<p>{error}</p>"), 400)
+            except ValueError as error:  # the message quotes what was sent: escaped
+                return html(page("Not understood", f"<p>{escape(str(error))}</p>"), 400)
             if not await escalator.act(alert_id, action, user.name, now, to):
-                return html(page("No such alert", "<p>No alert with that id was paged.</p>"), 404)
+                return html(_NO_SUCH_ALERT, 404)
             return RedirectResponse(f"/v1/console/alerts/{quote(alert_id)}", 303)
 
         return await with_user(request, show)
@@ -296,6 +294,7 @@ def console_router(
 _ASSET_HEADERS = {"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"}
 KINDS = {k.value for k in AlertKind if k is not AlertKind.WITHDRAWN}
 _NOT_A_USER = "<p>You are signed in, but not as a user of this console. Ask to be added.</p>"
+_NO_SUCH_ALERT = page("No such alert", "<p>No alert with that id was paged.</p>")
 
 
 def form_fields(body: bytes) -> dict[str, str]:
@@ -310,6 +309,13 @@ def reassignment(form: dict[str, str]) -> Population | None:
     if to not in ("", "paediatric", "adult"):
         raise ValueError("reassign_to must be paediatric or adult")
     return cast(Population, to) if to else None
+
+
+def _password_check(user: ConsoleUser | None, password: str) -> bool:
+    """Run off the event loop (PBKDF2 takes a good part of a second), and as long for an
+    unknown name, or a user without a password, as for a known one: the time taken does not
+    tell names apart."""
+    return password_matches(password, (user and user.password_hash) or _unknown_user_hash())
 
 
 @cache
