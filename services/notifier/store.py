@@ -227,20 +227,7 @@ class NotifierStore:
         self, alert_id: str, alert_json: str, steps: Sequence[tuple[int, str, datetime]]
     ) -> bool:
         """Store an alert's chain (level, tier, due); False if it was opened before."""
-        return await self._insert_new(
-            *(
-                EscalationRecord(
-                    alert_id=alert_id,
-                    level=level,
-                    tier=tier,
-                    due_at=due_at,
-                    state=PENDING,
-                    claimed_until=due_at,
-                    alert=alert_json,
-                )
-                for level, tier, due_at in steps
-            )
-        )
+        return await self._insert_new(*_pending_levels(alert_id, alert_json, steps))
 
     async def update_alert(self, alert_id: str, alert_json: str) -> None:
         """Keep the alert's newest version: later levels page with it, its page shows it."""
@@ -341,18 +328,9 @@ class NotifierStore:
                     alert_id=alert_id, population=population, by=by, reassigned_at=now
                 )
             )
-            session.add_all(
-                EscalationRecord(
-                    alert_id=alert_id,
-                    level=chain[-1].level + 1 + n,
-                    tier=tier,
-                    due_at=due_at,
-                    state=PENDING,
-                    claimed_until=due_at,
-                    alert=chain[-1].alert,
-                )
-                for n, (tier, due_at) in enumerate(steps)
-            )
+            after = chain[-1].level + 1
+            numbered = [(after + n, tier, due_at) for n, (tier, due_at) in enumerate(steps)]
+            session.add_all(_pending_levels(alert_id, chain[-1].alert, numbered))
             await session.commit()
 
     async def reassigned_to(self, alert_id: str) -> str | None:
@@ -465,6 +443,24 @@ class NotifierStore:
             )
             await session.commit()
             return int(getattr(changed, "rowcount", 0))
+
+
+def _pending_levels(
+    alert_id: str, alert_json: str, steps: Sequence[tuple[int, str, datetime]]
+) -> list[EscalationRecord]:
+    """Rows for chain levels (level, tier, due) still to page, each claimable once due."""
+    return [
+        EscalationRecord(
+            alert_id=alert_id,
+            level=level,
+            tier=tier,
+            due_at=due_at,
+            state=PENDING,
+            claimed_until=due_at,
+            alert=alert_json,
+        )
+        for level, tier, due_at in steps
+    ]
 
 
 def as_utc(moment: datetime) -> datetime:
