@@ -22,6 +22,7 @@ from schemas import (
     ProcedureEvent,
     ResultStatus,
 )
+from services.notifier.link_page import page
 from services.notifier.message import render_page
 
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 400, 240, 40, 12, 16, 24  # phone-sized units
@@ -137,15 +138,7 @@ def alert_page(
     state = f'<p class="closed" role="status">{escape(closed)}</p>' if closed else ""
     forms = "" if withdrawn else f'<div class="actions">{actions}</div>'
     audit = f'<p><a href="{escape(audit_link)}">Audit trail</a></p>' if audit_link else ""
-    return f"""<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>PlateletWatch: {escape(alert.kind.value)} for {escape(alert.patient.identifier.key)}</title>
-<link rel="stylesheet" href="/v1/console.css"></head>
-<body>
-<main>
-<h1>{escape(line.split(":")[0])}</h1>
-<p>Patient {patient_label(alert.patient, birth_date_shown)}{population}{ward}</p>
+    body = f"""<p>Patient {patient_label(alert.patient, birth_date_shown)}{population}{ward}</p>
 <div class="why" role="note"><p>{escape(line)}</p>{note}
 <p>Rule {escape(alert.rule.id)}, rules file {escape(alert.rule.version)}</p></div>
 {state}{forms}
@@ -155,10 +148,9 @@ def alert_page(
 {_evidence_table(points, alert)}
 <h2>Paged</h2>
 {history_table(history)}
-{audit}</main>
-</body>
-</html>
-"""
+{audit}"""
+    title = f"{alert.kind.value} for {alert.patient.identifier.key}"
+    return page(line.split(":")[0], body, title=title)
 
 
 def trend_chart(

@@ -43,12 +43,13 @@ def refusal_page(reason: str) -> str:
     )
 
 
-def page(title: str, body: str, head: str = "") -> str:
-    """A console page: its stylesheet, no inline script or style, readable on a phone."""
+def page(heading: str, body: str, head: str = "", title: str | None = None) -> str:
+    """A console page: its stylesheet, no inline script or style, readable on a phone;
+    `title` for the browser tab where it should say more than the heading."""
     return (
         '<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>PlateletWatch: {escape(title)}</title>"
+        f"<title>PlateletWatch: {escape(title or heading)}</title>"
         f'<link rel="stylesheet" href="/v1/console.css">{head}</head>\n'
-        f"<body>\n<main>\n<h1>{escape(title)}</h1>\n{body}\n</main>\n</body>\n</html>\n"
+        f"<body>\n<main>\n<h1>{escape(heading)}</h1>\n{body}\n</main>\n</body>\n</html>\n"
     )
