@@ -22,7 +22,7 @@ from schemas import (
     TreatmentCategory,
     stable_event_id,
 )
-from services.classifier.engine import History, apply
+from services.classifier.engine import TREATMENTS_KEPT, VALUES_KEPT, History, apply
 from services.classifier.rules import load_rules, population_at
 
 RULES = load_rules()
@@ -409,6 +409,27 @@ def test_a_patient_followed_beyond_the_horizon_stays_on_the_one_step_path() -> N
         full_evaluations += history.scans is not scans
     batches = (days[-1] - RULES.horizon_days) / (RULES.horizon_days * 0.1)
     assert full_evaluations <= 1 + batches + 1  # not one per value once past the horizon
+
+
+def test_history_keeps_the_newest_values_within_a_bound() -> None:
+    """Hourly counts would outgrow a changelog record within the horizon: the oldest go, in
+    batches, and the one-step path is left once per batch only."""
+    history, full_evaluations = History(), 0
+    for hour in range(2 * VALUES_KEPT):
+        scans = history.scans
+        apply(history, result(150, days=hour / 24, result_id=f"H{hour}"), RULES, T0)
+        full_evaluations += history.scans is not scans
+    assert VALUES_KEPT * 0.9 <= len(history.values) <= VALUES_KEPT
+    assert f"H{2 * VALUES_KEPT - 1}" in history.values
+    assert "H0" not in history.values
+    assert full_evaluations <= 1 + (VALUES_KEPT // (VALUES_KEPT // 10)) + 1
+
+
+def test_history_keeps_the_newest_treatments_within_a_bound() -> None:
+    history, _ = feed(*(treatment(TreatmentCategory.IVIG, day / 10) for day in range(300)))
+    assert len(history.treatments) <= TREATMENTS_KEPT
+    assert treatment(TreatmentCategory.IVIG, 29.9).event_id in history.treatments
+    assert treatment(TreatmentCategory.IVIG, 0).event_id not in history.treatments
 
 
 def test_an_alert_names_the_ward_last_reported() -> None:

@@ -54,6 +54,11 @@ _RETRACTION_WORDS = {
     ResultStatus.WRONG_PATIENT: "posted to the wrong patient",
 }
 SEEN_EVENTS_KEPT = 1000
+# Beyond the horizon, a bound on what one patient's history holds (a count every hour, or a
+# flood of treatments, must not outgrow a changelog record): the oldest go first, in batches
+# of a tenth so that the one-step path is left only once per batch.
+VALUES_KEPT = 500
+TREATMENTS_KEPT = 100
 
 
 @dataclass(slots=True)
@@ -305,9 +310,17 @@ def _record_result(history: History, result: LabResult, rules: Rules) -> str | N
 
 
 def _forget_beyond_horizon(history: History, rules: Rules) -> None:
-    """Forget values and treatments older than the horizon before the newest value. In
-    batches: only once the oldest is past the horizon by a tenth more, so that a patient
-    followed for longer than the horizon does not leave the one-step path at every value."""
+    """Forget values and treatments older than the horizon before the newest value, and the
+    oldest beyond VALUES_KEPT and TREATMENTS_KEPT. In batches: only once the oldest is past the
+    horizon by a tenth more (or the history a tenth fuller than kept), so that a patient followed
+    for long does not leave the one-step path at every value."""
+    if len(history.values) > VALUES_KEPT:
+        by_age = sorted(history.values.values(), key=lambda v: (v.at, v.result_id))
+        _forget_values(history, {v.result_id for v in by_age[: -VALUES_KEPT * 9 // 10]})
+    if len(history.treatments) > TREATMENTS_KEPT:
+        by_start = sorted(history.treatments.values(), key=treatment_start)
+        for treatment in by_start[: -TREATMENTS_KEPT * 9 // 10]:
+            del history.treatments[treatment.event_id]
     if not history.values:
         return
     newest = max(v.at for v in history.values.values())
@@ -315,13 +328,16 @@ def _forget_beyond_horizon(history: History, rules: Rules) -> None:
     if oldest is None or newest <= _forgetting_due_after(oldest, rules):
         return
     cutoff = newest - timedelta(days=rules.horizon_days)
-    expired = {rid for rid, v in history.values.items() if v.at < cutoff}
+    _forget_values(history, {rid for rid, v in history.values.items() if v.at < cutoff})
+    for event_id in [e for e, t in history.treatments.items() if treatment_start(t) < cutoff]:
+        del history.treatments[event_id]
+
+
+def _forget_values(history: History, expired: set[str]) -> None:
     for rid in expired:
         del history.values[rid]
     for alert_id in [a for a, r in history.raised.items() if r.anchor_result_id in expired]:
         del history.raised[alert_id]  # expired with its evidence: not a withdrawal
-    for event_id in [e for e, t in history.treatments.items() if treatment_start(t) < cutoff]:
-        del history.treatments[event_id]
 
 
 def _oldest(history: History) -> datetime | None:
@@ -536,6 +552,7 @@ class _Scans:
             count is None
             or result.status not in _COUNTING
             or result_id in values
+            or len(values) >= VALUES_KEPT
             or (replaces is not None and replaces in values)
             or (
                 self.newest_at is not None
