@@ -6,6 +6,7 @@ apart when something happened clinically (collected, administered) from when it 
 (verified) and when PlateletWatch received it.
 """
 
+import base64
 import uuid
 from datetime import date
 from enum import StrEnum
@@ -283,11 +284,12 @@ class AckEvent(_Event):
 
 
 class DeadLetter(_Event):
-    """An input ingest refused, kept whole so that nothing is lost and it can be replayed."""
+    """An input ingest refused, or an event the classifier could not apply, kept so that nothing
+    is lost and it can be replayed."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: str
-    source: Literal["hl7v2", "fhir", "json"]
+    source: Literal["hl7v2", "fhir", "json", "classifier"]
     reason_code: str = Field(description="A short, bounded code such as unknown_unit.")
     reason: str = Field(
         description="Why it was refused, in words an integration engineer can act on."
@@ -297,3 +299,12 @@ class DeadLetter(_Event):
     raw_encoding: Literal["utf-8", "base64"] = "utf-8"
     content_type: str | None = None
     received_at: AwareDatetime
+
+    @staticmethod
+    def payload_of(raw: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
+        """The raw bytes as a letter keeps them: text stays text, anything else is base64, so a
+        replay gets the very same bytes."""
+        try:
+            return raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            return base64.b64encode(raw).decode("ascii"), "base64"

@@ -129,7 +129,7 @@ def cmd_classifier(settings: Settings) -> int:
 
     servers = _verified_bootstrap(settings)
     rules = load_rules(settings.classifier_rules_file)
-    settings.classifier_data_dir.mkdir(parents=True, exist_ok=True)  # RocksDB files live here
+    settings.classifier_data_dir.mkdir(parents=True, exist_ok=True)  # faust's working files
     run_worker(create_app(settings, servers, rules), settings.log_level)
     return 0
 

@@ -80,10 +80,13 @@ class Settings(BaseSettings):
         description="Rules YAML; unset means the defaults shipped with the classifier.",
     )
     classifier_data_dir: Path = Path(".plateletwatch/classifier")
-    classifier_store: str = Field(
-        default="rocksdb://",
-        description="faust table store: rocksdb:// (rocksdict, local state survives restarts "
-        "without replaying the changelog) or memory:// (rebuilt from the changelog at start).",
+    classifier_state_limit_bytes: int = Field(
+        default=512_000,
+        ge=10_000,
+        le=1_000_000,
+        description="Largest changelog record one patient's history may take; keep it below the "
+        "changelog topic's max.message.bytes (Kafka's default is about 1 MB). An event that "
+        "would grow a history past it is dead-lettered.",
     )
     classifier_session_timeout_seconds: float = Field(
         default=10.0,

@@ -90,13 +90,12 @@ def _is_loopback(host: str) -> bool:
 
 
 def state_matching_the_broker(settings: Settings, broker: Broker, scratch: Path) -> dict[str, str]:
-    """An embedded broker forgets everything when it stops; so must the services' own state,
-    unless configured, or a second `run` would remember patients and pages the broker does not."""
+    """An embedded broker forgets everything when it stops; so must the notifier's store, unless
+    configured, or a second `run` would remember pages the broker does not. (The classifier
+    keeps its state in the broker only.)"""
     if broker.kind is not BrokerKind.EMBEDDED_TANSU:
         return {}
     env = {}
-    if "classifier_store" not in settings.model_fields_set:
-        env["PLATELETWATCH_CLASSIFIER_STORE"] = "memory://"
     if "notifier_database_url" not in settings.model_fields_set:
         env["PLATELETWATCH_NOTIFIER_DATABASE_URL"] = (
             f"sqlite+aiosqlite:///{scratch / 'notifier.sqlite3'}"

@@ -135,13 +135,13 @@ def test_the_manifests_are_valid_kubernetes(manifests: list[dict[str, Any]]) -> 
     for manifest in manifests:
         if manifest["kind"] not in custom:
             kubernetes_validate.validate(manifest, version, strict=True)
-    assert {m["kind"] for m in manifests} >= {"Deployment", "StatefulSet", "Job", "Service"}
+    assert {m["kind"] for m in manifests} >= {"Deployment", "Job", "Service"}
 
 
 def test_every_workload_is_probed_sized_unprivileged_and_protected(
     manifests: list[dict[str, Any]],
 ) -> None:
-    workloads = [m for m in manifests if m["kind"] in ("Deployment", "StatefulSet")]
+    workloads = [m for m in manifests if m["kind"] == "Deployment"]
     assert {w["metadata"]["name"] for w in workloads} == {
         "plateletwatch-ingest",
         "plateletwatch-classifier",
@@ -161,5 +161,5 @@ def test_every_workload_is_probed_sized_unprivileged_and_protected(
         assert container["resources"]["requests"]["memory"]
         assert workload["metadata"]["name"] in budgets
         assert workload["spec"]["replicas"] == 3  # the production overlay
-    (classifier,) = [w for w in workloads if w["kind"] == "StatefulSet"]
-    assert classifier["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "state"
+    (classifier,) = [w for w in workloads if w["metadata"]["name"] == "plateletwatch-classifier"]
+    assert classifier["kind"] == "Deployment"  # its state lives in the changelog topic

@@ -65,7 +65,6 @@ def _start_run(
         PLATELETWATCH_TOPIC_PREFIX=f"run{uuid.uuid4().hex[:8]}.",
         PLATELETWATCH_CLASSIFIER_SESSION_TIMEOUT_SECONDS="4",
         PLATELETWATCH_CLASSIFIER_DATA_DIR=str(tmp_path / "classifier"),
-        PLATELETWATCH_CLASSIFIER_STORE="memory://",
         PLATELETWATCH_NOTIFIER_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'n.sqlite3'}",
     )
     run = subprocess.Popen(
@@ -175,12 +174,9 @@ def test_no_process_outlives_a_killed_run(tmp_path: Path) -> None:
 def test_run_keeps_no_state_beyond_an_embedded_broker(tmp_path: Path) -> None:
     embedded = Broker(BrokerKind.EMBEDDED_TANSU, "127.0.0.1:1")
     env = state_matching_the_broker(Settings(), embedded, tmp_path)
-    assert env["PLATELETWATCH_CLASSIFIER_STORE"] == "memory://"
     assert str(tmp_path) in env["PLATELETWATCH_NOTIFIER_DATABASE_URL"]
-    configured = Settings(classifier_store="rocksdb://")
-    assert "PLATELETWATCH_CLASSIFIER_STORE" not in state_matching_the_broker(
-        configured, embedded, tmp_path
-    )
+    configured = Settings(notifier_database_url="sqlite+aiosqlite:///kept.sqlite3")
+    assert state_matching_the_broker(configured, embedded, tmp_path) == {}
     assert (
         state_matching_the_broker(Settings(), Broker(BrokerKind.EXTERNAL, "k:9092"), tmp_path) == {}
     )

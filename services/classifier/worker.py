@@ -1,13 +1,22 @@
 """The classifier as a faust-streaming worker: decode, call the engine, publish alerts.
 
 One agent reads lab.results.v1 and clinical.context.v1 together (co-partitioned by patient), so a
-patient's results and treatments are applied in order to one history, kept in a faust table
-backed by a compacted changelog. Processing is at-least-once: faust flushes the alerts and the
-changelog before committing offsets; after a crash an event may be applied again, and the alerts
-it yields carry the same alert_id, the notifier's dedupe key.
+patient's results and treatments are applied in order to one history. faust runs the stream and
+the consumer group; the histories are the classifier's own (services/classifier/store.py): one
+record per patient in a compacted changelog, written to the partition of the events it came
+from, read back whole when a partition is assigned.
+
+Processing is at-least-once. An event's alerts and the patient's new record are acknowledged by
+Kafka before the event is done, so faust can commit its offset only after both are durable;
+after a crash an event may be applied again, the engine recognises it, and a re-sent alert
+carries the same alert_id, the notifier's dedupe key. An event that cannot be decoded or applied,
+or that would grow the history past its limit, is dead-lettered and the patient's state stays as
+it was. If Kafka refuses a write the process exits: a supervisor restarts it from the last
+commit, never from a state the changelog does not have.
 """
 
 import logging
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,9 +26,12 @@ from pydantic import ValidationError
 
 import services.build_info  # noqa: F401 - registers plateletwatch_build_info
 from schemas import LabResult, Topic, clinical_context_adapter
+from services.classifier.dead_letters import classifier_dead_letter
 from services.classifier.engine import History, apply
 from services.classifier.rules import Rules
-from services.classifier.topology import PATIENT_STATE_TABLE
+from services.classifier.state import PatientState, StateTooLargeError, encode
+from services.classifier.store import Patients, PatientStore
+from services.classifier.topology import PATIENT_STATE_TABLE, changelog_topic
 from services.config import Settings
 
 log = logging.getLogger(__name__)
@@ -36,11 +48,18 @@ SUPPRESSED = Counter(
     "plateletwatch_classifier_suppressed_repeats_total",
     "Repeat critical values not paged (within an open episode, not low enough, too soon).",
 )
+DEAD_LETTERS = Counter(
+    "plateletwatch_classifier_dead_letters_total",
+    "Events set aside on classifier.deadletter.v1, by reason; the worker went on.",
+    ["reason"],
+)
 LAG = Gauge(
     "plateletwatch_classifier_consumer_lag",
     "Events not yet read on each input partition, as the classifier last saw it.",
     ["input", "partition"],
 )
+
+_EXIT_NOT_DURABLE = 70  # EX_SOFTWARE: Kafka refused a write; restart from the last commit
 
 
 def _record_lag(app: faust.App, kind: str, message: Any) -> None:
@@ -53,10 +72,11 @@ def _record_lag(app: faust.App, kind: str, message: Any) -> None:
 
 def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faust.App:
     """Build the faust app; topics must already exist (`plateletwatch topics`)."""
+    app_id = settings.group_id("classifier")
     app = faust.App(
-        settings.group_id("classifier"),
+        app_id,
         broker=[f"kafka://{server}" for server in bootstrap_servers.split(",")],
-        store=settings.classifier_store,
+        store="memory://",
         datadir=str(settings.classifier_data_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -72,51 +92,110 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
         web_port=settings.classifier_port,
     )
     lab_results = settings.topic(Topic.LAB_RESULTS)
+    inputs = (lab_results, settings.topic(Topic.CLINICAL_CONTEXT))
     patient_events = app.topic(
-        lab_results,
-        settings.topic(Topic.CLINICAL_CONTEXT),
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
+        *inputs, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
     )
-    alerts = app.topic(
-        settings.topic(Topic.PLATELET_ALERTS),
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
-    histories = app.Table(
-        PATIENT_STATE_TABLE,
-        partitions=settings.partitions,
-        schema=faust.Schema(key_serializer="raw", value_serializer="json"),
-    )
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(
+            name, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
+        )
+
+    alerts = raw_topic(settings.topic(Topic.PLATELET_ALERTS))
+    dead_letters = raw_topic(settings.topic(Topic.CLASSIFIER_DEADLETTER))
+    state_topic = changelog_topic(app_id, PATIENT_STATE_TABLE)
+    changelog = raw_topic(state_topic)
+    store = PatientStore(bootstrap_servers, state_topic)
+
+    def assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        store.assign(tp.partition for tp in assigned if tp.topic in inputs)
+
+    def revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        store.revoke(tp.partition for tp in revoked if tp.topic in inputs)
+
+    app.on_partitions_assigned.connect(assigned)  # type: ignore[arg-type]  # faust's stub
+    app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
+
+    async def set_aside(message: Any, reason_code: str, reason: str) -> None:
+        letter = classifier_dead_letter(
+            message.value, message.topic, reason_code, reason, datetime.now(UTC)
+        )
+        await _durably(dead_letters.send(key=message.key, value=letter.model_dump_json().encode()))
+        DEAD_LETTERS.labels(reason=reason_code).inc()
+
+    async def classify_one(message: Any, patients: Patients) -> str:
+        """Apply one event; return its outcome for the events counter."""
+        kind = "lab_result" if message.topic == lab_results else "clinical_context"
+        try:
+            decoded = (
+                LabResult.model_validate_json(message.value)
+                if kind == "lab_result"
+                else clinical_context_adapter.validate_json(message.value)
+            )
+        except ValidationError as error:
+            log.error(
+                "dead-lettering an undecodable %s event: %d errors", kind, error.error_count()
+            )
+            await set_aside(
+                message, "undecodable_event", f"not a {kind} event ({error.error_count()} errors)"
+            )
+            return "dead_lettered"
+        key = message.key
+        if not key:
+            await set_aside(message, "no_patient_key", "the event has no patient key")
+            return "dead_lettered"
+        state = patients.get(key) or PatientState(History(), None)
+        duplicate = state.history.has_applied(decoded)
+        suppressed_before = state.history.suppressed_repeats
+        try:
+            emitted = apply(state.history, decoded, rules, datetime.now(UTC))
+            stored = encode(state.history, settings.classifier_state_limit_bytes)
+        except StateTooLargeError as error:
+            _restore(patients, key, state)
+            log.error("dead-lettering a %s event: the patient's history is at its limit", kind)
+            await set_aside(message, "patient_state_limit", str(error))
+            return "dead_lettered"
+        except Exception as error:  # one patient's event must not stop the others
+            _restore(patients, key, state)
+            log.error("dead-lettering a %s event the engine could not apply", kind, exc_info=True)
+            await set_aside(
+                message,
+                "engine_error",
+                f"the classifier could not apply it ({type(error).__name__})",
+            )
+            return "dead_lettered"
+        try:
+            for alert in emitted:
+                await _durably(alerts.send(key=key, value=alert.model_dump_json().encode()))
+                ALERTS.labels(alert_kind=alert.kind.value).inc()
+            await _durably(changelog.send(key=key, value=stored, partition=message.partition))
+        except Exception:
+            _restore(patients, key, state)  # not durable: it must be applied again
+            raise
+        state.stored = stored
+        patients[key] = state
+        SUPPRESSED.inc(max(0, state.history.suppressed_repeats - suppressed_before))
+        return "duplicate" if duplicate else "evaluated"
 
     @app.agent(patient_events)
     async def classify(stream: Any) -> None:
         async for event in stream.events():
-            kind = "lab_result" if event.message.topic == lab_results else "clinical_context"
-            _record_lag(app, kind, event.message)
+            message = event.message
+            kind = "lab_result" if message.topic == lab_results else "clinical_context"
+            _record_lag(app, kind, message)
             try:
-                decoded = (
-                    LabResult.model_validate_json(event.value)
-                    if kind == "lab_result"
-                    else clinical_context_adapter.validate_json(event.value)
+                patients = await store.patients(message.partition)
+                outcome = await classify_one(message, patients)
+            except Exception:
+                log.critical(
+                    "an event could not be made durable; exiting so that the worker restarts "
+                    "from the last committed offset",
+                    exc_info=True,
                 )
-            except ValidationError as error:
-                EVENTS.labels(kind=kind, outcome="invalid").inc()
-                log.error("skipping an undecodable %s event: %d errors", kind, error.error_count())
-                continue
-            stored = histories.get(event.key)
-            history = History.from_json(stored) if stored else History()
-            duplicate = history.has_applied(decoded)
-            suppressed_before = history.suppressed_repeats
-            emitted = apply(history, decoded, rules, datetime.now(UTC))
-            SUPPRESSED.inc(max(0, history.suppressed_repeats - suppressed_before))
-            for alert in emitted:
-                await alerts.send(key=event.key, value=alert.model_dump_json().encode())
-                ALERTS.labels(alert_kind=alert.kind.value).inc()
-            histories[event.key] = history.to_json()
-            EVENTS.labels(kind=kind, outcome="duplicate" if duplicate else "evaluated").inc()
+                logging.shutdown()
+                os._exit(_EXIT_NOT_DURABLE)
+            EVENTS.labels(kind=kind, outcome=outcome).inc()
 
     @app.page("/healthz")
     async def healthz(view: Any, request: Any) -> Any:
@@ -124,8 +203,8 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
 
     @app.page("/readyz")
     async def readyz(view: Any, request: Any) -> Any:
-        # Ready once the group join gave this worker partitions to own.
-        ready = not app.rebalancing and bool(app.consumer.assignment())
+        # Ready once the group gave this worker partitions and their histories are read back.
+        ready = not app.rebalancing and bool(app.consumer.assignment()) and store.ready
         return view.json(
             {"status": "ready" if ready else "not ready", "service": "classifier"},
             status=200 if ready else 503,
@@ -137,6 +216,19 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
         return view.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return app
+
+
+async def _durably(sending: Any) -> None:
+    """Wait until Kafka has acknowledged a record sent through faust's producer."""
+    await (await sending)
+
+
+def _restore(patients: Patients, key: bytes, state: PatientState) -> None:
+    """Put the patient back as the changelog has them."""
+    if state.stored is None:
+        patients.pop(key, None)
+    else:
+        patients[key] = state.restored()
 
 
 def run_worker(app: faust.App, log_level: str) -> None:
