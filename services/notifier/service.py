@@ -61,6 +61,7 @@ LINKS_REFUSED = Counter(
     ["reason"],
 )
 _RETRY_AFTER_FAILURE_SECONDS = 5.0
+_NOT_PAGED = "no such alert was paged"  # a genuine link, but the store does not have its alert
 
 
 def roster_from(settings: Settings) -> Roster:
@@ -263,14 +264,17 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         )
     )
 
-    def refused(reason: str, html: bool, alert_id: str | None = None) -> Response:
+    def refused(
+        reason: str, html: bool, alert_id: str | None = None, status: int = 403
+    ) -> Response:
+        """The refusal page (or JSON) saying why; 404 where the alert is not in the store."""
         LINKS_REFUSED.labels(reason=reason).inc()
         log.warning(
             "refused an action link%s: %s", f" for alert {alert_id}" if alert_id else "", reason
         )
         if html:
-            return HTMLResponse(refusal_page(reason), 403, headers=SECURITY_HEADERS)
-        return JSONResponse({"error": reason}, status_code=403)
+            return HTMLResponse(refusal_page(reason), status, headers=SECURITY_HEADERS)
+        return JSONResponse({"error": reason}, status_code=status)
 
     @app.get("/v1/links/{token}", response_class=HTMLResponse)
     async def open_link(token: str) -> Response:
@@ -283,7 +287,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             return refused("the link has been used already", html=True, alert_id=claim.alert_id)
         steps = await store.escalation(claim.alert_id)
         if not steps:
-            return refused("no such alert was paged", html=True, alert_id=claim.alert_id)
+            return refused(_NOT_PAGED, html=True, alert_id=claim.alert_id, status=404)
         alert = PlateletAlert.model_validate_json(steps[0].alert)
         now = datetime.now(UTC)
         buttons = {  # fresh single-use links for this recipient, one per button
@@ -319,7 +323,8 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             return JSONResponse({"error": str(error)}, status_code=400)
         if not await store.use_link(claim.nonce, now):
             return refused("the link has been used already", html, claim.alert_id)
-        await escalator.act(claim.alert_id, claim.action, claim.recipient, now, to)
+        if not await escalator.act(claim.alert_id, claim.action, claim.recipient, now, to):
+            return refused(_NOT_PAGED, html, claim.alert_id, status=404)
         if html:
             return HTMLResponse(done_page(claim.action, to), headers=SECURITY_HEADERS)
         return JSONResponse({"alert_id": claim.alert_id, "action": claim.action.value})
