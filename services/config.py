@@ -134,6 +134,11 @@ class Settings(BaseSettings):
         description="Show the patient's birth date beside their identifier on the alert page "
         "and the board (a second identifier, where the hospital's policy allows it).",
     )
+    notifier_session_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for console session cookies, never the link secret; unset, a "
+        "random one per process (sessions then end when the notifier restarts).",
+    )
     notifier_console_session_hours: float = Field(default=12.0, gt=0)
     notifier_console_refresh_seconds: float = Field(default=30.0, gt=0)
     notifier_smtp_host: str | None = Field(

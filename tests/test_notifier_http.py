@@ -2,6 +2,7 @@
 its lifespan against the real broker): action links, the bearer-token API, and what a refused or
 malformed request is told."""
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,13 +14,18 @@ from pydantic import SecretStr
 from schemas import AckAction
 from services.config import Settings
 from services.notifier.channels.webhook_receiver import WebhookReceiver
+from services.notifier.console_auth import hash_password
 from services.notifier.links import sign_link
 from services.notifier.service import create_app
+from services.notifier.signing import sign
 from tests.conftest import AUTH, with_paging
+from tests.test_console_http import PASSWORD, SESSION_SECRET, sign_in
 from tests.test_escalator import SECRET
 
 pytestmark = pytest.mark.integration
 HOUR = timedelta(hours=1)
+HASH = hash_password(PASSWORD, 1000)
+LINK_NOT_GENUINE = "the link is not genuine"
 
 
 @pytest.fixture
@@ -30,13 +36,20 @@ def notifier_settings(
     return paging.model_copy(update={"notifier_link_secret": SecretStr(SECRET.decode())})
 
 
-@pytest.fixture
-async def notifier(notifier_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(notifier_settings, notifier_settings.kafka_bootstrap_servers or "")
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The notifier's app, started as `plateletwatch notifier` starts it, and a client of it."""
+    app = create_app(settings, settings.kafka_bootstrap_servers or "")
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url="http://notifier.test") as c:
             yield c
+
+
+@pytest.fixture
+async def notifier(notifier_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(notifier_settings) as client:
+        yield client
 
 
 def genuine_link(alert_id: str, action: AckAction = AckAction.ACKNOWLEDGE) -> str:
@@ -60,3 +73,38 @@ async def test_a_genuine_link_for_an_alert_the_notifier_does_not_have_is_404(
         "/v1/alerts/never-paged/actions", json={"action": "acknowledge", "by": "r"}, headers=AUTH
     )
     assert api.status_code == 404
+
+
+async def test_a_link_key_never_signs_a_session_nor_a_session_key_a_link(
+    notifier_settings: Settings, tmp_path: Path
+) -> None:
+    users = tmp_path / "users.yaml"
+    users.write_text(f"users:\n  - {{name: dr.ada, services: [adult], password_hash: '{HASH}'}}\n")
+    settings = notifier_settings.model_copy(
+        update={
+            "notifier_console_users_file": users,
+            "notifier_session_secret": SecretStr(SESSION_SECRET.decode()),
+        }
+    )
+    expires = int((datetime.now(UTC) + HOUR).timestamp())
+    as_session = sign(SECRET, {"u": "dr.ada", "e": expires, "n": "by-the-link-key"})
+    link_payload = {"a": "never-paged", "x": "acknowledge", "r": "r", "e": expires, "n": "n1"}
+    as_link = sign(SESSION_SECRET, link_payload)
+    async with running(settings) as notifier:
+        await sign_in(notifier, "dr.ada", PASSWORD)
+        session = notifier.cookies["plateletwatch_session"]
+        assert (await notifier.get("/v1/console")).status_code == 200
+        for token in (session, as_link):
+            refused = await notifier.post(f"/v1/links/{token}")
+            assert (refused.status_code, refused.json()) == (403, {"error": LINK_NOT_GENUINE})
+        notifier.cookies.clear()
+        notifier.cookies.set("plateletwatch_session", as_session)
+        assert (await notifier.get("/v1/console")).headers["location"] == "/v1/console/login"
+
+
+def test_the_link_and_session_secrets_may_not_be_the_same(notifier_settings: Settings) -> None:
+    same = notifier_settings.model_copy(
+        update={"notifier_session_secret": notifier_settings.notifier_link_secret}
+    )
+    with pytest.raises(ValueError, match="SESSION_SECRET must differ"):
+        create_app(same, same.kafka_bootstrap_servers or "")

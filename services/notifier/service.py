@@ -116,11 +116,25 @@ def _revealed(secret: SecretStr | None) -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
-def _link_secret(settings: Settings) -> bytes:
-    configured = _revealed(settings.notifier_link_secret)
+def _keys(settings: Settings) -> tuple[bytes, bytes]:
+    """The link and session keys: one per purpose, so a link's signature never passes for a
+    session's, nor a session's for a link's. The same configured value for both is refused
+    (ValueError)."""
+    link = _key(settings.notifier_link_secret, "LINK_SECRET", "action links")
+    session = _key(settings.notifier_session_secret, "SESSION_SECRET", "console sessions")
+    if link == session:
+        raise ValueError(
+            "PLATELETWATCH_NOTIFIER_SESSION_SECRET must differ from "
+            "PLATELETWATCH_NOTIFIER_LINK_SECRET: one key per purpose"
+        )
+    return link, session
+
+
+def _key(configured: SecretStr | None, setting: str, signs: str) -> bytes:
+    """A configured key; unset, a random one for this process, and what it signs dies with it."""
     if configured is not None:
-        return configured.encode()
-    log.warning("no PLATELETWATCH_NOTIFIER_LINK_SECRET: action links die with this process")
+        return configured.get_secret_value().encode()
+    log.warning("no PLATELETWATCH_NOTIFIER_%s: %s die with this process", setting, signs)
     return secrets.token_bytes(32)
 
 
@@ -208,7 +222,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         RetryPolicy(settings.notifier_delivery_attempts, settings.notifier_retry_base_seconds),
         publish_delivery,
     )
-    secret = _link_secret(settings)
+    secret, session_secret = _keys(settings)
     link_lifetime = timedelta(hours=settings.notifier_link_valid_hours)
     escalator = Escalator(
         store,
@@ -255,7 +269,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             store,
             escalator,
             load_console_users(users_file) if users_file is not None else {},
-            secret,
+            session_secret,
             proxy_user_header=settings.notifier_console_proxy_user_header,
             session_lifetime=timedelta(hours=settings.notifier_console_session_hours),
             refresh_seconds=settings.notifier_console_refresh_seconds,
