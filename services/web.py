@@ -1,17 +1,21 @@
-"""What every PlateletWatch HTTP service serves for operations (/healthz, /readyz, /metrics), and
-the bearer-token check of their APIs."""
+"""What every PlateletWatch HTTP service serves for operations (/healthz, /readyz, /metrics), the
+bearer-token check of their APIs, and how they answer a request that fails validation."""
 
 import hmac
-from collections.abc import Callable
-from typing import Annotated
+import logging
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
 import services.build_info  # noqa: F401 - registers plateletwatch_build_info
+
+log = logging.getLogger(__name__)
 
 
 def operations_router(service: str, ready: Callable[[], bool]) -> APIRouter:
@@ -54,3 +58,44 @@ def bearer_token_check(tokens: list[SecretStr]) -> Callable[..., None]:
             )
 
     return authorised
+
+
+def without_inputs(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validation errors as type, location and message only: never the `input` (a body may
+    carry a patient's identifiers), nor `ctx` or `url`, which can quote it."""
+    return [
+        {"type": error.get("type"), "loc": list(error.get("loc", ())), "msg": error.get("msg")}
+        for error in errors
+    ]
+
+
+def answer_validation_errors_without_inputs(app: FastAPI) -> None:
+    """Replace FastAPI's answers to invalid requests, which echo what was sent: 422 with each
+    error's type, location and message; a response failing its own model is a 500 logged the
+    same way (FastAPI's default logs the offending values)."""
+
+    async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        errors = without_inputs(error.errors())
+        log.info("refused an invalid request to %s: %s", _route(request), _summary(errors))
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    async def invalid_response(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ResponseValidationError)
+        errors = without_inputs(error.errors())
+        log.error("%s made an invalid response: %s", _route(request), _summary(errors))
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(ResponseValidationError, invalid_response)
+
+
+def _route(request: Request) -> str:
+    """The route's template (/v1/alerts/{alert_id}/actions), not the path: a path may hold a
+    link's token."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "an unknown route"))
+
+
+def _summary(errors: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))} {e['type']}" for e in errors)

@@ -3,6 +3,7 @@ its lifespan against the real broker): action links, the bearer-token API, and w
 malformed request is told."""
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from services.notifier.service import create_app
 from services.notifier.signing import sign
 from tests.conftest import AUTH, with_paging
 from tests.test_console_http import PASSWORD, SESSION_SECRET, sign_in
+from tests.test_console_http import csrf as csrf_token
 from tests.test_escalator import SECRET
 
 pytestmark = pytest.mark.integration
@@ -75,17 +77,23 @@ async def test_a_genuine_link_for_an_alert_the_notifier_does_not_have_is_404(
     assert api.status_code == 404
 
 
-async def test_a_link_key_never_signs_a_session_nor_a_session_key_a_link(
-    notifier_settings: Settings, tmp_path: Path
-) -> None:
+@pytest.fixture
+def with_console(notifier_settings: Settings, tmp_path: Path) -> Settings:
+    """The notifier with a console user, dr.ada, and a session secret."""
     users = tmp_path / "users.yaml"
     users.write_text(f"users:\n  - {{name: dr.ada, services: [adult], password_hash: '{HASH}'}}\n")
-    settings = notifier_settings.model_copy(
+    return notifier_settings.model_copy(
         update={
             "notifier_console_users_file": users,
             "notifier_session_secret": SecretStr(SESSION_SECRET.decode()),
         }
     )
+
+
+async def test_a_link_key_never_signs_a_session_nor_a_session_key_a_link(
+    with_console: Settings,
+) -> None:
+    settings = with_console
     expires = int((datetime.now(UTC) + HOUR).timestamp())
     as_session = sign(SECRET, {"u": "dr.ada", "e": expires, "n": "by-the-link-key"})
     link_payload = {"a": "never-paged", "x": "acknowledge", "r": "r", "e": expires, "n": "n1"}
@@ -108,3 +116,44 @@ def test_the_link_and_session_secrets_may_not_be_the_same(notifier_settings: Set
     )
     with pytest.raises(ValueError, match="SESSION_SECRET must differ"):
         create_app(same, same.kafka_bootstrap_servers or "")
+
+
+PLANTED = ("HOSP|PLANTED-MRN-4242", "Jane Planted-Surname")
+
+
+async def test_what_was_sent_is_never_logged_nor_quoted_back(
+    with_console: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bodies that fail validation may carry a patient's identifiers: the answer says which
+    field and why, never the value; the logs, even at DEBUG, neither."""
+    mrn, name = PLANTED
+    caplog.set_level(logging.DEBUG)
+    answers = []
+    async with running(with_console) as notifier:
+        api = "/v1/alerts/some-alert/actions"
+        for body in (
+            {"action": mrn, "by": name},
+            {"action": "acknowledge", "by": name * 10, "patient": mrn},
+            {"action": ["acknowledge"], "by": {"name": name}},
+        ):
+            answers.append(await notifier.post(api, json=body, headers=AUTH))
+        broken = f'{{"action": "acknowledge", "by": "{name}", "mrn": "{mrn}"'.encode()
+        answers.append(await notifier.post(api, content=broken, headers=AUTH))
+        link = genuine_link("some-alert", AckAction.NOT_MY_PATIENT)
+        answers.append(await notifier.post(link, data={"reassign_to": mrn}))
+        answers.append(await sign_in(notifier, name, mrn))
+        await sign_in(notifier, "dr.ada", PASSWORD)
+        page = await notifier.get("/v1/console")
+        action = {"action": mrn, "csrf_token": csrf_token(page.text), "reassign_to": name}
+        answers.append(await notifier.post("/v1/console/alerts/some-alert/actions", data=action))
+    assert [a.status_code for a in answers] == [422, 422, 422, 422, 400, 401, 400]
+    assert answers[0].json()["detail"][0] == {
+        "type": "enum",
+        "loc": ["body", "action"],
+        "msg": "Input should be 'acknowledge', 'not_my_patient' or 'resolve'",
+    }
+    assert "invalid request to /v1/alerts/{alert_id}/actions: body.action enum" in caplog.text
+    said = "\n".join([caplog.text, *(a.text for a in answers)])
+    assert mrn not in said
+    assert "PLANTED-MRN" not in said
+    assert "Planted-Surname" not in said

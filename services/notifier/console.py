@@ -281,9 +281,9 @@ def console_router(
             if not session.accepts(form.get("csrf_token", "")):
                 return _forbidden()
             try:
-                action = AckAction(form.get("action", ""))
+                action = chosen_action(form)
                 to = reassignment(form)
-            except ValueError as error:  # the message quotes what was sent: escaped
+            except ValueError as error:
                 return html(page("Not understood", f"<p>{escape(str(error))}</p>"), 400)
             if not await escalator.act(alert_id, action, user.name, now, to):
                 return html(_NO_SUCH_ALERT, 404)
@@ -313,6 +313,15 @@ def form_fields(body: bytes) -> dict[str, str]:
     """An HTML form's fields (application/x-www-form-urlencoded), first value of each."""
     fields = parse_qs(body.decode("utf-8", "replace"))
     return {name: values[0] for name, values in fields.items()}
+
+
+def chosen_action(form: dict[str, str]) -> AckAction:
+    """The action a console form asks for; ValueError naming the valid ones, never quoting
+    what was sent (which could be anything, a patient's identifier included)."""
+    try:
+        return AckAction(form.get("action", ""))
+    except ValueError:
+        raise ValueError("action must be acknowledge, not_my_patient or resolve") from None
 
 
 def reassignment(form: dict[str, str]) -> Population | None:

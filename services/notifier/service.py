@@ -41,7 +41,11 @@ from services.notifier.link_page import SECURITY_HEADERS, done_page, refusal_pag
 from services.notifier.links import LinkRefused, sign_link, verify_link
 from services.notifier.roster import Person, Roster, RosterError, load_roster
 from services.notifier.store import NotifierStore
-from services.web import bearer_token_check, operations_router
+from services.web import (
+    answer_validation_errors_without_inputs,
+    bearer_token_check,
+    operations_router,
+)
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +263,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             await store.stop()
 
     app = FastAPI(title="PlateletWatch notifier", lifespan=lifespan)
+    answer_validation_errors_without_inputs(app)
     app.include_router(operations_router("notifier", lambda: consumer.ready))
     authorised = bearer_token_check(settings.notifier_api_tokens)
     users_file = settings.notifier_console_users_file
