@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     notifier_delivery_attempts: int = Field(default=4, ge=1)
     notifier_retry_base_seconds: float = Field(default=1.0, gt=0)
 
+    api_docs: bool = Field(
+        default=False,
+        description="Serve /docs, /redoc and /openapi.json on the HTTP services (a map of "
+        "every route for anyone who can reach them): for development and demos.",
+    )
     log_level: str = "INFO"
 
     @field_validator("ingest_local_platelet_codes")

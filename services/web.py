@@ -4,7 +4,7 @@ bearer-token check of their APIs, and how they answer a request that fails valid
 import hmac
 import logging
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
@@ -16,6 +16,20 @@ from pydantic import SecretStr
 import services.build_info  # noqa: F401 - registers plateletwatch_build_info
 
 log = logging.getLogger(__name__)
+
+
+class DocsUrls(TypedDict):
+    docs_url: str | None
+    redoc_url: str | None
+    openapi_url: str | None
+
+
+def api_docs_urls(enabled: bool) -> DocsUrls:
+    """FastAPI's arguments for its interactive docs and schema: served only when enabled
+    (PLATELETWATCH_API_DOCS), for they list every route to whoever can reach the service."""
+    if enabled:
+        return DocsUrls(docs_url="/docs", redoc_url="/redoc", openapi_url="/openapi.json")
+    return DocsUrls(docs_url=None, redoc_url=None, openapi_url=None)
 
 
 def operations_router(service: str, ready: Callable[[], bool]) -> APIRouter:

@@ -157,3 +157,13 @@ async def test_what_was_sent_is_never_logged_nor_quoted_back(
     assert mrn not in said
     assert "PLANTED-MRN" not in said
     assert "Planted-Surname" not in said
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+async def test_the_api_docs_are_served_only_when_enabled(
+    notifier_settings: Settings, enabled: bool
+) -> None:
+    settings = notifier_settings.model_copy(update={"api_docs": enabled})
+    async with running(settings) as notifier:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert (await notifier.get(path)).status_code == (200 if enabled else 404), path

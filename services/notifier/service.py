@@ -43,6 +43,7 @@ from services.notifier.roster import Person, Roster, RosterError, load_roster
 from services.notifier.store import NotifierStore
 from services.web import (
     answer_validation_errors_without_inputs,
+    api_docs_urls,
     bearer_token_check,
     operations_router,
 )
@@ -262,7 +263,9 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             await publisher.stop()
             await store.stop()
 
-    app = FastAPI(title="PlateletWatch notifier", lifespan=lifespan)
+    app = FastAPI(
+        title="PlateletWatch notifier", lifespan=lifespan, **api_docs_urls(settings.api_docs)
+    )
     answer_validation_errors_without_inputs(app)
     app.include_router(operations_router("notifier", lambda: consumer.ready))
     authorised = bearer_token_check(settings.notifier_api_tokens)
