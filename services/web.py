@@ -1,9 +1,12 @@
 """What every PlateletWatch HTTP service serves for operations (/healthz, /readyz, /metrics), the
 bearer-token check of their APIs, and how they answer a request that fails validation."""
 
+import asyncio
 import hmac
+import inspect
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypedDict
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
@@ -32,8 +35,11 @@ def api_docs_urls(enabled: bool) -> DocsUrls:
     return DocsUrls(docs_url=None, redoc_url=None, openapi_url=None)
 
 
-def operations_router(service: str, ready: Callable[[], bool]) -> APIRouter:
-    """Liveness says the process answers; readiness says it can do its work (broker connected)."""
+def operations_router(
+    service: str, ready: Callable[[], bool] | Callable[[], Awaitable[bool]]
+) -> APIRouter:
+    """Liveness says the process answers; readiness says it can do its work (broker connected):
+    `ready` may ask something remote, a RemoteCheck say."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz")
@@ -42,7 +48,8 @@ def operations_router(service: str, ready: Callable[[], bool]) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        is_ready = ready()
+        answer = ready()
+        is_ready = await answer if inspect.isawaitable(answer) else answer
         return JSONResponse(
             {"status": "ready" if is_ready else "not ready", "service": service},
             status_code=200 if is_ready else 503,
@@ -53,6 +60,37 @@ def operations_router(service: str, ready: Callable[[], bool]) -> APIRouter:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+class RemoteCheck:
+    """A readiness check that asks something remote (is the broker there?): run at most once
+    every `every` seconds, the callers in between getting its last answer, and given `timeout`
+    seconds, after which it counts as a no. `check` answers False for a failure it expects."""
+
+    def __init__(
+        self,
+        check: Callable[[], Awaitable[bool]],
+        timeout: float,
+        every: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check = check
+        self._timeout = timeout
+        self._every = every
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._answer = False
+        self._asked_at: float | None = None
+
+    async def __call__(self) -> bool:
+        async with self._lock:  # probes arriving together share one question
+            if self._asked_at is None or self._clock() - self._asked_at >= self._every:
+                try:
+                    self._answer = await asyncio.wait_for(self._check(), self._timeout)
+                except TimeoutError:
+                    self._answer = False
+                self._asked_at = self._clock()
+            return self._answer
 
 
 def bearer_token_check(tokens: list[SecretStr]) -> Callable[..., None]:

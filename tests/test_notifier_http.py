@@ -2,9 +2,11 @@
 its lifespan against the real broker): action links, the bearer-token API, and what a refused or
 malformed request is told."""
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,12 +16,14 @@ from pydantic import SecretStr
 
 from schemas import AckAction
 from services.config import Settings
+from services.kafka.broker import EmbeddedTansu
+from services.kafka.topics import ensure_topics
 from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.console_auth import hash_password
 from services.notifier.links import sign_link
 from services.notifier.service import create_app
 from services.notifier.signing import sign
-from tests.conftest import AUTH, with_paging
+from tests.conftest import AUTH, ServiceProcess, with_paging
 from tests.test_console_http import PASSWORD, SESSION_SECRET, sign_in
 from tests.test_console_http import csrf as csrf_token
 from tests.test_escalator import SECRET
@@ -167,3 +171,33 @@ async def test_the_api_docs_are_served_only_when_enabled(
     async with running(settings) as notifier:
         for path in ("/docs", "/redoc", "/openapi.json"):
             assert (await notifier.get(path)).status_code == (200 if enabled else 404), path
+
+
+async def test_readiness_fails_within_seconds_once_the_broker_is_lost(
+    settings: Settings,
+    tmp_path: Path,
+    webhook_receiver: WebhookReceiver,
+    start_service: Callable[[str, Settings], ServiceProcess],
+) -> None:
+    """A notifier that cannot read alerts must not be counted ready (the orchestrator then
+    routes around it and says so), yet stays up to resume when the broker is back."""
+    broker = EmbeddedTansu()  # its own broker, to lose without harming the other tests
+    broker.start()
+    try:
+        own = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers})
+        own = with_paging(own, tmp_path, 600, webhook_receiver.url)
+        await ensure_topics(own, broker.bootstrap_servers, create=True)
+        notifier = start_service("notifier", own)
+        ready = f"http://{own.bind_host}:{own.notifier_port}/readyz"
+        notifier.wait_ready(ready)
+        broker.stop()
+        lost = time.monotonic()
+        async with httpx.AsyncClient(timeout=5) as client:
+            while (answer := await client.get(ready)).status_code == 200:
+                assert time.monotonic() - lost < 10, "still ready 10 s after the broker went"
+                await asyncio.sleep(0.2)
+        assert answer.status_code == 503
+        assert answer.json() == {"status": "not ready", "service": "notifier"}
+        assert notifier.process.poll() is None
+    finally:
+        broker.stop()
