@@ -105,7 +105,7 @@ class ConsoleSessionRecord(_Base):
     __tablename__ = "console_sessions"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user: Mapped[str] = mapped_column(Text)
+    user_name: Mapped[str] = mapped_column(Text)  # not "user", reserved in PostgreSQL
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
@@ -446,14 +446,14 @@ class NotifierStore:
             await session.execute(
                 delete(ConsoleSessionRecord).where(ConsoleSessionRecord.expires_at <= now)
             )
-            session.add(ConsoleSessionRecord(id=session_id, user=user, expires_at=expires_at))
+            session.add(ConsoleSessionRecord(id=session_id, user_name=user, expires_at=expires_at))
             await session.commit()
 
     async def session_open(self, session_id: str, user: str) -> bool:
         """True while the session was opened for `user` and not ended."""
         async with self._sessions() as session:
             found = await session.get(ConsoleSessionRecord, session_id)
-            return found is not None and found.user == user
+            return found is not None and found.user_name == user
 
     async def end_session(self, session_id: str) -> None:
         """Sign out: the session's cookie is refused from now on, wherever it is presented."""
