@@ -137,6 +137,11 @@ class Settings(BaseSettings):
         description="Show the patient's birth date beside their identifier on the alert page "
         "and the board (a second identifier, where the hospital's policy allows it).",
     )
+    notifier_session_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for console session cookies, never the link secret; unset, a "
+        "random one per process (sessions then end when the notifier restarts).",
+    )
     notifier_console_session_hours: float = Field(default=12.0, gt=0)
     notifier_console_refresh_seconds: float = Field(default=30.0, gt=0)
     notifier_smtp_host: str | None = Field(
@@ -167,6 +172,11 @@ class Settings(BaseSettings):
     notifier_delivery_attempts: int = Field(default=4, ge=1)
     notifier_retry_base_seconds: float = Field(default=1.0, gt=0)
 
+    api_docs: bool = Field(
+        default=False,
+        description="Serve /docs, /redoc and /openapi.json on the HTTP services (a map of "
+        "every route for anyone who can reach them): for development and demos.",
+    )
     log_level: str = "INFO"
 
     @field_validator("ingest_local_platelet_codes")

@@ -1,11 +1,16 @@
-"""What every PlateletWatch HTTP service serves for operations (/healthz, /readyz, /metrics), and
-the bearer-token check of their APIs."""
+"""What every PlateletWatch HTTP service serves for operations (/healthz, /readyz, /metrics), the
+bearer-token check of their APIs, and how they answer a request that fails validation."""
 
+import asyncio
 import hmac
-from collections.abc import Callable
-from typing import Annotated
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, TypedDict
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -13,9 +18,28 @@ from pydantic import SecretStr
 
 import services.build_info  # noqa: F401 - registers plateletwatch_build_info
 
+log = logging.getLogger(__name__)
 
-def operations_router(service: str, ready: Callable[[], bool]) -> APIRouter:
-    """Liveness says the process answers; readiness says it can do its work (broker connected)."""
+
+class DocsUrls(TypedDict):
+    docs_url: str | None
+    redoc_url: str | None
+    openapi_url: str | None
+
+
+def api_docs_urls(enabled: bool) -> DocsUrls:
+    """FastAPI's arguments for its interactive docs and schema: served only when enabled
+    (PLATELETWATCH_API_DOCS), for they list every route to whoever can reach the service."""
+    if enabled:
+        return DocsUrls(docs_url="/docs", redoc_url="/redoc", openapi_url="/openapi.json")
+    return DocsUrls(docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def operations_router(
+    service: str, ready: Callable[[], bool] | Callable[[], Awaitable[bool]]
+) -> APIRouter:
+    """Liveness says the process answers; readiness says it can do its work (broker connected):
+    `ready` may ask something remote, a RemoteCheck say."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz")
@@ -24,7 +48,8 @@ def operations_router(service: str, ready: Callable[[], bool]) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        is_ready = ready()
+        answer = ready()
+        is_ready = await answer if inspect.isawaitable(answer) else answer
         return JSONResponse(
             {"status": "ready" if is_ready else "not ready", "service": service},
             status_code=200 if is_ready else 503,
@@ -35,6 +60,37 @@ def operations_router(service: str, ready: Callable[[], bool]) -> APIRouter:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+class RemoteCheck:
+    """A readiness check that asks something remote (is the broker there?): run at most once
+    every `every` seconds, the callers in between getting its last answer, and given `timeout`
+    seconds, after which it counts as a no. `check` answers False for a failure it expects."""
+
+    def __init__(
+        self,
+        check: Callable[[], Awaitable[bool]],
+        timeout: float,
+        every: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check = check
+        self._timeout = timeout
+        self._every = every
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._answer = False
+        self._asked_at: float | None = None
+
+    async def __call__(self) -> bool:
+        async with self._lock:  # probes arriving together share one question
+            if self._asked_at is None or self._clock() - self._asked_at >= self._every:
+                try:
+                    self._answer = await asyncio.wait_for(self._check(), self._timeout)
+                except TimeoutError:
+                    self._answer = False
+                self._asked_at = self._clock()
+            return self._answer
 
 
 def bearer_token_check(tokens: list[SecretStr]) -> Callable[..., None]:
@@ -54,3 +110,44 @@ def bearer_token_check(tokens: list[SecretStr]) -> Callable[..., None]:
             )
 
     return authorised
+
+
+def without_inputs(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validation errors as type, location and message only: never the `input` (a body may
+    carry a patient's identifiers), nor `ctx` or `url`, which can quote it."""
+    return [
+        {"type": error.get("type"), "loc": list(error.get("loc", ())), "msg": error.get("msg")}
+        for error in errors
+    ]
+
+
+def answer_validation_errors_without_inputs(app: FastAPI) -> None:
+    """Replace FastAPI's answers to invalid requests, which echo what was sent: 422 with each
+    error's type, location and message; a response failing its own model is a 500 logged the
+    same way (FastAPI's default logs the offending values)."""
+
+    async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        errors = without_inputs(error.errors())
+        log.info("refused an invalid request to %s: %s", _route(request), _summary(errors))
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    async def invalid_response(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ResponseValidationError)
+        errors = without_inputs(error.errors())
+        log.error("%s made an invalid response: %s", _route(request), _summary(errors))
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(ResponseValidationError, invalid_response)
+
+
+def _route(request: Request) -> str:
+    """The route's template (/v1/alerts/{alert_id}/actions), not the path: a path may hold a
+    link's token."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "an unknown route"))
+
+
+def _summary(errors: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))} {e['type']}" for e in errors)

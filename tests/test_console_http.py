@@ -15,9 +15,10 @@ from services.notifier.console_auth import ConsoleUser, hash_password
 from services.notifier.escalator import Escalator
 from services.notifier.store import NotifierStore
 from tests.conftest import unlabelled
-from tests.test_escalator import SECRET, critical, escalator, paged, two_services
+from tests.test_escalator import critical, escalator, paged, two_services
 
 PASSWORD = "a long enough passphrase"
+SESSION_SECRET = b"test-session-secret"
 USERS = {
     "dr.ada": ConsoleUser(
         name="dr.ada", services=("adult",), password_hash=hash_password(PASSWORD, 1000)
@@ -41,7 +42,7 @@ def console_app(
             store,
             chain,
             USERS,
-            SECRET,
+            SESSION_SECRET,
             proxy_user_header=header,
             session_lifetime=timedelta(hours=1),
             refresh_seconds=refresh_seconds,
@@ -117,7 +118,8 @@ async def test_acknowledging_from_the_console_needs_the_csrf_token_and_stops_the
         action = {"action": "acknowledge", "csrf_token": csrf(shown)}
         odd = await client.post(f"{url}/actions", data={**action, "action": "<b>ack</b>"})
         assert odd.status_code == 400
-        assert "&lt;b&gt;ack&lt;/b&gt;" in odd.text  # what was sent is quoted, escaped
+        assert "action must be acknowledge, not_my_patient or resolve" in odd.text
+        assert "ack&lt;" not in odd.text  # what was sent is not quoted back, even escaped
         assert "<b>ack" not in odd.text
         forged = await client.post(f"{url}/actions", data={**action, "csrf_token": "forged"})
         assert forged.status_code == 403
@@ -174,3 +176,34 @@ async def test_behind_a_proxy_the_header_names_the_user_and_strangers_are_refuse
         # The session cookie does not outlive the proxy's word: without the header, refused.
         assert (await client.get("/v1/console")).status_code == 403
         assert (await client.get("/v1/console/login")).headers["location"] == "/v1/console"
+
+
+async def test_a_session_ended_at_sign_out_stays_ended_after_a_restart(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    chain = escalator(store, webhook_receiver, [])
+    async with console(store, chain) as client:
+        await sign_in(client, "dr.ada", PASSWORD)
+        kept = client.cookies["plateletwatch_session"]
+        client.cookies.clear()
+        await sign_in(client, "dr.ada", PASSWORD)
+        ended = client.cookies["plateletwatch_session"]
+        board = await client.get("/v1/console")
+        await client.post("/v1/console/logout", data={"csrf_token": csrf(board.text)})
+    async with console(store, chain) as restarted:  # another process on the same store
+        for cookie, status in ((ended, 303), (kept, 200)):
+            restarted.cookies.set("plateletwatch_session", cookie)
+            assert (await restarted.get("/v1/console")).status_code == status
+
+
+async def test_sessions_past_their_expiry_are_deleted_when_a_new_one_opens(
+    store: NotifierStore,
+) -> None:
+    now = datetime.now(UTC)
+    await store.open_session("old", "dr.ada", now + timedelta(hours=1), now)
+    await store.open_session("current", "dr.ada", now + timedelta(hours=3), now)
+    assert await store.session_open("old", "dr.ada")
+    assert not await store.session_open("old", "dr.kid")  # a row names its user
+    await store.open_session("new", "dr.kid", now + timedelta(hours=4), now + timedelta(hours=2))
+    opened = [await store.session_open(s, "dr.ada") for s in ("old", "current")]
+    assert opened == [False, True]

@@ -135,3 +135,22 @@ def test_the_birth_date_is_shown_only_where_the_deployment_allows_it() -> None:
     for hidden in (alert_page(alert, [], ""), board_page("dr.a", board, None, NOW, "tok", 30)):
         assert "H|1" in hidden
         assert "1971" not in hidden
+
+
+def test_no_page_title_names_the_patient() -> None:
+    """Titles land in browser history and tab lists: the kind and the opaque alert id only."""
+    alert = critical("MRN-IN-TITLE")
+    withdrawn = alert.model_copy(
+        update={"kind": AlertKind.WITHDRAWN, "withdrawal_reason": "entered in error"}
+    )
+    board = [opened(alert, 5)]
+    pages = [
+        alert_page(alert, [], console_actions(alert.alert_id, "csrf")),
+        alert_page(withdrawn, [], "", "Withdrawn", withdrawn=True),
+        audit_page(alert, [], []),
+        board_page("dr.a", board, None, NOW, "csrf", 30),
+    ]
+    titles = [re.findall(r"<title>([^<]*)</title>", page)[0] for page in pages]
+    assert not [title for title in titles if "MRN-IN-TITLE" in title]
+    assert titles[0] == f"PlateletWatch: critical_low, alert {alert.alert_id}"
+    assert "MRN-IN-TITLE" in unlabelled(pages[0])  # the page itself still names the patient

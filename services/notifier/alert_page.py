@@ -149,7 +149,7 @@ def alert_page(
 <h2>Paged</h2>
 {history_table(history)}
 {audit}"""
-    title = f"{alert.kind.value} for {alert.patient.identifier.key}"
+    title = f"{alert.kind.value}, alert {alert.alert_id}"  # history and tab lists: no patient
     return page(line.split(":")[0], body, title=title)
 
 

@@ -2,8 +2,9 @@
 
 Who is signed in comes from a session cookie (after a password sign-in) or, where the notifier
 sits behind an authenticating reverse proxy, from the header that proxy sets; either way the
-user must be in the console users file, which says whose alerts they see. Every form post
-carries the session's CSRF token; the cookie is HttpOnly and SameSite=Strict.
+user must be in the console users file, which says whose alerts they see. A session counts only
+while its row is in the store: signing out deletes it, for every replica and after restarts.
+Every form post carries the session's CSRF token; the cookie is HttpOnly and SameSite=Strict.
 """
 
 import asyncio
@@ -98,7 +99,7 @@ def console_router(
     store: NotifierStore,
     escalator: Escalator,
     users: dict[str, ConsoleUser],
-    secret: bytes,
+    session_secret: bytes,
     *,
     proxy_user_header: str | None,
     session_lifetime: timedelta,
@@ -124,10 +125,15 @@ def console_router(
             secure=secure_cookies,
         )
 
-    def signed_in(request: Request, now: datetime) -> tuple[ConsoleUser, Session | None] | None:
-        """The user, and their session if they have one yet (a proxy user may not)."""
+    async def signed_in(
+        request: Request, now: datetime
+    ) -> tuple[ConsoleUser, Session | None] | None:
+        """The user, and their session if they have one yet (a proxy user may not); a cookie
+        of a session signed out, here or on another replica, counts for nothing."""
         cookie = request.cookies.get(SESSION_COOKIE)
-        session = session_from(secret, cookie, now) if cookie else None
+        session = session_from(session_secret, cookie, now) if cookie else None
+        if session is not None and not await store.session_open(session.id, session.user):
+            session = None
         if proxy_user_header is not None:
             name = request.headers.get(proxy_user_header)
             user = users.get(name or "")
@@ -144,7 +150,7 @@ def console_router(
         """Run `show` for the signed-in user (a proxy user gets a session cookie here);
         anyone else is sent to sign in, or refused when the proxy vouches for nobody known."""
         now = datetime.now(UTC)
-        found = signed_in(request, now)
+        found = await signed_in(request, now)
         if found is None:
             if proxy_user_header is not None:
                 return html(page("Not a console user", _NOT_A_USER), 403)
@@ -152,11 +158,16 @@ def console_router(
         user, session = found
         fresh = session is None
         if session is None:
-            session = start_session(secret, user.name, now, session_lifetime)
+            session = await opened_session(user, now)
         response = await show(user, session, now)
         if fresh:
             set_cookie(response, SESSION_COOKIE, session.token, _seconds(session_lifetime))
         return response
+
+    async def opened_session(user: ConsoleUser, now: datetime) -> Session:
+        session = start_session(session_secret, user.name, now, session_lifetime)
+        await store.open_session(session.id, user.name, session.expires_at, now)
+        return session
 
     def login_form_page(problem: str | None = None, status: int = 200) -> Response:
         """The sign-in form, with a fresh token in it and in a cookie (a login CSRF check)."""
@@ -185,7 +196,7 @@ def console_router(
             log.warning("a console sign-in was refused")  # no names: they help a guesser
             return login_form_page("Wrong user name or password.", 401)
         SIGN_INS.labels(outcome="signed_in").inc()
-        session = start_session(secret, user.name, datetime.now(UTC), session_lifetime)
+        session = await opened_session(user, datetime.now(UTC))
         response = RedirectResponse("/v1/console", 303)
         set_cookie(response, SESSION_COOKIE, session.token, _seconds(session_lifetime))
         response.delete_cookie(LOGIN_COOKIE, path="/v1/console")
@@ -196,6 +207,7 @@ def console_router(
         async def show(user: ConsoleUser, session: Session, now: datetime) -> Response:
             if not session.accepts((form_fields(await request.body())).get("csrf_token", "")):
                 return _forbidden()
+            await store.end_session(session.id)
             response = RedirectResponse("/v1/console/login", 303)
             response.delete_cookie(SESSION_COOKIE, path="/v1/console")
             return response
@@ -269,9 +281,9 @@ def console_router(
             if not session.accepts(form.get("csrf_token", "")):
                 return _forbidden()
             try:
-                action = AckAction(form.get("action", ""))
+                action = chosen_action(form)
                 to = reassignment(form)
-            except ValueError as error:  # the message quotes what was sent: escaped
+            except ValueError as error:
                 return html(page("Not understood", f"<p>{escape(str(error))}</p>"), 400)
             if not await escalator.act(alert_id, action, user.name, now, to):
                 return html(_NO_SUCH_ALERT, 404)
@@ -301,6 +313,15 @@ def form_fields(body: bytes) -> dict[str, str]:
     """An HTML form's fields (application/x-www-form-urlencoded), first value of each."""
     fields = parse_qs(body.decode("utf-8", "replace"))
     return {name: values[0] for name, values in fields.items()}
+
+
+def chosen_action(form: dict[str, str]) -> AckAction:
+    """The action a console form asks for; ValueError naming the valid ones, never quoting
+    what was sent (which could be anything, a patient's identifier included)."""
+    try:
+        return AckAction(form.get("action", ""))
+    except ValueError:
+        raise ValueError("action must be acknowledge, not_my_patient or resolve") from None
 
 
 def reassignment(form: dict[str, str]) -> Population | None:

@@ -3,8 +3,10 @@
 Users come from a YAML file: a name, the services whose alerts they see (paediatric, adult, or
 both) and, unless a trusted reverse proxy authenticates them, a password hash made by
 `plateletwatch hash-password` (PBKDF2-SHA256; the file never holds a password). A signed-in
-browser holds a session cookie signed under the notifier's secret; every form it posts carries a
-CSRF token derived from that session, which another site cannot read or forge.
+browser holds a session cookie signed under the session secret (never the link secret, so
+neither kind of token passes for the other) and naming a row in the store, which sign-out
+deletes; every form it posts carries a CSRF token derived from that session, which another site
+cannot read or forge.
 """
 
 import base64
@@ -87,6 +89,7 @@ def password_matches(password: str, encoded: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Session:
+    id: str  # the key of its row in the store, which sign-out deletes
     user: str
     expires_at: datetime
     token: str  # the cookie's value; the CSRF token is derived from it
@@ -100,16 +103,20 @@ class Session:
 
 
 def start_session(secret: bytes, user: str, now: datetime, lifetime: timedelta) -> Session:
+    """A new session with its own random id; it counts only once the store holds its row."""
     expires = int((now + lifetime).timestamp())
-    payload = {"u": user, "e": expires, "n": secrets.token_urlsafe(12)}
-    return Session(user, datetime.fromtimestamp(expires, UTC), sign(secret, payload))
+    session_id = secrets.token_urlsafe(16)
+    payload = {"u": user, "e": expires, "n": session_id}
+    return Session(session_id, user, datetime.fromtimestamp(expires, UTC), sign(secret, payload))
 
 
 def session_from(secret: bytes, token: str, now: datetime) -> Session | None:
-    """The session a genuine, unexpired cookie holds; None otherwise."""
+    """The session a genuine, unexpired cookie claims; None otherwise. Whether it was ended
+    (signed out) only the store knows."""
     try:
         payload = unsign(secret, token)
-        session = Session(str(payload["u"]), datetime.fromtimestamp(int(payload["e"]), UTC), token)
+        expires = datetime.fromtimestamp(int(payload["e"]), UTC)
+        session = Session(str(payload["n"]), str(payload["u"]), expires, token)
     except (BadSignature, KeyError, TypeError, ValueError):
         return None
     return session if now < session.expires_at else None

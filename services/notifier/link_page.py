@@ -45,7 +45,8 @@ def refusal_page(reason: str) -> str:
 
 def page(heading: str, body: str, head: str = "", title: str | None = None) -> str:
     """A console page: its stylesheet, no inline script or style, readable on a phone;
-    `title` for the browser tab where it should say more than the heading."""
+    `title` for the browser tab where it should say more than the heading (never who the
+    patient is: titles land in browser history and tab lists)."""
     return (
         '<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

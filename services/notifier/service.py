@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import Counter, Gauge
@@ -41,7 +42,13 @@ from services.notifier.link_page import SECURITY_HEADERS, done_page, refusal_pag
 from services.notifier.links import LinkRefused, sign_link, verify_link
 from services.notifier.roster import Person, Roster, RosterError, load_roster
 from services.notifier.store import NotifierStore
-from services.web import bearer_token_check, operations_router
+from services.web import (
+    RemoteCheck,
+    answer_validation_errors_without_inputs,
+    api_docs_urls,
+    bearer_token_check,
+    operations_router,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,11 @@ LINKS_REFUSED = Counter(
     ["reason"],
 )
 _RETRY_AFTER_FAILURE_SECONDS = 5.0
+# Readiness asks the broker at most every 2 s and waits 2 s for an answer: a lost broker shows
+# within about four seconds, and however many probes come, the broker gets one request per 2 s.
+_BROKER_CHECK_TIMEOUT_SECONDS = 2.0
+_BROKER_CHECK_EVERY_SECONDS = 2.0
+_NOT_PAGED = "no such alert was paged"  # a genuine link, but the store does not have its alert
 
 
 def roster_from(settings: Settings) -> Roster:
@@ -115,11 +127,25 @@ def _revealed(secret: SecretStr | None) -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
-def _link_secret(settings: Settings) -> bytes:
-    configured = _revealed(settings.notifier_link_secret)
+def _keys(settings: Settings) -> tuple[bytes, bytes]:
+    """The link and session keys: one per purpose, so a link's signature never passes for a
+    session's, nor a session's for a link's. The same configured value for both is refused
+    (ValueError)."""
+    link = _key(settings.notifier_link_secret, "LINK_SECRET", "action links")
+    session = _key(settings.notifier_session_secret, "SESSION_SECRET", "console sessions")
+    if link == session:
+        raise ValueError(
+            "PLATELETWATCH_NOTIFIER_SESSION_SECRET must differ from "
+            "PLATELETWATCH_NOTIFIER_LINK_SECRET: one key per purpose"
+        )
+    return link, session
+
+
+def _key(configured: SecretStr | None, setting: str, signs: str) -> bytes:
+    """A configured key; unset, a random one for this process, and what it signs dies with it."""
     if configured is not None:
-        return configured.encode()
-    log.warning("no PLATELETWATCH_NOTIFIER_LINK_SECRET: action links die with this process")
+        return configured.get_secret_value().encode()
+    log.warning("no PLATELETWATCH_NOTIFIER_%s: %s die with this process", setting, signs)
     return secrets.token_bytes(32)
 
 
@@ -135,7 +161,19 @@ class AlertConsumer:
         self._settings = settings
         self._bootstrap_servers = bootstrap_servers
         self._escalator = escalator
-        self.ready = False
+        self._consumer: AIOKafkaConsumer | None = None  # while started
+
+    async def broker_answers(self) -> bool:
+        """Whether the consumer is started and the broker answers a metadata request now: a
+        consumer that lost its broker keeps retrying quietly and would look ready. False on a
+        broker error; a broker that does not answer at all, the caller times out."""
+        if self._consumer is None:
+            return False
+        try:
+            await self._consumer.topics()
+        except KafkaError:
+            return False
+        return True
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -146,9 +184,9 @@ class AlertConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        await consumer.start()
-        self.ready = True
         try:
+            await consumer.start()
+            self._consumer = consumer
             async for message in consumer:
                 partition = TopicPartition(message.topic, message.partition)
                 highwater = consumer.highwater(partition)
@@ -160,7 +198,7 @@ class AlertConsumer:
                     await asyncio.sleep(_RETRY_AFTER_FAILURE_SECONDS)
                 await consumer.commit({partition: message.offset + 1})
         finally:
-            self.ready = False
+            self._consumer = None
             await consumer.stop()
 
     async def _handle(self, raw: bytes | None) -> bool:
@@ -207,7 +245,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         RetryPolicy(settings.notifier_delivery_attempts, settings.notifier_retry_base_seconds),
         publish_delivery,
     )
-    secret = _link_secret(settings)
+    secret, session_secret = _keys(settings)
     link_lifetime = timedelta(hours=settings.notifier_link_valid_hours)
     escalator = Escalator(
         store,
@@ -243,8 +281,14 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             await publisher.stop()
             await store.stop()
 
-    app = FastAPI(title="PlateletWatch notifier", lifespan=lifespan)
-    app.include_router(operations_router("notifier", lambda: consumer.ready))
+    app = FastAPI(
+        title="PlateletWatch notifier", lifespan=lifespan, **api_docs_urls(settings.api_docs)
+    )
+    answer_validation_errors_without_inputs(app)
+    broker_check = RemoteCheck(
+        consumer.broker_answers, _BROKER_CHECK_TIMEOUT_SECONDS, _BROKER_CHECK_EVERY_SECONDS
+    )
+    app.include_router(operations_router("notifier", broker_check))
     authorised = bearer_token_check(settings.notifier_api_tokens)
     users_file = settings.notifier_console_users_file
     if users_file is None:
@@ -254,7 +298,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             store,
             escalator,
             load_console_users(users_file) if users_file is not None else {},
-            secret,
+            session_secret,
             proxy_user_header=settings.notifier_console_proxy_user_header,
             session_lifetime=timedelta(hours=settings.notifier_console_session_hours),
             refresh_seconds=settings.notifier_console_refresh_seconds,
@@ -263,14 +307,17 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         )
     )
 
-    def refused(reason: str, html: bool, alert_id: str | None = None) -> Response:
+    def refused(
+        reason: str, html: bool, alert_id: str | None = None, status: int = 403
+    ) -> Response:
+        """The refusal page (or JSON) saying why; 404 where the alert is not in the store."""
         LINKS_REFUSED.labels(reason=reason).inc()
         log.warning(
             "refused an action link%s: %s", f" for alert {alert_id}" if alert_id else "", reason
         )
         if html:
-            return HTMLResponse(refusal_page(reason), 403, headers=SECURITY_HEADERS)
-        return JSONResponse({"error": reason}, status_code=403)
+            return HTMLResponse(refusal_page(reason), status, headers=SECURITY_HEADERS)
+        return JSONResponse({"error": reason}, status_code=status)
 
     @app.get("/v1/links/{token}", response_class=HTMLResponse)
     async def open_link(token: str) -> Response:
@@ -283,7 +330,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             return refused("the link has been used already", html=True, alert_id=claim.alert_id)
         steps = await store.escalation(claim.alert_id)
         if not steps:
-            return refused("no such alert was paged", html=True, alert_id=claim.alert_id)
+            return refused(_NOT_PAGED, html=True, alert_id=claim.alert_id, status=404)
         alert = PlateletAlert.model_validate_json(steps[0].alert)
         now = datetime.now(UTC)
         buttons = {  # fresh single-use links for this recipient, one per button
@@ -319,7 +366,8 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             return JSONResponse({"error": str(error)}, status_code=400)
         if not await store.use_link(claim.nonce, now):
             return refused("the link has been used already", html, claim.alert_id)
-        await escalator.act(claim.alert_id, claim.action, claim.recipient, now, to)
+        if not await escalator.act(claim.alert_id, claim.action, claim.recipient, now, to):
+            return refused(_NOT_PAGED, html, claim.alert_id, status=404)
         if html:
             return HTMLResponse(done_page(claim.action, to), headers=SECURITY_HEADERS)
         return JSONResponse({"alert_id": claim.alert_id, "action": claim.action.value})

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    delete,
     distinct,
     func,
     select,
@@ -95,6 +96,17 @@ class UsedLinkRecord(_Base):
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ConsoleSessionRecord(_Base):
+    """A console session that has not been signed out: its cookie counts only while this row
+    exists, in every replica and after a restart."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(Text)  # not "user", reserved in PostgreSQL
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class AuditRecord(_Base):
@@ -424,6 +436,32 @@ class NotifierStore:
     async def use_link(self, nonce: str, now: datetime) -> bool:
         """True the first time a link's nonce is used; False ever after (a replay)."""
         return await self._insert_new(UsedLinkRecord(nonce=nonce, used_at=now))
+
+    async def open_session(
+        self, session_id: str, user: str, expires_at: datetime, now: datetime
+    ) -> None:
+        """Record a new console session, and forget those expired by `now` (their cookies are
+        refused on their expiry anyway)."""
+        async with self._sessions() as session:
+            await session.execute(
+                delete(ConsoleSessionRecord).where(ConsoleSessionRecord.expires_at <= now)
+            )
+            session.add(ConsoleSessionRecord(id=session_id, user_name=user, expires_at=expires_at))
+            await session.commit()
+
+    async def session_open(self, session_id: str, user: str) -> bool:
+        """True while the session was opened for `user` and not ended."""
+        async with self._sessions() as session:
+            found = await session.get(ConsoleSessionRecord, session_id)
+            return found is not None and found.user_name == user
+
+    async def end_session(self, session_id: str) -> None:
+        """Sign out: the session's cookie is refused from now on, wherever it is presented."""
+        async with self._sessions() as session:
+            await session.execute(
+                delete(ConsoleSessionRecord).where(ConsoleSessionRecord.id == session_id)
+            )
+            await session.commit()
 
     async def _insert_new(self, *records: _Base) -> bool:
         """Insert the records together; False when a unique key says they exist already."""
