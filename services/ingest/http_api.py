@@ -8,6 +8,7 @@ cannot take either, so the sender retries and nothing is lost; 401 without a val
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -111,7 +112,8 @@ def create_app(
         except (KafkaError, TimeoutError) as error:
             log.error("Kafka did not acknowledge a %s input: %s", source, type(error).__name__)
             return JSONResponse(_BROKER_UNAVAILABLE, status_code=503, headers={"Retry-After": "5"})
-        return _response(accepted, render(entries))
+        final = [replace(e, outcome=o) for e, o in zip(entries, accepted.outcomes, strict=True)]
+        return _response(accepted, render(final))
 
     def one(outcome: Outcome) -> list[EntryOutcome]:
         return [EntryOutcome(0, "", None, outcome)]

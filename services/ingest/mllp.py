@@ -142,13 +142,14 @@ class MllpServer:
         context = self._pipeline.context()
         result = read_message(message, context)
         try:
-            await self._pipeline.accept(
+            accepted = await self._pipeline.accept(
                 "hl7v2", message, result.outcomes, "application/hl7-v2", context.received_at
             )
         except (KafkaError, TimeoutError) as error:
             log.error("Kafka did not acknowledge an HL7 message: %s", type(error).__name__)
             return self._ack(result, "AE", [_STORE_UNAVAILABLE])
-        return self._ack(result, result.ack_code, result.rejections)
+        code = "AE" if result.ack_code == "AA" and accepted.rejections else result.ack_code
+        return self._ack(result, code, list(accepted.rejections))
 
     def _ack(self, result: Hl7Result, code: str, problems: list[Rejection]) -> bytes:
         ACKS.labels(code=code).inc()
