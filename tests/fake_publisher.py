@@ -1,5 +1,6 @@
 """A loopback stand-in for EventPublisher: keeps what it is given, and can play a broker that
-is down or that refuses records above a size, as Kafka's max_request_size does."""
+is down or that refuses records above a size, as Kafka's max_request_size does (events and
+dead letters may be given different limits, to refuse a result but not the letter about it)."""
 
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ class Record:
 @dataclass
 class FakePublisher:
     largest_record: int = 1_048_576
+    largest_dead_letter: int = 1_048_576
     down: bool = False
     records: list[Record] = field(default_factory=list)
 
@@ -33,7 +35,8 @@ class FakePublisher:
         if self.down:
             raise KafkaConnectionError("the broker is down (fake)")
         size = len(event.model_dump_json().encode())
-        if size > self.largest_record:
+        letter = topic.endswith("ingest.deadletter.v1")
+        if size > (self.largest_dead_letter if letter else self.largest_record):
             raise EventTooLargeError(size)
         self.records.append(Record(topic, key, event, headers or {}))
 

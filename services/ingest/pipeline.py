@@ -49,6 +49,9 @@ READER_FAILURES = Counter(
     ["source"],
 )
 
+# A dead letter too large for Kafka keeps the first 64 kB of its input and this many field errors.
+MAX_ERRORS_KEPT = 100
+
 T = TypeVar("T")
 
 
@@ -76,7 +79,6 @@ def read_safely(source: Source, read: Callable[[], T], refuse: Callable[[Rejecti
                 RejectReason.COULD_NOT_READ,
                 "the input could not be read (internal error); it was kept for the integration "
                 "team: do not resend it unchanged",
-                location="body",
             )
         )
 
@@ -195,6 +197,7 @@ class IngestPipeline:
         except EventTooLargeError:
             shortened = received.first(KEPT_BYTES_WHEN_TOO_LARGE)
             letter = dead_letter(shortened, source, rejections, content_type, received_at)
+            letter = letter.model_copy(update={"errors": letter.errors[:MAX_ERRORS_KEPT]})
             await self._publisher.publish(topic, None, letter, received.headers)
         return letter.event_id
 
