@@ -32,7 +32,7 @@ from services.ingest.deadletter import KEPT_BYTES_WHEN_TOO_LARGE, RawInput
 from services.ingest.hl7_message import parse
 from services.ingest.hl7_oru import Hl7Result, build_ack, read_message
 from services.ingest.outcomes import Rejection, RejectReason
-from services.ingest.pipeline import Accepted, IngestPipeline, read_safely
+from services.ingest.pipeline import COULD_NOT_PROCESS, Accepted, IngestPipeline, read_safely
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ class MllpServer:
             return self._ack(result, "AR", [_STORE_UNAVAILABLE])
         except Exception as error:  # any failure at all: the sender must get an answer
             log.error("an HL7 message could not be processed (%s)", type(error).__name__)
-            return await self._refuse(RawInput.whole(message), _COULD_NOT_PROCESS)
+            return await self._refuse(RawInput.whole(message), COULD_NOT_PROCESS)
         return self._ack(result, ack_code(result, accepted), list(accepted.rejections))
 
     async def refuse_oversized(self, oversized: OversizedFrame) -> bytes:
@@ -329,12 +329,6 @@ _STORE_UNAVAILABLE = Rejection(
     RejectReason.STORE_UNAVAILABLE,
     "system unavailable: the message could not be stored (Kafka unavailable); nothing was "
     "accepted, resend it later",
-)
-_COULD_NOT_PROCESS = Rejection(
-    RejectReason.COULD_NOT_READ,
-    "the message could not be processed (internal error); it was kept for the integration team: "
-    "do not resend it unchanged",
-    location="MSH",
 )
 
 

@@ -83,6 +83,14 @@ def read_safely(source: Source, read: Callable[[], T], refuse: Callable[[Rejecti
         )
 
 
+# The refusal of an input the pipeline failed on after reading it (answered, dead-lettered).
+COULD_NOT_PROCESS = Rejection(
+    RejectReason.COULD_NOT_READ,
+    "the input could not be processed (internal error); it was kept for the integration team: "
+    "do not resend it unchanged",
+)
+
+
 @dataclass(frozen=True)
 class Accepted:
     """What became of one input: `outcomes` holds one final outcome per entry, in order (an
