@@ -13,7 +13,7 @@ from services.config import Settings
 from services.ingest.deadletter import KEPT_BYTES_WHEN_TOO_LARGE
 from services.ingest.json_feed import classify_submission
 from services.ingest.outcomes import Filter, Publish, Rejection, RejectReason
-from services.ingest.pipeline import IngestPipeline, read_safely
+from services.ingest.pipeline import MAX_ERRORS_KEPT, IngestPipeline, read_safely
 from tests.conftest import REPO
 from tests.fake_publisher import FakePublisher
 
@@ -87,3 +87,13 @@ def test_a_reader_that_fails_refuses_the_input_and_logs_only_the_error_type(
     assert "ValueError" in caplog.text
     assert "Planted" not in caplog.text
     assert "1931" not in caplog.text
+
+
+async def test_a_dead_letter_too_large_keeps_its_first_field_errors_only() -> None:
+    errors = tuple({"loc": f"entry[{i}].code", "msg": "x" * 100} for i in range(20_000))
+    refused = Rejection(RejectReason.INVALID_FHIR, "invalid Observation", errors)
+    publisher = FakePublisher()
+    await pipeline(publisher).accept("fhir", b"{}", [refused], None, RECEIVED)
+    (record,) = publisher.on("ingest.deadletter.v1")
+    assert isinstance(record.event, DeadLetter)
+    assert record.event.errors == errors[:MAX_ERRORS_KEPT]

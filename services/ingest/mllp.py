@@ -206,7 +206,8 @@ class MllpServer:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is None or len(self._connections) >= self._limits.max_connections:
+        assert task is not None  # asyncio runs each connection in a task of its own
+        if len(self._connections) >= self._limits.max_connections:
             CLOSED.labels(reason="too_many_connections").inc()
             log.warning(
                 "refused an MLLP connection: %d open, the limit", self._limits.max_connections
@@ -237,9 +238,12 @@ class MllpServer:
             try:
                 data = await asyncio.wait_for(reader.read(65536), wait)
             except TimeoutError:
-                reason = "idle" if frame_started is None else "frame_timeout"
+                if frame_started is None:
+                    reason, limit = "idle", self._limits.idle_timeout_seconds
+                else:
+                    reason, limit = "frame_timeout", self._limits.frame_timeout_seconds
                 CLOSED.labels(reason=reason).inc()
-                log.info("closing an MLLP connection (%s after %.0f s)", reason, wait)
+                log.info("closing an MLLP connection (%s: %.0f s)", reason, limit)
                 return
             if not data:
                 return
