@@ -54,7 +54,7 @@ def _serve(app: object, settings: Settings, port: int) -> None:
 
 def cmd_ingest(settings: Settings) -> int:
     from services.ingest.http_api import create_app
-    from services.ingest.mllp import MllpServer
+    from services.ingest.mllp import MllpLimits, MllpServer
     from services.ingest.pipeline import IngestPipeline
     from services.ingest.treatments import load_treatment_table
     from services.kafka.producer import EventPublisher
@@ -71,11 +71,7 @@ def cmd_ingest(settings: Settings) -> int:
     )
     pipeline = IngestPipeline(settings, publisher)
     mllp = MllpServer(
-        pipeline,
-        settings.bind_host,
-        settings.ingest_mllp_port,
-        settings.ingest_mllp_max_message_bytes,
-        settings.ingest_mllp_idle_timeout_seconds,
+        pipeline, settings.bind_host, settings.ingest_mllp_port, MllpLimits.of(settings)
     )
 
     async def start() -> None:

@@ -54,7 +54,23 @@ class Settings(BaseSettings):
     ingest_mllp_port: int = Field(default=2575, description="HL7 v2 over MLLP (TCP).")
     ingest_mllp_max_message_bytes: int = Field(default=1_048_576, ge=1024)
     ingest_mllp_idle_timeout_seconds: float = Field(
-        default=300.0, gt=0, description="A connection silent this long is closed."
+        default=60.0, gt=0, description="A connection silent this long is closed."
+    )
+    ingest_mllp_frame_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A frame started but not finished within this long closes its connection.",
+    )
+    ingest_mllp_max_connections: int = Field(
+        default=64,
+        ge=1,
+        description="Open MLLP connections at most; more are accepted and closed at once. "
+        "Bounds memory: at most this many frames of ingest_mllp_max_message_bytes are held.",
+    )
+    ingest_http_max_body_bytes: int = Field(
+        default=10_485_760,
+        ge=1024,
+        description="Largest HTTP body the feeds read; a larger one is refused with 413.",
     )
     ingest_api_tokens: list[SecretStr] = Field(
         default_factory=list,

@@ -104,20 +104,17 @@ async def test_a_refused_result_gets_ae_with_err_and_is_dead_lettered(ingest: Se
     )
 
 
-async def test_an_oversized_frame_is_refused_and_the_connection_closed(
+async def test_an_oversized_frame_is_refused_ae_and_the_connection_goes_on(
     topics: Settings, start_service
 ) -> None:
     settings = topics.model_copy(update={"ingest_mllp_max_message_bytes": 2048})
     start_service("ingest", settings).wait_ready(
         f"http://{settings.bind_host}:{settings.ingest_port}/readyz"
     )
-    reader, writer = await asyncio.open_connection(settings.bind_host, settings.ingest_mllp_port)
-    writer.write(b"\x0b" + numbered(1) + b"\rNTE|1||" + b"x" * 4096)
-    await writer.drain()
-    ack = (await reader.readuntil(END_BLOCK)).strip(b"\x0b\x1c\r")
-    assert ack_code(ack) == "AR"
-    assert await reader.read() == b""  # closed: the stream cannot be resynchronised
-    writer.close()
+    big = numbered(1) + b"\rNTE|1||" + b"x" * 4096
+    acks = await send_messages(settings.bind_host, settings.ingest_mllp_port, [big, numbered(2)])
+    assert [ack_code(ack) for ack in acks] == ["AE", "AA"]
+    assert f"too large ({len(big):,} bytes, limit 2,048)" in parse(acks[0]).all("ERR")[0].get(8)
     (letter,) = await read_topic(
         settings.kafka_bootstrap_servers or "", settings.topic(Topic.INGEST_DEADLETTER), 1
     )
@@ -204,7 +201,7 @@ class _Sent:
 async def test_broker_stopped_and_restarted_while_a_sender_keeps_sending(
     settings: Settings, start_service, tmp_path: Path
 ) -> None:
-    """AE (never AA) while Kafka is down; the sender resends; everything AA'd is stored."""
+    """AR (never AA) while Kafka is down; the sender resends; everything AA'd is stored."""
     broker = EmbeddedTansu()
     broker.start()
     settings = settings.model_copy(
@@ -242,7 +239,7 @@ async def test_broker_stopped_and_restarted_while_a_sender_keeps_sending(
         broker.stop()
         stopped_at = time.monotonic()
         await wait_for(
-            lambda: any(s.code == "AE" and s.sent_at > stopped_at for s in log), 30, "an AE"
+            lambda: any(s.code == "AR" and s.sent_at > stopped_at for s in log), 30, "an AR"
         )
         restarting_at = time.monotonic()
         broker = EmbeddedTansu(port=broker.port)  # same address, empty memory storage
@@ -258,12 +255,12 @@ async def test_broker_stopped_and_restarted_while_a_sender_keeps_sending(
         await task
         during_outage = [s for s in log if stopped_at < s.sent_at and s.acked_at < restarting_at]
         assert during_outage, "the sender should have been refused while Kafka was down"
-        assert {s.code for s in during_outage} <= {"AE", "no-ack"}, during_outage
+        assert {s.code for s in during_outage} <= {"AR", "no-ack"}, during_outage
         after = [s.number for s in log if s.code == "AA" and s.acked_at > restarted_at]
         assert after == list(range(after[0], after[0] + len(after)))  # none skipped
         resent = {s.number for s in log if s.code != "AA"}
         assert resent <= {s.number for s in log if s.code == "AA"}  # every refusal resent to AA
-        # Every AA'd message is stored. A write refused with AE may still have landed once
+        # Every AA'd message is stored. A write refused with AR may still have landed once
         # the broker returned; the sender resent it and its event_id lets consumers dedupe.
         acknowledged = {f"FL-{n}^LAB|LN:777-3|" for n in after}
         stored: set[str] = set()

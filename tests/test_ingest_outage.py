@@ -1,5 +1,6 @@
 """Nothing acknowledged that is not durable: with Kafka down, ingest answers 503, never 202/422."""
 
+import asyncio
 import time
 
 import httpx
@@ -49,3 +50,28 @@ async def test_ingest_answers_503_while_kafka_is_down(
     assert malformed.status_code == 503
     assert elapsed < 20  # two writes, each bounded by the 3 s produce timeout
     assert ingest.process.poll() is None, "ingest must keep running through a broker outage"
+
+
+async def test_readiness_follows_the_broker(
+    own_broker: EmbeddedTansu, settings: Settings, start_service
+) -> None:
+    """Measured: /readyz said ready while the broker was down."""
+    settings = settings.model_copy(update={"kafka_bootstrap_servers": own_broker.bootstrap_servers})
+    await ensure_topics(settings, own_broker.bootstrap_servers, create=True)
+    ingest = start_service("ingest", settings)
+    base = f"http://{settings.bind_host}:{settings.ingest_port}"
+    ingest.wait_ready(f"{base}/readyz")
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+
+        async def readiness_within(seconds: float, status: int) -> float:
+            started = time.monotonic()
+            while (await client.get("/readyz")).status_code != status:
+                assert time.monotonic() - started < seconds, f"/readyz not {status}"
+                await asyncio.sleep(0.2)
+            return time.monotonic() - started
+
+        own_broker.stop()
+        assert await readiness_within(10, 503) < 10
+        own_broker.start()  # the same address again
+        assert await readiness_within(15, 200) < 15
+    assert ingest.process.poll() is None

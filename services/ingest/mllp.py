@@ -1,15 +1,25 @@
 """HL7 v2 over MLLP: framing, the ingest server, and the client behind `plateletwatch send`.
 
-A frame is <VT> message <FS><CR>. The server answers every message with exactly one ACK, in
-order, on the connection it came from: AA only after Kafka acknowledged every event of the
-message; AE/AR with ERR segments when part of it was refused (and dead-lettered); AE when Kafka
-could not take it (nothing stored, the sender must resend). Connections idle longer than the
-configured timeout are closed; a frame larger than the limit is refused and the connection closed,
-since the stream cannot be resynchronised safely.
+A frame is <VT> message <FS><CR>. The server answers every frame with exactly one ACK, in order,
+on the connection it came from (HL7 v2.5 chapter 2, original acknowledgment mode):
+
+- AA only after Kafka acknowledged every event of the message;
+- AE with ERR segments when content was refused (an OBX that cannot be read safely, a message
+  too large, a message a reader failed on): the message is dead-lettered, and the sender must
+  not resend it unchanged;
+- AR when the message as such is not accepted (not ORU^R01, an unsupported version, no readable
+  MSH), or when Kafka cannot take it: then nothing was stored and the sender resends later.
+
+A frame larger than the limit is read to its end block without being kept (its first 64 kB,
+size and SHA-256 are dead-lettered) and answered AE, so the stream stays in step. Connections
+are closed when idle too long, when a frame does not finish in time, and at once beyond the
+connection limit; together the limits bound what ingest holds to about
+max_connections times max_message_bytes.
 """
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,9 +27,12 @@ from datetime import UTC, datetime
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
+from services.config import Settings
+from services.ingest.deadletter import KEPT_BYTES_WHEN_TOO_LARGE, RawInput
+from services.ingest.hl7_message import parse
 from services.ingest.hl7_oru import Hl7Result, build_ack, read_message
 from services.ingest.outcomes import Rejection, RejectReason
-from services.ingest.pipeline import IngestPipeline
+from services.ingest.pipeline import COULD_NOT_PROCESS, Accepted, IngestPipeline, read_safely
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +43,44 @@ ACKS = Counter(
     "plateletwatch_ingest_mllp_acks_total", "ACKs sent over MLLP, by acknowledgment code.", ["code"]
 )
 CONNECTIONS = Gauge("plateletwatch_ingest_mllp_connections", "Open MLLP connections.")
+CLOSED = Counter(
+    "plateletwatch_ingest_mllp_connections_closed_total",
+    "MLLP connections closed by ingest, by why: too_many_connections (refused on arrival), "
+    "idle, frame_timeout (a frame started but not finished in time).",
+    ["reason"],
+)
 
 
-class FrameTooLargeError(ValueError):
-    """A frame grew past the configured limit before its end block arrived."""
+@dataclass(frozen=True)
+class OversizedFrame:
+    """A frame longer than the limit, read to its end but not kept: its first bytes, size, hash."""
+
+    head: bytes
+    size: int
+    sha256: str
+
+    @property
+    def raw(self) -> RawInput:
+        return RawInput(self.head, self.size, self.sha256)
+
+
+@dataclass
+class _Skipping:
+    """The frame being read past the limit: counted and hashed, only its first bytes kept."""
+
+    head: bytearray = field(default_factory=bytearray)
+    size: int = 0
+    digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+
+    def take(self, data: bytes | bytearray) -> None:
+        room = KEPT_BYTES_WHEN_TOO_LARGE - len(self.head)
+        if room > 0:
+            self.head.extend(data[:room])
+        self.size += len(data)
+        self.digest.update(data)
+
+    def done(self) -> OversizedFrame:
+        return OversizedFrame(bytes(self.head), self.size, self.digest.hexdigest())
 
 
 def frame(message: bytes) -> bytes:
@@ -42,53 +89,108 @@ def frame(message: bytes) -> bytes:
 
 @dataclass
 class MllpDecoder:
-    """Collects bytes as they arrive (frames may be split or several per read); pure."""
+    """Collects bytes as they arrive (frames may be split or several per read); pure.
+
+    Holds at most one frame of `max_message_bytes` (plus one read); a longer frame is skipped to
+    its end block and reported as an OversizedFrame."""
 
     max_message_bytes: int
     _buffer: bytearray = field(default_factory=bytearray)
+    _skipping: _Skipping | None = None
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """The complete messages the data finished; bytes outside a frame are ignored."""
+    @property
+    def in_frame(self) -> bool:
+        """A frame has started and not yet ended."""
+        return self._skipping is not None or self._buffer.startswith(START_BLOCK)
+
+    def feed(self, data: bytes) -> list[bytes | OversizedFrame]:
+        """The frames the data finished; bytes outside a frame are ignored."""
         self._buffer.extend(data)
-        messages: list[bytes] = []
+        frames: list[bytes | OversizedFrame] = []
         while True:
+            if self._skipping is not None:
+                skipped = self._skip()
+                if skipped is None:
+                    return frames
+                frames.append(skipped)
+                continue
             start = self._buffer.find(START_BLOCK)
             if start == -1:
                 self._buffer.clear()
-                return messages
-            end = self._buffer.find(END_BLOCK, start + 1)
+                return frames
+            del self._buffer[:start]
+            end = self._buffer.find(END_BLOCK, 1)
             if end == -1:
-                del self._buffer[:start]
                 if len(self._buffer) - 1 > self.max_message_bytes:
-                    raise FrameTooLargeError(
-                        f"message exceeds {self.max_message_bytes} bytes without an end block"
-                    )
-                return messages
-            message = bytes(self._buffer[start + 1 : end])
+                    del self._buffer[:1]
+                    self._skipping = _Skipping()
+                    continue
+                return frames
+            message = bytes(self._buffer[1:end])
             del self._buffer[: end + len(END_BLOCK)]
             if len(message) > self.max_message_bytes:
-                raise FrameTooLargeError(
-                    f"message of {len(message)} bytes exceeds {self.max_message_bytes}"
-                )
-            messages.append(message)
+                skipped_whole = _Skipping()
+                skipped_whole.take(message)
+                frames.append(skipped_whole.done())
+            else:
+                frames.append(message)
+
+    def _skip(self) -> OversizedFrame | None:
+        """Consume the oversized frame up to its end block, if that has arrived."""
+        assert self._skipping is not None
+        end = self._buffer.find(END_BLOCK)
+        if end == -1:
+            # the last byte may be the first half of the end block: keep it for the next read
+            keep = 1 if self._buffer.endswith(END_BLOCK[:1]) else 0
+            self._skipping.take(self._buffer[: len(self._buffer) - keep])
+            del self._buffer[: len(self._buffer) - keep]
+            return None
+        self._skipping.take(self._buffer[:end])
+        del self._buffer[: end + len(END_BLOCK)]
+        skipped, self._skipping = self._skipping.done(), None
+        return skipped
+
+
+@dataclass(frozen=True)
+class MllpLimits:
+    max_message_bytes: int
+    idle_timeout_seconds: float
+    frame_timeout_seconds: float
+    max_connections: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> "MllpLimits":
+        return cls(
+            settings.ingest_mllp_max_message_bytes,
+            settings.ingest_mllp_idle_timeout_seconds,
+            settings.ingest_mllp_frame_timeout_seconds,
+            settings.ingest_mllp_max_connections,
+        )
+
+
+def ack_code(result: Hl7Result, accepted: Accepted) -> str:
+    """AR if the message as such was not accepted, AE if any of its content was refused
+    (including results refused only when storing them), else AA."""
+    if result.ack_code == "AR":
+        return "AR"
+    return "AE" if accepted.rejections else "AA"
 
 
 class MllpServer:
-    def __init__(
-        self,
-        pipeline: IngestPipeline,
-        host: str,
-        port: int,
-        max_message_bytes: int,
-        idle_timeout_seconds: float,
-    ) -> None:
+    def __init__(self, pipeline: IngestPipeline, host: str, port: int, limits: MllpLimits) -> None:
         self._pipeline = pipeline
         self._host = host
         self._port = port
-        self._max_message_bytes = max_message_bytes
-        self._idle_timeout = idle_timeout_seconds
+        self._limits = limits
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one asked for, or the one chosen for port 0)."""
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._connection, self._host, self._port)
@@ -104,76 +206,133 @@ class MllpServer:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        CONNECTIONS.inc()
-        decoder = MllpDecoder(self._max_message_bytes)
-        try:
-            while True:
-                try:
-                    data = await asyncio.wait_for(reader.read(65536), self._idle_timeout)
-                except TimeoutError:
-                    log.info("closing an MLLP connection idle for %.0f s", self._idle_timeout)
-                    return
-                if not data:
-                    return
-                try:
-                    messages = decoder.feed(data)
-                except FrameTooLargeError as error:
-                    await self._refuse_oversized(
-                        writer, bytes(data[: self._max_message_bytes]), str(error)
-                    )
-                    return
-                for message in messages:
-                    writer.write(frame(await self.acknowledge(message)))
-                    await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        assert task is not None  # asyncio runs each connection in a task of its own
+        if len(self._connections) >= self._limits.max_connections:
+            CLOSED.labels(reason="too_many_connections").inc()
+            log.warning(
+                "refused an MLLP connection: %d open, the limit", self._limits.max_connections
+            )
+            await _close(writer)
             return
+        self._connections.add(task)
+        CONNECTIONS.inc()
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return  # the peer went away, or the server is stopping: nothing left to answer
         finally:
             CONNECTIONS.dec()
-            if task is not None:
-                self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
+            self._connections.discard(task)
+            await _close(writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer each frame until the peer closes, goes idle, or leaves a frame unfinished."""
+        loop = asyncio.get_running_loop()
+        decoder = MllpDecoder(self._limits.max_message_bytes)
+        frame_started: float | None = None
+        while True:
+            wait = self._limits.idle_timeout_seconds
+            if frame_started is not None:
+                frame_deadline = frame_started + self._limits.frame_timeout_seconds
+                wait = min(wait, max(frame_deadline - loop.time(), 0.0))
+            try:
+                data = await asyncio.wait_for(reader.read(65536), wait)
+            except TimeoutError:
+                if frame_started is None:
+                    reason, limit = "idle", self._limits.idle_timeout_seconds
+                else:
+                    reason, limit = "frame_timeout", self._limits.frame_timeout_seconds
+                CLOSED.labels(reason=reason).inc()
+                log.info("closing an MLLP connection (%s: %.0f s)", reason, limit)
+                return
+            if not data:
+                return
+            frames = decoder.feed(data)
+            for item in frames:
+                if isinstance(item, bytes):
+                    ack = await self.acknowledge(item)
+                else:
+                    ack = await self.refuse_oversized(item)
+                writer.write(frame(ack))
+                await writer.drain()
+            if not decoder.in_frame:
+                frame_started = None
+            elif frames or frame_started is None:
+                frame_started = loop.time()
 
     async def acknowledge(self, message: bytes) -> bytes:
-        """Process one message through the pipeline and return its ACK."""
+        """Process one message through the pipeline and return its ACK; never raises."""
         context = self._pipeline.context()
-        result = read_message(message, context)
+        result = read_safely(
+            "hl7v2",
+            lambda: read_message(message, context),
+            lambda rejection: _refused_message(message, rejection),
+        )
         try:
-            await self._pipeline.accept(
+            accepted = await self._pipeline.accept(
                 "hl7v2", message, result.outcomes, "application/hl7-v2", context.received_at
             )
         except (KafkaError, TimeoutError) as error:
             log.error("Kafka did not acknowledge an HL7 message: %s", type(error).__name__)
-            return self._ack(result, "AE", [_STORE_UNAVAILABLE])
-        return self._ack(result, result.ack_code, result.rejections)
+            return self._ack(result, "AR", [_STORE_UNAVAILABLE])
+        except Exception as error:  # any failure at all: the sender must get an answer
+            log.error("an HL7 message could not be processed (%s)", type(error).__name__)
+            return await self._refuse(RawInput.whole(message), COULD_NOT_PROCESS)
+        return self._ack(result, ack_code(result, accepted), list(accepted.rejections))
 
-    def _ack(self, result: Hl7Result, code: str, problems: list[Rejection]) -> bytes:
-        ACKS.labels(code=code).inc()
-        return build_ack(result, code, problems, datetime.now(UTC))
+    async def refuse_oversized(self, oversized: OversizedFrame) -> bytes:
+        """AE for a frame over the limit, once its first bytes are dead-lettered."""
+        limit = self._limits.max_message_bytes
+        rejection = Rejection(
+            RejectReason.MESSAGE_TOO_LARGE,
+            f"message too large ({oversized.size:,} bytes, limit {limit:,}); not stored, "
+            "do not resend it unchanged",
+            location="MSH",
+        )
+        return await self._refuse(oversized.raw, rejection)
 
-    async def _refuse_oversized(
-        self, writer: asyncio.StreamWriter, head: bytes, reason: str
-    ) -> None:
-        rejection = Rejection(RejectReason.MESSAGE_TOO_LARGE, reason, location="MSH")
-        result = Hl7Result("", (rejection,))
+    async def _refuse(self, raw: RawInput, rejection: Rejection) -> bytes:
+        """AE once the input is dead-lettered with `rejection`; AR if it could not be."""
+        result = _refused_message(raw.data, rejection)
         context = self._pipeline.context()
         try:
             await self._pipeline.accept(
-                "hl7v2", head, [rejection], "application/hl7-v2", context.received_at
+                "hl7v2", raw, [rejection], "application/hl7-v2", context.received_at
             )
-            writer.write(frame(self._ack(result, "AR", [rejection])))
-        except (KafkaError, TimeoutError):
-            writer.write(frame(self._ack(result, "AE", [_STORE_UNAVAILABLE])))
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
+        except Exception as error:  # any failure at all: nothing stored, so resend later
+            log.error("an HL7 message could not be dead-lettered (%s)", type(error).__name__)
+            return self._ack(result, "AR", [_STORE_UNAVAILABLE])
+        return self._ack(result, "AE", [rejection])
+
+    def _ack(self, result: Hl7Result, code: str, problems: list[Rejection]) -> bytes:
+        ACKS.labels(code=code).inc()
+        now = datetime.now(UTC)
+        try:
+            return build_ack(result, code, problems, now)
+        except Exception as error:  # an MSH too odd to echo: answer with our own header
+            log.error("ACK built without the message's header (%s)", type(error).__name__)
+            return build_ack(Hl7Result(result.control_id, result.outcomes), code, problems, now)
+
+
+def _refused_message(raw: bytes, rejection: Rejection) -> Hl7Result:
+    """The message as far as its MSH can be read (for the ACK's header), refused as a whole."""
+    try:
+        message = parse(raw)
+        return Hl7Result(message.msh.get(10), (rejection,), message)
+    except Exception:  # no readable MSH: the ACK carries no control id
+        return Hl7Result("", (rejection,))
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+        await writer.wait_closed()
 
 
 _STORE_UNAVAILABLE = Rejection(
     RejectReason.STORE_UNAVAILABLE,
-    "message not stored (Kafka unavailable); nothing was accepted, resend it",
+    "system unavailable: the message could not be stored (Kafka unavailable); nothing was "
+    "accepted, resend it later",
 )
 
 
@@ -188,13 +347,16 @@ async def send_messages(
         for message in messages:
             writer.write(frame(message))
             await writer.drain()
-            pending: list[bytes] = []
+            pending: list[bytes | OversizedFrame] = []
             while not pending:
                 data = await asyncio.wait_for(reader.read(65536), timeout_seconds)
                 if not data:
                     raise ConnectionError("the receiver closed the connection before acknowledging")
                 pending = decoder.feed(data)
-            acks.extend(pending)
+            for ack in pending:
+                if not isinstance(ack, bytes):
+                    raise ConnectionError(f"the receiver answered with {ack.size:,} bytes")
+                acks.append(ack)
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):

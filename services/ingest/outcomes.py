@@ -22,6 +22,7 @@ class RejectReason(StrEnum):
     UNSUPPORTED_MESSAGE = "unsupported_message"
     UNSUPPORTED_VERSION = "unsupported_version"
     MESSAGE_TOO_LARGE = "message_too_large"
+    COULD_NOT_READ = "could_not_read"  # a reader failed unexpectedly: the input is kept to study
     UNKNOWN_UNIT = "unknown_unit"
     UNREADABLE_VALUE = "unreadable_value"
     UNKNOWN_STATUS = "unknown_status"
