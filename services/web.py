@@ -1,12 +1,9 @@
 """What every PlateletWatch HTTP service serves for operations (/healthz, /readyz, /metrics), the
 bearer-token check of their APIs, and how they answer a request that fails validation."""
 
-import asyncio
 import hmac
-import inspect
 import logging
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypedDict
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
@@ -35,11 +32,8 @@ def api_docs_urls(enabled: bool) -> DocsUrls:
     return DocsUrls(docs_url=None, redoc_url=None, openapi_url=None)
 
 
-def operations_router(
-    service: str, ready: Callable[[], bool] | Callable[[], Awaitable[bool]]
-) -> APIRouter:
-    """Liveness says the process answers; readiness says it can do its work (broker connected):
-    `ready` may ask something remote, a RemoteCheck say."""
+def operations_router(service: str, ready: Callable[[], bool]) -> APIRouter:
+    """Liveness says the process answers; readiness says it can do its work (broker reachable)."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz")
@@ -48,8 +42,7 @@ def operations_router(
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        answer = ready()
-        is_ready = await answer if inspect.isawaitable(answer) else answer
+        is_ready = ready()
         return JSONResponse(
             {"status": "ready" if is_ready else "not ready", "service": service},
             status_code=200 if is_ready else 503,
@@ -60,37 +53,6 @@ def operations_router(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
-
-
-class RemoteCheck:
-    """A readiness check that asks something remote (is the broker there?): run at most once
-    every `every` seconds, the callers in between getting its last answer, and given `timeout`
-    seconds, after which it counts as a no. `check` answers False for a failure it expects."""
-
-    def __init__(
-        self,
-        check: Callable[[], Awaitable[bool]],
-        timeout: float,
-        every: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._check = check
-        self._timeout = timeout
-        self._every = every
-        self._clock = clock
-        self._lock = asyncio.Lock()
-        self._answer = False
-        self._asked_at: float | None = None
-
-    async def __call__(self) -> bool:
-        async with self._lock:  # probes arriving together share one question
-            if self._asked_at is None or self._clock() - self._asked_at >= self._every:
-                try:
-                    self._answer = await asyncio.wait_for(self._check(), self._timeout)
-                except TimeoutError:
-                    self._answer = False
-                self._asked_at = self._clock()
-            return self._answer
 
 
 def bearer_token_check(tokens: list[SecretStr]) -> Callable[..., None]:

@@ -13,8 +13,12 @@ import pytest
 from schemas import DeadLetter, LabResult, Topic, clinical_context_adapter
 from services.config import Settings
 from services.ingest.hl7_message import parse
+from services.ingest.http_api import create_app
 from services.ingest.mllp import END_BLOCK, frame, send_messages
+from services.ingest.pipeline import IngestPipeline
+from services.ingest.treatments import load_treatment_table
 from services.kafka.broker import EmbeddedTansu
+from services.kafka.producer import EventPublisher
 from services.kafka.topics import ensure_topics
 from tests.conftest import AUTH, consume_until, read_topic, wait_for
 from tests.test_hl7 import message, platelet_obx
@@ -142,8 +146,18 @@ async def test_http_feeds_need_a_bearer_token(ingest: Settings, example_result: 
             assert (missing.status_code, wrong.status_code) == (401, 401), path
             assert missing.headers["WWW-Authenticate"] == "Bearer"
         assert (await client.get("/healthz")).status_code == 200
-        spec = (await client.get("/openapi.json")).json()
-    assert {"/v1/lab-results", "/v1/clinical-context", "/fhir"} <= set(spec["paths"])
+        assert (await client.get("/openapi.json")).status_code == 404  # PLATELETWATCH_API_DOCS
+
+
+def test_the_api_is_described_when_docs_are_enabled() -> None:
+    settings = Settings(api_docs=True)
+    pipeline = IngestPipeline(settings, EventPublisher("127.0.0.1:1", "docs", 1))
+
+    async def nothing() -> None:
+        return None
+
+    app = create_app(settings, pipeline, load_treatment_table(), nothing, nothing)
+    assert {"/v1/lab-results", "/v1/clinical-context", "/fhir"} <= set(app.openapi()["paths"])
 
 
 async def test_fhir_bundle_answers_per_entry_and_context_is_published(ingest: Settings) -> None:

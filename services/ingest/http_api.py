@@ -52,7 +52,12 @@ from services.ingest.pipeline import (
     read_safely,
 )
 from services.ingest.treatments import TreatmentTable
-from services.web import bearer_token_check, operations_router
+from services.web import (
+    answer_validation_errors_without_inputs,
+    api_docs_urls,
+    bearer_token_check,
+    operations_router,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +137,9 @@ def create_app(
         description="Lab results and treatment context in; Kafka events out. "
         "HL7 v2 ORU^R01 arrives over MLLP on its own port.",
         lifespan=lifespan,
+        **api_docs_urls(settings.api_docs),
     )
+    answer_validation_errors_without_inputs(app)
     app.include_router(operations_router("ingest", lambda: pipeline.ready))
     authorised = bearer_token_check(settings.ingest_api_tokens)
     limit = settings.ingest_http_max_body_bytes

@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import Counter, Gauge
@@ -43,7 +42,6 @@ from services.notifier.links import LinkRefused, sign_link, verify_link
 from services.notifier.roster import Person, Roster, RosterError, load_roster
 from services.notifier.store import NotifierStore
 from services.web import (
-    RemoteCheck,
     answer_validation_errors_without_inputs,
     api_docs_urls,
     bearer_token_check,
@@ -70,8 +68,6 @@ LINKS_REFUSED = Counter(
 _RETRY_AFTER_FAILURE_SECONDS = 5.0
 # Readiness asks the broker at most every 2 s and waits 2 s for an answer: a lost broker shows
 # within about four seconds, and however many probes come, the broker gets one request per 2 s.
-_BROKER_CHECK_TIMEOUT_SECONDS = 2.0
-_BROKER_CHECK_EVERY_SECONDS = 2.0
 _NOT_PAGED = "no such alert was paged"  # a genuine link, but the store does not have its alert
 
 
@@ -161,19 +157,7 @@ class AlertConsumer:
         self._settings = settings
         self._bootstrap_servers = bootstrap_servers
         self._escalator = escalator
-        self._consumer: AIOKafkaConsumer | None = None  # while started
-
-    async def broker_answers(self) -> bool:
-        """Whether the consumer is started and the broker answers a metadata request now: a
-        consumer that lost its broker keeps retrying quietly and would look ready. False on a
-        broker error; a broker that does not answer at all, the caller times out."""
-        if self._consumer is None:
-            return False
-        try:
-            await self._consumer.topics()
-        except KafkaError:
-            return False
-        return True
+        self.started = False
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -186,7 +170,7 @@ class AlertConsumer:
         )
         try:
             await consumer.start()
-            self._consumer = consumer
+            self.started = True
             async for message in consumer:
                 partition = TopicPartition(message.topic, message.partition)
                 highwater = consumer.highwater(partition)
@@ -198,7 +182,7 @@ class AlertConsumer:
                     await asyncio.sleep(_RETRY_AFTER_FAILURE_SECONDS)
                 await consumer.commit({partition: message.offset + 1})
         finally:
-            self._consumer = None
+            self.started = False
             await consumer.stop()
 
     async def _handle(self, raw: bytes | None) -> bool:
@@ -285,10 +269,11 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         title="PlateletWatch notifier", lifespan=lifespan, **api_docs_urls(settings.api_docs)
     )
     answer_validation_errors_without_inputs(app)
-    broker_check = RemoteCheck(
-        consumer.broker_answers, _BROKER_CHECK_TIMEOUT_SECONDS, _BROKER_CHECK_EVERY_SECONDS
+    # A consumer that lost its broker retries quietly and would look ready: the publisher's
+    # watch asks the broker every few seconds.
+    app.include_router(
+        operations_router("notifier", lambda: consumer.started and publisher.broker_reachable)
     )
-    app.include_router(operations_router("notifier", broker_check))
     authorised = bearer_token_check(settings.notifier_api_tokens)
     users_file = settings.notifier_console_users_file
     if users_file is None:
