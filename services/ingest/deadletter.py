@@ -5,7 +5,6 @@ first bytes, with its full size and SHA-256 in the reason text and in the record
 (`raw-size`, `raw-sha256`), so the sender's copy can still be found and matched.
 """
 
-import base64
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,11 +51,7 @@ def dead_letter(
     """One letter per input, naming every problem; text stays text, anything else is base64,
     so a replay gets the very same bytes. A partial input says so in the reason."""
     received = raw if isinstance(raw, RawInput) else RawInput.whole(raw)
-    encoding: Literal["utf-8", "base64"] = "utf-8"
-    try:
-        payload = received.data.decode("utf-8")
-    except UnicodeDecodeError:
-        payload, encoding = base64.b64encode(received.data).decode("ascii"), "base64"
+    payload, encoding = DeadLetter.payload_of(received.data)
     reason = "; ".join(dict.fromkeys(r.message for r in rejections))
     if len(received.data) < received.size:
         reason += (
