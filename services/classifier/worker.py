@@ -170,7 +170,7 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
                 await _durably(alerts.send(key=key, value=alert.model_dump_json().encode()))
                 ALERTS.labels(alert_kind=alert.kind.value).inc()
             await _durably(changelog.send(key=key, value=stored, partition=message.partition))
-        except Exception:
+        except BaseException:  # cancelled too: the event will be delivered again
             _restore(patients, key, state)  # not durable: it must be applied again
             raise
         state.stored = stored
