@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from email import policy as email_policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -23,12 +24,14 @@ from typing import Any, cast
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 
+from schemas import DeadLetter, Topic
 from services.config import Settings
-from services.kafka.broker import Broker, free_loopback_port, provide_broker
+from services.kafka.broker import Broker, EmbeddedTansu, free_loopback_port, provide_broker
+from services.kafka.producer import EventPublisher
 from services.kafka.topics import ensure_topics
 from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.store import NotifierStore
@@ -69,6 +72,74 @@ def settings(broker: Broker, tmp_path: Path) -> Settings:
 async def topics(settings: Settings) -> Settings:
     await ensure_topics(settings, settings.kafka_bootstrap_servers or "", create=True)
     return settings
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedTansu]:
+    """A broker of this test's own, so stopping it disturbs no other test."""
+    tansu = EmbeddedTansu()
+    tansu.start()
+    yield tansu
+    tansu.stop()
+
+
+@dataclass(frozen=True)
+class Kafka:
+    """A started EventPublisher on a real broker where this test's topics exist, and what they
+    hold."""
+
+    settings: Settings
+    publisher: EventPublisher
+
+    async def records(self, topic: Topic) -> list[Any]:
+        """Every record on one of this test's topics, as the broker holds it now."""
+        servers = self.settings.kafka_bootstrap_servers or ""
+        return await read_to_end(servers, self.settings.topic(topic))
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        records = await self.records(Topic.INGEST_DEADLETTER)
+        return [DeadLetter.model_validate_json(record.value) for record in records]
+
+
+@contextlib.asynccontextmanager
+async def started_kafka(settings: Settings) -> AsyncIterator[Kafka]:
+    """Create the topics of `settings` on its broker and start a publisher there."""
+    servers = settings.kafka_bootstrap_servers or ""
+    await ensure_topics(settings, servers, create=True)
+    publisher = EventPublisher(servers, "test", settings.kafka_produce_timeout_seconds)
+    await publisher.start()
+    try:
+        yield Kafka(settings, publisher)
+    finally:
+        await publisher.stop()
+
+
+@pytest.fixture
+async def kafka(settings: Settings) -> AsyncIterator[Kafka]:
+    """A publisher on the session broker."""
+    async with started_kafka(settings) as started:
+        yield started
+
+
+@pytest.fixture
+async def kafka_to_lose(settings: Settings, own_broker: EmbeddedTansu) -> AsyncIterator[Kafka]:
+    """A publisher on the test's own broker: once `lose_broker()` a write fails within the 1 s
+    produce timeout."""
+    own = settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": own_broker.bootstrap_servers,
+            "kafka_produce_timeout_seconds": 1,
+        }
+    )
+    async with started_kafka(own) as started:
+        yield started
+
+
+@pytest.fixture
+def lose_broker(own_broker: EmbeddedTansu) -> Callable[[], None]:
+    """Stops the test's own broker at once: killed after 0.1 s, since Tansu would wait 5 s for
+    its clients to leave."""
+    return lambda: own_broker.stop(timeout=0.1)
 
 
 @pytest.fixture
@@ -337,6 +408,29 @@ async def read_topic(
         seen.extend(await _poll(consumer, 1000))  # anything beyond `count` shows up here
     assert len(seen) == count, f"{topic}: expected {count} messages, read {len(seen)}"
     return seen
+
+
+async def read_to_end(bootstrap_servers: str, topic: str, within_seconds: float = 30) -> list[Any]:
+    """Every record a topic holds when called, read up to its end offsets: no waiting for the
+    topic to go quiet, since a write acknowledged with acks=all is already there."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # the cluster's metadata, for the topic's partitions
+        numbers = sorted(consumer.partitions_for_topic(topic) or ())
+        assert numbers, f"no topic {topic}"
+        partitions = [TopicPartition(topic, number) for number in numbers]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        seen: list[Any] = []
+        deadline = asyncio.get_running_loop().time() + within_seconds
+        while [p for p in partitions if await consumer.position(p) < end[p]]:
+            assert asyncio.get_running_loop().time() < deadline, f"{topic} not read to its end"
+            seen.extend(await _poll(consumer, 500))
+        return seen
+    finally:
+        await consumer.stop()
 
 
 async def read_all(bootstrap_servers: str, topic: str, quiet_seconds: float = 2) -> list[Any]:

@@ -1,52 +1,61 @@
-"""Ingest's HTTP answers without a broker (the app in-process, a loopback fake publisher):
-RFC 9457 problem details on the JSON API, OperationOutcome and batch-response on FHIR, the body
-limit, results too large to store, and no 500 whatever a reader does with a body."""
+"""Ingest's HTTP answers (the app in-process, publishing to the real broker): RFC 9457 problem
+details on the JSON API, OperationOutcome and batch-response on FHIR, the body limit, results too
+large to store, 503 only once the broker is gone, and no 500 whatever a reader does with a body."""
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from schemas import DeadLetter
-from services.config import Settings
+from schemas import Topic
 from services.ingest.http_api import create_app
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.treatments import load_treatment_table
-from tests.conftest import AUTH, REPO, TEST_TOKEN
-from tests.fake_publisher import FakePublisher
+from tests.conftest import AUTH, REPO, Kafka
 from tests.test_fhir import PATIENT, bundle, observation
 
 EXAMPLE = (REPO / "examples" / "lab-result-critical.json").read_bytes()
 FHIR = {**AUTH, "Content-Type": "application/fhir+json"}
 
+pytestmark = pytest.mark.integration
+
 
 @dataclass
 class Ingest:
     client: httpx.AsyncClient
-    publisher: FakePublisher
-
-    def dead_letters(self) -> list[DeadLetter]:
-        letters = [r.event for r in self.publisher.on("ingest.deadletter.v1")]
-        return [letter for letter in letters if isinstance(letter, DeadLetter)]
+    kafka: Kafka
 
 
 async def _none() -> None:
     return None
 
 
-@pytest.fixture
-async def ingest() -> AsyncIterator[Ingest]:
-    settings = Settings(ingest_api_tokens=[TEST_TOKEN], ingest_http_max_body_bytes=2_000_000)
-    publisher = FakePublisher()
-    app = create_app(
-        settings, IngestPipeline(settings, publisher), load_treatment_table(), _none, _none
-    )
+@contextlib.asynccontextmanager
+async def serving(kafka: Kafka) -> AsyncIterator[Ingest]:
+    """The ingest app, with a 2 MB body limit, publishing through `kafka`."""
+    settings = kafka.settings.model_copy(update={"ingest_http_max_body_bytes": 2_000_000})
+    pipeline = IngestPipeline(settings, kafka.publisher)
+    app = create_app(settings, pipeline, load_treatment_table(), _none, _none)
     transport = httpx.ASGITransport(app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ingest.test") as client:
-        yield Ingest(client, publisher)
+        yield Ingest(client, kafka)
+
+
+@pytest.fixture
+async def ingest(kafka: Kafka) -> AsyncIterator[Ingest]:
+    async with serving(kafka) as started:
+        yield started
+
+
+@pytest.fixture
+async def ingest_to_lose(kafka_to_lose: Kafka) -> AsyncIterator[Ingest]:
+    """Ingest on the test's own broker, for `lose_broker()` to take away."""
+    async with serving(kafka_to_lose) as started:
+        yield started
 
 
 def is_problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -84,17 +93,20 @@ async def test_a_refused_lab_result_is_a_problem_naming_fields_without_values(
     assert all(set(e) == {"loc", "msg", "type"} for e in problem["errors"])
     assert "Zelda" not in response.text
     assert "1931-02-30" not in response.text
-    (letter,) = ingest.dead_letters()
+    (letter,) = await ingest.kafka.dead_letters()
     assert problem["dead_letter_id"] == letter.event_id
 
 
-async def test_json_errors_are_problems_401_503_and_accepted_stays_202(ingest: Ingest) -> None:
+async def test_json_errors_are_problems_401_503_and_accepted_stays_202(
+    ingest_to_lose: Ingest, lose_broker: Callable[[], None]
+) -> None:
+    ingest = ingest_to_lose
     unauthorised = await ingest.client.post("/v1/clinical-context", content=b"{}")
     assert is_problem(unauthorised, 401)
     assert unauthorised.headers["WWW-Authenticate"] == "Bearer"
     accepted = await ingest.client.post("/v1/lab-results", content=EXAMPLE, headers=AUTH)
     assert (accepted.status_code, accepted.json()["outcome"]) == (202, "published")
-    ingest.publisher.down = True
+    lose_broker()
     down = await ingest.client.post("/v1/lab-results", content=EXAMPLE, headers=AUTH)
     assert "retry" in is_problem(down, 503)["detail"]
     assert down.headers["Retry-After"] == "5"
@@ -109,7 +121,8 @@ async def test_a_field_too_large_to_store_is_413_for_good_and_dead_lettered(
     problem = is_problem(response, 413)
     assert "too large" in problem["detail"]
     assert "retry" not in problem["detail"]
-    (letter,) = ingest.dead_letters()
+    assert await ingest.kafka.records(Topic.LAB_RESULTS) == []
+    (letter,) = await ingest.kafka.dead_letters()
     assert len(letter.raw_payload) == 64 * 1024
     assert f"{len(huge):,} bytes" in letter.reason
 
@@ -144,7 +157,8 @@ async def test_a_json_reader_that_fails_is_a_422_problem_and_dead_lettered(
     monkeypatch.setattr("services.ingest.http_api.classify_submission", crash)
     response = await ingest.client.post("/v1/lab-results", content=EXAMPLE, headers=AUTH)
     assert is_problem(response, 422)["reason"] == "could_not_read"
-    assert [letter.raw_payload.encode() for letter in ingest.dead_letters()] == [EXAMPLE]
+    letters = await ingest.kafka.dead_letters()
+    assert [letter.raw_payload.encode() for letter in letters] == [EXAMPLE]
 
 
 # --- FHIR ------------------------------------------------------------------------------------
@@ -170,8 +184,8 @@ async def test_a_partly_refused_batch_is_a_200_batch_response_entry_by_entry(
     assert refusal["resourceType"] == "OperationOutcome"
     assert refusal["issue"][0]["code"] == "value"
     assert "mg/dL" in refusal["issue"][0]["diagnostics"]
-    assert len(ingest.publisher.on("lab.results.v1")) == 1
-    assert len(ingest.dead_letters()) == 1
+    assert len(await ingest.kafka.records(Topic.LAB_RESULTS)) == 1
+    assert len(await ingest.kafka.dead_letters()) == 1
 
 
 async def test_a_large_batch_with_one_refused_entry_is_answered_and_kept_in_part(
@@ -187,7 +201,7 @@ async def test_a_large_batch_with_one_refused_entry_is_answered_and_kept_in_part
     response = await ingest.client.post("/fhir", content=raw, headers=FHIR)
     assert response.status_code == 200, response.text[:300]
     assert response.json()["entry"][2]["response"]["status"] == "422 Unprocessable Entity"
-    (letter,) = ingest.dead_letters()
+    (letter,) = await ingest.kafka.dead_letters()
     assert len(letter.raw_payload) == 64 * 1024
 
 
@@ -202,10 +216,14 @@ async def test_a_collection_keeps_202_and_its_refusals_are_an_operation_outcome(
     )
     issues = is_outcome(refused, 422)
     assert [i["severity"] for i in issues] == ["error", "information"]
-    assert ingest.dead_letters()[0].event_id in issues[0]["diagnostics"]
+    (letter,) = await ingest.kafka.dead_letters()
+    assert letter.event_id in issues[0]["diagnostics"]
 
 
-async def test_fhir_errors_are_operation_outcomes(ingest: Ingest) -> None:
+async def test_fhir_errors_are_operation_outcomes(
+    ingest_to_lose: Ingest, lose_broker: Callable[[], None]
+) -> None:
+    ingest = ingest_to_lose
     not_json = await ingest.client.post("/fhir", content=b"{", headers=FHIR)
     assert is_outcome(not_json, 400)[0]["code"] == "structure"
     unauthorised = await ingest.client.post("/fhir", content=b"{}")
@@ -213,7 +231,7 @@ async def test_fhir_errors_are_operation_outcomes(ingest: Ingest) -> None:
     assert unauthorised.headers["WWW-Authenticate"] == "Bearer"
     xml = {**AUTH, "Content-Type": "application/fhir+xml"}
     assert is_outcome(await ingest.client.post("/fhir", content=b"<x/>", headers=xml), 415)
-    ingest.publisher.down = True
+    lose_broker()
     down = await ingest.client.post("/fhir", json=bundle(PATIENT, observation()), headers=FHIR)
     assert is_outcome(down, 503)[0]["code"] == "transient"
     assert down.headers["Retry-After"] == "5"
@@ -252,7 +270,7 @@ async def test_bodies_that_gave_500_get_a_fhir_answer(ingest: Ingest, name: str)
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         is_outcome(response, response.status_code)
-        assert ingest.dead_letters(), "a refused body is dead-lettered"
+        assert await ingest.kafka.dead_letters(), "a refused body is dead-lettered"
 
 
 async def test_a_fhir_reader_that_fails_is_a_422_outcome_and_dead_lettered(
@@ -266,4 +284,5 @@ async def test_a_fhir_reader_that_fails_is_a_422_outcome_and_dead_lettered(
     (issue,) = is_outcome(await ingest.client.post("/fhir", content=raw, headers=FHIR), 422)
     assert (issue["code"], issue["severity"]) == ("exception", "error")
     assert "could not be read" in issue["diagnostics"]
-    assert [letter.raw_payload.encode() for letter in ingest.dead_letters()] == [raw]
+    letters = await ingest.kafka.dead_letters()
+    assert [letter.raw_payload.encode() for letter in letters] == [raw]

@@ -14,15 +14,6 @@ from tests.conftest import AUTH
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def own_broker():
-    """A broker of this test's own, so stopping it disturbs no other test."""
-    tansu = EmbeddedTansu()
-    tansu.start()
-    yield tansu
-    tansu.stop()
-
-
 async def test_ingest_answers_503_while_kafka_is_down(
     own_broker: EmbeddedTansu, settings: Settings, start_service, example_result: bytes
 ) -> None:

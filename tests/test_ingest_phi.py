@@ -1,6 +1,7 @@
 """No patient data in ingest's logs, or quoted back in its refusals: bodies carrying a planted
 name, MRN and birth date, valid and broken in several ways, go through every ingest surface
-(JSON and FHIR over a real HTTP server, HL7 v2 over MLLP) while every log record is captured."""
+(JSON and FHIR over a real HTTP server, HL7 v2 over MLLP), publishing to the real broker, while
+every log record is captured."""
 
 import asyncio
 import json
@@ -13,13 +14,11 @@ import httpx
 import pytest
 import uvicorn
 
-from services.config import Settings
 from services.ingest.http_api import create_app
 from services.ingest.mllp import MllpLimits, MllpServer, send_messages
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.treatments import load_treatment_table
-from tests.conftest import AUTH, REPO, TEST_TOKEN
-from tests.fake_publisher import FakePublisher
+from tests.conftest import AUTH, REPO, Kafka
 from tests.test_fhir import observation
 from tests.test_hl7 import MSH, OBR, message, platelet_obx
 
@@ -108,10 +107,10 @@ def hl7_messages() -> list[bytes]:
 
 
 @pytest.fixture
-async def servers() -> AsyncIterator[tuple[str, int]]:
+async def servers(kafka: Kafka) -> AsyncIterator[tuple[str, int]]:
     """Ingest's HTTP app on a real loopback server and its MLLP server, both in this process."""
-    settings = Settings(ingest_api_tokens=[TEST_TOKEN])
-    pipeline = IngestPipeline(settings, FakePublisher())
+    settings = kafka.settings
+    pipeline = IngestPipeline(settings, kafka.publisher)
 
     async def nothing() -> None:
         return None
@@ -132,6 +131,7 @@ async def servers() -> AsyncIterator[tuple[str, int]]:
     await serving
 
 
+@pytest.mark.integration
 async def test_no_planted_identifier_reaches_a_log_or_a_refusal(
     servers: tuple[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:

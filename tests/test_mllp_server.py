@@ -1,23 +1,24 @@
-"""The MLLP server without a broker (a loopback fake publisher): one ACK per frame, with the
-code HL7 v2.5 chapter 2 gives it, whatever happens while handling the message; connection,
-frame and idle limits."""
+"""The MLLP server in-process, publishing to the real broker: one ACK per frame, with the code
+HL7 v2.5 chapter 2 gives it, whatever happens while handling the message (AR only once the
+broker is gone); connection, frame and idle limits."""
 
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 import pytest
 from prometheus_client import REGISTRY
 
-from schemas import DeadLetter
-from services.config import Settings
+from schemas import Topic
 from services.ingest.hl7_message import Segment, parse
 from services.ingest.mllp import END_BLOCK, MllpLimits, MllpServer, frame, send_messages
 from services.ingest.pipeline import IngestPipeline
-from tests.fake_publisher import FakePublisher
-from tests.test_hl7 import message, platelet_obx
+from tests.conftest import Kafka
+from tests.test_hl7 import OBR, message, platelet_obx
+
+pytestmark = pytest.mark.integration
 
 LIMITS = MllpLimits(
     max_message_bytes=64 * 1024,
@@ -30,26 +31,22 @@ LIMITS = MllpLimits(
 @dataclass
 class Running:
     server: MllpServer
-    publisher: FakePublisher
+    kafka: Kafka
 
     async def send(self, *messages: bytes) -> list[bytes]:
         return await send_messages("127.0.0.1", self.server.port, list(messages), 10)
 
-    def dead_letters(self) -> list[DeadLetter]:
-        letters = [r.event for r in self.publisher.on("ingest.deadletter.v1")]
-        return [letter for letter in letters if isinstance(letter, DeadLetter)]
 
-
-async def running(limits: MllpLimits = LIMITS, **publisher: int | bool) -> Running:
-    fake = FakePublisher(**publisher)  # type: ignore[arg-type]
-    server = MllpServer(IngestPipeline(Settings(), fake), "127.0.0.1", 0, limits)
+async def running(kafka: Kafka, limits: MllpLimits = LIMITS) -> Running:
+    pipeline = IngestPipeline(kafka.settings, kafka.publisher)
+    server = MllpServer(pipeline, "127.0.0.1", 0, limits)
     await server.start()
-    return Running(server, fake)
+    return Running(server, kafka)
 
 
 @pytest.fixture
-async def mllp() -> AsyncIterator[Running]:
-    started = await running()
+async def mllp(kafka: Kafka) -> AsyncIterator[Running]:
+    started = await running(kafka)
     yield started
     await started.server.stop()
 
@@ -64,9 +61,17 @@ def errors(ack: bytes) -> list[Segment]:
     return parse(ack).all("ERR")
 
 
-async def test_kafka_down_is_ar_system_unavailable_not_ae(mllp: Running) -> None:
-    mllp.publisher.down = True
-    (ack,) = await mllp.send(message(platelet_obx()))
+async def test_kafka_down_is_ar_system_unavailable_not_ae(
+    kafka_to_lose: Kafka, lose_broker: Callable[[], None]
+) -> None:
+    mllp = await running(kafka_to_lose)
+    try:
+        (before,) = await mllp.send(message(platelet_obx()))
+        lose_broker()
+        (ack,) = await mllp.send(message(platelet_obx()))
+    finally:
+        await mllp.server.stop()
+    assert msa(before)[0] == "AA"
     code, control_id, text = msa(ack)
     assert (code, control_id) == ("AR", "MSG0001")
     assert "unavailable" in text
@@ -78,7 +83,7 @@ async def test_kafka_down_is_ar_system_unavailable_not_ae(mllp: Running) -> None
 async def test_content_refused_stays_ae(mllp: Running) -> None:
     (ack,) = await mllp.send(message(platelet_obx(unit="mg/dL")))
     assert msa(ack)[0] == "AE"
-    assert [letter.reason_code for letter in mllp.dead_letters()] == ["unknown_unit"]
+    assert [letter.reason_code for letter in await mllp.kafka.dead_letters()] == ["unknown_unit"]
 
 
 async def test_a_reader_failing_unexpectedly_gets_ae_and_the_connection_stays_open(
@@ -96,7 +101,7 @@ async def test_a_reader_failing_unexpectedly_gets_ae_and_the_connection_stays_op
     assert (code, control_id) == ("AE", "MSG0001")
     (err,) = errors(ack)
     assert err.get(3, 1) == "207"
-    (letter,) = mllp.dead_letters()
+    (letter,) = await mllp.kafka.dead_letters()
     assert letter.reason_code == "could_not_read"
     assert letter.raw_payload.encode() == message(platelet_obx())
     writer.write(frame(message(platelet_obx())))  # the same connection goes on
@@ -109,7 +114,7 @@ async def test_an_offset_beyond_14_hours_gets_an_answer(mllp: Running) -> None:
     """Measured: this OBX-14 closed the connection with no ACK at all."""
     (ack,) = await mllp.send(message(platelet_obx(obx14="20261125074000+2400")))
     assert msa(ack)[0] == "AE"
-    assert len(mllp.dead_letters()) == 1
+    assert len(await mllp.kafka.dead_letters()) == 1
 
 
 async def test_an_unreadable_frame_is_answered_even_without_msh(mllp: Running) -> None:
@@ -117,16 +122,23 @@ async def test_an_unreadable_frame_is_answered_even_without_msh(mllp: Running) -
     assert [msa(ack)[0] for ack in acks] == ["AR", "AA"]
 
 
-async def test_a_result_too_large_for_kafka_is_ae_too_large_not_resend() -> None:
-    started = await running(largest_record=400)
+async def test_a_result_too_large_for_kafka_is_ae_too_large_not_resend(kafka: Kafka) -> None:
+    """A 1.1 MB filler order number (it is in the result's id) within a 2 MB frame limit: the
+    event is more than Kafka takes, the message's first 64 kB are dead-lettered."""
+    started = await running(kafka, replace(LIMITS, max_message_bytes=2 * 1024 * 1024))
+    huge = message(platelet_obx(), obr=OBR.replace("FL-77", "F" * 1_100_000))
     try:
-        (ack,) = await started.send(message(platelet_obx()))
+        (ack,) = await started.send(huge)
     finally:
         await started.server.stop()
     code, _, text = msa(ack)
     assert code == "AE"
     assert "too large" in text
     assert "resend" not in text.replace("do not resend", "")
+    assert await kafka.records(Topic.LAB_RESULTS) == []
+    (letter,) = await kafka.dead_letters()
+    assert letter.reason_code == "message_too_large"
+    assert letter.raw_payload.encode() == huge[: 64 * 1024]
 
 
 async def test_an_oversized_frame_gets_ae_with_its_size_and_the_stream_stays_in_step(
@@ -136,7 +148,7 @@ async def test_an_oversized_frame_gets_ae_with_its_size_and_the_stream_stays_in_
     acks = await mllp.send(big, message(platelet_obx()))
     assert [msa(ack)[:2] for ack in acks] == [("AE", "MSG0001"), ("AA", "MSG0001")]
     assert f"message too large ({len(big):,} bytes, limit 65,536)" in errors(acks[0])[0].get(8)
-    (letter,) = mllp.dead_letters()
+    (letter,) = await mllp.kafka.dead_letters()
     assert letter.reason_code == "message_too_large"
     assert letter.raw_payload.encode() == big[: 64 * 1024]
     assert hashlib.sha256(big).hexdigest() in letter.reason
@@ -149,8 +161,8 @@ def closed(reason: str) -> float:
     return value or 0.0
 
 
-async def test_connections_beyond_the_limit_are_closed_at_once_and_counted() -> None:
-    started = await running(replace(LIMITS, max_connections=2))
+async def test_connections_beyond_the_limit_are_closed_at_once_and_counted(kafka: Kafka) -> None:
+    started = await running(kafka, replace(LIMITS, max_connections=2))
     refused_before = closed("too_many_connections")
     try:
         held = [await asyncio.open_connection("127.0.0.1", started.server.port) for _ in "ab"]
@@ -170,10 +182,10 @@ async def test_connections_beyond_the_limit_are_closed_at_once_and_counted() -> 
         await started.server.stop()
 
 
-async def test_a_frame_not_finished_in_time_closes_the_connection_though_bytes_keep_coming() -> (
-    None
-):
-    started = await running(replace(LIMITS, frame_timeout_seconds=0.5))
+async def test_a_frame_not_finished_in_time_closes_the_connection_though_bytes_keep_coming(
+    kafka: Kafka,
+) -> None:
+    started = await running(kafka, replace(LIMITS, frame_timeout_seconds=0.5))
     timeouts_before = closed("frame_timeout")
     loop = asyncio.get_running_loop()
     try:
@@ -199,8 +211,8 @@ async def test_a_frame_not_finished_in_time_closes_the_connection_though_bytes_k
         await started.server.stop()
 
 
-async def test_an_idle_connection_is_closed_and_counted() -> None:
-    started = await running(replace(LIMITS, idle_timeout_seconds=0.3))
+async def test_an_idle_connection_is_closed_and_counted(kafka: Kafka) -> None:
+    started = await running(kafka, replace(LIMITS, idle_timeout_seconds=0.3))
     idle_before = closed("idle")
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", started.server.port)
