@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from schemas.export import drifted_files, write_schemas
 from services.config import Settings
+from services.kafka.client_logs import keep_patient_data_out_of_client_logs
 from services.kafka.topics import TopicMismatchError, ensure_topics
 from services.notifier.console_auth import MIN_PASSWORD_LENGTH, hash_password
 
@@ -292,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    keep_patient_data_out_of_client_logs()
     try:
         return _SERVICES[args.command][0](settings)
     except (ConfigurationError, TopicMismatchError) as error:

@@ -18,6 +18,7 @@ from services.ingest.http_api import create_app
 from services.ingest.mllp import MllpLimits, MllpServer, send_messages
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.treatments import load_treatment_table
+from services.kafka.client_logs import keep_patient_data_out_of_client_logs
 from tests.conftest import AUTH, REPO, Kafka
 from tests.test_fhir import observation
 from tests.test_hl7 import MSH, OBR, message, platelet_obx
@@ -136,6 +137,7 @@ async def test_no_planted_identifier_reaches_a_log_or_a_refusal(
     servers: tuple[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    keep_patient_data_out_of_client_logs()  # as every service does at start
     base, mllp_port = servers
     answers: list[str] = []
     async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=30) as client:

@@ -27,16 +27,6 @@ from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
 
-
-def _without_debug(record: logging.LogRecord) -> bool:
-    return record.levelno > logging.DEBUG
-
-
-# aiokafka's DEBUG lines quote each record's key and value and the first bytes of every request
-# and response: patient data. They are dropped whatever the log level; its other lines stay.
-for _logger in ("aiokafka.producer.producer", "aiokafka.conn"):
-    logging.getLogger(_logger).addFilter(_without_debug)
-
 # How often the broker is asked for its metadata to tell readiness, and how long it may take.
 BROKER_CHECK_INTERVAL_SECONDS = 2.0
 BROKER_CHECK_TIMEOUT_SECONDS = 2.0
