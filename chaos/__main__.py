@@ -1,0 +1,60 @@
+"""`python -m chaos` (`make chaos`): run the chaos plan, write chaos-results.json, exit 1 unless
+every patient was paged exactly once.
+
+Parameters by option or environment: --patients (CHAOS_PATIENTS, 500), --kills per service
+(CHAOS_KILLS, 20), --classifier-kills (CHAOS_CLASSIFIER_KILLS, as --kills), --seed (CHAOS_SEED,
+12). KAFKA_BOOTSTRAP_SERVERS, if set, names the broker; otherwise one is started for the run.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from chaos import ChaosFailure
+from chaos.harness import REPO, Plan, run_chaos
+from services.kafka.broker import provide_broker
+
+
+def _plan(argv: list[str] | None) -> tuple[Plan, Path]:
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
+    environ = os.environ.get
+    parser.add_argument("--patients", type=int, default=int(environ("CHAOS_PATIENTS", "500")))
+    parser.add_argument(
+        "--kills",
+        type=int,
+        default=int(environ("CHAOS_KILLS", "20")),
+        help="SIGKILLs of ingest and of the notifier",
+    )
+    parser.add_argument(
+        "--classifier-kills",
+        type=int,
+        default=int(environ("CHAOS_CLASSIFIER_KILLS", "-1")),
+        help="SIGKILLs of the classifier (default: as --kills)",
+    )
+    parser.add_argument("--seed", type=int, default=int(environ("CHAOS_SEED", "12")))
+    parser.add_argument("--results", type=Path, default=REPO / "chaos-results.json")
+    args = parser.parse_args(argv)
+    classifier_kills = args.kills if args.classifier_kills < 0 else args.classifier_kills
+    kills = {"ingest": args.kills, "classifier": classifier_kills, "notifier": args.kills}
+    return Plan(patients=args.patients, kills=kills, seed=args.seed), args.results
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan, results_path = _plan(argv)
+    with tempfile.TemporaryDirectory(prefix="plateletwatch-chaos-") as workdir:
+        try:
+            with provide_broker(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as broker:
+                results = run_chaos(plan, Path(workdir), broker)
+        except ChaosFailure as failure:
+            print(f"chaos: {failure}", file=sys.stderr)
+            return 1
+    results.write(results_path)
+    print(json.dumps(results.figures(), indent=2))
+    return 0 if not results.lost_patients and results.duplicates == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
