@@ -8,6 +8,7 @@ Parameters by option or environment: --patients (CHAOS_PATIENTS, 500), --kills p
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 from chaos import ChaosFailure
 from chaos.harness import REPO, Plan, run_chaos
 from services.kafka.broker import provide_broker
+from services.notifier.channels.webhook_receiver import log as receiver_log
 
 
 def _plan(argv: list[str] | None) -> tuple[Plan, Path]:
@@ -44,6 +46,7 @@ def _plan(argv: list[str] | None) -> tuple[Plan, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     plan, results_path = _plan(argv)
+    receiver_log.setLevel(logging.ERROR)  # no line per page received: there are hundreds
     with tempfile.TemporaryDirectory(prefix="plateletwatch-chaos-") as workdir:
         try:
             with provide_broker(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as broker:

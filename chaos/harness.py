@@ -14,7 +14,6 @@ this process (PR_SET_PDEATHSIG). Figures are times on this machine, not a benchm
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import random
 import statistics
@@ -35,7 +34,6 @@ from services.config import Settings
 from services.kafka.broker import Broker, free_loopback_port
 from services.kafka.topics import ensure_topics
 from services.notifier.channels.webhook_receiver import ReceivedPage, WebhookReceiver
-from services.notifier.channels.webhook_receiver import log as receiver_log
 from services.processes import die_with_parent, stop_processes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,6 +92,7 @@ class Service:
         self._env = env
         self._log_path = log_path
         self._log: IO[bytes] | None = None
+        self._started_at = 0.0
         self.process = self._start()
 
     def _start(self) -> "subprocess.Popen[bytes]":
@@ -121,8 +120,11 @@ class Service:
                         return time.monotonic() - self._started_at
                 await asyncio.sleep(0.1)
         tail = self._log_path.read_text(errors="replace")[-3000:]
+        status = self.process.poll()
+        how = "still running" if status is None else f"exited with status {status}"
         raise ChaosFailure(
-            f"{self.name} did not become ready (exit {self.process.poll()}):\n{tail}"
+            f"{self.name} was not ready {self._ready_within_seconds:g} s after starting ({how}); "
+            f"the end of its log:\n{tail}"
         )
 
     async def restart(self) -> None:
@@ -275,7 +277,6 @@ async def _run(plan: Plan, broker: Broker, workdir: Path) -> Results:
     ports = {name: free_loopback_port() for name in (*SERVICES, "mllp")}
     receiver = WebhookReceiver()
     receiver.start()
-    receiver_log.setLevel(logging.ERROR)  # no line per page: hundreds of them
     env = _environment(servers, prefix, ports, receiver.url, workdir)
     services = [
         Service(name, f"http://127.0.0.1:{ports[name]}/readyz", env, workdir / f"{name}.log", plan)
