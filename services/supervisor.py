@@ -49,13 +49,19 @@ class Child:
 
 class KeptChild:
     """One child process kept running: restarted with backoff whenever it exits, and reported
-    ready again once its readiness URL answers 200. Every change is returned as a line to print.
+    ready again once its readiness URL answers 200, or, once, still not ready `slow_after_seconds`
+    after a restart (it is left running: it may yet get there). Every change is returned as a
+    line to print.
     """
 
-    def __init__(self, child: Child, ready_url: str, env: dict[str, str]) -> None:
+    def __init__(
+        self, child: Child, ready_url: str, env: dict[str, str], slow_after_seconds: float = 60.0
+    ) -> None:
         self.name = child.name
         self.ready_url = ready_url
         self._env = env
+        self._slow_after_seconds = slow_after_seconds
+        self._said_slow = False
         self._backoff = RestartBackoff()
         self._restarts = 0
         self._started_at = 0.0
@@ -78,6 +84,7 @@ class KeptChild:
                 return None
             self._restart_at = None
             self._awaiting_ready = True
+            self._said_slow = False
             self.process = self._start()
             return None
         if self.process.poll() is not None:
@@ -89,9 +96,17 @@ class KeptChild:
                 f"{self.name} exited with status {self.process.returncode}; "
                 f"restarting in {delay:g} s (restart {self._restarts})"
             )
-        if self._awaiting_ready and self._answers():
+        if not self._awaiting_ready:
+            return None
+        if self._answers():
             self._awaiting_ready = False
             return f"{self.name} is ready again"
+        if not self._said_slow and now - self._started_at >= self._slow_after_seconds:
+            self._said_slow = True
+            return (
+                f"{self.name} is not ready {self._slow_after_seconds:g} s after its restart; "
+                "still waiting for it"
+            )
         return None
 
     def _answers(self) -> bool:

@@ -19,8 +19,15 @@ import pytest
 
 from services.config import Settings
 from services.kafka.broker import Broker, BrokerKind, free_loopback_port
-from services.processes import RestartBackoff
-from services.supervisor import DEMO_PASSWORD, DEMO_USER, _is_loopback, state_matching_the_broker
+from services.processes import RestartBackoff, stop_processes
+from services.supervisor import (
+    DEMO_PASSWORD,
+    DEMO_USER,
+    Child,
+    KeptChild,
+    _is_loopback,
+    state_matching_the_broker,
+)
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
@@ -255,6 +262,28 @@ def test_a_restarted_service_backs_off_until_it_stays_up(
 ) -> None:
     backoff = RestartBackoff()
     assert tuple(backoff.after_exit(up) for up in up_seconds) == delays
+
+
+def test_a_restarted_child_that_does_not_get_ready_is_reported_once() -> None:
+    port = free_loopback_port()
+    env = {**os.environ, "PLATELETWATCH_DEMO_RECEIVER_PORT": str(port)}
+    never_answers = f"http://127.0.0.1:{free_loopback_port()}/healthz"
+    keeper = KeptChild(Child("demo-pager", port, "/healthz"), never_answers, env, 1.0)
+    try:
+        keeper.process.kill()
+        keeper.process.wait()
+        said = []
+        deadline = time.monotonic() + 15
+        while len(said) < 2 and time.monotonic() < deadline:
+            said += [news] if (news := keeper.tend(time.monotonic())) else []
+            time.sleep(0.1)
+        assert said == [
+            "demo-pager exited with status -9; restarting in 1 s (restart 1)",
+            "demo-pager is not ready 1 s after its restart; still waiting for it",
+        ]
+        assert keeper.process.poll() is None
+    finally:
+        stop_processes([keeper.process], grace_seconds=5)
 
 
 def test_run_keeps_no_state_beyond_an_embedded_broker(tmp_path: Path) -> None:
