@@ -1,5 +1,6 @@
 """`python -m chaos` (`make chaos`): run the chaos plan, write chaos-results.json, exit 1 unless
-every patient was paged exactly once.
+every patient was paged and nobody twice for the same alert; the services' logs and state
+(the notifier's store with its audit trail) are then kept for a look.
 
 Parameters by option or environment: --patients (CHAOS_PATIENTS, 500), --kills per service
 (CHAOS_KILLS, 20), --classifier-kills (CHAOS_CLASSIFIER_KILLS, as --kills), --seed (CHAOS_SEED,
@@ -10,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -47,16 +49,21 @@ def _plan(argv: list[str] | None) -> tuple[Plan, Path]:
 def main(argv: list[str] | None = None) -> int:
     plan, results_path = _plan(argv)
     receiver_log.setLevel(logging.ERROR)  # no line per page received: there are hundreds
-    with tempfile.TemporaryDirectory(prefix="plateletwatch-chaos-") as workdir:
-        try:
-            with provide_broker(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as broker:
-                results = run_chaos(plan, Path(workdir), broker)
-        except ChaosFailure as failure:
-            print(f"chaos: {failure}", file=sys.stderr)
-            return 1
+    workdir = Path(tempfile.mkdtemp(prefix="plateletwatch-chaos-"))
+    try:
+        with provide_broker(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as broker:
+            results = run_chaos(plan, workdir, broker)
+    except ChaosFailure as failure:
+        print(f"chaos: {failure}", file=sys.stderr)
+        print(f"chaos: the services' logs and state are kept in {workdir}", file=sys.stderr)
+        return 1
     results.write(results_path)
     print(json.dumps(results.figures(), indent=2))
-    return 0 if not results.lost_patients and results.duplicates == 0 else 1
+    if results.lost_patients or results.duplicates:
+        print(f"chaos: the services' logs and state are kept in {workdir}", file=sys.stderr)
+        return 1
+    shutil.rmtree(workdir)
+    return 0
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ class Results:
     sends: int
     pages: int
     lost_patients: list[int]
-    duplicates: int
+    duplicates: list[str]  # alert ids: opaque, no patient data
     total_seconds: float
 
     def figures(self) -> dict[str, Any]:
@@ -188,7 +188,8 @@ class Results:
             "pages": self.pages,
             "lost": len(self.lost_patients),
             "lost_patients": self.lost_patients,  # made-up patient numbers, not identifiers
-            "duplicates": self.duplicates,
+            "duplicates": len(self.duplicates),
+            "duplicate_alert_ids": self.duplicates,
             "recovery_seconds": {
                 name: _spread(seconds)
                 for name, seconds in {**self.recovery_seconds, "all": everything}.items()
@@ -206,12 +207,13 @@ def _spread(seconds: list[float]) -> dict[str, float | None]:
     return {"p50": round(statistics.median(seconds), 1), "max": round(max(seconds), 1)}
 
 
-def duplicate_pages(pages: list[ReceivedPage]) -> int:
-    """Pages beyond the first of the same alert (and kind) to the same recipient."""
+def duplicate_pages(pages: list[ReceivedPage]) -> list[str]:
+    """The alert id of every page beyond the first of the same alert (and kind) to the same
+    recipient: an alert paged three times to one pager is listed twice."""
     sent = Counter(
         (page.path, page.body["alert"]["alert_id"], page.body["alert"]["kind"]) for page in pages
     )
-    return sum(count - 1 for count in sent.values())
+    return [alert_id for (_, alert_id, _), count in sent.items() for _ in range(count - 1)]
 
 
 def lost_patients(pages: list[ReceivedPage], patients: int) -> list[int]:
