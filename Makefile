@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install tools run test lint check-schemas schemas bench lock clean
+.PHONY: help install tools run test lint check-schemas schemas bench chaos lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,7 +25,7 @@ install: $(STAMP) ## create .venv and install the project with its pinned depend
 run: $(STAMP) ## start everything: embedded broker, topics, ingest, classifier, notifier, demo pager
 	$(BIN)/plateletwatch run
 
-lint: $(STAMP) ## ruff (lint + format) and mypy on services/ and schemas/
+lint: $(STAMP) ## ruff (lint + format) and mypy on services/, schemas/ and chaos/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -54,6 +54,9 @@ test: lint check-schemas tools ## the whole gate: lint, schema drift, all tests 
 bench: $(STAMP) ## ingest (MLLP) vs raw producer, replay vs JSON decode; writes bench-results.json
 	$(BIN)/python -m benchmarks.ingest_throughput
 	$(BIN)/python -m benchmarks.replay_throughput
+
+chaos: $(STAMP) ## SIGKILL every service again and again under load; 0 lost, 0 paged twice; writes chaos-results.json
+	$(BIN)/python -m chaos
 
 lock: $(STAMP) ## re-pin every installed dependency into requirements/lock.txt
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^plateletwatch' > requirements/lock.txt

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -55,3 +56,26 @@ def stop_processes(processes: Iterable[subprocess.Popen[bytes]], grace_seconds: 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@dataclass
+class RestartBackoff:
+    """How long to wait before restarting a process that exited: 1 s, 2 s, 4 s … up to
+    `cap_seconds`, so a crash loop neither spins nor gives up; back to the first delay once the
+    process has stayed up `stable_seconds`."""
+
+    first_seconds: float = 1.0
+    cap_seconds: float = 30.0
+    stable_seconds: float = 60.0
+    _next_seconds: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._next_seconds = self.first_seconds
+
+    def after_exit(self, up_seconds: float) -> float:
+        """The delay before restarting a process that ran `up_seconds` before it exited."""
+        if up_seconds >= self.stable_seconds:
+            self._next_seconds = self.first_seconds
+        delay = self._next_seconds
+        self._next_seconds = min(delay * 2, self.cap_seconds)
+        return delay

@@ -1,16 +1,21 @@
 """`plateletwatch run`: the whole pipeline on one machine, for a first look and for demos.
 
 Starts (or connects to) a broker, creates the topics, then runs the demo pager, ingest, classifier
-and notifier as child processes and prints where everything is. Ctrl-C or SIGTERM stops them all;
-if any child dies, the others are stopped too and the exit status says so. Children are also tied
-to this process by PR_SET_PDEATHSIG, so none outlives it even after a kill -9.
+and notifier as child processes and prints where everything is. A child that dies is restarted
+after a growing delay (1 s, 2 s, 4 s … 30 s; back to 1 s once it has stayed up a minute), and the
+terminal says so. Only the death of the broker this command started stops the run: an embedded
+broker keeps everything in memory, so nothing is left to carry on with. Ctrl-C or SIGTERM stops
+them all. Children are also tied to this process by PR_SET_PDEATHSIG, so none outlives it even
+after a kill -9.
 """
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,10 +25,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from services.config import Settings
 from services.kafka.broker import Broker, BrokerKind, provide_broker
 from services.kafka.topics import ensure_topics
-from services.processes import die_with_parent, stop_processes, wait_until_ready
+from services.processes import RestartBackoff, die_with_parent, stop_processes, wait_until_ready
 
 _STARTUP_TIMEOUT_SECONDS = 90.0
 # Only for `run` on loopback when no token is configured; printed in the banner.
@@ -38,6 +45,74 @@ class Child:
     name: str
     port: int
     ready_path: str
+
+
+class KeptChild:
+    """One child process kept running: restarted with backoff whenever it exits, and reported
+    ready again once its readiness URL answers 200, or, once, still not ready `slow_after_seconds`
+    after a restart (it is left running: it may yet get there). Every change is returned as a
+    line to print.
+    """
+
+    def __init__(
+        self, child: Child, ready_url: str, env: dict[str, str], slow_after_seconds: float = 60.0
+    ) -> None:
+        self.name = child.name
+        self.ready_url = ready_url
+        self._env = env
+        self._slow_after_seconds = slow_after_seconds
+        self._said_slow = False
+        self._backoff = RestartBackoff()
+        self._restarts = 0
+        self._started_at = 0.0
+        self._restart_at: float | None = None
+        self._awaiting_ready = False
+        self.process = self._start()
+
+    def _start(self) -> "subprocess.Popen[bytes]":
+        self._started_at = time.monotonic()
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", self.name],
+            env=self._env,
+            preexec_fn=die_with_parent,  # called from the main thread, which lives as long as we do
+        )
+
+    def tend(self, now: float) -> str | None:
+        """Restart the child if it has exited and its delay has passed; say what changed."""
+        if self._restart_at is not None:
+            if now < self._restart_at:
+                return None
+            self._restart_at = None
+            self._awaiting_ready = True
+            self._said_slow = False
+            self.process = self._start()
+            return None
+        if self.process.poll() is not None:
+            self._restarts += 1
+            delay = self._backoff.after_exit(now - self._started_at)
+            self._restart_at = now + delay
+            self._awaiting_ready = False
+            return (
+                f"{self.name} exited with status {self.process.returncode}; "
+                f"restarting in {delay:g} s (restart {self._restarts})"
+            )
+        if not self._awaiting_ready:
+            return None
+        if self._answers():
+            self._awaiting_ready = False
+            return f"{self.name} is ready again"
+        if not self._said_slow and now - self._started_at >= self._slow_after_seconds:
+            self._said_slow = True
+            return (
+                f"{self.name} is not ready {self._slow_after_seconds:g} s after its restart; "
+                "still waiting for it"
+            )
+        return None
+
+    def _answers(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(self.ready_url, timeout=0.5).status_code == 200
+        return False
 
 
 def _children(settings: Settings, with_demo_pager: bool) -> list[Child]:
@@ -136,37 +211,46 @@ def run_everything(settings: Settings) -> int:
         )
         if demo_console:
             env["PLATELETWATCH_NOTIFIER_CONSOLE_USERS_FILE"] = str(DEMO_USERS)
-        processes: dict[str, subprocess.Popen[bytes]] = {}
+        if settings.notifier_link_secret is None:  # links in pages outlive a notifier restart
+            env["PLATELETWATCH_NOTIFIER_LINK_SECRET"] = secrets.token_urlsafe(32)
+        kept: list[KeptChild] = []
         try:
             deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
             for child in _children(settings, demo):
-                processes[child.name] = subprocess.Popen(
-                    [sys.executable, "-m", "services.cli", child.name],
-                    env=env,
-                    preexec_fn=die_with_parent,
-                )
-            for child in _children(settings, demo):
+                ready_url = f"http://{settings.bind_host}:{child.port}{child.ready_path}"
+                kept.append(KeptChild(child, ready_url, env))
+            for keeper in kept:
                 wait_until_ready(
-                    child.name,
-                    f"http://{settings.bind_host}:{child.port}{child.ready_path}",
-                    processes[child.name],
-                    deadline,
-                    stop.is_set,
+                    keeper.name, keeper.ready_url, keeper.process, deadline, stop.is_set
                 )
             if stop.is_set():
                 return 0
             demo_token = None if settings.ingest_api_tokens else DEMO_TOKEN
             banner = _banner(settings, broker, webhook_url, demo, demo_token, demo_console)
             print(banner, flush=True)
-            while not stop.is_set():
-                for name, process in processes.items():
-                    if process.poll() is not None:
-                        print(f"plateletwatch run: {name} exited ({process.returncode}); stopping")
-                        return 1
-                stop.wait(0.5)
-            return 0
+            return _keep_running(kept, broker, stop)
         except RuntimeError as error:
             print(f"plateletwatch run: {error}; stopping", file=sys.stderr)
             return 1
         finally:
-            stop_processes(processes.values(), grace_seconds=15)
+            stop_processes([keeper.process for keeper in kept], grace_seconds=15)
+
+
+def _keep_running(kept: list[KeptChild], broker: Broker, stop: threading.Event) -> int:
+    """Tend the children until a stop is requested (0) or the broker dies (1)."""
+    while not stop.wait(0.5):
+        if not broker.is_running():
+            print(
+                f"plateletwatch run: the broker has stopped ({broker.kind.value}); "
+                "all in-memory data is gone (results, alerts, pages' state); stopping everything",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
+        for keeper in kept:
+            if stop.is_set():  # Ctrl-C reaches the children too: their exit is no crash
+                break
+            news = keeper.tend(time.monotonic())
+            if news:
+                print(f"plateletwatch run: {news}", flush=True)
+    return 0

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -34,10 +34,16 @@ class BrokerStartError(RuntimeError):
     """The broker PlateletWatch tried to start did not come up; the message says why."""
 
 
+def _not_watched() -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Broker:
     kind: BrokerKind
     bootstrap_servers: str
+    # False once a broker PlateletWatch started has died; a broker it did not start is not watched.
+    is_running: Callable[[], bool] = field(default=_not_watched, compare=False)
 
 
 def choose_broker(bootstrap_servers: str | None, docker_answers: Callable[[], bool]) -> BrokerKind:
@@ -156,6 +162,6 @@ def provide_broker(
         tansu = EmbeddedTansu()
         tansu.start()
         try:
-            yield Broker(kind, tansu.bootstrap_servers)
+            yield Broker(kind, tansu.bootstrap_servers, tansu.is_running)
         finally:
             tansu.stop()
