@@ -72,7 +72,6 @@ def test_ingest_and_notifier_killed_repeatedly_lose_no_patient_and_page_nobody_t
 
 @pytest.mark.integration
 @pytest.mark.chaos
-@pytest.mark.xfail(reason="classifier recovery: lead's branch", strict=False)
 def test_the_classifier_killed_repeatedly_loses_no_patient_and_pages_nobody_twice(
     broker: Broker, tmp_path: Path
 ) -> None:
