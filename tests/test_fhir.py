@@ -327,3 +327,9 @@ def test_fhir_long_display_text_is_cut_to_200_characters() -> None:
     code = {"coding": [{"system": "http://loinc.org", "code": "777-3", "display": "P" * 500}]}
     (result,) = published(read(bundle(PATIENT, observation(code=code))))
     assert result.code.display == "P" * 200
+
+
+def test_fhir_refusals_quote_at_most_a_few_characters_of_what_was_sent() -> None:
+    entries = read(bundle(PATIENT, observation(status="s" * 9000)))
+    assert isinstance(entries[1].outcome, Rejection)
+    assert len(entries[1].outcome.message) < 200

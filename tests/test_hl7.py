@@ -382,3 +382,9 @@ def test_hl7_value_beyond_any_platelet_count_is_refused(value: str, unit: str) -
     rejection = only_rejection(message(platelet_obx(value=value, unit=unit)))
     assert rejection.reason is RejectReason.UNREADABLE_VALUE
     assert len(rejection.message) < 200
+
+
+def test_hl7_refusals_quote_at_most_a_few_characters_of_what_was_sent() -> None:
+    long_version = only_rejection(message(platelet_obx(), msh=MSH.replace("2.5.1", "9" * 9000)))
+    long_encoding = only_rejection(b"MSH|^~" + b"x" * 9000 + b"|LIS")
+    assert max(len(long_version.message), len(long_encoding.message)) < 200

@@ -221,7 +221,8 @@ def _validation_errors(
     try:
         model = get_fhir_model_class(resource_type)
     except (KeyError, ValueError, AttributeError):
-        return ({"loc": f"{where}.resourceType", "msg": f"unknown resourceType {resource_type!r}"},)
+        message = f"unknown resourceType {_brief(resource_type)}"
+        return ({"loc": f"{where}.resourceType", "msg": message},)
     try:
         model.model_validate(resource)
     except ValidationError as error:
@@ -324,7 +325,7 @@ def _observation(
     assert code is not None  # checked by the caller
     status = FHIR_OBSERVATION_STATUS.get(str(resource.get("status")))
     if status is None:
-        message = f"Observation.status {resource.get('status')!r} is not an R4 status"
+        message = f"Observation.status {_brief(resource.get('status'))} is not an R4 status"
         return Rejection(RejectReason.UNKNOWN_STATUS, message, location=f"{where}.status")
     collected = _first_time(
         context,

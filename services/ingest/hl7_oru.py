@@ -118,7 +118,7 @@ def read_message(raw: bytes, context: FeedContext) -> Hl7Result:
         )
     version = msh.get(12)
     if version not in SUPPORTED_VERSIONS:
-        text = f"HL7 version {version!r} is not supported (2.3 to 2.5.1 are)"
+        text = f"HL7 version {version[:20]!r} is not supported (2.3 to 2.5.1 are)"
         return Hl7Result(
             control_id,
             (Rejection(RejectReason.UNSUPPORTED_VERSION, text, location="MSH-12"),),
