@@ -89,12 +89,23 @@ def test_fhir_url_as_list_in_an_unrelated_entry_is_filtered() -> None:
     ]
 
 
-def test_fhir_patient_identifier_type_as_list_still_finds_the_patient() -> None:
-    identifier = {**PATIENT["identifier"][1], "type": [{"coding": []}]}
+@pytest.mark.parametrize(
+    "identifier_type", [[{"coding": []}], "MR", {"coding": 0.5}, {"coding": ["MR"]}]
+)
+def test_fhir_patient_identifier_type_of_the_wrong_shape_still_finds_the_patient(
+    identifier_type: object,
+) -> None:
+    identifier = {**PATIENT["identifier"][1], "type": identifier_type}
     patient = {**PATIENT, "identifier": [identifier]}
     (_, published) = outcomes(bundle(patient, observation()))
     assert isinstance(published, Publish)
     assert published.event.patient.identifier.mrn == "MRN-42"
+
+
+def test_fhir_patient_identifier_system_as_list_is_not_an_identifier() -> None:
+    identifier = {**PATIENT["identifier"][1], "system": [["urn:oid:2.16.840.1.113883.19.5"]]}
+    patient = {**PATIENT, "identifier": [identifier]}
+    refused(bundle(patient, observation()), RejectReason.NO_PATIENT_IDENTIFIER)
 
 
 def test_fhir_patient_identifier_value_as_object_is_not_an_identifier() -> None:
