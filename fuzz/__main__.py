@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fuzz.corpus import seeds_for
-from fuzz.crashes import REPO
+from fuzz.crashes import EXAMPLE_PREFIX, REPO
 from fuzz.targets import TARGETS, run_one
 
 
@@ -125,7 +125,9 @@ def _run_reader(reader: str, seconds: float, work: Path) -> dict[str, Any]:
         else {"reader": reader, "inputs": 0, "seconds": 0, "crash_sites": []}
     )
     if finished.returncode != 0:
-        artifacts = sorted(str(p) for p in crashes.iterdir() if not p.name.startswith("crash-"))
+        artifacts = sorted(
+            str(p) for p in crashes.iterdir() if not p.name.startswith(EXAMPLE_PREFIX)
+        )
         report["crash_sites"].append(
             {
                 "where": "worker",

@@ -13,6 +13,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 _PREVIEW_BYTES = 300
+# Our saved examples; libFuzzer names its own artifacts crash-, timeout-, oom-.
+EXAMPLE_PREFIX = "input-"
 
 
 @dataclass
@@ -76,6 +78,6 @@ class CrashLog:
 
 def save_example(folder: Path, data: bytes) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"crash-{hashlib.sha256(data).hexdigest()[:16]}"
+    path = folder / f"{EXAMPLE_PREFIX}{hashlib.sha256(data).hexdigest()[:16]}"
     path.write_bytes(data)
     return path

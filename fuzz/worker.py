@@ -2,7 +2,8 @@
 
 The fuzz function catches every exception itself, records its site and carries on, so one run
 finds every crash site instead of stopping at the first. When the time is up it writes its
-report (inputs tried, seconds, crash sites) as JSON and exits; `python -m fuzz` runs one worker
+report (inputs tried, seconds, crash sites) as JSON and exits (it also writes it every few
+seconds, so a worker that dies leaves its counts behind); `python -m fuzz` runs one worker
 per reader and merges the reports. A hang or memory blow-up kills the worker instead: libFuzzer
 saves that input under the crash folder and the parent reports the worker's death.
 """
@@ -24,6 +25,7 @@ with atheris.instrument_imports(include=["services.ingest", "schemas"]):
     from fuzz.targets import TARGETS, run_one
 
 HANG_SECONDS = 10
+REPORT_EVERY_SECONDS = 5
 
 
 def main() -> None:
@@ -38,9 +40,12 @@ def main() -> None:
     target = TARGETS[args.target]
     crashes = CrashLog(args.crashes)
     started = time.monotonic()
+    reported = started
     inputs = 0
 
     def report() -> None:
+        nonlocal reported
+        reported = time.monotonic()
         args.report.write_text(
             json.dumps(
                 {
@@ -61,7 +66,10 @@ def main() -> None:
         except Exception as error:  # every escaping exception is a finding, not the end
             if crashes.record(error, data):
                 report()
-        if time.monotonic() - started >= args.seconds:
+        now = time.monotonic()
+        if now - reported >= REPORT_EVERY_SECONDS:
+            report()
+        if now - started >= args.seconds:
             report()
             sys.stdout.flush()
             os._exit(0)  # libFuzzer never returns from Fuzz(); leave without its teardown
