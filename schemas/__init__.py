@@ -6,7 +6,6 @@ them (`plateletwatch schemas`) for producers in other languages; a test fails wh
 
 from schemas.events import (
     MAX_FLAGS,
-    MAX_ID_LENGTH,
     MAX_PLATELETS_10E9_PER_L,
     MAX_UNIT_LENGTH,
     MAX_VALUE_LENGTH,
@@ -39,7 +38,6 @@ from schemas.events import (
     TransfusionEvent,
     TreatmentCategory,
     clinical_context_adapter,
-    implausible_date,
     implausible_time,
     stable_event_id,
 )
@@ -47,7 +45,6 @@ from schemas.topics import Topic
 
 __all__ = [
     "MAX_FLAGS",
-    "MAX_ID_LENGTH",
     "MAX_PLATELETS_10E9_PER_L",
     "MAX_UNIT_LENGTH",
     "MAX_VALUE_LENGTH",
@@ -81,7 +78,6 @@ __all__ = [
     "TransfusionEvent",
     "TreatmentCategory",
     "clinical_context_adapter",
-    "implausible_date",
     "implausible_time",
     "stable_event_id",
 ]

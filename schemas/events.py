@@ -7,10 +7,9 @@ apart when something happened clinically (collected, administered) from when it 
 """
 
 import uuid
-from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal, Self, TypeVar
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -24,7 +23,6 @@ from pydantic import (
 )
 
 SCHEMA_VERSION: Literal[1] = 1
-_T = TypeVar("_T")
 
 # Plausible clinical times. Anything outside is a sender's error (a year 9999, an offset of
 # +24:00) and would break date arithmetic downstream, so ingest refuses it with the reason.
@@ -34,9 +32,11 @@ MAX_UTC_OFFSET = timedelta(hours=14)  # the widest offset in use (Kiribati, +14:
 
 # Length limits. Identifiers and codes longer than these are refused, never cut: a cut
 # identifier could merge two patients or two results. Free text (display text, treatment
-# names) is cut instead: it is shown to people, never matched on, and refusing a critical
-# count for a long label would lose the alert. Measured values and units have their own
-# limits in services/ingest/units.py.
+# names, dose units) is cut instead: it is shown to people, never matched on, and refusing a
+# critical count for a long label would lose the alert. A birth date outside 1900..2100 is a
+# site's placeholder for "unknown" and reads as unknown. The reported value of a count is
+# checked by services/ingest/units.py, not here: the classifier rebuilds counts from its
+# stored history, where one accepted before these limits must still load.
 MAX_ID_LENGTH = 200  # assigning authorities, result ids, coding systems: URIs and OIDs fit
 MAX_MRN_LENGTH = 64
 MAX_CODE_LENGTH = 64
@@ -67,28 +67,28 @@ def implausible_date(day: date) -> str | None:
     return None
 
 
-def _refusing(problem_of: Callable[[_T], str | None]) -> AfterValidator:
-    """A validator that refuses a value for the reason `problem_of` gives, if it gives one."""
-
-    def check(value: _T) -> _T:
-        problem = problem_of(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
-
-    return AfterValidator(check)
+def _plausible_time(moment: datetime) -> datetime:
+    problem = implausible_time(moment)
+    if problem is not None:
+        raise ValueError(problem)
+    return moment
 
 
-def _cut_text(value: object) -> object:
-    return value[:MAX_TEXT_LENGTH] if isinstance(value, str) else value
+def _known_birth_date(day: date | None) -> date | None:
+    return None if day is None or implausible_date(day) else day
 
 
-ClinicalTime = Annotated[AwareDatetime, _refusing(implausible_time)]
+def _cut_to(limit: int) -> BeforeValidator:
+    return BeforeValidator(lambda value: value[:limit] if isinstance(value, str) else value)
+
+
+ClinicalTime = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
 """A timezone-aware time within 1900-01-01..2100-12-31 and UTC offsets of at most 14:00."""
-PlausibleDate = Annotated[date, _refusing(implausible_date)]
+BirthDate = Annotated[date | None, AfterValidator(_known_birth_date)]
+"""A birth date, or None: one outside 1900..2100 (a placeholder) reads as unknown."""
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 EventId = Annotated[str, Field(max_length=MAX_EVENT_ID_LENGTH)]
-FreeText = Annotated[str, BeforeValidator(_cut_text), Field(max_length=MAX_TEXT_LENGTH)]
+FreeText = Annotated[str, _cut_to(MAX_TEXT_LENGTH), Field(max_length=MAX_TEXT_LENGTH)]
 """Text for people, cut to 200 characters rather than refused."""
 Flag = Annotated[str, Field(max_length=MAX_FLAG_LENGTH)]
 
@@ -129,8 +129,10 @@ class PatientIdentifier(_Event):
 
 class Patient(_Event):
     identifier: PatientIdentifier
-    birth_date: PlausibleDate | None = Field(
-        default=None, description="Needed to tell paediatric from adult patients."
+    birth_date: BirthDate = Field(
+        default=None,
+        description="Needed to tell paediatric from adult patients; one outside 1900..2100 "
+        "reads as unknown.",
     )
 
 
@@ -159,18 +161,18 @@ class ResultStatus(StrEnum):
 
 Comparator = Literal["<", "<=", ">", ">="]
 # Far above any count measured in a living patient (extreme thrombocytosis stays below ~5,000):
-# a larger number is a unit or transcription error.
+# a larger number is a unit or transcription error, refused by ingest (services/ingest/units.py).
 MAX_PLATELETS_10E9_PER_L = 10_000
 
 
 class PlateletCount(_Event):
     """A platelet count normalised to 10^9/L, keeping what the lab actually sent."""
 
-    value_10e9_per_l: float = Field(ge=0, le=MAX_PLATELETS_10E9_PER_L, allow_inf_nan=False)
+    value_10e9_per_l: float = Field(ge=0, allow_inf_nan=False)
     comparator: Comparator | None = Field(
         default=None, description='Kept from values such as "<5": the true value lies beyond it.'
     )
-    original_value: str = Field(max_length=MAX_VALUE_LENGTH)
+    original_value: str
     original_unit: str = Field(max_length=MAX_UNIT_LENGTH)
 
 
@@ -224,7 +226,9 @@ class TreatmentCategory(StrEnum):
 
 class Dose(_Event):
     value: float = Field(gt=0, allow_inf_nan=False)
-    unit: str = Field(max_length=MAX_UNIT_LENGTH)
+    unit: Annotated[str, _cut_to(MAX_UNIT_LENGTH)] = Field(
+        max_length=MAX_UNIT_LENGTH, description="Cut to 32 characters."
+    )
 
 
 class _ContextEvent(_Event):

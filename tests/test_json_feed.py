@@ -164,7 +164,6 @@ def test_dead_letter_keeps_the_raw_bytes_and_every_reason() -> None:
         ("replaces_result_id", "9" * 201),
         ("patient", {"identifier": {"authority": "HOSP", "mrn": "4" * 65}}),
         ("patient", {"identifier": {"authority": "H" * 201, "mrn": "42"}}),
-        ("patient", {"identifier": {"authority": "HOSP", "mrn": "42"}, "birth_date": "9999-01-01"}),
         ("code", {"system": "http://loinc.org", "code": "7" * 65}),
         ("abnormal_flags", ["L"] * 11),
         ("abnormal_flags", ["L" * 17]),
@@ -192,6 +191,12 @@ def test_json_value_or_unit_beyond_any_platelet_count_is_refused(
     assert isinstance(outcome, Rejection)
     assert outcome.reason is reason
     assert len(outcome.message) < 200
+
+
+def test_json_placeholder_birth_date_is_left_out_not_refused() -> None:
+    patient = {"identifier": {"authority": "HOSP", "mrn": "42"}, "birth_date": "1800-01-01"}
+    result = published(classify_submission(_body(patient=patient), CONTEXT))
+    assert result.patient.birth_date is None
 
 
 def test_json_long_display_text_is_cut_to_200_characters() -> None:

@@ -11,7 +11,7 @@ arithmetic downstream.
 import re
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
-from schemas import implausible_date, implausible_time
+from schemas import implausible_time
 
 _HL7_TS = re.compile(
     r"^(?P<year>\d{4})(?P<month>\d{2})?(?P<day>\d{2})?(?P<hour>\d{2})?(?P<minute>\d{2})?"
@@ -62,17 +62,15 @@ def parse_hl7_timestamp(text: str, local_zone: tzinfo) -> datetime | None:
 
 
 def parse_hl7_date(text: str) -> date | None:
-    """An HL7 v2 DT/DTM birth date (the date part only); None when empty, malformed or outside
-    1900..2100: some sites send such dates as placeholders for "unknown", and an unknown birth
-    date only leaves the population undecided, which is safer than refusing the count."""
+    """An HL7 v2 DT/DTM birth date (the date part only); None when empty or malformed. (One
+    outside 1900..2100, a placeholder for "unknown", reads as unknown in the event model.)"""
     match = _HL7_TS.match(text.strip())
     if match is None or match["month"] is None or match["day"] is None:
         return None
     try:
-        day = date(int(match["year"]), int(match["month"]), int(match["day"]))
+        return date(int(match["year"]), int(match["month"]), int(match["day"]))
     except ValueError:
         return None
-    return None if implausible_date(day) else day
 
 
 def parse_fhir_datetime(text: str, local_zone: tzinfo) -> datetime | None:
@@ -92,7 +90,8 @@ def parse_fhir_datetime(text: str, local_zone: tzinfo) -> datetime | None:
 
 
 def parse_fhir_birth_date(text: str, local_zone: tzinfo) -> date | None:
-    """A FHIR birthDate; None when malformed or implausible, for the reason parse_hl7_date gives."""
+    """A FHIR birthDate; None when malformed or outside 1900..2100 (a placeholder for "unknown":
+    it only leaves the population undecided, which is safer than refusing the count)."""
     try:
         moment = parse_fhir_datetime(text, local_zone)
     except ImplausibleTimeError:
