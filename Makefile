@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install tools run test lint check-schemas schemas bench chaos lock clean
+.PHONY: help install tools run test lint check-schemas schemas bench chaos fuzz lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,7 +25,7 @@ install: $(STAMP) ## create .venv and install the project with its pinned depend
 run: $(STAMP) ## start everything: embedded broker, topics, ingest, classifier, notifier, demo pager
 	$(BIN)/plateletwatch run
 
-lint: $(STAMP) ## ruff (lint + format) and mypy on services/, schemas/ and chaos/
+lint: $(STAMP) ## ruff (lint + format) and mypy on services/, schemas/, chaos/ and fuzz/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -57,6 +57,11 @@ bench: $(STAMP) ## ingest (MLLP) vs raw producer, replay vs JSON decode; writes 
 
 chaos: $(STAMP) ## SIGKILL every service again and again under load; 0 lost, 0 paged twice; writes chaos-results.json
 	$(BIN)/python -m chaos
+
+FUZZ_SECONDS ?= 300
+
+fuzz: $(STAMP) ## fuzz the HL7, FHIR, JSON and context readers, FUZZ_SECONDS each (300); writes fuzz-results.json
+	nice -n 10 $(BIN)/python -m fuzz --seconds $(FUZZ_SECONDS)
 
 lock: $(STAMP) ## re-pin every installed dependency into requirements/lock.txt
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^plateletwatch' > requirements/lock.txt

@@ -5,11 +5,16 @@ them (`plateletwatch schemas`) for producers in other languages; a test fails wh
 """
 
 from schemas.events import (
+    MAX_FLAGS,
+    MAX_PLATELETS_10E9_PER_L,
+    MAX_UNIT_LENGTH,
+    MAX_VALUE_LENGTH,
     SCHEMA_VERSION,
     AckAction,
     AckEvent,
     AlertKind,
     ClinicalContextEvent,
+    ClinicalTime,
     Coding,
     Comparator,
     DeadLetter,
@@ -18,6 +23,9 @@ from schemas.events import (
     Dose,
     Evidence,
     EvidenceResult,
+    Flag,
+    FreeText,
+    Identifier,
     LabResult,
     MedicationEvent,
     Patient,
@@ -30,16 +38,22 @@ from schemas.events import (
     TransfusionEvent,
     TreatmentCategory,
     clinical_context_adapter,
+    implausible_time,
     stable_event_id,
 )
 from schemas.topics import Topic
 
 __all__ = [
+    "MAX_FLAGS",
+    "MAX_PLATELETS_10E9_PER_L",
+    "MAX_UNIT_LENGTH",
+    "MAX_VALUE_LENGTH",
     "SCHEMA_VERSION",
     "AckAction",
     "AckEvent",
     "AlertKind",
     "ClinicalContextEvent",
+    "ClinicalTime",
     "Coding",
     "Comparator",
     "DeadLetter",
@@ -48,6 +62,9 @@ __all__ = [
     "Dose",
     "Evidence",
     "EvidenceResult",
+    "Flag",
+    "FreeText",
+    "Identifier",
     "LabResult",
     "MedicationEvent",
     "Patient",
@@ -61,5 +78,6 @@ __all__ = [
     "TransfusionEvent",
     "TreatmentCategory",
     "clinical_context_adapter",
+    "implausible_time",
     "stable_event_id",
 ]

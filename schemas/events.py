@@ -8,13 +8,90 @@ apart when something happened clinically (collected, administered) from when it 
 
 import base64
 import uuid
-from datetime import date
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    model_validator,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
+
+# Plausible clinical times. Anything outside is a sender's error (a year 9999, an offset of
+# +24:00) and would break date arithmetic downstream, so ingest refuses it with the reason.
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2100, 12, 31)
+MAX_UTC_OFFSET = timedelta(hours=14)  # the widest offset in use (Kiribati, +14:00)
+
+# Length limits. Identifiers and codes longer than these are refused, never cut: a cut
+# identifier could merge two patients or two results. Free text (display text, treatment
+# names, dose units) is cut instead: it is shown to people, never matched on, and refusing a
+# critical count for a long label would lose the alert. A birth date outside 1900..2100 is a
+# site's placeholder for "unknown" and reads as unknown. The reported value of a count is
+# checked by services/ingest/units.py, not here: the classifier rebuilds counts from its
+# stored history, where one accepted before these limits must still load.
+MAX_ID_LENGTH = 200  # assigning authorities, result ids, coding systems: URIs and OIDs fit
+MAX_MRN_LENGTH = 64
+MAX_CODE_LENGTH = 64
+MAX_EVENT_ID_LENGTH = 64  # ours are UUIDs (36 characters)
+MAX_TEXT_LENGTH = 200
+MAX_FLAG_LENGTH = 16  # abnormal flags are codes (HL7 table 0078, FHIR interpretation)
+MAX_FLAGS = 10
+MAX_UNIT_LENGTH = 32
+MAX_VALUE_LENGTH = 32
+
+
+def implausible_time(moment: datetime) -> str | None:
+    """Why a time cannot be a clinical time, or None when it can."""
+    offset = moment.utcoffset()
+    if not EARLIEST_DATE <= moment.date() <= LATEST_DATE:
+        return f"{moment.isoformat()} is outside {EARLIEST_DATE}..{LATEST_DATE}"
+    if offset is not None and abs(offset) > MAX_UTC_OFFSET:
+        return f"{moment.isoformat()} has a UTC offset beyond ±14:00"
+    if offset is not None and offset % timedelta(minutes=1):
+        return f"{moment.isoformat()} has a UTC offset that is not whole minutes"
+    return None
+
+
+def implausible_date(day: date) -> str | None:
+    """Why a date (a birth date) cannot be real, or None when it can."""
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        return f"{day.isoformat()} is outside {EARLIEST_DATE}..{LATEST_DATE}"
+    return None
+
+
+def _plausible_time(moment: datetime) -> datetime:
+    problem = implausible_time(moment)
+    if problem is not None:
+        raise ValueError(problem)
+    return moment
+
+
+def _known_birth_date(day: date | None) -> date | None:
+    return None if day is None or implausible_date(day) else day
+
+
+def _cut_to(limit: int) -> BeforeValidator:
+    return BeforeValidator(lambda value: value[:limit] if isinstance(value, str) else value)
+
+
+ClinicalTime = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
+"""A timezone-aware time within 1900-01-01..2100-12-31 and UTC offsets of at most 14:00."""
+BirthDate = Annotated[date | None, AfterValidator(_known_birth_date)]
+"""A birth date, or None: one outside 1900..2100 (a placeholder) reads as unknown."""
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+EventId = Annotated[str, Field(max_length=MAX_EVENT_ID_LENGTH)]
+FreeText = Annotated[str, _cut_to(MAX_TEXT_LENGTH), Field(max_length=MAX_TEXT_LENGTH)]
+"""Text for people, cut to 200 characters rather than refused."""
+Flag = Annotated[str, Field(max_length=MAX_FLAG_LENGTH)]
 
 _EVENT_NAMESPACE = uuid.UUID("5b0f3c4e-6f0c-4d7e-9a51-3f1b8c2d9e10")
 
@@ -34,8 +111,16 @@ class _Event(BaseModel):
 class PatientIdentifier(_Event):
     """A medical record number qualified by the authority that assigned it (PID-3 / identifier)."""
 
-    authority: str = Field(min_length=1, description="Assigning authority, e.g. a hospital OID.")
-    mrn: str = Field(min_length=1, description="Medical record number within that authority.")
+    authority: str = Field(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description="Assigning authority, e.g. a hospital OID.",
+    )
+    mrn: str = Field(
+        min_length=1,
+        max_length=MAX_MRN_LENGTH,
+        description="Medical record number within that authority.",
+    )
 
     @property
     def key(self) -> str:
@@ -45,15 +130,20 @@ class PatientIdentifier(_Event):
 
 class Patient(_Event):
     identifier: PatientIdentifier
-    birth_date: date | None = Field(
-        default=None, description="Needed to tell paediatric from adult patients."
+    birth_date: BirthDate = Field(
+        default=None,
+        description="Needed to tell paediatric from adult patients; one outside 1900..2100 "
+        "reads as unknown.",
     )
 
 
 class Coding(_Event):
-    system: str = Field(description="Code system URI, e.g. http://loinc.org, or a local system.")
-    code: str
-    display: str | None = None
+    system: str = Field(
+        max_length=MAX_ID_LENGTH,
+        description="Code system URI, e.g. http://loinc.org, or a local system.",
+    )
+    code: str = Field(max_length=MAX_CODE_LENGTH)
+    display: FreeText | None = Field(default=None, description="Cut to 200 characters.")
 
 
 class ResultStatus(StrEnum):
@@ -71,28 +161,33 @@ class ResultStatus(StrEnum):
 
 
 Comparator = Literal["<", "<=", ">", ">="]
+# Far above any count measured in a living patient (extreme thrombocytosis stays below ~5,000):
+# a larger number is a unit or transcription error, refused by ingest (services/ingest/units.py).
+MAX_PLATELETS_10E9_PER_L = 10_000
 
 
 class PlateletCount(_Event):
     """A platelet count normalised to 10^9/L, keeping what the lab actually sent."""
 
-    value_10e9_per_l: float = Field(ge=0)
+    value_10e9_per_l: float = Field(ge=0, allow_inf_nan=False)
     comparator: Comparator | None = Field(
         default=None, description='Kept from values such as "<5": the true value lies beyond it.'
     )
     original_value: str
-    original_unit: str
+    original_unit: str = Field(max_length=MAX_UNIT_LENGTH)
 
 
 class LabResult(_Event):
     """One verified (or preliminary, corrected, deleted...) platelet result for one patient."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    event_id: str
+    event_id: EventId
     source: Literal["hl7v2", "fhir", "json"]
     patient: Patient
-    result_id: str = Field(description="The lab's identity for this result, stable across resends.")
-    replaces_result_id: str | None = Field(
+    result_id: Identifier = Field(
+        description="The lab's identity for this result, stable across resends."
+    )
+    replaces_result_id: Identifier | None = Field(
         default=None, description="For corrections and deletions: the result this one replaces."
     )
     code: Coding
@@ -100,15 +195,15 @@ class LabResult(_Event):
         description="Absent only when the result is withdrawn (entered-in-error, wrong-patient)."
     )
     status: ResultStatus
-    abnormal_flags: tuple[str, ...] = ()
+    abnormal_flags: tuple[Flag, ...] = Field(default=(), max_length=MAX_FLAGS)
     location: str | None = Field(
         default=None,
         max_length=64,
         description="The ward or unit the patient was in (HL7 PV1-3.1): routes the page.",
     )
-    collected_at: AwareDatetime = Field(description="Specimen collection: the clinical time.")
-    verified_at: AwareDatetime | None = Field(default=None, description="Released by the lab.")
-    received_at: AwareDatetime = Field(description="Accepted by PlateletWatch ingest.")
+    collected_at: ClinicalTime = Field(description="Specimen collection: the clinical time.")
+    verified_at: ClinicalTime | None = Field(default=None, description="Released by the lab.")
+    received_at: ClinicalTime = Field(description="Accepted by PlateletWatch ingest.")
 
     @model_validator(mode="after")
     def _only_a_withdrawal_may_lack_a_count(self) -> Self:
@@ -131,37 +226,41 @@ class TreatmentCategory(StrEnum):
 
 
 class Dose(_Event):
-    value: float = Field(gt=0)
-    unit: str
+    value: float = Field(gt=0, allow_inf_nan=False)
+    unit: Annotated[str, _cut_to(MAX_UNIT_LENGTH)] = Field(
+        max_length=MAX_UNIT_LENGTH, description="Cut to 32 characters."
+    )
 
 
 class _ContextEvent(_Event):
     schema_version: Literal[1] = SCHEMA_VERSION
-    event_id: str
+    event_id: EventId
     source: Literal["hl7v2", "fhir", "json"]
     patient: Patient
     category: TreatmentCategory
     code: Coding | None = None
-    name: str = Field(description="What the source called it, e.g. a brand name.")
-    received_at: AwareDatetime
+    name: FreeText = Field(
+        description="What the source called it, e.g. a brand name; cut to 200 characters."
+    )
+    received_at: ClinicalTime
 
 
 class MedicationEvent(_ContextEvent):
     kind: Literal["medication"] = "medication"
     dose: Dose | None = None
-    started_at: AwareDatetime
-    ended_at: AwareDatetime | None = None
+    started_at: ClinicalTime
+    ended_at: ClinicalTime | None = None
 
 
 class ProcedureEvent(_ContextEvent):
     kind: Literal["procedure"] = "procedure"
-    performed_at: AwareDatetime
+    performed_at: ClinicalTime
 
 
 class TransfusionEvent(_ContextEvent):
     kind: Literal["transfusion"] = "transfusion"
     dose: Dose | None = Field(default=None, description="Platelets given, e.g. 3.0 10*11.")
-    started_at: AwareDatetime
+    started_at: ClinicalTime
 
 
 ClinicalContextEvent = Annotated[

@@ -64,6 +64,16 @@ def bundle(*resources: dict[str, Any], kind: str = "collection") -> dict[str, An
     }
 
 
+def treatment(resource_type: str, **changes: Any) -> dict[str, Any]:
+    """A completed MedicationAdministration, MedicationStatement or Procedure for Patient/p1."""
+    return {
+        "resourceType": resource_type,
+        "status": "completed",
+        "subject": {"reference": "Patient/p1"},
+        **changes,
+    }
+
+
 def read(document: Any, context: FeedContext = CONTEXT) -> list[EntryOutcome]:
     return read_fhir(json.dumps(document).encode(), context, TREATMENTS)
 
@@ -256,3 +266,70 @@ def test_bodies_that_are_not_acceptable_fhir(body: bytes, reason: RejectReason) 
     (entry,) = read_fhir(body, CONTEXT, TREATMENTS)
     assert isinstance(entry.outcome, Rejection)
     assert entry.outcome.reason is reason
+
+
+# Absurd values: refused naming where they are (or, for free text, cut), never passed on.
+
+
+@pytest.mark.parametrize(
+    "when", ["9999-12-31T23:59:59Z", "2026-11-25T07:40:00+23:59", "1899-12-31T12:00:00Z"]
+)
+def test_fhir_implausible_collection_time_is_refused_naming_it(when: str) -> None:
+    entries = read(bundle(PATIENT, observation(effectiveDateTime=when)))
+    rejection = entries[1].outcome
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason is RejectReason.INVALID_FHIR
+    assert [error["loc"] for error in rejection.errors] == ["entry[1].effectiveDateTime"]
+
+
+def test_fhir_implausible_treatment_time_is_refused() -> None:
+    procedure = treatment("Procedure", code={"text": "Splenectomy"}, performedDateTime="2101-01-01")
+    rejection = read(bundle(PATIENT, procedure))[1].outcome
+    assert isinstance(rejection, Rejection)
+    assert rejection.location == "entry[1].performedDateTime"
+
+
+def test_fhir_placeholder_birth_date_is_left_out_not_refused() -> None:
+    (result,) = published(read(bundle(dict(PATIENT, birthDate="1800-01-01"), observation())))
+    assert result.patient.birth_date is None
+
+
+def test_fhir_result_id_over_200_characters_is_refused() -> None:
+    identifier = [{"system": "urn:lab", "value": "9" * 9000}]
+    entries = read(bundle(PATIENT, observation(id=None, identifier=identifier)))
+    rejection = entries[1].outcome
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason is RejectReason.INVALID_FHIR
+    assert [error["loc"] for error in rejection.errors] == ["entry[1].result_id"]
+
+
+def test_fhir_mrn_over_64_characters_is_refused() -> None:
+    identifier = dict(PATIENT["identifier"][1], value="M" * 65)
+    entries = read(bundle(dict(PATIENT, identifier=[identifier]), observation()))
+    rejection = entries[1].outcome
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason is RejectReason.INVALID_FHIR
+    assert [error["loc"] for error in rejection.errors] == ["entry[1].mrn"]
+
+
+def test_fhir_patient_reference_must_hold_a_fhir_id() -> None:
+    with_authority = FeedContext(RECEIVED, UTC, fhir_reference_authority="https://ehr.example/fhir")
+    for reference in ("Patient/", "Patient/" + "x" * 65):
+        (entry,) = read(observation(subject={"reference": reference}), with_authority)
+        assert isinstance(entry.outcome, Rejection)
+        assert entry.outcome.reason is RejectReason.NO_PATIENT_IDENTIFIER
+    versioned = observation(subject={"reference": "Patient/p-9/_history/2"})
+    (result,) = published(read(versioned, with_authority))
+    assert result.patient.identifier.mrn == "p-9"
+
+
+def test_fhir_long_display_text_is_cut_to_200_characters() -> None:
+    code = {"coding": [{"system": "http://loinc.org", "code": "777-3", "display": "P" * 500}]}
+    (result,) = published(read(bundle(PATIENT, observation(code=code))))
+    assert result.code.display == "P" * 200
+
+
+def test_fhir_refusals_quote_at_most_a_few_characters_of_what_was_sent() -> None:
+    entries = read(bundle(PATIENT, observation(status="s" * 9000)))
+    assert isinstance(entries[1].outcome, Rejection)
+    assert len(entries[1].outcome.message) < 200

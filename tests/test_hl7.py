@@ -307,3 +307,84 @@ def test_the_ward_is_the_point_of_care_of_the_patients_visit() -> None:
     second = PID.replace("MRN-42", "MRN-43")
     raw = "\r".join([MSH, PID, "PV1|1|I|ICU", OBR, platelet_obx(), second, OBR, platelet_obx()])
     assert [e.location for e in read(raw.encode()).events] == ["ICU", None]
+
+
+# Absurd values: refused naming the field (or, for free text, cut), never raised or passed on.
+
+
+def test_hl7_collection_time_offset_beyond_14_hours_is_refused_naming_obx_14() -> None:
+    """Was a ValueError from timezone(): +2400 is no offset."""
+    result = read(message(platelet_obx(obx14="20261125074000+2400")))
+    (rejection,) = result.rejections
+    assert rejection.reason is RejectReason.INVALID_FIELDS
+    assert rejection.location == "OBX[1] of OBR 1-14"
+    assert "+2400" in rejection.message
+    assert "14:00" in rejection.message
+    ack = parse(build_ack(result, result.ack_code, result.rejections, RECEIVED))
+    (err,) = ack.all("ERR")
+    assert (err.get(2, 1), err.get(3, 1)) == ("OBX[1] of OBR 1", "102")
+
+
+@pytest.mark.parametrize(
+    "obx14",
+    [
+        "99991231235959+0000",  # accepted before, then an OverflowError in the classifier
+        "18991231",  # Paris then had an offset in seconds, which JSON cannot carry
+        "21010101",
+        "20261125074000-1401",
+    ],
+)
+def test_hl7_implausible_collection_time_is_refused(obx14: str) -> None:
+    rejection = only_rejection(message(platelet_obx(obx14=obx14)))
+    assert (rejection.reason, rejection.location) == (
+        RejectReason.INVALID_FIELDS,
+        "OBX[1] of OBR 1-14",
+    )
+
+
+def test_hl7_implausible_verified_time_is_refused_naming_obr_22() -> None:
+    obr = OBR.replace("20261125080500+0100", "99991231")
+    rejection = only_rejection(message(platelet_obx(), obr=obr))
+    assert (rejection.reason, rejection.location) == (RejectReason.INVALID_FIELDS, "OBR-22")
+
+
+def test_hl7_placeholder_birth_date_is_left_out_not_refused() -> None:
+    """A birth date of 1800 is a site's "unknown": the count still pages."""
+    result = only_result(message(platelet_obx(), pid=PID.replace("20120407", "18000101")))
+    assert result.patient.birth_date is None
+
+
+def test_hl7_mrn_over_64_characters_is_refused_naming_pid_3() -> None:
+    rejection = only_rejection(message(platelet_obx(), pid=PID.replace("MRN-42", "M" * 65)))
+    assert (rejection.reason, rejection.location) == (RejectReason.INVALID_FIELDS, "PID-3.1")
+
+
+def test_hl7_filler_order_number_of_9_kb_is_refused_naming_obr_3() -> None:
+    """A 9 kB result id was accepted and bloated the classifier's state."""
+    rejection = only_rejection(message(platelet_obx(), obr=OBR.replace("FL-77", "F" * 9000)))
+    assert (rejection.reason, rejection.location) == (RejectReason.INVALID_FIELDS, "OBR-3")
+    assert len(rejection.message) < 200
+
+
+def test_hl7_long_display_text_is_cut_to_200_characters() -> None:
+    result = only_result(message(platelet_obx(code=f"777-3^{'P' * 500}^LN")))
+    assert result.code.display == "P" * 200
+
+
+@pytest.mark.parametrize(
+    ("value", "unit"),
+    [
+        ("150000", "10*3/uL"),  # 150,000 x10^9/L: a /uL count sent with the wrong unit
+        ("1" * 400, "10*9/L"),  # read as infinity before, then null in JSON
+    ],
+)
+def test_hl7_value_beyond_any_platelet_count_is_refused(value: str, unit: str) -> None:
+    rejection = only_rejection(message(platelet_obx(value=value, unit=unit)))
+    assert rejection.reason is RejectReason.UNREADABLE_VALUE
+    assert len(rejection.message) < 200
+
+
+def test_hl7_refusals_quote_at_most_a_few_characters_of_what_was_sent() -> None:
+    long_version = only_rejection(message(platelet_obx(), msh=MSH.replace("2.5.1", "9" * 9000)))
+    long_encoding = only_rejection(b"MSH|^~" + b"x" * 9000 + b"|LIS")
+    assert max(len(long_version.message), len(long_encoding.message)) < 200

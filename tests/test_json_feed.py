@@ -148,3 +148,57 @@ def test_dead_letter_keeps_the_raw_bytes_and_every_reason() -> None:
     assert both.reason_code == "unknown_unit"
     assert both.reason == "unknown unit 'g'; body is not valid JSON"
     assert both.errors == ({"loc": "u", "msg": "m"},)
+
+
+# Absurd values: refused naming the field (or, for free text, cut), never passed on.
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("collected_at", "9999-12-31T23:59:59Z"),  # later an OverflowError in the classifier
+        ("collected_at", "1899-12-31T23:59:59Z"),
+        ("collected_at", "2026-11-25T07:40:00+23:59"),
+        ("verified_at", "2101-01-01T00:00:00Z"),
+        ("result_id", "9" * 9000),  # a 9 kB result id bloated the classifier's state
+        ("replaces_result_id", "9" * 201),
+        ("patient", {"identifier": {"authority": "HOSP", "mrn": "4" * 65}}),
+        ("patient", {"identifier": {"authority": "H" * 201, "mrn": "42"}}),
+        ("code", {"system": "http://loinc.org", "code": "7" * 65}),
+        ("abnormal_flags", ["L"] * 11),
+        ("abnormal_flags", ["L" * 17]),
+    ],
+)
+def test_json_absurd_value_is_refused_naming_the_field(field: str, value: object) -> None:
+    outcome = classify_submission(_body(**{field: value}), CONTEXT)
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason is RejectReason.INVALID_FIELDS
+    assert [error["loc"].split(".")[0] for error in outcome.errors] == [field]
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "reason"),
+    [
+        ("150000", "K/uL", RejectReason.UNREADABLE_VALUE),  # a /uL count with the wrong unit
+        ("1" * 33, "10*9/L", RejectReason.UNREADABLE_VALUE),
+        ("12", "u" * 33, RejectReason.UNKNOWN_UNIT),
+    ],
+)
+def test_json_value_or_unit_beyond_any_platelet_count_is_refused(
+    value: str, unit: str, reason: RejectReason
+) -> None:
+    outcome = classify_submission(_body(value=value, unit=unit), CONTEXT)
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason is reason
+    assert len(outcome.message) < 200
+
+
+def test_json_placeholder_birth_date_is_left_out_not_refused() -> None:
+    patient = {"identifier": {"authority": "HOSP", "mrn": "42"}, "birth_date": "1800-01-01"}
+    result = published(classify_submission(_body(patient=patient), CONTEXT))
+    assert result.patient.birth_date is None
+
+
+def test_json_long_display_text_is_cut_to_200_characters() -> None:
+    code = {"system": "http://loinc.org", "code": "777-3", "display": "P" * 500}
+    assert published(classify_submission(_body(code=code), CONTEXT)).code.display == "P" * 200

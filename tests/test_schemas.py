@@ -7,11 +7,13 @@ from pydantic import ValidationError
 
 from schemas import (
     AlertKind,
+    Dose,
     Evidence,
     LabResult,
     Patient,
     PatientIdentifier,
     PlateletAlert,
+    PlateletCount,
     RuleRef,
     stable_event_id,
 )
@@ -84,3 +86,16 @@ def test_an_alert_carries_its_triggering_value() -> None:
     with pytest.raises(ValidationError, match="triggering value"):
         _alert(kind=AlertKind.CRITICAL_LOW)
     assert _alert(kind=AlertKind.CRITICAL_LOW, value_10e9_per_l=12).value_10e9_per_l == 12
+
+
+def test_a_count_or_dose_stored_before_the_ingest_limits_still_loads() -> None:
+    """The classifier rebuilds counts and treatments from its stored history: a count ingest
+    now refuses (a unit error, 150,000 x10^9/L), a long dose unit or a placeholder birth date
+    accepted earlier must load, not stop the classifier."""
+    count = PlateletCount(value_10e9_per_l=150_000, original_value="150000", original_unit="K/uL")
+    assert count.value_10e9_per_l == 150_000
+    assert Dose(value=1, unit="u" * 40).unit == "u" * 32
+    patient = Patient.model_validate(
+        {"identifier": {"authority": "H", "mrn": "1"}, "birth_date": "1800-01-01"}
+    )
+    assert patient.birth_date is None

@@ -120,3 +120,16 @@ def test_context_submissions_that_are_filtered_or_refused() -> None:
     refused = classify_context(submission(started_at="2026-11-20T10:00:00"), CONTEXT, TABLE)
     assert isinstance(refused, Rejection)
     assert refused.reason is RejectReason.INVALID_FIELDS
+
+
+def test_context_with_an_implausible_time_or_identifier_is_refused() -> None:
+    for changes in ({"started_at": "9999-12-31T00:00:00Z"}, {"context_id": "C" * 201}):
+        refused = classify_context(submission(**changes), CONTEXT, TABLE)
+        assert isinstance(refused, Rejection)
+        assert [error["loc"] for error in refused.errors] == list(changes)
+
+
+def test_context_long_name_is_cut_to_200_characters() -> None:
+    outcome = classify_context(submission(name="Nplate " + "x" * 500), CONTEXT, TABLE)
+    assert isinstance(outcome, Publish)
+    assert outcome.event.name == "Nplate " + "x" * 193

@@ -3,11 +3,14 @@ Pure."""
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import (
+    ClinicalTime,
     Coding,
     Dose,
+    FreeText,
+    Identifier,
     MedicationEvent,
     Patient,
     ProcedureEvent,
@@ -21,18 +24,21 @@ from services.ingest.treatments import TreatmentTable
 
 
 class ClinicalContextSubmission(BaseModel):
-    """A treatment given, as a sender posts it to POST /v1/clinical-context."""
+    """A treatment given, as a sender posts it to POST /v1/clinical-context; limits as the
+    event's (schemas/events.py), a name longer than 200 characters is cut."""
 
     model_config = ConfigDict(extra="forbid")
 
     patient: Patient
-    context_id: str = Field(min_length=1, description="The sender's id for this administration.")
-    name: str = Field(min_length=1, description='What was given or done, e.g. "Nplate 250 mcg".')
+    context_id: Identifier = Field(description="The sender's id for this administration.")
+    name: FreeText = Field(
+        min_length=1, description='What was given or done, e.g. "Nplate 250 mcg".'
+    )
     code: Coding | None = None
     dose: Dose | None = None
     status: Literal["completed", "in-progress", "not-done", "entered-in-error"] = "completed"
-    started_at: AwareDatetime = Field(description="Administered, started or performed.")
-    ended_at: AwareDatetime | None = None
+    started_at: ClinicalTime = Field(description="Administered, started or performed.")
+    ended_at: ClinicalTime | None = None
 
 
 def classify_context(raw: bytes, context: FeedContext, treatments: TreatmentTable) -> Outcome:

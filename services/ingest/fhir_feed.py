@@ -3,16 +3,23 @@
 Entries are validated one by one with fhir.resources (R4B models): an invalid entry that has
 nothing to do with platelets or treatments is filtered and its problem reported, and never
 blocks the platelet Observation beside it; an invalid platelet Observation or treatment is
-rejected (dead-lettered) with its validation errors.
+rejected (dead-lettered) with its validation errors, and so is one whose values break an event
+limit (schemas/events.py: absurd times, over-long identifiers).
+
+The body is untrusted JSON until validated, and the resources an entry points at (its Patient,
+a contained Medication) are never validated, so every step through the document goes through
+`_object`, `_objects` and `_text`: a value of the wrong type reads as absent, never as a crash.
 """
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from schemas import (
     Coding,
@@ -28,7 +35,7 @@ from services.ingest.codes import FeedContext, is_platelet_count
 from services.ingest.lab_results import lab_result
 from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
 from services.ingest.status import FHIR_OBSERVATION_STATUS, NOT_MEASURED, RETRACTING
-from services.ingest.times import parse_fhir_datetime
+from services.ingest.times import ImplausibleTimeError, parse_fhir_birth_date, parse_fhir_datetime
 from services.ingest.treatments import Recognised, TreatmentTable
 from services.ingest.units import UnknownUnitError, UnreadableValueError, platelet_count
 
@@ -41,8 +48,34 @@ _NOT_GIVEN = frozenset(
 _UCUM = "http://unitsofmeasure.org"
 _SSN_SYSTEMS = frozenset({"http://hl7.org/fhir/sid/us-ssn", "urn:oid:2.16.840.1.113883.4.1"})
 _MR = ("http://terminology.hl7.org/CodeSystem/v2-0203", "MR")
+_MAX_DOSE_VALUE = 1e9  # beyond any dose in any unit; also keeps huge JSON integers out of float()
+# A reference to a Patient by its logical id (FHIR id: 1 to 64 of [A-Za-z0-9-.]), maybe versioned.
+_PATIENT_REFERENCE = re.compile(r"(?:^|/)Patient/([A-Za-z0-9.\-]{1,64})(?:/_history/[^/]+)?/?$")
 
 Json = dict[str, Any]
+
+
+def _object(value: object) -> Json:
+    """A JSON object; anything else (a list, a string, a number) reads as an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def _objects(value: object) -> list[Json]:
+    """The objects of a JSON array; anything else reads as none."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _text(value: object) -> str | None:
+    """A non-empty JSON string; anything else reads as absent."""
+    return value if isinstance(value, str) and value else None
+
+
+class _Refused(ValueError):
+    """An entry holds a value ingest must refuse; `location` names where."""
+
+    def __init__(self, location: str, message: str) -> None:
+        super().__init__(message)
+        self.location = location
 
 
 @dataclass(frozen=True)
@@ -66,48 +99,68 @@ class _Bundle:
             resource = entry.get("resource")
             if not isinstance(resource, dict):
                 continue
-            if isinstance(entry.get("fullUrl"), str):
-                index[entry["fullUrl"]] = resource
-            if resource.get("id") and resource.get("resourceType"):
-                index[f"{resource['resourceType']}/{resource['id']}"] = resource
+            full_url = _text(entry.get("fullUrl"))
+            if full_url is not None:
+                index[full_url] = resource
+            resource_type, resource_id = (
+                _text(resource.get("resourceType")),
+                _text(resource.get("id")),
+            )
+            if resource_type and resource_id:
+                index[f"{resource_type}/{resource_id}"] = resource
         return cls(index)
 
-    def resolve(self, reference: Json | None, holder: Json) -> Json | None:
-        ref = (reference or {}).get("reference")
-        if not isinstance(ref, str):
-            return None
+    def resolve(self, reference: object, holder: Json) -> Json:
+        """The resource a Reference points at (contained, by fullUrl or by type/id); else {}."""
+        ref = _text(_object(reference).get("reference"))
+        if ref is None:
+            return {}
         if ref.startswith("#"):
-            return next((c for c in holder.get("contained", []) if c.get("id") == ref[1:]), None)
+            contained = _objects(holder.get("contained"))
+            return next((c for c in contained if c.get("id") == ref[1:]), {})
         if ref in self.by_reference:
             return self.by_reference[ref]
         tail = "/".join(ref.rstrip("/").split("/")[-2:])  # absolute URL to ResourceType/id
-        return self.by_reference.get(tail)
+        return self.by_reference.get(tail, {})
 
 
 def read_fhir(raw: bytes, context: FeedContext, treatments: TreatmentTable) -> list[EntryOutcome]:
-    """One outcome per resource (or Bundle entry); a body that is not FHIR JSON is one rejection."""
+    """One outcome per resource (or Bundle entry); a body that is not FHIR JSON is one rejection.
+
+    The JSON is read as strictly as the JSON feed reads its bodies: text that is not UTF-8, a
+    lone surrogate escape (\\ud800) that is no character, NaN, or nesting deeper than 200
+    levels (FHIR resources nest about 10) is refused as invalid JSON."""
     try:
-        document = json.loads(raw)
+        document = from_json(raw, allow_inf_nan=False)
     except ValueError as error:
         return [_whole(RejectReason.INVALID_JSON, f"body is not valid JSON: {error}")]
-    if not isinstance(document, dict) or not isinstance(document.get("resourceType"), str):
+    if not isinstance(document, dict) or not _text(document.get("resourceType")):
         return [_whole(RejectReason.INVALID_FHIR, "body is not a FHIR resource (no resourceType)")]
     if document["resourceType"] != "Bundle":
         return [_entry(0, document, None, _Bundle({}), context, treatments)]
-    if document.get("type") not in ACCEPTED_BUNDLE_TYPES:
+    bundle_type = document.get("type")
+    if not isinstance(bundle_type, str) or bundle_type not in ACCEPTED_BUNDLE_TYPES:
         accepted = ", ".join(sorted(ACCEPTED_BUNDLE_TYPES))
         return [
             _whole(
                 RejectReason.INVALID_FHIR,
-                f"Bundle.type {document.get('type')!r} is not accepted ({accepted})",
+                f"Bundle.type {_brief(bundle_type)} is not accepted ({accepted})",
             )
         ]
-    entries = [e for e in document.get("entry", []) if isinstance(e, dict)]
+    if not isinstance(document.get("entry", []), list):
+        return [_whole(RejectReason.INVALID_FHIR, "Bundle.entry is not an array of entries")]
+    entries = _objects(document.get("entry"))
     bundle = _Bundle.of(entries)
     return [
-        _entry(i, e.get("resource") or {}, e.get("fullUrl"), bundle, context, treatments)
+        _entry(i, _object(e.get("resource")), _text(e.get("fullUrl")), bundle, context, treatments)
         for i, e in enumerate(entries)
     ]
+
+
+def _brief(value: object) -> str:
+    """A value quoted in a message, short enough for a log line or an HL7 field."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _whole(reason: RejectReason, message: str) -> EntryOutcome:
@@ -122,7 +175,7 @@ def _entry(
     context: FeedContext,
     treatments: TreatmentTable,
 ) -> EntryOutcome:
-    resource_type = str(resource.get("resourceType", ""))
+    resource_type = _text(resource.get("resourceType")) or ""
     where = f"entry[{index}]" if full_url is not None or index else resource_type
 
     def outcome(result: Outcome) -> EntryOutcome:
@@ -146,12 +199,20 @@ def _entry(
         return outcome(
             Rejection(RejectReason.INVALID_FHIR, f"invalid {resource_type}", problems, where)
         )
-    patient = _patient(resource, bundle, context)
-    if isinstance(patient, Rejection):
-        return outcome(patient)
-    if recognised is not None:
-        return outcome(_treatment(resource, bundle, recognised, patient, where, context))
-    return outcome(_observation(resource, patient, full_url, where, context))
+    try:
+        patient = _patient(resource, bundle, context)
+        if isinstance(patient, Rejection):
+            return outcome(patient)
+        if recognised is not None:
+            return outcome(_treatment(resource, bundle, recognised, patient, where, context))
+        return outcome(_observation(resource, patient, full_url, where, context))
+    except _Refused as error:
+        message = str(error)
+        errors = ({"loc": error.location, "msg": message},)
+        return outcome(Rejection(RejectReason.INVALID_FHIR, message, errors, error.location))
+    except ValidationError as error:  # a value beyond an event limit (schemas/events.py)
+        message = f"{resource_type} holds values PlateletWatch refuses"
+        return outcome(Rejection(RejectReason.INVALID_FHIR, message, _errors(error, where), where))
 
 
 def _validation_errors(
@@ -160,63 +221,69 @@ def _validation_errors(
     try:
         model = get_fhir_model_class(resource_type)
     except (KeyError, ValueError, AttributeError):
-        return ({"loc": f"{where}.resourceType", "msg": f"unknown resourceType {resource_type!r}"},)
+        message = f"unknown resourceType {_brief(resource_type)}"
+        return ({"loc": f"{where}.resourceType", "msg": message},)
     try:
         model.model_validate(resource)
     except ValidationError as error:
-        return tuple(
-            {"loc": f"{where}." + ".".join(str(p) for p in e["loc"]), "msg": e["msg"]}
-            for e in error.errors(include_input=False, include_url=False)
-        )
+        return _errors(error, where)
+    except (TypeError, KeyError, AttributeError) as error:
+        # Some fhir.resources validators fail this way on values of the wrong JSON type.
+        message = f"not a valid {resource_type} ({type(error).__name__} in its FHIR model)"
+        return ({"loc": where, "msg": message},)
     return ()
 
 
-def _codings(concept: Json | None) -> list[tuple[str, str]]:
+def _errors(error: ValidationError, where: str) -> tuple[dict[str, str], ...]:
+    return tuple(
+        {"loc": f"{where}." + ".".join(str(p) for p in e["loc"]), "msg": e["msg"]}
+        for e in error.errors(include_input=False, include_url=False)
+    )
+
+
+def _codings(concept: object) -> list[tuple[str, str]]:
     return [
-        (str(c.get("system", "")), str(c.get("code", "")))
-        for c in (concept or {}).get("coding", [])
-        if isinstance(c, dict) and c.get("code")
+        (_text(c.get("system")) or "", code)
+        for c in _objects(_object(concept).get("coding"))
+        if (code := _text(c.get("code")))
     ]
 
 
-def _texts(concept: Json | None) -> list[str]:
-    concept = concept or {}
-    texts = [concept.get("text")] + [c.get("display") for c in concept.get("coding", [])]
+def _texts(concept: object) -> list[str]:
+    concept = _object(concept)
+    texts = [concept.get("text")] + [c.get("display") for c in _objects(concept.get("coding"))]
     return [t for t in texts if isinstance(t, str) and t]
 
 
 def _platelet_coding(resource: Json, context: FeedContext) -> Coding | None:
-    for coding in resource.get("code", {}).get("coding", []):
-        system, code = str(coding.get("system", "")), str(coding.get("code", ""))
+    for coding in _objects(_object(resource.get("code")).get("coding")):
+        system, code = _text(coding.get("system")) or "", _text(coding.get("code")) or ""
         if is_platelet_count(system, code, context.local_platelet_codes):
-            return Coding(system=system, code=code, display=coding.get("display"))
+            return Coding(system=system, code=code, display=_text(coding.get("display")))
     return None
 
 
 def _patient(resource: Json, bundle: _Bundle, context: FeedContext) -> Patient | Rejection:
     """The subject as authority + MRN: from the Patient in the Bundle, a logical identifier, or
     (when the site configures an authority for it) the reference itself."""
-    subject = resource.get("subject") or resource.get("patient") or {}
+    subject = _object(resource.get("subject")) or _object(resource.get("patient"))
     target = bundle.resolve(subject, resource)
-    identifiers = (target or {}).get("identifier", [])
-    if isinstance(subject.get("identifier"), dict):
-        identifiers = [subject["identifier"], *identifiers]
+    identifiers = [*_objects([subject.get("identifier")]), *_objects(target.get("identifier"))]
     chosen = _usable_identifier(identifiers)
-    birth = (target or {}).get("birthDate")
-    birth_date = parse_fhir_datetime(birth, context.local_zone) if isinstance(birth, str) else None
+    birth = _text(target.get("birthDate"))
+    birth_date = parse_fhir_birth_date(birth, context.local_zone) if birth else None
     if chosen is not None:
         return Patient(
             identifier=PatientIdentifier(authority=chosen[0], mrn=chosen[1]),
-            birth_date=birth_date.date() if birth_date else None,
+            birth_date=birth_date,
         )
-    reference = subject.get("reference")
-    if context.fhir_reference_authority and isinstance(reference, str) and "Patient/" in reference:
-        logical_id = reference.rstrip("/").split("/")[-1]
+    by_reference = _PATIENT_REFERENCE.search(_text(subject.get("reference")) or "")
+    if context.fhir_reference_authority and by_reference:
         return Patient(
             identifier=PatientIdentifier(
-                authority=context.fhir_reference_authority, mrn=logical_id
+                authority=context.fhir_reference_authority, mrn=by_reference[1]
             ),
-            birth_date=birth_date.date() if birth_date else None,
+            birth_date=birth_date,
         )
     message = (
         "no usable patient identifier: include the Patient (with an MR-typed or system-qualified "
@@ -233,20 +300,22 @@ def _patient(resource: Json, bundle: _Bundle, context: FeedContext) -> Patient |
 def _usable_identifier(identifiers: list[Json]) -> tuple[str, str] | None:
     """MR-typed first, then any system-qualified identifier; never an SSN."""
     usable = [
-        i
+        (system, value, i)
         for i in identifiers
-        if isinstance(i, dict)
-        and i.get("value")
-        and i.get("system")
-        and i["system"] not in _SSN_SYSTEMS
+        if (value := _text(i.get("value")))
+        and (system := _text(i.get("system")))
+        and system not in _SSN_SYSTEMS
     ]
     usable.sort(
-        key=lambda i: (
+        key=lambda candidate: (
             _MR
-            not in [(c.get("system"), c.get("code")) for c in i.get("type", {}).get("coding", [])]
+            not in [
+                (c.get("system"), c.get("code"))
+                for c in _objects(_object(candidate[2].get("type")).get("coding"))
+            ]
         )
     )
-    return (str(usable[0]["system"]), str(usable[0]["value"])) if usable else None
+    return (usable[0][0], usable[0][1]) if usable else None
 
 
 def _observation(
@@ -256,13 +325,13 @@ def _observation(
     assert code is not None  # checked by the caller
     status = FHIR_OBSERVATION_STATUS.get(str(resource.get("status")))
     if status is None:
-        message = f"Observation.status {resource.get('status')!r} is not an R4 status"
+        message = f"Observation.status {_brief(resource.get('status'))} is not an R4 status"
         return Rejection(RejectReason.UNKNOWN_STATUS, message, location=f"{where}.status")
     collected = _first_time(
         context,
-        resource.get("effectiveDateTime"),
-        resource.get("effectiveInstant"),
-        (resource.get("effectivePeriod") or {}).get("start"),
+        (f"{where}.effectiveDateTime", resource.get("effectiveDateTime")),
+        (f"{where}.effectiveInstant", resource.get("effectiveInstant")),
+        (f"{where}.effectivePeriod.start", _object(resource.get("effectivePeriod")).get("start")),
     )
     if collected is None:
         message = (
@@ -292,20 +361,22 @@ def _observation(
                 RejectReason.UNREADABLE_VALUE, str(error), location=f"{where}.valueQuantity"
             )
     flags = tuple(
-        code_ for concept in resource.get("interpretation", []) for _, code_ in _codings(concept)
+        code_
+        for concept in _objects(resource.get("interpretation"))
+        for _, code_ in _codings(concept)
     )
     return Publish(
         lab_result(
             source="fhir",
             patient=patient,
             result_id=_result_id(resource, full_url, patient, code, collected),
-            version=str((resource.get("meta") or {}).get("versionId", "")),
+            version=_text(_object(resource.get("meta")).get("versionId")) or "",
             code=code,
             count=count,
             status=status,
             abnormal_flags=flags,
             collected_at=collected,
-            verified_at=_first_time(context, resource.get("issued")),
+            verified_at=_first_time(context, (f"{where}.issued", resource.get("issued"))),
             received_at=context.received_at,
         )
     )
@@ -315,11 +386,11 @@ def _result_id(
     resource: Json, full_url: str | None, patient: Patient, code: Coding, collected: datetime
 ) -> str:
     """Observation id, else a business identifier, else what identifies it clinically."""
-    if resource.get("id"):
-        return f"Observation/{resource['id']}"
-    for identifier in resource.get("identifier", []):
-        if identifier.get("value"):
-            return f"{identifier.get('system', '')}|{identifier['value']}"
+    if resource_id := _text(resource.get("id")):
+        return f"Observation/{resource_id}"
+    for identifier in _objects(resource.get("identifier")):
+        if value := _text(identifier.get("value")):
+            return f"{_text(identifier.get('system')) or ''}|{value}"
     if full_url and not full_url.startswith("urn:uuid:"):
         return full_url
     return "obs:" + stable_event_id(
@@ -327,23 +398,34 @@ def _result_id(
     )
 
 
-def _first_time(context: FeedContext, *candidates: Any) -> datetime | None:
-    for candidate in candidates:
+def _first_time(context: FeedContext, *candidates: tuple[str, object]) -> datetime | None:
+    """The first (location, value) that holds a valid time; an implausible one (year 9999,
+    offset +24:00) raises _Refused naming where it is."""
+    for location, candidate in candidates:
         if isinstance(candidate, str):
-            moment = parse_fhir_datetime(candidate, context.local_zone)
+            try:
+                moment = parse_fhir_datetime(candidate, context.local_zone)
+            except ImplausibleTimeError as error:
+                raise _Refused(location, f"{location}: {error}") from None
             if moment is not None:
                 return moment
     return None
 
 
 def _treatment_of(resource: Json, bundle: _Bundle, treatments: TreatmentTable) -> Recognised | None:
-    concept = resource.get("code") if resource.get("resourceType") == "Procedure" else None
-    if concept is None:
-        concept = resource.get("medicationCodeableConcept")
-        if concept is None:
-            medication = bundle.resolve(resource.get("medicationReference"), resource)
-            concept = (medication or {}).get("code")
+    concept = _treatment_concept(resource, bundle)
     return treatments.recognise(_codings(concept), _texts(concept))
+
+
+def _treatment_concept(resource: Json, bundle: _Bundle) -> Json:
+    """What was given or done: Procedure.code, medicationCodeableConcept, or the code of the
+    Medication that medicationReference points at."""
+    if resource.get("resourceType") == "Procedure":
+        return _object(resource.get("code"))
+    if "medicationCodeableConcept" in resource:
+        return _object(resource.get("medicationCodeableConcept"))
+    medication = bundle.resolve(resource.get("medicationReference"), resource)
+    return _object(medication.get("code"))
 
 
 def _treatment(
@@ -354,33 +436,31 @@ def _treatment(
     where: str,
     context: FeedContext,
 ) -> Outcome:
-    status = str(resource.get("status", ""))
+    status = _text(resource.get("status")) or ""
     if status in _NOT_GIVEN:
         return Filter(f"{resource['resourceType']} with status {status!r}: not given")
+    effective, performed = (
+        _object(resource.get("effectivePeriod")),
+        _object(resource.get("performedPeriod")),
+    )
     when = _first_time(
         context,
-        resource.get("effectiveDateTime"),
-        (resource.get("effectivePeriod") or {}).get("start"),
-        resource.get("performedDateTime"),
-        (resource.get("performedPeriod") or {}).get("start"),
+        (f"{where}.effectiveDateTime", resource.get("effectiveDateTime")),
+        (f"{where}.effectivePeriod.start", effective.get("start")),
+        (f"{where}.performedDateTime", resource.get("performedDateTime")),
+        (f"{where}.performedPeriod.start", performed.get("start")),
     )
     if when is None:
         message = "no time the treatment was given (effective[x] or performed[x])"
         return Rejection(RejectReason.NO_COLLECTION_TIME, message, location=f"{where}.effective")
     ended = _first_time(
         context,
-        (resource.get("effectivePeriod") or {}).get("end"),
-        (resource.get("performedPeriod") or {}).get("end"),
+        (f"{where}.effectivePeriod.end", effective.get("end")),
+        (f"{where}.performedPeriod.end", performed.get("end")),
     )
-    concept = (
-        resource.get("code")
-        or resource.get("medicationCodeableConcept")
-        or (bundle.resolve(resource.get("medicationReference"), resource) or {}).get("code")
-    )
-    codings = (concept or {}).get("coding", [])
-    first = codings[0] if codings else None
+    concept = _treatment_concept(resource, bundle)
     name = next(iter(_texts(concept)), recognised.category.value)
-    identity = resource.get("id") or json.dumps(resource, sort_keys=True)
+    identity = _text(resource.get("id")) or json.dumps(resource, sort_keys=True)
     common: dict[str, Any] = {
         "event_id": stable_event_id(
             "context", "fhir", patient.identifier.key, str(identity), status
@@ -388,9 +468,7 @@ def _treatment(
         "source": "fhir",
         "patient": patient,
         "category": recognised.category,
-        "code": Coding(system=first["system"], code=first["code"], display=first.get("display"))
-        if first and first.get("system") and first.get("code")
-        else None,
+        "code": _first_coding(concept),
         "name": name,
         "received_at": context.received_at,
     }
@@ -402,20 +480,27 @@ def _treatment(
     return Publish(MedicationEvent(started_at=when, ended_at=ended, dose=dose, **common))
 
 
+def _first_coding(concept: Json) -> Coding | None:
+    """The concept's first coding, when it names both its system and its code."""
+    first = next(iter(_objects(concept.get("coding"))), {})
+    system, code = _text(first.get("system")), _text(first.get("code"))
+    if system and code:
+        return Coding(system=system, code=code, display=_text(first.get("display")))
+    return None
+
+
 def _dose(resource: Json) -> Dose | None:
+    """The dose given, when it is a positive number with a unit; otherwise none is recorded
+    (the dose is context for the hematologist, never used to decide an alert)."""
     dosage = resource.get("dosage")
-    quantity = None
+    quantity: object = None
     if isinstance(dosage, dict):  # MedicationAdministration
         quantity = dosage.get("dose")
-    elif isinstance(dosage, list) and dosage:  # MedicationStatement
-        rates = dosage[0].get("doseAndRate", [])
+    elif isinstance(dosage, list):  # MedicationStatement
+        rates = _objects(next(iter(_objects(dosage)), {}).get("doseAndRate"))
         quantity = rates[0].get("doseQuantity") if rates else None
-    if (
-        isinstance(quantity, dict)
-        and quantity.get("value")
-        and (quantity.get("unit") or quantity.get("code"))
-    ):
-        return Dose(
-            value=float(quantity["value"]), unit=str(quantity.get("unit") or quantity.get("code"))
-        )
-    return None
+    quantity = _object(quantity)
+    value, unit = quantity.get("value"), _text(quantity.get("unit")) or _text(quantity.get("code"))
+    if isinstance(value, bool) or not isinstance(value, int | float) or not unit:
+        return None
+    return Dose(value=float(value), unit=unit) if 0 < value <= _MAX_DOSE_VALUE else None

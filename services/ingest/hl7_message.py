@@ -137,7 +137,7 @@ def parse(raw: bytes) -> Hl7Message:
     field_separator = msh[3]
     encoding = msh[4:].split(field_separator, 1)[0]
     if len(encoding) < 4 or field_separator.isalnum():
-        raise Hl7ParseError(f"MSH-2 encoding characters {encoding!r} are incomplete")
+        raise Hl7ParseError(f"MSH-2 encoding characters {encoding[:10]!r} are incomplete")
     delimiters = Delimiters(field_separator, encoding[0], encoding[1], encoding[2], encoding[3])
     segments: list[Segment] = []
     for line in lines:

@@ -6,8 +6,12 @@ rejected with an ERR naming the segment and field. The message is acknowledged A
 has no rejection and every event was stored; the glue decides the latter.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
+
+from pydantic import ValidationError
 
 from schemas import (
     Coding,
@@ -29,7 +33,7 @@ from services.ingest.outcomes import (
     field_rejection,
 )
 from services.ingest.status import HL7_RESULT_STATUS, NOT_MEASURED, RETRACTING
-from services.ingest.times import parse_hl7_date, parse_hl7_timestamp
+from services.ingest.times import ImplausibleTimeError, parse_hl7_date, parse_hl7_timestamp
 from services.ingest.units import UnknownUnitError, UnreadableValueError, platelet_count
 
 SUPPORTED_VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1"})
@@ -40,6 +44,7 @@ ERROR_CODES: dict[RejectReason, tuple[str, str]] = {
     RejectReason.NO_PATIENT_IDENTIFIER: ("101", "Required field missing"),
     RejectReason.NO_COLLECTION_TIME: ("101", "Required field missing"),
     RejectReason.UNREADABLE_VALUE: ("102", "Data type error"),
+    RejectReason.INVALID_FIELDS: ("102", "Data type error"),
     RejectReason.UNKNOWN_UNIT: ("103", "Table value not found"),
     RejectReason.UNKNOWN_STATUS: ("103", "Table value not found"),
     RejectReason.UNSUPPORTED_MESSAGE: ("200", "Unsupported message type"),
@@ -113,13 +118,32 @@ def read_message(raw: bytes, context: FeedContext) -> Hl7Result:
         )
     version = msh.get(12)
     if version not in SUPPORTED_VERSIONS:
-        text = f"HL7 version {version!r} is not supported (2.3 to 2.5.1 are)"
+        text = f"HL7 version {version[:20]!r} is not supported (2.3 to 2.5.1 are)"
         return Hl7Result(
             control_id,
             (Rejection(RejectReason.UNSUPPORTED_VERSION, text, location="MSH-12"),),
             message,
         )
     return Hl7Result(control_id, tuple(_observations(message, context)), message)
+
+
+# Where each model field comes from, to name the HL7 field when a value breaks an event limit.
+_FIELD_OF_EVENT = {
+    "PatientIdentifier.mrn": "PID-3.1",
+    "PatientIdentifier.authority": "PID-3.4",
+    "LabResult.result_id": "OBR-3",
+    "LabResult.replaces_result_id": "OBR-3",
+    "LabResult.code": "OBX-3",
+    "LabResult.abnormal_flags": "OBX-8",
+}
+
+
+class _FieldError(ValueError):
+    """One field holds a value ingest must refuse; `location` names it (e.g. OBX[1]-14)."""
+
+    def __init__(self, location: str, message: str) -> None:
+        super().__init__(message)
+        self.location = location
 
 
 @dataclass(frozen=True)
@@ -164,7 +188,11 @@ def _group_outcomes(
                 Filter(f"{where}: {obx.get(3, 1)}^{obx.get(3, 3)} is not a platelet count")
             )
             continue
-        outcomes.append(_platelet_outcome(message, pid, group, obx, code, where, context))
+        outcomes.append(
+            _refusing_bad_fields(
+                where, partial(_platelet_outcome, message, pid, group, obx, code, where, context)
+            )
+        )
     return outcomes
 
 
@@ -175,6 +203,20 @@ def _platelet_code(obx: Segment, context: FeedContext) -> Coding | None:
         if code and is_platelet_count(system, code, context.local_platelet_codes):
             return Coding(system=system, code=code, display=obx.get(3, text_at) or None)
     return None
+
+
+def _refusing_bad_fields(where: str, read: Callable[[], Outcome]) -> Outcome:
+    """The outcome `read` gives, or a rejection naming the field that stops it: an implausible
+    time, or a value beyond an event limit (schemas/events.py), named by its HL7 field."""
+    try:
+        return read()
+    except _FieldError as error:
+        return field_rejection(RejectReason.INVALID_FIELDS, error.location, str(error))
+    except ValidationError as error:
+        first = error.errors(include_input=False, include_url=False)[0]
+        loc = ".".join([error.title, *(str(part) for part in first["loc"])])
+        location = next((f for key, f in _FIELD_OF_EVENT.items() if loc.startswith(key)), where)
+        return field_rejection(RejectReason.INVALID_FIELDS, location, f"{location}: {first['msg']}")
 
 
 def _platelet_outcome(
@@ -192,7 +234,7 @@ def _platelet_outcome(
         return field_rejection(
             RejectReason.UNKNOWN_STATUS,
             f"{where}-11",
-            f"result status {status_code!r} is not in table 0085",
+            f"result status {status_code[:20]!r} is not in table 0085",
         )
     patient = _patient(message, pid)
     if patient is None:
@@ -201,20 +243,19 @@ def _platelet_outcome(
             "PID-3",
             "no patient identifier (PID-3 with an ID and an assigning authority or MSH-4)",
         )
-    collected_at = _collection_time(group, obx, context)
+    collected_at = _collection_time(group, obx, where, context)
     if collected_at is None:
         return field_rejection(
             RejectReason.NO_COLLECTION_TIME,
             f"{where}-14",
             "no specimen collection time (OBX-14, SPM-17 or OBR-7)",
         )
+    times = (collected_at, _verified_time(message, group, obx, where, context))
     values = obx.repetitions(5)
     if not values or not obx.get(5):
         if status in RETRACTING:
             return Publish(
-                _lab_result(
-                    message, pid, patient, group, obx, code, status, None, collected_at, context
-                )
+                _lab_result(message, pid, patient, group, obx, code, status, None, times, context)
             )
         if status in NOT_MEASURED:
             return Filter(f"{where}: platelet count not yet available (status {status_code})")
@@ -233,7 +274,7 @@ def _platelet_outcome(
     except UnreadableValueError as error:
         return field_rejection(RejectReason.UNREADABLE_VALUE, f"{where}-5", str(error))
     return Publish(
-        _lab_result(message, pid, patient, group, obx, code, status, count, collected_at, context)
+        _lab_result(message, pid, patient, group, obx, code, status, count, times, context)
     )
 
 
@@ -270,29 +311,37 @@ def _patient(message: Hl7Message, pid: Segment | None) -> Patient | None:
     )
 
 
-def _first_timestamp(candidates: list[str], context: FeedContext) -> datetime | None:
-    """The first candidate field that holds a valid timestamp."""
-    for text in candidates:
-        moment = parse_hl7_timestamp(text, context.local_zone) if text else None
+def _first_timestamp(candidates: list[tuple[str, str]], context: FeedContext) -> datetime | None:
+    """The first candidate (field, text) that holds a valid timestamp; a malformed one is
+    skipped, an implausible one (year 9999, offset +2400) raises _FieldError naming its field."""
+    for location, text in candidates:
+        try:
+            moment = parse_hl7_timestamp(text, context.local_zone) if text else None
+        except ImplausibleTimeError as error:
+            raise _FieldError(location, f"{location}: {error}") from None
         if moment is not None:
             return moment
     return None
 
 
-def _collection_time(group: _Group, obx: Segment, context: FeedContext) -> datetime | None:
+def _collection_time(
+    group: _Group, obx: Segment, where: str, context: FeedContext
+) -> datetime | None:
     """OBX-14, else SPM-17, else OBR-7."""
-    candidates = [obx.get(14), *(spm.get(17) for spm in group.specimens)]
+    candidates = [(f"{where}-14", obx.get(14))]
+    candidates += [("SPM-17", spm.get(17)) for spm in group.specimens]
     if group.obr is not None:
-        candidates.append(group.obr.get(7))
+        candidates.append(("OBR-7", group.obr.get(7)))
     return _first_timestamp(candidates, context)
 
 
 def _verified_time(
-    message: Hl7Message, group: _Group, obx: Segment, context: FeedContext
+    message: Hl7Message, group: _Group, obx: Segment, where: str, context: FeedContext
 ) -> datetime | None:
     """OBR-22 (some senders shift it, so it must parse), else OBX-19, else the message time."""
     obr_22 = group.obr.get(22) if group.obr else ""
-    return _first_timestamp([obr_22, obx.get(19), message.msh.get(7)], context)
+    candidates = [("OBR-22", obr_22), (f"{where}-19", obx.get(19)), ("MSH-7", message.msh.get(7))]
+    return _first_timestamp(candidates, context)
 
 
 def _result_id(message: Hl7Message, group: _Group, obx: Segment, code: Coding) -> str:
@@ -315,9 +364,10 @@ def _lab_result(
     code: Coding,
     status: ResultStatus,
     count: PlateletCount | None,
-    collected_at: datetime,
+    times: tuple[datetime, datetime | None],
     context: FeedContext,
 ) -> LabResult:
+    """`times` are the collection and verification times."""
     return lab_result(
         source="hl7v2",
         patient=patient,
@@ -328,8 +378,8 @@ def _lab_result(
         abnormal_flags=tuple(
             flag for i in range(len(obx.repetitions(8))) if (flag := obx.get(8, repetition=i))
         ),
-        collected_at=collected_at,
-        verified_at=_verified_time(message, group, obx, context),
+        collected_at=times[0],
+        verified_at=times[1],
         received_at=context.received_at,
         location=_ward(message, pid),
     )

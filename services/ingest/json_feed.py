@@ -6,10 +6,14 @@ count: acknowledged and counted) or a Rejection (dead-lettered, sender told why)
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import (
+    MAX_FLAGS,
+    ClinicalTime,
     Coding,
+    Flag,
+    Identifier,
     LabResult,
     Patient,
     PlateletCount,
@@ -30,22 +34,26 @@ from services.ingest.units import UnknownUnitError, UnreadableValueError, platel
 
 
 class LabResultSubmission(BaseModel):
-    """One lab result as a sender posts it to POST /v1/lab-results."""
+    """One lab result as a sender posts it to POST /v1/lab-results.
+
+    The limits are the event's (schemas/events.py): times within 1900..2100 and offsets of at
+    most 14:00, identifiers of at most 200 characters (MRN 64), and so on; a body beyond them
+    is refused with the field named. Display text longer than 200 characters is cut."""
 
     model_config = ConfigDict(extra="forbid")
 
     patient: Patient
-    result_id: str = Field(min_length=1, description="The lab's id for this result.")
-    replaces_result_id: str | None = None
+    result_id: Identifier = Field(description="The lab's id for this result.")
+    replaces_result_id: Identifier | None = None
     code: Coding
     value: str | float | None = Field(
         default=None, description='A number, or a string such as "12" or "<5"; none to withdraw.'
     )
     unit: str | None = None
     status: ResultStatus = ResultStatus.FINAL
-    abnormal_flags: tuple[str, ...] = ()
-    collected_at: AwareDatetime
-    verified_at: AwareDatetime | None = None
+    abnormal_flags: tuple[Flag, ...] = Field(default=(), max_length=MAX_FLAGS)
+    collected_at: ClinicalTime
+    verified_at: ClinicalTime | None = None
     location: str | None = Field(
         default=None, max_length=64, description="The patient's ward or unit, for routing."
     )

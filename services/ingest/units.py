@@ -1,13 +1,21 @@
 """Platelet count units, normalised to 10^9/L.
 
 A unit not in the table is rejected, never guessed: a factor of 1000 between /uL and 10^3/uL is
-the difference between a normal count and a critical one.
+the difference between a normal count and a critical one. So is a value that, converted, is no
+count a living patient can have (above 10,000 x10^9/L): a unit or transcription error. Values
+and units are refused, never cut, past 32 characters (no real one comes near).
 """
 
 import re
 from typing import cast
 
-from schemas import Comparator, PlateletCount
+from schemas import (
+    MAX_PLATELETS_10E9_PER_L,
+    MAX_UNIT_LENGTH,
+    MAX_VALUE_LENGTH,
+    Comparator,
+    PlateletCount,
+)
 
 # Spellings are compared after `_canonical_spelling`: case-folded, spaces removed, micro -> u.
 _PER_NANOLITRE = {
@@ -56,9 +64,19 @@ def parse_value(text: str) -> tuple[Comparator | None, float]:
 
 def platelet_count(original_value: str, unit: str) -> PlateletCount:
     """Read a reported value and unit into a normalised count, keeping both as sent."""
+    if len(original_value) > MAX_VALUE_LENGTH:
+        raise UnreadableValueError(f"a value of {len(original_value)} characters is not a count")
+    if len(unit) > MAX_UNIT_LENGTH:
+        raise UnknownUnitError(f"a unit of {len(unit)} characters is not a platelet count unit")
     comparator, number = parse_value(original_value)
+    value = to_10e9_per_l(number, unit)
+    if value > MAX_PLATELETS_10E9_PER_L:
+        raise UnreadableValueError(
+            f"{original_value} {unit} is {value:g} x10^9/L, above any platelet count "
+            f"({MAX_PLATELETS_10E9_PER_L:,} x10^9/L): check the value and its unit"
+        )
     return PlateletCount(
-        value_10e9_per_l=to_10e9_per_l(number, unit),
+        value_10e9_per_l=value,
         comparator=comparator,
         original_value=original_value,
         original_unit=unit,
