@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas import DeadLetter
+from schemas import DeadLetter, TreatmentCategory
 from services.classifier.dead_letters import RAW_BYTES_KEPT, classifier_dead_letter
 from services.classifier.engine import History, apply
 from services.classifier.state import PatientState, StateTooLargeError, decode, encode
-from tests.test_engine import RULES, T0, result
+from tests.test_engine import RULES, T0, result, treatment
 
 LIMIT = 512_000
 
@@ -67,3 +67,17 @@ def test_a_huge_event_is_dead_lettered_cut_with_its_size_and_hash() -> None:
     assert f"of {len(raw)} bytes; sha256 " in letter.reason
     binary = classifier_dead_letter(b"\xff\xfe", "t", "undecodable_event", "x", datetime.now(UTC))
     assert binary.raw_encoding == "base64"
+
+
+def test_a_stored_treatment_todays_models_refuse_is_left_out_not_the_patient() -> None:
+    """Ingest accepted a treatment charted for 2206 before times were bounded; the history
+    holding it must still load (the count that pages is in it), without that treatment."""
+    history = History()
+    apply(history, result(9, result_id="R1"), RULES, T0)
+    apply(history, treatment(TreatmentCategory.IVIG, 1), RULES, T0)
+    stored = json.loads(encode(history, LIMIT))
+    (charted,) = stored["treatments"]
+    stored["treatments"].append({**charted, "event_id": "typo", "started_at": "2206-01-01T00:00Z"})
+    again = decode(json.dumps(stored).encode())
+    assert set(again.values) == {"R1"}
+    assert list(again.treatments) == [charted["event_id"]]

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from schemas import (
     AlertKind,
     ClinicalContextEvent,
@@ -211,7 +213,10 @@ class History:
             value = Value.from_json(raw)
             history.values[value.result_id] = value
         for raw in data["treatments"]:
-            treatment = clinical_context_adapter.validate_python(raw)
+            try:
+                treatment = clinical_context_adapter.validate_python(raw)
+            except ValidationError:
+                continue  # stored before ingest bounded it (a time in 2206): left out, not fatal
             history.treatments[treatment.event_id] = treatment
         for alert_id, kind, anchor, key, withdrawn in data["raised"]:
             history.raised[alert_id] = Raised(
