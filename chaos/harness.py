@@ -13,6 +13,7 @@ this process (PR_SET_PDEATHSIG). Figures are times on this machine, not a benchm
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -86,6 +87,7 @@ class Service:
         self.name = name
         self._ready_within_seconds = plan.ready_within_seconds
         self.kills = 0
+        self.killed_at: list[float] = []  # time.monotonic() of each SIGKILL
         self.unexpected_exits = 0
         self.recovery_seconds: list[float] = []
         self._ready_url = ready_url
@@ -151,6 +153,7 @@ class Service:
             await self.watch(up)
             self.process.kill()
             self.process.wait()
+            self.killed_at.append(time.monotonic())
             self.kills += 1
             say(f"{self.name} killed ({self.kills}/{len(schedule)}), down {down:.1f} s")
             await asyncio.sleep(down)
@@ -173,6 +176,7 @@ class Results:
     pages: int
     lost_patients: list[int]
     duplicates: list[str]  # alert ids: opaque, no patient data
+    resent: list[str]  # alert ids sent again, same Idempotency-Key, across a notifier kill
     total_seconds: float
 
     def figures(self) -> dict[str, Any]:
@@ -190,6 +194,8 @@ class Results:
             "lost_patients": self.lost_patients,  # made-up patient numbers, not identifiers
             "duplicates": len(self.duplicates),
             "duplicate_alert_ids": self.duplicates,
+            "resent_after_notifier_kill": len(self.resent),
+            "resent_alert_ids": self.resent,
             "recovery_seconds": {
                 name: _spread(seconds)
                 for name, seconds in {**self.recovery_seconds, "all": everything}.items()
@@ -207,13 +213,30 @@ def _spread(seconds: list[float]) -> dict[str, float | None]:
     return {"p50": round(statistics.median(seconds), 1), "max": round(max(seconds), 1)}
 
 
-def duplicate_pages(pages: list[ReceivedPage]) -> list[str]:
-    """The alert id of every page beyond the first of the same alert (and kind) to the same
-    recipient: an alert paged three times to one pager is listed twice."""
-    sent = Counter(
-        (page.path, page.body["alert"]["alert_id"], page.body["alert"]["kind"]) for page in pages
-    )
-    return [alert_id for (_, alert_id, _), count in sent.items() for _ in range(count - 1)]
+def repeated_pages(
+    pages: list[ReceivedPage], notifier_killed_at: list[float]
+) -> tuple[list[str], list[str]]:
+    """(duplicates, resent): the alert id of every page beyond the first of the same alert
+    (and kind) to the same recipient. A page is delivered at least once: a notifier SIGKILLed
+    while the webhook took a page cannot know it went out, and sends it again with the same
+    Idempotency-Key, which a receiver honouring the key drops. Such a repeat, after a notifier
+    kill between the two, is `resent`; any other repeat is a duplicate page."""
+    by_recipient: dict[tuple[str, str, str], list[ReceivedPage]] = defaultdict(list)
+    for page in sorted(pages, key=lambda p: p.received_at):
+        alert = page.body["alert"]
+        by_recipient[(page.path, alert["alert_id"], alert["kind"])].append(page)
+    duplicates: list[str] = []
+    resent: list[str] = []
+    for (_, alert_id, _), received in by_recipient.items():
+        for before, again in itertools.pairwise(received):
+            killed_between = any(
+                before.received_at <= t <= again.received_at for t in notifier_killed_at
+            )
+            same_key = again.idempotency_key is not None and (
+                again.idempotency_key == before.idempotency_key
+            )
+            (resent if killed_between and same_key else duplicates).append(alert_id)
+    return duplicates, resent
 
 
 def lost_patients(pages: list[ReceivedPage], patients: int) -> list[int]:
@@ -303,6 +326,8 @@ async def _run(plan: Plan, broker: Broker, workdir: Path) -> Results:
         await _settle(receiver, plan, services)
         say(f"{len(receiver.pages)} pages received; stopping the services")
         pages = list(receiver.pages)
+        notifier_killed_at = [t for s in services if s.name == "notifier" for t in s.killed_at]
+        duplicates, resent = repeated_pages(pages, notifier_killed_at)
         return Results(
             plan=plan,
             broker=broker.kind.value,
@@ -312,7 +337,8 @@ async def _run(plan: Plan, broker: Broker, workdir: Path) -> Results:
             sends=sum(sends.result()),
             pages=len(pages),
             lost_patients=lost_patients(pages, plan.patients),
-            duplicates=duplicate_pages(pages),
+            duplicates=duplicates,
+            resent=resent,
             total_seconds=time.monotonic() - started,
         )
     finally:

@@ -8,6 +8,7 @@ a status code, to exercise the notifier's retries. Its log line names the alert 
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,6 +22,12 @@ class ReceivedPage:
     headers: dict[str, str]
     body: dict[str, Any]
     raw: bytes  # as received, for checking a signature
+    received_at: float = 0.0  # time.monotonic() on arrival
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The Idempotency-Key header: a resent page carries its first sending's key."""
+        return next((v for k, v in self.headers.items() if k.lower() == "idempotency-key"), None)
 
 
 class WebhookReceiver:
@@ -62,7 +69,7 @@ class WebhookReceiver:
                 body = json.loads(raw)
             except ValueError:
                 return 400
-            self.pages.append(ReceivedPage(path, headers, body, raw))
+            self.pages.append(ReceivedPage(path, headers, body, raw, time.monotonic()))
         alert = body.get("alert", {}) if isinstance(body, dict) else {}
         log.warning(
             "PAGE RECEIVED: %s %s x10^9/L (alert %s); GET %s lists pages",
