@@ -67,15 +67,6 @@ def _assert_every_patient_paged_once(plan: Plan, broker: Broker, workdir: Path) 
 
 @pytest.mark.integration
 @pytest.mark.chaos
-def test_ingest_and_notifier_killed_repeatedly_lose_no_patient_and_page_nobody_twice(
-    broker: Broker, tmp_path: Path
-) -> None:
-    plan = Plan(patients=PATIENTS, kills={"ingest": 3, "classifier": 0, "notifier": 3}, seed=12)
-    _assert_every_patient_paged_once(plan, broker, tmp_path)
-
-
-@pytest.mark.integration
-@pytest.mark.chaos
 def test_the_classifier_killed_repeatedly_loses_no_patient_and_pages_nobody_twice(
     broker: Broker, tmp_path: Path
 ) -> None:

@@ -58,7 +58,6 @@ _MESSAGE_LEVEL = frozenset(
         RejectReason.UNPARSEABLE_HL7,
         RejectReason.UNSUPPORTED_MESSAGE,
         RejectReason.UNSUPPORTED_VERSION,
-        RejectReason.MESSAGE_TOO_LARGE,
     }
 )
 
