@@ -211,6 +211,8 @@ def run_everything(settings: Settings) -> int:
         )
         if demo_console:
             env["PLATELETWATCH_NOTIFIER_CONSOLE_USERS_FILE"] = str(DEMO_USERS)
+        if "api_docs" not in settings.model_fields_set:  # the banner points at them
+            env["PLATELETWATCH_API_DOCS"] = "true"
         if settings.notifier_link_secret is None:  # links in pages outlive a notifier restart
             env["PLATELETWATCH_NOTIFIER_LINK_SECRET"] = secrets.token_urlsafe(32)
         kept: list[KeptChild] = []

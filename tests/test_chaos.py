@@ -67,7 +67,7 @@ def _assert_every_patient_paged_once(plan: Plan, broker: Broker, workdir: Path) 
 
 @pytest.mark.integration
 @pytest.mark.chaos
-def test_the_classifier_killed_repeatedly_loses_no_patient_and_pages_nobody_twice(
+def test_every_service_killed_repeatedly_loses_no_patient_and_pages_nobody_twice(
     broker: Broker, tmp_path: Path
 ) -> None:
     kills = {"ingest": 2, "classifier": 5, "notifier": 2}

@@ -172,6 +172,9 @@ def test_run_shows_the_banner_pages_the_readme_example_and_stops_cleanly(
     assert f"MLLP on 127.0.0.1:{ports['mllp']}" in banner
     assert f"pages go to http://127.0.0.1:{ports['demo']}/pages" in banner
     assert "embedded-tansu" in banner or "KAFKA_BOOTSTRAP_SERVERS" in os.environ
+    docs = f"http://127.0.0.1:{ports['ingest']}/docs"
+    assert f"API docs {docs}" in banner
+    assert httpx.get(docs).status_code == 200  # off by default, on for `run`
 
     _post_result(ports, example.read_bytes(), readme_example.group(1))
     pages = _pages(ports, 1)
