@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     classifier_state_limit_bytes: int = Field(
         default=512_000,
         ge=10_000,
-        le=1_000_000,
+        le=900_000,  # the record's key and framing must fit beside it under Kafka's 1 MB
         description="Largest changelog record one patient's history may take; keep it below the "
         "changelog topic's max.message.bytes (Kafka's default is about 1 MB). An event that "
         "would grow a history past it is dead-lettered.",

@@ -9,7 +9,13 @@ import pytest
 from schemas import DeadLetter, TreatmentCategory
 from services.classifier.dead_letters import RAW_BYTES_KEPT, classifier_dead_letter
 from services.classifier.engine import History, apply
-from services.classifier.state import PatientState, StateTooLargeError, decode, encode
+from services.classifier.state import (
+    PatientState,
+    StateTooLargeError,
+    decode,
+    encode,
+    encode_within,
+)
 from tests.test_engine import RULES, T0, result, treatment
 
 LIMIT = 512_000
@@ -81,3 +87,18 @@ def test_a_stored_treatment_todays_models_refuse_is_left_out_not_the_patient() -
     again = decode(json.dumps(stored).encode())
     assert set(again.values) == {"R1"}
     assert list(again.treatments) == [charted["event_id"]]
+
+
+def test_a_history_that_outgrows_its_record_forgets_its_older_half() -> None:
+    history = History()
+    for day in range(200):
+        apply(history, result(150, day, result_id=f"{'X' * 150}-{day}"), RULES, T0)
+    assert len(encode(history, LIMIT)) > 30_000
+    stored, shrunk = encode_within(history, 30_000)
+    assert shrunk
+    assert len(stored) <= 30_000
+    kept = decode(stored)
+    assert f"{'X' * 150}-199" in kept.values  # the newest stay
+    assert f"{'X' * 150}-0" not in kept.values
+    assert history.scans is None  # the next event takes the full path
+    assert encode_within(kept, LIMIT)[1] is False

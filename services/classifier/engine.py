@@ -183,7 +183,7 @@ class History:
             del self.seen[next(iter(self.seen))]
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready form for the faust table's changelog."""
+        """A JSON-ready form for the patient's changelog record."""
         return {
             "patient_key": self.patient_key,
             "location": self.location,
@@ -336,6 +336,25 @@ def _forget_beyond_horizon(history: History, rules: Rules) -> None:
     _forget_values(history, {rid for rid, v in history.values.items() if v.at < cutoff})
     for event_id in [e for e, t in history.treatments.items() if treatment_start(t) < cutoff]:
         del history.treatments[event_id]
+
+
+def shrink(history: History) -> bool:
+    """Forget the older half of the values (and the alerts resting on them), of the treatments
+    and of the remembered event ids: what a history that no longer fits its changelog record
+    gives up, oldest first, rather than the patient being set aside. False once nothing is left
+    to forget. The next event takes the full path."""
+    if not (history.values or history.treatments or history.seen):
+        return False
+    by_age = sorted(history.values.values(), key=lambda v: (v.at, v.result_id))
+    _forget_values(history, {v.result_id for v in by_age[: (len(by_age) + 1) // 2]})
+    by_start = sorted(history.treatments.values(), key=treatment_start)
+    for treatment in by_start[: (len(by_start) + 1) // 2]:
+        del history.treatments[treatment.event_id]
+    if history.seen:
+        kept = list(history.seen)[len(history.seen) // 2 :]
+        history.seen = dict.fromkeys(kept) or None
+    history.scans = None
+    return True
 
 
 def _forget_values(history: History, expired: set[str]) -> None:

@@ -10,7 +10,7 @@ would outgrow the limit, leaves the patient exactly as the changelog has them. P
 import json
 from dataclasses import dataclass
 
-from services.classifier.engine import History
+from services.classifier.engine import History, shrink
 
 
 class StateTooLargeError(ValueError):
@@ -26,6 +26,19 @@ def encode(history: History, limit_bytes: int) -> bytes:
             f"the patient's history would take {len(encoded)} bytes (limit {limit_bytes})"
         )
     return encoded
+
+
+def encode_within(history: History, limit_bytes: int) -> tuple[bytes, bool]:
+    """The changelog record of a history, its oldest half forgotten as often as it takes to fit
+    (True: something was forgotten); StateTooLargeError only if even an empty history does not."""
+    shrunk = False
+    while True:
+        try:
+            return encode(history, limit_bytes), shrunk
+        except StateTooLargeError:
+            if not shrink(history):
+                raise
+            shrunk = True
 
 
 def decode(stored: bytes) -> History:

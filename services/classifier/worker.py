@@ -17,7 +17,9 @@ commit, never from a state the changelog does not have.
 
 import logging
 import os
+import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -29,7 +31,7 @@ from schemas import LabResult, Topic, clinical_context_adapter
 from services.classifier.dead_letters import classifier_dead_letter
 from services.classifier.engine import History, apply
 from services.classifier.rules import Rules
-from services.classifier.state import PatientState, StateTooLargeError, encode
+from services.classifier.state import PatientState, StateTooLargeError, encode_within
 from services.classifier.store import Patients, PatientStore
 from services.classifier.topology import PATIENT_STATE_TABLE, changelog_topic
 from services.config import Settings
@@ -52,6 +54,12 @@ DEAD_LETTERS = Counter(
     "plateletwatch_classifier_dead_letters_total",
     "Events set aside on classifier.deadletter.v1, by reason; the worker went on.",
     ["reason"],
+)
+for _reason in ("undecodable_event", "no_patient_key", "engine_error", "patient_state_limit"):
+    DEAD_LETTERS.labels(reason=_reason)  # at 0 from the start: the alert rule sees the first one
+SHRUNK = Counter(
+    "plateletwatch_classifier_histories_shrunk_total",
+    "Times a patient's history outgrew its changelog record and its oldest half was forgotten.",
 )
 LAG = Gauge(
     "plateletwatch_classifier_consumer_lag",
@@ -150,21 +158,26 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
         suppressed_before = state.history.suppressed_repeats
         try:
             emitted = apply(state.history, decoded, rules, datetime.now(UTC))
-            stored = encode(state.history, settings.classifier_state_limit_bytes)
+            stored, shrunk = encode_within(state.history, settings.classifier_state_limit_bytes)
         except StateTooLargeError as error:
             _restore(patients, key, state)
-            log.error("dead-lettering a %s event: the patient's history is at its limit", kind)
+            log.error("dead-lettering a %s event: the patient's history cannot fit", kind)
             await set_aside(message, "patient_state_limit", str(error))
             return "dead_lettered"
         except Exception as error:  # one patient's event must not stop the others
             _restore(patients, key, state)
-            log.error("dead-lettering a %s event the engine could not apply", kind, exc_info=True)
+            log.error(
+                "dead-lettering a %s event the engine could not apply: %s", kind, _where(error)
+            )
             await set_aside(
                 message,
                 "engine_error",
                 f"the classifier could not apply it ({type(error).__name__})",
             )
             return "dead_lettered"
+        if shrunk:
+            SHRUNK.inc()
+            log.warning("a patient's history outgrew its record; its oldest half was forgotten")
         try:
             for alert in emitted:
                 await _durably(alerts.send(key=key, value=alert.model_dump_json().encode()))
@@ -187,11 +200,11 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
             try:
                 patients = await store.patients(message.partition)
                 outcome = await classify_one(message, patients)
-            except Exception:
+            except Exception as error:
                 log.critical(
-                    "an event could not be made durable; exiting so that the worker restarts "
-                    "from the last committed offset",
-                    exc_info=True,
+                    "an event could not be made durable (%s); exiting so that the worker "
+                    "restarts from the last committed offset",
+                    _where(error),
                 )
                 logging.shutdown()
                 os._exit(_EXIT_NOT_DURABLE)
@@ -221,6 +234,14 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
 async def _durably(sending: Any) -> None:
     """Wait until Kafka has acknowledged a record sent through faust's producer."""
     await (await sending)
+
+
+def _where(error: BaseException) -> str:
+    """The exception's type and the line that raised it: never its text or a traceback, which
+    may quote the event (pydantic's input_value holds names and birth dates)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    place = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}{place}"
 
 
 def _restore(patients: Patients, key: bytes, state: PatientState) -> None:
