@@ -213,14 +213,20 @@ def _spread(seconds: list[float]) -> dict[str, float | None]:
     return {"p50": round(statistics.median(seconds), 1), "max": round(max(seconds), 1)}
 
 
+# From a webhook taking a page to the notifier recording it delivered: milliseconds, seconds
+# at most on a loaded machine.
+CUT_SHORT_SECONDS = 2.0
+
+
 def repeated_pages(
     pages: list[ReceivedPage], notifier_killed_at: list[float]
 ) -> tuple[list[str], list[str]]:
     """(duplicates, resent): the alert id of every page beyond the first of the same alert
     (and kind) to the same recipient. A page is delivered at least once: a notifier SIGKILLed
     while the webhook took a page cannot know it went out, and sends it again with the same
-    Idempotency-Key, which a receiver honouring the key drops. Such a repeat, after a notifier
-    kill between the two, is `resent`; any other repeat is a duplicate page."""
+    Idempotency-Key, which a receiver honouring the key drops. Such a repeat, with a notifier
+    kill within CUT_SHORT_SECONDS after the first arrived (the kill that kept the notifier from
+    recording it), is `resent`; any other repeat is a duplicate page."""
     by_recipient: dict[tuple[str, str, str], list[ReceivedPage]] = defaultdict(list)
     for page in sorted(pages, key=lambda p: p.received_at):
         alert = page.body["alert"]
@@ -229,13 +235,14 @@ def repeated_pages(
     resent: list[str] = []
     for (_, alert_id, _), received in by_recipient.items():
         for before, again in itertools.pairwise(received):
-            killed_between = any(
-                before.received_at <= t <= again.received_at for t in notifier_killed_at
+            cut_short = any(
+                before.received_at <= t <= before.received_at + CUT_SHORT_SECONDS
+                for t in notifier_killed_at
             )
             same_key = again.idempotency_key is not None and (
                 again.idempotency_key == before.idempotency_key
             )
-            (resent if killed_between and same_key else duplicates).append(alert_id)
+            (resent if cut_short and same_key else duplicates).append(alert_id)
     return duplicates, resent
 
 

@@ -2,9 +2,10 @@
 sent until ingest accepts it, as a real lab resends until acknowledged.
 
 Even-numbered patients go as the project's JSON over HTTP, odd-numbered ones as HL7 v2 ORU^R01
-over MLLP, so both feeds are killed mid-conversation. A 503, an AE, a refused or broken
-connection or a timeout means "send again"; a refusal of the content itself (4xx, AR) means the
-harness built a bad message and raises LabRefused rather than retry forever. The patients are
+over MLLP, so both feeds are killed mid-conversation. A 503, an AR (HL7 v2.5 ch. 2: the system
+is down, resend later), a refused or broken connection or a timeout means "send again"; a
+refusal of the content itself (4xx, AE) means the harness built a bad message and raises
+LabRefused rather than retry forever. The patients are
 made up: their MRNs are CHAOS-<number>.
 """
 
@@ -92,7 +93,7 @@ async def _send_hl7(ingest: Ingest, patient: int) -> bool:
         return False
     if b"MSA|AA|" in ack:
         return True
-    if b"MSA|AE|" in ack:
+    if b"MSA|AR|" in ack:
         return False
     raise LabRefused(f"ACK {ack[:300]!r} for patient {patient}")
 
