@@ -215,6 +215,8 @@ def run_everything(settings: Settings) -> int:
             env["PLATELETWATCH_API_DOCS"] = "true"
         if settings.notifier_link_secret is None:  # links in pages outlive a notifier restart
             env["PLATELETWATCH_NOTIFIER_LINK_SECRET"] = secrets.token_urlsafe(32)
+        if settings.notifier_session_secret is None:  # ...and console sign-ins too
+            env["PLATELETWATCH_NOTIFIER_SESSION_SECRET"] = secrets.token_urlsafe(32)
         kept: list[KeptChild] = []
         try:
             deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS

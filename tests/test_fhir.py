@@ -333,3 +333,12 @@ def test_fhir_refusals_quote_at_most_a_few_characters_of_what_was_sent() -> None
     entries = read(bundle(PATIENT, observation(status="s" * 9000)))
     assert isinstance(entries[1].outcome, Rejection)
     assert len(entries[1].outcome.message) < 200
+
+
+def test_fhir_implausible_issued_time_is_passed_over_and_the_count_still_pages() -> None:
+    """Observation.issued is optional (it only times the page): year 9999 there must not cost
+    the critical count."""
+    document = bundle(PATIENT, observation(issued="9999-12-31T00:00:00Z"))
+    (result,) = published(read(document))
+    assert isinstance(result, LabResult)
+    assert result.verified_at is None

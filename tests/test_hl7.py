@@ -342,10 +342,13 @@ def test_hl7_implausible_collection_time_is_refused(obx14: str) -> None:
     )
 
 
-def test_hl7_implausible_verified_time_is_refused_naming_obr_22() -> None:
+def test_hl7_implausible_verified_time_is_passed_over_and_the_count_still_pages() -> None:
+    """The verification time is optional (it only times the page): a garbled OBR-22 must not
+    cost the critical count; the next candidate (OBX-19, MSH-7) is used."""
     obr = OBR.replace("20261125080500+0100", "99991231")
-    rejection = only_rejection(message(platelet_obx(), obr=obr))
-    assert (rejection.reason, rejection.location) == (RejectReason.INVALID_FIELDS, "OBR-22")
+    result = only_result(message(platelet_obx(), obr=obr))
+    assert result.verified_at is not None
+    assert result.verified_at.year == 2026
 
 
 def test_hl7_placeholder_birth_date_is_left_out_not_refused() -> None:

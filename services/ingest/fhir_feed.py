@@ -376,7 +376,9 @@ def _observation(
             status=status,
             abnormal_flags=flags,
             collected_at=collected,
-            verified_at=_first_time(context, (f"{where}.issued", resource.get("issued"))),
+            verified_at=_first_time(
+                context, (f"{where}.issued", resource.get("issued")), required=False
+            ),
             received_at=context.received_at,
         )
     )
@@ -398,14 +400,19 @@ def _result_id(
     )
 
 
-def _first_time(context: FeedContext, *candidates: tuple[str, object]) -> datetime | None:
+def _first_time(
+    context: FeedContext, *candidates: tuple[str, object], required: bool = True
+) -> datetime | None:
     """The first (location, value) that holds a valid time; an implausible one (year 9999,
-    offset +24:00) raises _Refused naming where it is."""
+    offset +24:00) raises _Refused naming where it is, unless the time is not `required` (the
+    verification time only times the page: it is passed over)."""
     for location, candidate in candidates:
         if isinstance(candidate, str):
             try:
                 moment = parse_fhir_datetime(candidate, context.local_zone)
             except ImplausibleTimeError as error:
+                if not required:
+                    continue
                 raise _Refused(location, f"{location}: {error}") from None
             if moment is not None:
                 return moment

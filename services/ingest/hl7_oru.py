@@ -310,13 +310,18 @@ def _patient(message: Hl7Message, pid: Segment | None) -> Patient | None:
     )
 
 
-def _first_timestamp(candidates: list[tuple[str, str]], context: FeedContext) -> datetime | None:
+def _first_timestamp(
+    candidates: list[tuple[str, str]], context: FeedContext, required: bool = True
+) -> datetime | None:
     """The first candidate (field, text) that holds a valid timestamp; a malformed one is
-    skipped, an implausible one (year 9999, offset +2400) raises _FieldError naming its field."""
+    skipped, an implausible one (year 9999, offset +2400) raises _FieldError naming its field,
+    unless the time is not `required` (then it is skipped too)."""
     for location, text in candidates:
         try:
             moment = parse_hl7_timestamp(text, context.local_zone) if text else None
         except ImplausibleTimeError as error:
+            if not required:
+                continue
             raise _FieldError(location, f"{location}: {error}") from None
         if moment is not None:
             return moment
@@ -337,10 +342,11 @@ def _collection_time(
 def _verified_time(
     message: Hl7Message, group: _Group, obx: Segment, where: str, context: FeedContext
 ) -> datetime | None:
-    """OBR-22 (some senders shift it, so it must parse), else OBX-19, else the message time."""
+    """OBR-22 (some senders shift it, so it must parse), else OBX-19, else the message time.
+    Optional (it only times the page): an implausible one is passed over, never refused."""
     obr_22 = group.obr.get(22) if group.obr else ""
     candidates = [("OBR-22", obr_22), (f"{where}-19", obx.get(19)), ("MSH-7", message.msh.get(7))]
-    return _first_timestamp(candidates, context)
+    return _first_timestamp(candidates, context, required=False)
 
 
 def _result_id(message: Hl7Message, group: _Group, obx: Segment, code: Coding) -> str:

@@ -1,12 +1,13 @@
 """Ingest over HTTP: FHIR R4 resources and Bundles, and the project's own JSON events.
 
 A sender gets 2xx only once Kafka has acknowledged every event (a batch or transaction Bundle:
-200 with a batch-response, refused entries answered in it); 422 (400 for a body that is not
-JSON) once the refused input is safely in the dead-letter topic; 413 for a body over the limit
-or a result too large to store (permanent); 503 when Kafka cannot take it, so the sender retries
-and nothing is lost; 401 without a valid bearer token. Errors are RFC 9457 problem details on
-the JSON API and OperationOutcomes on FHIR. Whatever a reader does with a body, the answer is
-one of these, never a bare 500; nothing of a body is ever logged.
+200 with a batch-response, refused entries answered in it); 422 (on FHIR, 400 for a body that
+is not JSON) once the refused input is safely in the dead-letter topic; 413 for a body over the
+limit or a result too large to store (permanent); 503 when Kafka cannot take it, so the sender
+retries and nothing is lost; 401 without a valid bearer token. Errors are RFC 9457 problem
+details on the JSON API and OperationOutcomes on FHIR. Whatever a reader does with a body, the
+answer is one of these (a 500, in the same form, only if the answer itself cannot be written
+after the input was stored: resending it is harmless); nothing of a body is ever logged.
 """
 
 import json

@@ -331,8 +331,8 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 
 _STORE_UNAVAILABLE = Rejection(
     RejectReason.STORE_UNAVAILABLE,
-    "system unavailable: the message could not be stored (Kafka unavailable); nothing was "
-    "accepted, resend it later",
+    "system unavailable, resend it later: the message could not be stored (Kafka unavailable); "
+    "nothing was accepted",
 )
 
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, get_args
 
 from prometheus_client import Counter
 from pydantic import BaseModel
@@ -48,6 +48,8 @@ READER_FAILURES = Counter(
     "Inputs a reader failed on unexpectedly (refused and dead-lettered), by feed.",
     ["source"],
 )
+for _source in get_args(Source):
+    READER_FAILURES.labels(source=_source)  # at 0 from the start: the alert rule sees the first
 
 # A dead letter too large for Kafka keeps the first 64 kB of its input and this many field errors.
 MAX_ERRORS_KEPT = 100

@@ -66,8 +66,6 @@ LINKS_REFUSED = Counter(
     ["reason"],
 )
 _RETRY_AFTER_FAILURE_SECONDS = 5.0
-# Readiness asks the broker at most every 2 s and waits 2 s for an answer: a lost broker shows
-# within about four seconds, and however many probes come, the broker gets one request per 2 s.
 _NOT_PAGED = "no such alert was paged"  # a genuine link, but the store does not have its alert
 
 
