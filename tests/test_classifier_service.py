@@ -215,6 +215,7 @@ async def test_a_poisonous_patient_is_dead_lettered_and_everyone_else_is_paged(
         await producer.send_and_wait(
             settings.topic(Topic.LAB_RESULTS), b"not json at all", key=b"HOSP|P903"
         )
+        await producer.send_and_wait(settings.topic(Topic.LAB_RESULTS), None, key=b"HOSP|P904")
     finally:
         await producer.stop()
     critical = result(9, 0, result_id="well-1", patient=well)
@@ -235,6 +236,7 @@ async def test_a_poisonous_patient_is_dead_lettered_and_everyone_else_is_paged(
     ]
     reasons = {letter.reason_code for letter in letters}
     assert "undecodable_event" in reasons  # the bytes that are not JSON
+    assert any(letter.raw_payload == "" for letter in letters)  # the record with no value
     assert not any("big-critical" in letter.raw_payload for letter in letters)
     (far_letter,) = [letter for letter in letters if "far-1" in letter.raw_payload]
     assert far_letter.reason_code in {"engine_error", "undecodable_event"}  # as ingest refuses

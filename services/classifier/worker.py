@@ -126,9 +126,8 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
     app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
 
     async def set_aside(message: Any, reason_code: str, reason: str) -> None:
-        letter = classifier_dead_letter(
-            message.value, message.topic, reason_code, reason, datetime.now(UTC)
-        )
+        raw = message.value or b""  # a record with no value (a deletion marker) too
+        letter = classifier_dead_letter(raw, message.topic, reason_code, reason, datetime.now(UTC))
         await _durably(dead_letters.send(key=message.key, value=letter.model_dump_json().encode()))
         DEAD_LETTERS.labels(reason=reason_code).inc()
 
