@@ -2,8 +2,8 @@
 
 import hashlib
 
-from services.ingest.deadletter import KEPT_BYTES_WHEN_TOO_LARGE
-from services.ingest.mllp import MllpDecoder, OversizedFrame, frame
+from services.ingest.deadletter import KEPT_BYTES_WHEN_TOO_LARGE, RawInput
+from services.ingest.mllp import MllpDecoder, frame
 
 
 def test_a_frame_split_across_reads() -> None:
@@ -27,10 +27,10 @@ def test_a_frame_larger_than_the_limit_is_skipped_to_its_end_and_reported() -> N
     decoder = MllpDecoder(max_message_bytes=100)
     body = b"MSH|" + b"x" * 200_000
     data = frame(body) + frame(b"MSH|next")
-    received: list[bytes | OversizedFrame] = []
+    received: list[bytes | RawInput] = []
     for i in range(0, len(data), 4097):  # the end block may be split between reads
         received.extend(decoder.feed(data[i : i + 4097]))
-    oversized = OversizedFrame(
+    oversized = RawInput(
         body[:KEPT_BYTES_WHEN_TOO_LARGE], len(body), hashlib.sha256(body).hexdigest()
     )
     assert received == [oversized, b"MSH|next"]  # the stream is still in step
@@ -39,7 +39,7 @@ def test_a_frame_larger_than_the_limit_is_skipped_to_its_end_and_reported() -> N
 
 def test_an_oversized_frame_arriving_whole_is_reported_too() -> None:
     (oversized,) = MllpDecoder(max_message_bytes=100).feed(frame(b"y" * 101))
-    assert oversized == OversizedFrame(b"y" * 101, 101, hashlib.sha256(b"y" * 101).hexdigest())
+    assert oversized == RawInput(b"y" * 101, 101, hashlib.sha256(b"y" * 101).hexdigest())
 
 
 def test_what_an_unfinished_oversized_frame_holds_is_bounded() -> None:

@@ -51,19 +51,6 @@ CLOSED = Counter(
 )
 
 
-@dataclass(frozen=True)
-class OversizedFrame:
-    """A frame longer than the limit, read to its end but not kept: its first bytes, size, hash."""
-
-    head: bytes
-    size: int
-    sha256: str
-
-    @property
-    def raw(self) -> RawInput:
-        return RawInput(self.head, self.size, self.sha256)
-
-
 @dataclass
 class _Skipping:
     """The frame being read past the limit: counted and hashed, only its first bytes kept."""
@@ -79,8 +66,8 @@ class _Skipping:
         self.size += len(data)
         self.digest.update(data)
 
-    def done(self) -> OversizedFrame:
-        return OversizedFrame(bytes(self.head), self.size, self.digest.hexdigest())
+    def done(self) -> RawInput:
+        return RawInput(bytes(self.head), self.size, self.digest.hexdigest())
 
 
 def frame(message: bytes) -> bytes:
@@ -92,7 +79,7 @@ class MllpDecoder:
     """Collects bytes as they arrive (frames may be split or several per read); pure.
 
     Holds at most one frame of `max_message_bytes` (plus one read); a longer frame is skipped to
-    its end block and reported as an OversizedFrame."""
+    its end block and reported as a RawInput: its first bytes, size and hash."""
 
     max_message_bytes: int
     _buffer: bytearray = field(default_factory=bytearray)
@@ -103,10 +90,10 @@ class MllpDecoder:
         """A frame has started and not yet ended."""
         return self._skipping is not None or self._buffer.startswith(START_BLOCK)
 
-    def feed(self, data: bytes) -> list[bytes | OversizedFrame]:
+    def feed(self, data: bytes) -> list[bytes | RawInput]:
         """The frames the data finished; bytes outside a frame are ignored."""
         self._buffer.extend(data)
-        frames: list[bytes | OversizedFrame] = []
+        frames: list[bytes | RawInput] = []
         while True:
             if self._skipping is not None:
                 skipped = self._skip()
@@ -135,7 +122,7 @@ class MllpDecoder:
             else:
                 frames.append(message)
 
-    def _skip(self) -> OversizedFrame | None:
+    def _skip(self) -> RawInput | None:
         """Consume the oversized frame up to its end block, if that has arrived."""
         assert self._skipping is not None
         end = self._buffer.find(END_BLOCK)
@@ -280,7 +267,7 @@ class MllpServer:
             return await self._refuse(RawInput.whole(message), COULD_NOT_PROCESS)
         return self._ack(result, ack_code(result, accepted), list(accepted.rejections))
 
-    async def refuse_oversized(self, oversized: OversizedFrame) -> bytes:
+    async def refuse_oversized(self, oversized: RawInput) -> bytes:
         """AE for a frame over the limit, once its first bytes are dead-lettered."""
         limit = self._limits.max_message_bytes
         rejection = Rejection(
@@ -289,7 +276,7 @@ class MllpServer:
             "do not resend it unchanged",
             location="MSH",
         )
-        return await self._refuse(oversized.raw, rejection)
+        return await self._refuse(oversized, rejection)
 
     async def _refuse(self, raw: RawInput, rejection: Rejection) -> bytes:
         """AE once the input is dead-lettered with `rejection`; AR if it could not be."""
@@ -347,7 +334,7 @@ async def send_messages(
         for message in messages:
             writer.write(frame(message))
             await writer.drain()
-            pending: list[bytes | OversizedFrame] = []
+            pending: list[bytes | RawInput] = []
             while not pending:
                 data = await asyncio.wait_for(reader.read(65536), timeout_seconds)
                 if not data:
