@@ -33,7 +33,14 @@ from schemas import (
 )
 from services.ingest.codes import FeedContext, is_platelet_count
 from services.ingest.lab_results import lab_result
-from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
+from services.ingest.outcomes import (
+    FieldRefused,
+    Filter,
+    Outcome,
+    Publish,
+    Rejection,
+    RejectReason,
+)
 from services.ingest.status import FHIR_OBSERVATION_STATUS, NOT_MEASURED, RETRACTING
 from services.ingest.times import ImplausibleTimeError, parse_fhir_birth_date, parse_fhir_datetime
 from services.ingest.treatments import Recognised, TreatmentTable
@@ -68,14 +75,6 @@ def _objects(value: object) -> list[Json]:
 def _text(value: object) -> str | None:
     """A non-empty JSON string; anything else reads as absent."""
     return value if isinstance(value, str) and value else None
-
-
-class _Refused(ValueError):
-    """An entry holds a value ingest must refuse; `location` names where."""
-
-    def __init__(self, location: str, message: str) -> None:
-        super().__init__(message)
-        self.location = location
 
 
 @dataclass(frozen=True)
@@ -206,10 +205,8 @@ def _entry(
         if recognised is not None:
             return outcome(_treatment(resource, bundle, recognised, patient, where, context))
         return outcome(_observation(resource, patient, full_url, where, context))
-    except _Refused as error:
-        message = str(error)
-        errors = ({"loc": error.location, "msg": message},)
-        return outcome(Rejection(RejectReason.INVALID_FHIR, message, errors, error.location))
+    except FieldRefused as error:
+        return outcome(error.rejection(RejectReason.INVALID_FHIR))
     except ValidationError as error:  # a value beyond an event limit (schemas/events.py)
         message = f"{resource_type} holds values PlateletWatch refuses"
         return outcome(Rejection(RejectReason.INVALID_FHIR, message, _errors(error, where), where))
@@ -404,7 +401,7 @@ def _first_time(
     context: FeedContext, *candidates: tuple[str, object], required: bool = True
 ) -> datetime | None:
     """The first (location, value) that holds a valid time; an implausible one (year 9999,
-    offset +24:00) raises _Refused naming where it is, unless the time is not `required` (the
+    offset +24:00) raises FieldRefused naming where it is, unless the time is not `required` (the
     verification time only times the page: it is passed over)."""
     for location, candidate in candidates:
         if isinstance(candidate, str):
@@ -413,7 +410,7 @@ def _first_time(
             except ImplausibleTimeError as error:
                 if not required:
                     continue
-                raise _Refused(location, f"{location}: {error}") from None
+                raise FieldRefused(location, f"{location}: {error}") from None
             if moment is not None:
                 return moment
     return None

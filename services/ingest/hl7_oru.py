@@ -25,6 +25,7 @@ from services.ingest.codes import FeedContext, is_platelet_count
 from services.ingest.hl7_message import Hl7Message, Hl7ParseError, Segment, parse
 from services.ingest.lab_results import lab_result
 from services.ingest.outcomes import (
+    FieldRefused,
     Filter,
     Outcome,
     Publish,
@@ -137,14 +138,6 @@ _FIELD_OF_EVENT = {
 }
 
 
-class _FieldError(ValueError):
-    """One field holds a value ingest must refuse; `location` names it (e.g. OBX[1]-14)."""
-
-    def __init__(self, location: str, message: str) -> None:
-        super().__init__(message)
-        self.location = location
-
-
 @dataclass(frozen=True)
 class _PatientGroup:
     pid: Segment | None
@@ -209,8 +202,8 @@ def _refusing_bad_fields(where: str, read: Callable[[], Outcome]) -> Outcome:
     time, or a value beyond an event limit (schemas/events.py), named by its HL7 field."""
     try:
         return read()
-    except _FieldError as error:
-        return field_rejection(RejectReason.INVALID_FIELDS, error.location, str(error))
+    except FieldRefused as error:
+        return error.rejection(RejectReason.INVALID_FIELDS)
     except ValidationError as error:
         first = error.errors(include_input=False, include_url=False)[0]
         loc = ".".join([error.title, *(str(part) for part in first["loc"])])
@@ -314,7 +307,7 @@ def _first_timestamp(
     candidates: list[tuple[str, str]], context: FeedContext, required: bool = True
 ) -> datetime | None:
     """The first candidate (field, text) that holds a valid timestamp; a malformed one is
-    skipped, an implausible one (year 9999, offset +2400) raises _FieldError naming its field,
+    skipped, an implausible one (year 9999, offset +2400) raises FieldRefused naming its field,
     unless the time is not `required` (then it is skipped too)."""
     for location, text in candidates:
         try:
@@ -322,7 +315,7 @@ def _first_timestamp(
         except ImplausibleTimeError as error:
             if not required:
                 continue
-            raise _FieldError(location, f"{location}: {error}") from None
+            raise FieldRefused(location, f"{location}: {error}") from None
         if moment is not None:
             return moment
     return None

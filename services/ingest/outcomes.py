@@ -57,3 +57,16 @@ Outcome = Publish | Filter | Rejection
 def field_rejection(reason: RejectReason, location: str, message: str) -> Rejection:
     """A rejection about one field, with the location also given as a field error."""
     return Rejection(reason, message, ({"loc": location, "msg": message},), location)
+
+
+class FieldRefused(ValueError):
+    """Raised deep in a reader when one field holds a value ingest must refuse (a time in year
+    9999); `location` names it (OBX[1]-14, entry[1].effectiveDateTime). The reader turns it
+    into a field_rejection for the entry."""
+
+    def __init__(self, location: str, message: str) -> None:
+        super().__init__(message)
+        self.location = location
+
+    def rejection(self, reason: RejectReason) -> Rejection:
+        return field_rejection(reason, self.location, str(self))
