@@ -238,6 +238,17 @@ async def test_fhir_errors_are_operation_outcomes(
     assert down.headers["Retry-After"] == "5"
 
 
+async def test_a_batch_the_reader_refuses_as_json_is_400_not_a_batch_response(
+    ingest: Ingest,
+) -> None:
+    """NaN is not JSON to the FHIR reader; the batch answer must not read it as JSON either
+    (it did: 200 with the one entry 'refused', for a body never read entry by entry)."""
+    document = bundle(PATIENT, kind="batch")
+    body = json.dumps(document).replace('"Bundle"', '"Bundle", "total": NaN').encode()
+    answered = await ingest.client.post("/fhir", content=body, headers=FHIR)
+    assert is_outcome(answered, 400)[0]["code"] == "structure"
+
+
 def _mutated(path: str, value: Any) -> bytes:
     document = bundle(PATIENT, observation())
     target: Any = document

@@ -123,14 +123,18 @@ class _Bundle:
         return self.by_reference.get(tail, {})
 
 
-def read_fhir(raw: bytes, context: FeedContext, treatments: TreatmentTable) -> list[EntryOutcome]:
-    """One outcome per resource (or Bundle entry); a body that is not FHIR JSON is one rejection.
+def parse_fhir_json(raw: bytes) -> Any:
+    """A FHIR body's JSON, read as strictly as the JSON feed reads its bodies: text that is not
+    UTF-8, a lone surrogate escape (\\ud800) that is no character, NaN, or nesting deeper than
+    200 levels (FHIR resources nest about 10) raises ValueError."""
+    return from_json(raw, allow_inf_nan=False)
 
-    The JSON is read as strictly as the JSON feed reads its bodies: text that is not UTF-8, a
-    lone surrogate escape (\\ud800) that is no character, NaN, or nesting deeper than 200
-    levels (FHIR resources nest about 10) is refused as invalid JSON."""
+
+def read_fhir(raw: bytes, context: FeedContext, treatments: TreatmentTable) -> list[EntryOutcome]:
+    """One outcome per resource (or Bundle entry); a body that is not FHIR JSON is one rejection
+    (see parse_fhir_json)."""
     try:
-        document = from_json(raw, allow_inf_nan=False)
+        document = parse_fhir_json(raw)
     except ValueError as error:
         return [_whole(RejectReason.INVALID_JSON, f"body is not valid JSON: {error}")]
     if not isinstance(document, dict) or not _text(document.get("resourceType")):

@@ -6,13 +6,12 @@ with a batch-response or transaction-response holding one entry per request entr
 quotes a submitted value: field errors give where and what, never the input.
 """
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal
 
-from services.ingest.fhir_feed import EntryOutcome
+from services.ingest.fhir_feed import EntryOutcome, parse_fhir_json
 from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
 
 PROBLEM_JSON = "application/problem+json"
@@ -184,10 +183,11 @@ class BatchRequest:
 
     @classmethod
     def of(cls, raw: bytes) -> "BatchRequest | None":
-        """The Bundle's request entries, or None for anything but a batch or transaction."""
+        """The Bundle's request entries, or None for anything but a batch or transaction (or a
+        body the FHIR reader does not take as JSON either)."""
         try:
-            document = json.loads(raw)
-        except (ValueError, RecursionError):
+            document = parse_fhir_json(raw)
+        except ValueError:
             return None
         if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
             return None

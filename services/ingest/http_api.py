@@ -89,8 +89,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class _AsciiJSONResponse(JSONResponse):
-    """JSON with every non-ASCII character escaped, so text a sender sent that is not valid
-    Unicode (a lone surrogate in a fullUrl) can be answered rather than fail to encode."""
+    """JSON with every non-ASCII character escaped, so an answer never fails to encode whatever
+    text it quotes (the readers refuse a lone surrogate; this holds should one slip through)."""
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
