@@ -131,9 +131,9 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
         await _durably(dead_letters.send(key=message.key, value=letter.model_dump_json().encode()))
         DEAD_LETTERS.labels(reason=reason_code).inc()
 
-    async def classify_one(message: Any, patients: Patients) -> str:
-        """Apply one event; return its outcome for the events counter."""
-        kind = "lab_result" if message.topic == lab_results else "clinical_context"
+    async def classify_one(message: Any, kind: str, patients: Patients) -> str:
+        """Apply one event (`kind`: lab_result or clinical_context); return its outcome for the
+        events counter."""
         try:
             decoded = (
                 LabResult.model_validate_json(message.value)
@@ -198,7 +198,7 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
             _record_lag(app, kind, message)
             try:
                 patients = await store.patients(message.partition)
-                outcome = await classify_one(message, patients)
+                outcome = await classify_one(message, kind, patients)
             except Exception as error:
                 log.critical(
                     "an event could not be made durable (%s); exiting so that the worker "
