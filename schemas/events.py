@@ -8,7 +8,7 @@ apart when something happened clinically (collected, administered) from when it 
 
 import base64
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
@@ -69,10 +69,12 @@ def implausible_date(day: date) -> str | None:
 
 
 def _plausible_time(moment: datetime) -> datetime:
+    """The instant in UTC, once plausible: elapsed time is then real time whatever zone the
+    sender wrote (two local times across a daylight-saving change subtract on the wall clock)."""
     problem = implausible_time(moment)
     if problem is not None:
         raise ValueError(problem)
-    return moment
+    return moment.astimezone(UTC)
 
 
 def _known_birth_date(day: date | None) -> date | None:
@@ -84,7 +86,8 @@ def _cut_to(limit: int) -> BeforeValidator:
 
 
 ClinicalTime = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
-"""A timezone-aware time within 1900-01-01..2100-12-31 and UTC offsets of at most 14:00."""
+"""A timezone-aware time within 1900-01-01..2100-12-31 and UTC offsets of at most 14:00, held
+in UTC (shown in the deployment's zone by whoever displays it)."""
 BirthDate = Annotated[date | None, AfterValidator(_known_birth_date)]
 """A birth date, or None: one outside 1900..2100 (a placeholder) reads as unknown."""
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
@@ -294,14 +297,39 @@ class Evidence(_Event):
     """Enough for a hematologist to judge the alert without opening the chart."""
 
     results: tuple[EvidenceResult, ...] = ()
-    treatments: tuple[MedicationEvent | ProcedureEvent | TransfusionEvent, ...] = ()
+    treatments: tuple[MedicationEvent | ProcedureEvent | TransfusionEvent, ...] = Field(
+        default=(),
+        description="Every treatment on record in the alert's window (first- and second-line, "
+        "cytotoxic, splenectomy, platelet transfusions), oldest first: none means untreated.",
+    )
+    first_line_on_record: bool = Field(
+        default=False,
+        description="A first-line therapy (corticosteroid, IVIG, anti-D) is among the treatments.",
+    )
+    limit_10e9_per_l: float | None = Field(
+        default=None, description="The rule's limit the counts were below, e.g. 30."
+    )
     baseline_10e9_per_l: float | None = None
+    baseline_collected_at: AwareDatetime | None = Field(
+        default=None, description="When the baseline (the last count before the course) was taken."
+    )
     note: str | None = None
     preceding: tuple[EvidenceResult, ...] = Field(
         default=(),
         description="Up to three earlier counts from the 30 days before, oldest first: the "
         "trend, shown beside the evidence but not part of it.",
     )
+
+
+class Correction(_Event):
+    """What was wrong with a value an alert rested on: the count as paged, and what the lab
+    made of it (a corrected count, or none when it was deleted or posted to the wrong patient)."""
+
+    result_id: str
+    collected_at: AwareDatetime
+    status: ResultStatus
+    was: PlateletCount
+    now: PlateletCount | None = None
 
 
 class PlateletAlert(_Event):
@@ -329,12 +357,22 @@ class PlateletAlert(_Event):
     raised_at: AwareDatetime
     withdraws_alert_id: str | None = None
     withdrawal_reason: str | None = None
+    correction: Correction | None = Field(
+        default=None, description="For a withdrawal: the value that was wrong and what it became."
+    )
+    supersedes_alert_id: str | None = Field(
+        default=None,
+        description="An earlier alert this one takes over (refractory after persistent_severe): "
+        "its paging is closed as superseded, not withdrawn.",
+    )
 
     @model_validator(mode="after")
     def _withdrawal_names_what_it_withdraws(self) -> Self:
         if self.kind is AlertKind.WITHDRAWN:
             if not (self.withdraws_alert_id and self.withdrawal_reason):
                 raise ValueError("a withdrawn alert names withdraws_alert_id and withdrawal_reason")
+            if self.supersedes_alert_id is not None:
+                raise ValueError("a withdrawal supersedes nothing")
         elif self.value_10e9_per_l is None or self.withdraws_alert_id is not None:
             raise ValueError("an alert carries its triggering value and withdraws nothing")
         return self
@@ -347,6 +385,7 @@ class DeliveryStep(StrEnum):
     ESCALATED = "escalated"
     ACKED = "acked"
     DECLINED = "declined"  # "not my patient": the chain moves on to the next tier
+    SUPERSEDED = "superseded"  # a newer alert (refractory) took over: not a withdrawal
     RESOLVED = "resolved"
     WITHDRAWN = "withdrawn"
     ROSTER_GAP = "roster_gap"  # nobody held the tier: the fallback was paged instead

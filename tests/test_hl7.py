@@ -190,9 +190,11 @@ def test_without_a_collection_time_the_result_is_refused() -> None:
 
 
 def test_times_without_an_offset_are_local_and_obx14_wins() -> None:
+    """Read in the hospital's zone (summer time in Paris), then held as the UTC instant."""
     result = only_result(message(platelet_obx(obx14="20260701063000")))
     assert result.collected_at == datetime(2026, 7, 1, 6, 30, tzinfo=ZoneInfo("Europe/Paris"))
-    assert result.collected_at.utcoffset() == timedelta(hours=2)
+    assert result.collected_at.tzinfo is UTC
+    assert result.collected_at.hour == 4
 
 
 def test_obx_before_any_obr_and_an_spm_after_its_obx() -> None:
