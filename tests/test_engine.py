@@ -1,6 +1,7 @@
 """The classifier engine as a pure function, case by case and at every boundary."""
 
 import random
+import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -154,8 +155,11 @@ def test_preliminary_does_not_page_unless_the_rules_say_so(tmp_path: Path) -> No
     text = Path(__file__).parents[1].joinpath("services/classifier/default_rules.yaml").read_text()
     custom = tmp_path / "rules.yaml"
     custom.write_text(
-        text.replace("page_preliminary: false", "page_preliminary: true").replace(
-            '"2026-11-25.2"', '"site-7"'
+        re.sub(
+            r"^version: .*$",
+            'version: "site-7"',
+            text.replace("page_preliminary: false", "page_preliminary: true"),
+            flags=re.MULTILINE,
         )
     )
     rules = load_rules(custom)
@@ -209,7 +213,9 @@ def test_a_correction_above_the_limit_withdraws_the_alert() -> None:
     raised, withdrawn = alerts[0][0], alerts[1][0]
     assert withdrawn.kind is AlertKind.WITHDRAWN
     assert withdrawn.withdraws_alert_id == raised.alert_id
-    assert withdrawn.withdrawal_reason == "result R1 was corrected to 140 x10^9/L"
+    assert withdrawn.withdrawal_reason == (
+        "the count of 12 x10^9/L collected 2026-01-01 08:00 UTC was corrected to 140 x10^9/L"
+    )
 
 
 def test_a_correction_that_still_meets_the_rule_keeps_the_alert_with_new_evidence() -> None:
@@ -309,17 +315,18 @@ def test_refractory_counts_only_from_seven_days_after_therapy() -> None:
 
 
 @pytest.mark.parametrize(
-    ("baseline", "value", "responded"),
-    [(20, 38, False), (20, 39.9, False), (20, 40, True), (10, 29.9, False), (10, 30, True),
-     (60, 99.9, False), (60, 100, True)],
+    ("baseline", "value", "refractory"),
+    [(20, 38, True), (20, 39.9, True), (20, 40, False), (10, 29.9, True), (10, 30, False),
+     (30, 49.9, True), (30, 50, False), (60, 99.9, False), (60, 100, False)],
 )  # fmt: skip
-def test_iwg_response_boundaries(baseline: float, value: float, responded: bool) -> None:
-    """Response: >= 30 and >= 2x baseline (1.9x is not), or >= 100 whatever the baseline."""
+def test_iwg_response_boundaries(baseline: float, value: float, refractory: bool) -> None:
+    """No response: < 30, or < 2x baseline (1.9x is) while < 50; at 50 and above a count
+    short of twice the baseline is neither (never refractory); >= 100 always responds."""
     _, alerts = feed(
         result(baseline, days=-1), treatment(TreatmentCategory.CORTICOSTEROID, 0),
         result(value, days=7), result(value, days=8),
     )  # fmt: skip
-    assert ("refractory" in flat(alerts)) is not responded
+    assert ("refractory" in flat(alerts)) is refractory
 
 
 def test_a_response_between_restarts_the_count_and_closes_the_episode() -> None:
@@ -344,21 +351,30 @@ def test_refractory_names_therapies_and_replaces_persistent_severe_after_splenec
     assert {t.category for t in flat[0].evidence.treatments} == {"rituximab", "splenectomy"}
 
 
-def test_refractory_after_persistent_severe_is_raised_too() -> None:
+def test_refractory_after_splenectomy_supersedes_persistent_severe() -> None:
+    """Judged from 7 days after the operation: the counts on post-operative days 1-2 are not."""
     _, alerts = feed(
         result(25), result(28, days=3), result(26, days=7),
         splenectomy(8), result(22, days=9), result(21, days=10),
+        result(22, days=15), result(21, days=16),
     )  # fmt: skip
     assert flat(alerts) == ["persistent_severe", "refractory"]
+    persistent, refractory = [a for batch in alerts for a in batch]
+    assert refractory.supersedes_alert_id == persistent.alert_id
 
 
-def test_refractory_once_per_episode_and_again_after_a_response() -> None:
+def test_refractory_once_per_course_and_again_for_a_new_course() -> None:
+    """A response ends the course's assessment: the fall after it is loss of response. A new
+    first-line course is judged afresh, against its own baseline."""
     _, alerts = feed(
         result(10, days=-1), treatment(TreatmentCategory.IVIG, 0),
         result(25, days=7), result(24, days=8), result(23, days=9),
         result(120, days=10), result(22, days=11), result(21, days=12),
+        treatment(TreatmentCategory.CORTICOSTEROID, 30), result(22, days=37), result(21, days=38),
     )  # fmt: skip
-    assert [k for k in flat(alerts) if k == "refractory"] == ["refractory"] * 2
+    refractory = [a for batch in alerts for a in batch if a.kind.value == "refractory"]
+    assert len(refractory) == 2
+    assert [a.evidence.baseline_10e9_per_l for a in refractory] == [10, 21]
 
 
 # --- populations, state --------------------------------------------------------------------

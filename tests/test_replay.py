@@ -1,5 +1,6 @@
 """`plateletwatch replay`: the engine over files, no broker."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -61,9 +62,8 @@ def test_a_rules_file_changes_what_pages(tmp_path: Path) -> None:
     assert (code, alerts) == (0, [])
     assert "events read: 1" in summary
     rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        RULES.read_text().replace("below: 20 ", "below: 30 ").replace('"2026-11-25.2"', '"tuned-1"')
-    )
+    tuned = RULES.read_text().replace("below: 20 ", "below: 30 ")
+    rules.write_text(re.sub(r"^version: .*$", 'version: "tuned-1"', tuned, flags=re.MULTILINE))
     code, alerts, _ = replay(str(events), "--rules", str(rules))
     assert code == 0
     assert [(a.kind.value, a.rule.version) for a in alerts] == [("critical_low", "tuned-1")]

@@ -1,17 +1,26 @@
 """The classifier's engine: one patient's history in, the alerts it warrants out. Pure.
 
-Every event updates the patient's history (values by collection time, treatments, alerts raised);
-then the alerts the whole history warrants are derived afresh and compared with those already
-raised: a new one is emitted, one whose evidence changed is re-emitted under the same alert_id,
-and one no longer warranted is withdrawn. Deriving from the history, not from arrival order,
-places late and corrected results where they belong and makes the faust worker and the offline
-replay agree. Arrival order matters in one place only, as the clinical rule says: a late critical
-value older than a normal value already received does not open a new critical episode.
+Every event updates the patient's history (values by collection time, treatments, alerts
+raised). What the rules derive now is then compared with what was already sent:
+- an alert derived and not sent pages;
+- one sent and derived again with other evidence is re-sent under the same alert_id, which
+  pages no one again (also when a run's start moved earlier: it keeps its id);
+- a refractory alert takes over (supersedes) a persistent_severe one, which is closed quietly;
+- one sent and no longer derived is withdrawn only when a value in its own evidence was
+  corrected, deleted or posted to the wrong patient. A withdrawal tells everyone paged "that
+  page was wrong"; anything else leaves the alert as it was.
+Deriving from the history, not from arrival order, places late and corrected results where
+they belong and makes the faust worker and the offline replay agree. Arrival order matters in
+one place, as the clinical rules say: a late value (collected before a value already received)
+never triggers an alert and changes no repeat-paging decision; it is evidence for the rest.
+Every time is a UTC instant (the event contract holds them so), so windows are real time.
 """
 
+from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,6 +29,7 @@ from schemas import (
     AlertKind,
     ClinicalContextEvent,
     Comparator,
+    Correction,
     Evidence,
     EvidenceResult,
     LabResult,
@@ -45,6 +55,7 @@ from services.classifier.rules import (
     is_below,
     is_critical_low,
     is_iwg_response,
+    is_no_response,
     population_at,
     population_of,
 )
@@ -52,8 +63,8 @@ from services.classifier.rules import (
 _COUNTING = frozenset({ResultStatus.FINAL, ResultStatus.CORRECTED, ResultStatus.AMENDED})
 _RETRACTING = frozenset({ResultStatus.ENTERED_IN_ERROR, ResultStatus.WRONG_PATIENT})
 _RETRACTION_WORDS = {
-    ResultStatus.ENTERED_IN_ERROR: "entered in error and deleted",
-    ResultStatus.WRONG_PATIENT: "posted to the wrong patient",
+    ResultStatus.ENTERED_IN_ERROR: "was entered in error and deleted",
+    ResultStatus.WRONG_PATIENT: "was posted to the wrong patient",
 }
 SEEN_EVENTS_KEPT = 1000
 # Beyond the horizon, a bound on what one patient's history holds (a count every hour, or a
@@ -140,13 +151,24 @@ class Value:
         )
 
 
+class Sent(StrEnum):
+    """Where an alert already sent stands."""
+
+    ACTIVE = "active"
+    WITHDRAWN = "withdrawn"  # a value it rested on was wrong: everyone paged was told
+    SUPERSEDED = "superseded"  # a refractory alert took over: closed, never withdrawn
+
+
 @dataclass(slots=True)
 class Raised:
+    """An alert sent: its identity, the events and results its evidence held when last sent."""
+
     alert_id: str
     kind: AlertKind
     anchor_result_id: str
-    evidence_key: tuple[str, ...]
-    withdrawn: bool = False
+    evidence_key: tuple[str, ...]  # event ids: a change re-sends the alert
+    results: tuple[str, ...]  # result ids: only a correction of one of these withdraws it
+    state: Sent = Sent.ACTIVE
 
 
 @dataclass(slots=True)
@@ -190,7 +212,14 @@ class History:
             "values": [v.to_json() for v in self.values.values()],
             "treatments": [t.model_dump(mode="json") for t in self.treatments.values()],
             "raised": [
-                [r.alert_id, r.kind.value, r.anchor_result_id, list(r.evidence_key), r.withdrawn]
+                [
+                    r.alert_id,
+                    r.kind.value,
+                    r.anchor_result_id,
+                    list(r.evidence_key),
+                    r.state.value,
+                    list(r.results),
+                ]
                 for r in self.raised.values()
             ],
             "seen": list(self.seen or ()),
@@ -218,23 +247,29 @@ class History:
             except ValidationError:
                 continue  # stored before ingest bounded it (a time in 2206): left out, not fatal
             history.treatments[treatment.event_id] = treatment
-        for alert_id, kind, anchor, key, withdrawn in data["raised"]:
+        for alert_id, kind, anchor, key, state, *results in data["raised"]:
+            # Written before issue 13: a withdrawn flag, and the anchor as the only result known.
+            if isinstance(state, bool):
+                state = Sent.WITHDRAWN if state else Sent.ACTIVE
+            held = tuple(results[0]) if results else (anchor,)
             history.raised[alert_id] = Raised(
-                alert_id, AlertKind(kind), anchor, tuple(key), withdrawn
+                alert_id, AlertKind(kind), anchor, tuple(key), held, Sent(state)
             )
         return history
 
 
 @dataclass(frozen=True, slots=True)
 class _Wanted:
-    """An alert the history warrants."""
+    """An alert the history warrants; `limit` is the rule's threshold the counts were below,
+    `course` the therapy a refractory alert judges."""
 
     alert_id: str
     kind: AlertKind
     trigger: Value
     evidence: tuple[Value, ...]
-    treatments: tuple[ClinicalContextEvent, ...] = ()
-    baseline: float | None = None
+    limit: float
+    course: ClinicalContextEvent | None = None
+    baseline: Value | None = None
     note: str | None = None
 
 
@@ -260,34 +295,37 @@ def apply(
         if appended is not None:
             if event.location is not None:
                 history.location = event.location
-            new = scans.step(history, appended)
+            new = scans.step(history, appended, late=False)
             if not new:
                 return ()  # the common case: no list to allocate
             wanted = {w.alert_id: w for w in new}
-            return _reconcile(history, event.patient, wanted, rules, now, None, complete=False)
+            return _reconcile(history, event.patient, wanted, rules, now, {}, complete=False)
     if history.has_applied(event):
         return ()
     if isinstance(event, LabResult) and event.location is not None:
         history.location = event.location
     history.patient_key = event.patient.identifier.key  # the first event always comes here
-    reason = None
+    corrections: dict[str, Correction] = {}
     if isinstance(event, LabResult):
-        reason = _record_result(history, event, rules)
+        corrections = _record_result(history, event, rules)
     else:
         history.treatments[event.event_id] = event
     if not history.has_applied(event):
         history.remember(event.event_id)
     _forget_beyond_horizon(history, rules)
-    ordered = sorted(history.values.values(), key=lambda v: (v.at, v.result_id))
+    ordered = sorted(history.values.values(), key=lambda v: (v.at, v.seq))
     history.scans = _Scans(history, rules, ordered)
     history.suppressed_repeats = history.scans.critical.suppressed
     history.late_values = history.scans.critical.late
     wanted = history.scans.wanted
-    return _reconcile(history, event.patient, wanted, rules, now, reason, complete=True)
+    return _reconcile(history, event.patient, wanted, rules, now, corrections, complete=True)
 
 
-def _record_result(history: History, result: LabResult, rules: Rules) -> str | None:
-    """Put a result in the history; return the reason to give if it removes or changes one."""
+def _record_result(history: History, result: LabResult, rules: Rules) -> dict[str, Correction]:
+    """Put a result in the history; return, by result id, the values it corrected or removed.
+
+    A correction takes the place of the value it corrects in arrival order too: correcting
+    yesterday's count does not make it a late value."""
     replaced = {result.result_id}
     if result.replaces_result_id:
         replaced.add(result.replaces_result_id)
@@ -300,18 +338,26 @@ def _record_result(history: History, result: LabResult, rules: Rules) -> str | N
         and rules.populations[population].critical_low.page_preliminary
     )
     if result.count is not None and counting:
-        history.seq += 1
-        history.values[result.result_id] = Value.of(result, result.count, history.seq, population)
+        if previous:
+            seq = min(old.seq for old in previous)
+        else:
+            history.seq += 1
+            seq = history.seq
+        history.values[result.result_id] = Value.of(result, result.count, seq, population)
     elif previous and result.status not in _RETRACTING:
         history.values[result.result_id] = previous[0]  # a non-counting update keeps the value
-        return None
-    if not previous:
-        return None
-    if result.status in _RETRACTING:
-        return f"result {result.result_id} was {_RETRACTION_WORDS[result.status]}"
-    assert result.count is not None
-    value = f"{result.count.comparator or ''}{result.count.value_10e9_per_l:g}"
-    return f"result {result.result_id} was {result.status.value} to {value} x10^9/L"
+        return {}
+    now = None if result.status in _RETRACTING else result.count
+    return {
+        old.result_id: Correction(
+            result_id=old.result_id,
+            collected_at=old.at,
+            status=result.status,
+            was=old.count,
+            now=now,
+        )
+        for old in previous
+    }
 
 
 def _forget_beyond_horizon(history: History, rules: Rules) -> None:
@@ -385,98 +431,180 @@ def _first(
     return min(chosen, key=treatment_start, default=None)
 
 
+def _late(ordered: list[Value]) -> set[str]:
+    """Result ids of the late values: collected before a value that arrived ahead of them."""
+    late: set[str] = set()
+    earliest_arrival_after = None  # of the values collected after the group at hand
+    end = len(ordered)
+    while end:
+        start = end - 1
+        while start and ordered[start - 1].at == ordered[end - 1].at:
+            start -= 1
+        group = ordered[start:end]
+        if earliest_arrival_after is not None:
+            late.update(v.result_id for v in group if v.seq > earliest_arrival_after)
+        first = min(v.seq for v in group)
+        if earliest_arrival_after is None or first < earliest_arrival_after:
+            earliest_arrival_after = first
+        end = start
+    return late
+
+
 class _CriticalLowScan:
     """Page on a critical value; within the open episode, page again only on a further drop or
-    after the repeat interval; every other repeat is counted as suppressed."""
+    after the repeat interval; every other repeat is counted as suppressed. A late value and a
+    second tube collected at the same time as a paged one never page; late values neither
+    open nor close an episode, so that they change no decision already made."""
 
-    __slots__ = ("closing", "last_page", "late", "lowest", "suppressed")
+    __slots__ = ("last_page", "late", "lowest", "suppressed")
 
-    def __init__(self, closing: list[tuple[datetime, int]]) -> None:
-        self.closing = closing  # (collected, arrival) of values that close an episode
+    def __init__(self) -> None:
         self.lowest: float | None = None
         self.last_page: datetime | None = None
         self.suppressed = 0
         self.late = 0
 
-    def step(self, history: History, value: Value, rule: PopulationRules) -> _Wanted | None:
+    def step(
+        self, history: History, value: Value, rule: PopulationRules, late: bool
+    ) -> _Wanted | None:
         critical = rule.critical_low
         number, comparator = value.number, value.comparator
         if closes_critical_episode(number, comparator, critical):
-            self.lowest = self.last_page = None
+            if not late:
+                self.lowest = self.last_page = None
             return None
         if not is_critical_low(number, comparator, critical):
             return None
         if self.lowest is None or self.last_page is None:  # no open episode
-            if any(at > value.at and seq < value.seq for at, seq in self.closing):
-                self.late += 1  # a newer normal value was already known: no new episode
+            if late:
+                self.late += 1
                 return None
-        elif not (
-            number <= self.lowest * (1 - critical.repage_drop_fraction)
-            or value.at - self.last_page >= critical.repage_after
+        elif (
+            late
+            or value.at == self.last_page
+            or not (
+                number <= self.lowest * (1 - critical.repage_drop_fraction)
+                or value.at - self.last_page >= critical.repage_after
+            )
         ):
             self.suppressed += 1
             return None
         self.lowest = number if self.lowest is None else min(self.lowest, number)
         self.last_page = value.at
         alert_id = _alert_id(history, AlertKind.CRITICAL_LOW, value.result_id)
-        return _Wanted(alert_id, AlertKind.CRITICAL_LOW, value, (value,))
+        return _Wanted(alert_id, AlertKind.CRITICAL_LOW, value, (value,), critical.below)
+
+
+@dataclass(frozen=True, slots=True)
+class _Course:
+    """What refractoriness is judged against: a first-line course (doses less than
+    `new_course_after_days` apart) or a splenectomy. `event` is its first treatment: it names
+    the course and anchors the alert's id."""
+
+    event: ClinicalContextEvent
+    start: datetime
+    assess_from: datetime
+    splenectomy: bool
+
+
+def _courses(history: History, rules: Rules) -> list[_Course]:
+    """The courses on record, by start."""
+    courses: list[_Course] = []
+    first_line = sorted(
+        (t for t in history.treatments.values() if t.category in rules.first_line),
+        key=treatment_start,
+    )
+    last_dose: datetime | None = None
+    for dose in first_line:
+        start = treatment_start(dose)
+        refractory = _rule_at(dose, rules).refractory
+        if last_dose is None or start - last_dose >= timedelta(
+            days=refractory.new_course_after_days
+        ):
+            courses.append(_Course(dose, start, start + refractory.assess_after, False))
+        ended = dose.ended_at if isinstance(dose, MedicationEvent) else None
+        last_dose = (
+            max(start, ended or start) if last_dose is None else max(last_dose, ended or start)
+        )
+    for operation in history.treatments.values():
+        if operation.category is TreatmentCategory.SPLENECTOMY:
+            start = treatment_start(operation)
+            after = _rule_at(operation, rules).refractory.assess_after_splenectomy
+            courses.append(_Course(operation, start, start + after, True))
+    courses.sort(key=lambda c: (c.start, c.event.event_id))
+    return courses
+
+
+def _rule_at(treatment: ClinicalContextEvent, rules: Rules) -> PopulationRules:
+    return rules.populations[
+        population_at(treatment.patient.birth_date, treatment_start(treatment))
+    ]
 
 
 class _RefractoryScan:
-    """IWG "no response" after first-line therapy (from `assess_after_days`), or low counts after
-    splenectomy: `min_values` non-responding values `min_gap_days` apart with no response between.
-    A response closes the episode."""
+    """IWG "no response", per course: from `assess_from`, `min_values` non-responding counts
+    `min_gap_days` apart with no response between raise one alert for the course. A response
+    (IWG) at any time after the course started ends its assessment: a later fall without a new
+    course is loss of response, not refractoriness. A count within `post_transfusion_hours` of
+    a platelet transfusion measures the transfused platelets: never a response, still a
+    non-response when low. The baseline is the last count at or before the course started."""
 
-    __slots__ = ("baseline", "post_splenectomy", "raised", "started", "streak", "therapy")
+    __slots__ = ("baseline", "course", "courses", "ended", "last", "raised", "streak", "transfused")
 
-    def __init__(self, therapy: ClinicalContextEvent, post_splenectomy: bool) -> None:
-        self.therapy = therapy
-        self.started = treatment_start(therapy)
-        self.post_splenectomy = post_splenectomy
-        self.baseline: float | None = None
+    def __init__(self, courses: list[_Course], transfused: list[datetime]) -> None:
+        self.courses = courses  # the ones not yet started, by start
+        self.transfused = transfused  # platelet transfusions, by start
+        self.course: _Course | None = None
+        self.last: Value | None = None
+        self.baseline: Value | None = None
         self.streak: list[Value] = []
-        self.raised: _Wanted | None = None
+        self.ended = False
+        self.raised = False
 
     def step(
-        self, history: History, value: Value, rule: PopulationRules, rules: Rules
-    ) -> tuple[_Wanted | None, bool]:
-        """(a newly met alert, whether this value closed an open episode)"""
+        self, history: History, value: Value, rule: PopulationRules, rules: Rules, late: bool
+    ) -> _Wanted | None:
+        while self.courses and self.courses[0].start < value.at:
+            self.course = self.courses.pop(0)
+            self.baseline, self.streak, self.ended, self.raised = self.last, [], False, False
+        self.last = value
+        course = self.course
+        if course is None or self.ended:
+            return None
         refractory = rule.refractory
         number, comparator = value.number, value.comparator
-        if value.at < self.started:
-            self.baseline = number  # the last value before therapy
-            return None, False
-        too_early = (
-            value.at <= self.started
-            if self.post_splenectomy
-            else value.at < self.started + timedelta(days=refractory.assess_after_days)
-        )
-        if too_early:
-            return None, False
-        responded = is_iwg_response(number, comparator, self.baseline, refractory) or (
-            self.post_splenectomy and is_at_or_above(number, comparator, refractory.below)
-        )
-        if responded:
-            closed = self.raised is not None
-            self.streak, self.raised = [], None
-            return None, closed
+        baseline = self.baseline.number if self.baseline is not None else None
+        transfused = self._transfused_before(value.at, refractory.post_transfusion)
+        if not transfused and is_iwg_response(number, comparator, baseline, refractory):
+            self.ended, self.streak = True, []
+            return None
+        if value.at < course.assess_from:
+            return None
+        if not is_no_response(number, comparator, baseline, refractory):
+            if not transfused:
+                self.streak = []  # neither a response nor severe: not "persistently" low
+            return None
         self.streak.append(value)
-        gap = value.at - self.streak[0].at
-        enough = len(self.streak) >= refractory.min_values and gap >= timedelta(
+        if self.raised or late:  # a late value is evidence, never the trigger
+            return None
+        if len(self.streak) < refractory.min_values or value.at - self.streak[0].at < timedelta(
             days=refractory.min_gap_days
+        ):
+            return None
+        self.raised = True
+        return _refractory_alert(
+            history, tuple(self.streak), course, self.baseline, refractory.below, rules
         )
-        if self.raised is None and enough:
-            self.raised = _refractory_alert(
-                history, self.streak, self.therapy, self.baseline, self.post_splenectomy, rules
-            )
-            return self.raised, False
-        return None, False
+
+    def _transfused_before(self, at: datetime, within: timedelta) -> bool:
+        index = bisect_right(self.transfused, at)
+        return index > 0 and at - self.transfused[index - 1] <= within
 
 
 class _PersistentSevereScan:
     """Without first-line therapy on record: `min_values` values below the limit spanning
     `min_span_days`, none at or above it between them. Once per run; a refractory alert already
-    raised for the same run replaces it."""
+    raised for the same run replaces it. A late value joins the run but is never its trigger."""
 
     __slots__ = ("done", "first_line_at", "run")
 
@@ -486,7 +614,12 @@ class _PersistentSevereScan:
         self.done = False
 
     def step(
-        self, history: History, value: Value, rule: PopulationRules, refractory: list[_Wanted]
+        self,
+        history: History,
+        value: Value,
+        rule: PopulationRules,
+        refractory: list[_Wanted],
+        late: bool,
     ) -> _Wanted | None:
         persistent = rule.persistent_severe
         if not is_below(value.number, value.comparator, persistent.below):
@@ -496,6 +629,7 @@ class _PersistentSevereScan:
         span = value.at - self.run[0].at
         if (
             self.done
+            or late
             or len(self.run) < persistent.min_values
             or span < timedelta(days=persistent.min_span_days)
         ):
@@ -506,7 +640,7 @@ class _PersistentSevereScan:
         if treated or replaced:
             return None
         alert_id = _alert_id(history, AlertKind.PERSISTENT_SEVERE, self.run[0].result_id)
-        return _Wanted(alert_id, AlertKind.PERSISTENT_SEVERE, value, self.run)
+        return _Wanted(alert_id, AlertKind.PERSISTENT_SEVERE, value, self.run, persistent.below)
 
 
 class _Scans:
@@ -519,13 +653,12 @@ class _Scans:
         "birth_date",
         "critical",
         "forgetting_due_after",
+        "judging",
         "newest_at",
-        "newest_result_id",
-        "open_refractory",
         "persistent",
         "populations",
         "refractory",
-        "refractory_scans",
+        "refractory_scan",
         "rules",
         "wanted",
     )
@@ -533,43 +666,33 @@ class _Scans:
     def __init__(self, history: History, rules: Rules, ordered: list[Value]) -> None:
         self.rules = rules
         self.populations = rules.populations
-        self.critical = _CriticalLowScan(
-            [
-                (v.at, v.seq)
-                for v in ordered
-                if closes_critical_episode(
-                    v.number,
-                    v.comparator,
-                    rules.populations[v.population].critical_low,
-                )
-            ]
+        self.critical = _CriticalLowScan()
+        courses = _courses(history, rules)
+        transfused = sorted(
+            treatment_start(t)
+            for t in history.treatments.values()
+            if t.category is TreatmentCategory.PLATELET_TRANSFUSION
         )
-        first_line = _first(history, rules.first_line)
-        splenectomy = _first(history, frozenset({TreatmentCategory.SPLENECTOMY}))
-        self.refractory_scans = tuple(
-            _RefractoryScan(therapy, post)
-            for therapy, post in ((first_line, False), (splenectomy, True))
-            if therapy is not None
-        )
-        self.persistent = _PersistentSevereScan(first_line)
+        self.refractory_scan = _RefractoryScan(courses, transfused)
+        self.judging = bool(courses)  # a course on record: every count may matter to it
+        self.persistent = _PersistentSevereScan(_first(history, rules.first_line))
         self.refractory: list[_Wanted] = []
-        self.open_refractory: _RefractoryScan | None = None  # whose alert is still open
         self.wanted: dict[str, _Wanted] = {}
         self.all_clear = False  # the last value scanned left nothing open (see step)
-        self.newest_at: datetime | None = None  # the last value scanned: collected...
-        self.newest_result_id = ""  # ...and its result id, the tie-breaker
+        self.newest_at: datetime | None = None  # the last value scanned was collected then
         self.birth_date: date | None = None  # the patient's, as the last value appended said
         self.adult_from: date | None = None  # ...and the day they turn 18 (None: unknown)
         oldest = _oldest(history)
         self.forgetting_due_after = None if oldest is None else _forgetting_due_after(oldest, rules)
+        late = _late(ordered)
         for value in ordered:
-            self.step(history, value)
+            self.step(history, value, late=value.result_id in late)
 
     def append_if_newest(self, history: History, result: LabResult) -> Value | None:
-        """The common case, a counting result newer than every value known and replacing none,
-        is added here, to be scanned in one step: appending a newest value cannot change an
-        alert the earlier values warranted. Anything else (None) takes the full path, as does a
-        value that pushes the oldest one past the horizon."""
+        """The common case, a counting result collected no earlier than every value known and
+        replacing none, is added here, to be scanned in one step: appending a newest value
+        cannot change an alert the earlier values warranted. Anything else (None) takes the
+        full path, as does a value that pushes the oldest one past the horizon."""
         count, at, result_id = result.count, result.collected_at, result.result_id
         values, replaces = history.values, result.replaces_result_id
         if (
@@ -578,13 +701,7 @@ class _Scans:
             or result_id in values
             or len(values) >= VALUES_KEPT
             or (replaces is not None and replaces in values)
-            or (
-                self.newest_at is not None
-                and (
-                    at < self.newest_at
-                    or (at == self.newest_at and result_id <= self.newest_result_id)
-                )
-            )
+            or (self.newest_at is not None and at < self.newest_at)
             or (self.forgetting_due_after is not None and at > self.forgetting_due_after)
         ):
             return None
@@ -609,12 +726,15 @@ class _Scans:
             self.forgetting_due_after = _forgetting_due_after(at, self.rules)
         return value
 
-    def step(self, history: History, value: Value) -> Sequence[_Wanted]:
-        """Scan one more value, newer than all scanned; return the alerts it newly warrants."""
+    def step(self, history: History, value: Value, *, late: bool) -> Sequence[_Wanted]:
+        """Scan one more value, collected no earlier than all scanned; return the alerts it
+        newly warrants. `late`: it arrived after a value collected later."""
         rule = self.populations[value.population]
-        self.newest_at, self.newest_result_id = value.at, value.result_id
-        if not self.refractory_scans and is_at_or_above(
-            value.number, value.comparator, rule.all_clear_at
+        self.newest_at = value.at
+        if (
+            not self.judging
+            and not late
+            and is_at_or_above(value.number, value.comparator, rule.all_clear_at)
         ):  # the common normal count: what each scan's step would do, once in a row
             if not self.all_clear:
                 self.critical.lowest = self.critical.last_page = None
@@ -623,19 +743,15 @@ class _Scans:
             return ()
         self.all_clear = False
         new: list[_Wanted] = []
-        critical = self.critical.step(history, value, rule)
+        critical = self.critical.step(history, value, rule, late)
         history.suppressed_repeats = self.critical.suppressed
         if critical is not None:
             new.append(critical)
-        for scan in self.refractory_scans:
-            met, closed = scan.step(history, value, rule, self.rules)
-            if closed and self.open_refractory is scan:
-                self.open_refractory = None
-            if met is not None and self.open_refractory is None:  # once per episode
-                self.open_refractory = scan
-                self.refractory.append(met)
-                new.append(met)
-        persistent = self.persistent.step(history, value, rule, self.refractory)
+        refractory = self.refractory_scan.step(history, value, rule, self.rules, late)
+        if refractory is not None:
+            self.refractory.append(refractory)
+            new.append(refractory)
+        persistent = self.persistent.step(history, value, rule, self.refractory, late)
         if persistent is not None:
             new.append(persistent)
         for wanted in new:
@@ -645,19 +761,14 @@ class _Scans:
 
 def _refractory_alert(
     history: History,
-    streak: list[Value],
-    therapy: ClinicalContextEvent,
-    baseline: float | None,
-    post_splenectomy: bool,
+    streak: tuple[Value, ...],
+    course: _Course,
+    baseline: Value | None,
+    limit: float,
     rules: Rules,
 ) -> _Wanted:
     trigger = streak[-1]
-    tried = tuple(
-        sorted(
-            (t for t in history.treatments.values() if treatment_start(t) <= trigger.at),
-            key=treatment_start,
-        )
-    )
+    tried = [t for t in history.treatments.values() if treatment_start(t) <= trigger.at]
     lines = []
     for label, categories in (
         ("first-line", rules.first_line),
@@ -667,15 +778,15 @@ def _refractory_alert(
         names = sorted({t.name for t in tried if t.category in categories})
         if names:
             lines.append(f"{label}: {', '.join(names)}")
-    if post_splenectomy or any(t.category is TreatmentCategory.SPLENECTOMY for t in tried):
+    if course.splenectomy or any(t.category is TreatmentCategory.SPLENECTOMY for t in tried):
         lines.append("post-splenectomy")
-    anchor = f"{therapy.event_id}|{streak[0].result_id}"
     return _Wanted(
-        _alert_id(history, AlertKind.REFRACTORY, anchor),
+        _alert_id(history, AlertKind.REFRACTORY, course.event.event_id),
         AlertKind.REFRACTORY,
         trigger,
-        tuple(streak),
-        tried,
+        streak,
+        limit,
+        course.event,
         baseline,
         "; ".join(lines) or None,
     )
@@ -687,28 +798,75 @@ def _reconcile(
     wanted: dict[str, _Wanted],
     rules: Rules,
     now: datetime,
-    reason: str | None,
+    corrections: dict[str, Correction],
     *,
     complete: bool,
 ) -> list[PlateletAlert]:
-    """Emit what is wanted and new (or changed); when `wanted` is the complete set, also
-    withdraw what is raised and no longer wanted. Alerts name the patient as the event causing
-    them does: demographics corrected since earlier results are the ones to page with."""
+    """Compare what the rules derive (`wanted`) with what was sent: send what is new, re-send
+    under the same id what has new evidence, supersede persistent_severe by refractory; when
+    `wanted` is the complete set, withdraw what is no longer derived only if one of
+    `corrections` touched its evidence. Alerts name the patient as the event causing them does:
+    demographics corrected since earlier results are the ones to page with."""
     alerts: list[PlateletAlert] = []
-    for alert_id, want in wanted.items():
+    claimed = {alert_id for alert_id in wanted if alert_id in history.raised}
+    for want in wanted.values():
+        raised = history.raised.get(want.alert_id)
+        if raised is None:
+            raised = _same_alert(history, want, claimed)
+            if raised is not None:  # its run or streak starts elsewhere now: the same alert
+                claimed.add(raised.alert_id)
+                want = replace(want, alert_id=raised.alert_id)
         key = tuple(v.event_id for v in want.evidence)
-        raised = history.raised.get(alert_id)
-        if raised is not None and not raised.withdrawn and raised.evidence_key == key:
+        results = tuple(v.result_id for v in want.evidence)
+        supersedes = None
+        if raised is not None:
+            if raised.state is Sent.SUPERSEDED or (
+                raised.state is Sent.ACTIVE and raised.evidence_key == key
+            ):
+                continue
+        elif want.kind is AlertKind.REFRACTORY:
+            supersedes = _supersede(history)
+        history.raised[want.alert_id] = Raised(
+            want.alert_id, want.kind, want.evidence[0].result_id, key, results
+        )
+        claimed.add(want.alert_id)
+        alerts.append(_alert(history, patient, want, rules, now, key, supersedes))
+    if not complete or not corrections:
+        return alerts
+    for raised in history.raised.values():
+        if raised.state is not Sent.ACTIVE or raised.alert_id in claimed:
             continue
-        history.raised[alert_id] = Raised(alert_id, want.kind, want.evidence[0].result_id, key)
-        preceding = _preceding(history, want.evidence[0])
-        alerts.append(_alert(patient, history.location, want, preceding, rules, now, key))
-    for alert_id, raised in history.raised.items():
-        if not complete or raised.withdrawn or alert_id in wanted:
-            continue
-        raised.withdrawn = True
-        alerts.append(_withdrawal(patient, raised, rules, now, reason))
+        wrong = [corrections[rid] for rid in raised.results if rid in corrections]
+        if wrong:  # no longer derived because a value it rested on was wrong
+            raised.state = Sent.WITHDRAWN
+            alerts.append(_withdrawal(patient, raised, wrong[0], rules, now))
     return alerts
+
+
+def _same_alert(history: History, want: _Wanted, claimed: set[str]) -> Raised | None:
+    """An alert already sent that `want` continues: same kind, sharing a value of its evidence
+    (a run that a late earlier value now starts sooner, a course whose first dose was charted
+    late, a streak that lost its first count), in whatever state it is."""
+    results = {v.result_id for v in want.evidence}
+    for raised in history.raised.values():
+        if (
+            raised.kind is want.kind
+            and raised.alert_id not in claimed
+            and not results.isdisjoint(raised.results)
+        ):
+            return raised
+    return None
+
+
+def _supersede(history: History) -> str | None:
+    """Close the patient's open persistent_severe alerts as superseded by a refractory one;
+    the newest of them is the one the refractory alert names."""
+    newest = None
+    for raised in history.raised.values():
+        if raised.kind is AlertKind.PERSISTENT_SEVERE and raised.state is Sent.ACTIVE:
+            raised.state = Sent.SUPERSEDED
+            newest = raised.alert_id
+    return newest
 
 
 def _preceding(history: History, first: Value) -> tuple[Value, ...]:
@@ -716,9 +874,26 @@ def _preceding(history: History, first: Value) -> tuple[Value, ...]:
     since = first.at - timedelta(days=30)
     earlier = sorted(
         (v for v in history.values.values() if since <= v.at < first.at),
-        key=lambda v: (v.at, v.result_id),
+        key=lambda v: (v.at, v.seq),
     )
     return tuple(earlier[-3:])
+
+
+def _on_record(
+    history: History, want: _Wanted, rules: Rules
+) -> tuple[MedicationEvent | ProcedureEvent | TransfusionEvent, ...]:
+    """Every treatment started within `treatments_shown_days` before the alert's first count
+    (or still running then), up to its trigger, and the course it judges, oldest first."""
+    since = want.evidence[0].at - timedelta(days=rules.treatments_shown_days)
+    if want.course is not None:
+        since = min(since, treatment_start(want.course))
+    shown = []
+    for treatment in history.treatments.values():
+        start = treatment_start(treatment)
+        ended = treatment.ended_at if isinstance(treatment, MedicationEvent) else None
+        if start <= want.trigger.at and (start >= since or (ended is not None and ended >= since)):
+            shown.append(treatment)
+    return tuple(sorted(shown, key=lambda t: (treatment_start(t), t.event_id)))
 
 
 def _evidence_result(value: Value) -> EvidenceResult:
@@ -733,44 +908,54 @@ def _evidence_result(value: Value) -> EvidenceResult:
 
 
 def _alert(
+    history: History,
     patient: Patient,
-    location: str | None,
     want: _Wanted,
-    preceding: tuple[Value, ...],
     rules: Rules,
     now: datetime,
     key: tuple[str, ...],
+    supersedes: str | None,
 ) -> PlateletAlert:
-    treatments = tuple(
-        t
-        for t in want.treatments
-        if isinstance(t, MedicationEvent | ProcedureEvent | TransfusionEvent)
-    )
+    treatments = _on_record(history, want, rules)
+    baseline = want.baseline
     return PlateletAlert(
         event_id=stable_event_id("alert-event", want.alert_id, *key),
         alert_id=want.alert_id,
         kind=want.kind,
         patient=patient,
         population=want.trigger.population,
-        location=location,
+        location=history.location,
         value_10e9_per_l=want.trigger.number,
         result_verified_at=want.trigger.verified_at,
         evidence=Evidence(
             results=tuple(_evidence_result(v) for v in want.evidence),
             treatments=treatments,
-            baseline_10e9_per_l=want.baseline,
+            first_line_on_record=any(t.category in rules.first_line for t in treatments),
+            limit_10e9_per_l=want.limit,
+            baseline_10e9_per_l=baseline.number if baseline is not None else None,
+            baseline_collected_at=baseline.at if baseline is not None else None,
             note=want.note,
-            preceding=tuple(_evidence_result(v) for v in preceding),
+            preceding=tuple(_evidence_result(v) for v in _preceding(history, want.evidence[0])),
         ),
         rule=RuleRef(id=want.kind.value, version=rules.version),
         raised_at=now,
+        supersedes_alert_id=supersedes,
     )
 
 
+def _count_text(count: PlateletCount) -> str:
+    return f"{count.comparator or ''}{count.value_10e9_per_l:g} x10^9/L"
+
+
 def _withdrawal(
-    patient: Patient, raised: Raised, rules: Rules, now: datetime, reason: str | None
+    patient: Patient, raised: Raised, wrong: Correction, rules: Rules, now: datetime
 ) -> PlateletAlert:
-    because = reason or f"the evidence no longer meets {raised.kind.value}"
+    collected = wrong.collected_at.strftime("%Y-%m-%d %H:%M UTC")
+    if wrong.now is None:
+        became = _RETRACTION_WORDS.get(wrong.status, "was withdrawn by the lab")
+    else:
+        became = f"was {wrong.status.value} to {_count_text(wrong.now)}"
+    because = f"the count of {_count_text(wrong.was)} collected {collected} {became}"
     return PlateletAlert(
         event_id=stable_event_id("alert-event", raised.alert_id, "withdrawn", *raised.evidence_key),
         alert_id=stable_event_id("withdrawal", raised.alert_id),
@@ -781,4 +966,5 @@ def _withdrawal(
         raised_at=now,
         withdraws_alert_id=raised.alert_id,
         withdrawal_reason=because,
+        correction=wrong,
     )

@@ -43,10 +43,26 @@ class PersistentSevereRule(_Rule):
 class RefractoryRule(_Rule):
     below: float = Field(gt=0)
     response_multiple_of_baseline: float = Field(gt=1)
+    non_response_ceiling: float = Field(gt=0)
     complete_response_at: float = Field(gt=0)
     assess_after_days: float = Field(ge=0)
+    new_course_after_days: float = Field(gt=0)
+    assess_after_splenectomy_days: float = Field(ge=0)
+    post_transfusion_hours: float = Field(ge=0)
     min_values: int = Field(ge=2)
     min_gap_days: float = Field(ge=0)
+
+    @property
+    def assess_after(self) -> timedelta:
+        return timedelta(days=self.assess_after_days)
+
+    @property
+    def assess_after_splenectomy(self) -> timedelta:
+        return timedelta(days=self.assess_after_splenectomy_days)
+
+    @property
+    def post_transfusion(self) -> timedelta:
+        return timedelta(hours=self.post_transfusion_hours)
 
 
 class PopulationRules(_Rule):
@@ -64,6 +80,7 @@ class PopulationRules(_Rule):
 class Rules(_Rule):
     version: str = Field(min_length=1)
     horizon_days: float = Field(gt=0)
+    treatments_shown_days: float = Field(ge=0)
     first_line: frozenset[TreatmentCategory]
     second_line: frozenset[TreatmentCategory]
     cytotoxic: frozenset[TreatmentCategory]
@@ -125,6 +142,20 @@ def is_critical_low(value: float, comparator: str | None, rule: CriticalLowRule)
 
 def closes_critical_episode(value: float, comparator: str | None, rule: CriticalLowRule) -> bool:
     return is_at_or_above(value, comparator, rule.episode_closes_at)
+
+
+def is_no_response(
+    value: float, comparator: str | None, baseline: float | None, rule: RefractoryRule
+) -> bool:
+    """Severe thrombocytopenia that therapy has not lifted: below 30, or below twice the
+    baseline while still below the ceiling (50). A count of 90 is never "no response"."""
+    if is_below(value, comparator, rule.below):
+        return True
+    return (
+        baseline is not None
+        and is_below(value, comparator, rule.response_multiple_of_baseline * baseline)
+        and is_below(value, comparator, rule.non_response_ceiling)
+    )
 
 
 def is_iwg_response(
