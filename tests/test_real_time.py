@@ -1,0 +1,114 @@
+"""Elapsed time is real time (CLINICAL.md, "Decisions that bind the rules"): the 24 h repeat
+window, the refractory rule's 1-day gap and persistent-severe's 7-day span are measured on UTC
+instants, so a daylight-saving change neither stretches nor shrinks them, and replay and the live
+worker give the same alerts.
+
+Each timeline is sent as a hospital in Europe/Paris sends it: HL7 v2 times and FHIR dateTimes
+without an offset, read in the configured zone. Wall-clock and real elapsed time disagree by an
+hour across the change: in spring 24.5 h on the wall clock are 23.5 h real, in autumn 23.5 h on
+the wall clock are 24.5 h real.
+"""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from schemas import LabResult, MedicationEvent, PlateletAlert, clinical_context_adapter
+from tests.real_time_corpus import (
+    ingested,
+    ivig,
+    oru,
+    replayed,
+    through_the_worker,
+)
+
+# (kind, value) of every alert, in order, as the rules in default_rules.yaml want them.
+TIMELINES: dict[str, tuple[list[bytes], list[tuple[str, float]]]] = {
+    # critical_low repage_after_hours 24: 12 then 14 (not 20 % lower) 23.5 h later is a
+    # suppressed repeat, one page...
+    "spring: repeat 23.5 h later": (
+        [
+            oru("RT-1", "S1", "12", "202603281200"),  # +01:00
+            oru("RT-1", "S2", "14", "202603291230"),  # +02:00
+        ],
+        [("critical_low", 12)],
+    ),
+    # ...and 24.5 h later it pages again.
+    "autumn: repeat 24.5 h later": (
+        [
+            oru("RT-2", "A1", "12", "202610241200"),  # +02:00
+            oru("RT-2", "A2", "14", "202610251130"),  # +01:00
+        ],
+        [("critical_low", 12), ("critical_low", 14)],
+    ),
+    # refractory min_gap_days 1 (after IVIG, from 7 days on, counts < 30 and < 2x the baseline
+    # 25): 24 then 23 23.5 h later is not yet a day of no response; 22 24 h after 24 is.
+    "spring: no response 23.5 h, then 24 h apart": (
+        [
+            oru("RT-3", "S3", "25", "202603140800"),
+            ivig("RT-3", "ivig-3", "2026-03-15"),
+            oru("RT-3", "S4", "24", "202603281200"),  # 11:00 UTC
+            oru("RT-3", "S5", "23", "202603291230"),  # 10:30 UTC
+            oru("RT-3", "S6", "22", "202603291300"),  # 11:00 UTC
+        ],
+        [("refractory", 22)],
+    ),
+    "autumn: no response 24.5 h apart": (
+        [
+            oru("RT-4", "A3", "25", "202610140800"),
+            ivig("RT-4", "ivig-4", "2026-10-15"),
+            oru("RT-4", "A4", "24", "202610241200"),  # 10:00 UTC
+            oru("RT-4", "A5", "23", "202610251130"),  # 10:30 UTC
+        ],
+        [("refractory", 23)],
+    ),
+    # persistent_severe (no first-line therapy): 3 counts < 30 spanning 7 days. 6 d 23.5 h real
+    # is not enough; exactly 7 days is.
+    "spring: severe 6 d 23.5 h, then 7 d": (
+        [
+            oru("RT-5", "S7", "25", "202603241200"),  # 11:00 UTC
+            oru("RT-5", "S8", "26", "202603271200"),
+            oru("RT-5", "S9", "24", "202603311230"),  # 10:30 UTC
+            oru("RT-5", "S10", "23", "202603311300"),  # 11:00 UTC
+        ],
+        [("persistent_severe", 23)],
+    ),
+    "autumn: severe 7 d 0.5 h": (
+        [
+            oru("RT-6", "A7", "25", "202610201200"),  # 10:00 UTC
+            oru("RT-6", "A8", "26", "202610231200"),
+            oru("RT-6", "A9", "24", "202610271130"),  # 10:30 UTC
+        ],
+        [("persistent_severe", 24)],
+    ),
+}
+
+
+def kinds_and_values(alerts: list[PlateletAlert]) -> list[tuple[str, float | None]]:
+    return [(a.kind.value, a.value_10e9_per_l) for a in alerts]
+
+
+@pytest.mark.parametrize("name", TIMELINES)
+def test_windows_are_real_time_in_replay_and_in_the_worker(name: str, tmp_path: Path) -> None:
+    inputs, expected = TIMELINES[name]
+    assert kinds_and_values(replayed(inputs, tmp_path)) == expected
+    assert kinds_and_values(through_the_worker(inputs, restart_each_event=False)) == expected
+    assert kinds_and_values(through_the_worker(inputs, restart_each_event=True)) == expected
+
+
+def test_times_without_an_offset_are_read_in_the_zone_and_held_in_utc() -> None:
+    """12:00 in Paris is 11:00 UTC the day before the change and 10:00 UTC the day after; a
+    date-only FHIR time is midnight there."""
+    (before,) = ingested(oru("RT-7", "U1", "12", "202603281200"))
+    (after,) = ingested(oru("RT-7", "U2", "12", "202603291200"))
+    (course,) = ingested(ivig("RT-7", "ivig-7", "2026-03-29"))
+    collected = [LabResult.model_validate_json(r).collected_at for r in (before, after)]
+    assert collected == [
+        datetime(2026, 3, 28, 11, tzinfo=UTC),
+        datetime(2026, 3, 29, 10, tzinfo=UTC),
+    ]
+    assert all(t.utcoffset() == timedelta(0) for t in collected)
+    treatment = clinical_context_adapter.validate_json(course)
+    assert isinstance(treatment, MedicationEvent)
+    assert treatment.started_at == datetime(2026, 3, 28, 23, tzinfo=UTC)
