@@ -136,3 +136,31 @@ def comparable(alert: PlateletAlert) -> tuple[object, ...]:
         tuple(r.result_id for r in alert.evidence.results),
         alert.withdraws_alert_id,
     )
+
+
+def corpus() -> list[bytes]:
+    """Three patients' inputs in arrival order, times without offsets around both changes: a
+    suppressed repeat 23.5 h after a page and a late older count (spring); no response to IVIG a
+    day apart in real time, then one of those counts corrected to a response (autumn);
+    persistent-severe counts spanning 7 days in real time, then a late older one (autumn)."""
+    first = [
+        oru("RT-11", "C1", "12", "202603281200"),
+        oru("RT-11", "C2", "14", "202603291230"),
+        oru("RT-11", "C3", "11", "202603280800"),  # late: collected before the page
+        oru("RT-11", "C4", "180", "202603301000"),
+    ]
+    second = [
+        oru("RT-12", "C5", "25", "202610140800"),
+        ivig("RT-12", "ivig-12", "2026-10-15"),
+        oru("RT-12", "C6", "24", "202610241200"),
+        oru("RT-12", "C7", "23", "202610251130"),
+        oru("RT-12", "C7", "80", "202610251130", status="C"),  # 23 was wrong: 80, a response
+    ]
+    third = [
+        oru("RT-13", "C8", "25", "202610201200"),
+        oru("RT-13", "C9", "26", "202610231200"),
+        oru("RT-13", "C10", "24", "202610271130"),
+        oru("RT-13", "C11", "22", "202610190900"),  # late: before the run's first count
+    ]
+    stories = [first, second, third]
+    return [s[i] for i in range(max(map(len, stories))) for s in stories if i < len(s)]
