@@ -106,21 +106,34 @@ def test_windows_are_real_time_in_replay_and_in_the_worker(name: str, tmp_path: 
     assert kinds_and_values(through_the_worker(inputs, restart_each_event=True)) == expected
 
 
-def test_times_without_an_offset_are_read_in_the_zone_and_held_in_utc() -> None:
-    """12:00 in Paris is 11:00 UTC the day before the change and 10:00 UTC the day after; a
-    date-only FHIR time is midnight there."""
-    (before,) = ingested(oru("RT-7", "U1", "12", "202603281200"))
-    (after,) = ingested(oru("RT-7", "U2", "12", "202603291200"))
-    (course,) = ingested(ivig("RT-7", "ivig-7", "2026-03-29"))
-    collected = [LabResult.model_validate_json(r).collected_at for r in (before, after)]
-    assert collected == [
-        datetime(2026, 3, 28, 11, tzinfo=UTC),
-        datetime(2026, 3, 29, 10, tzinfo=UTC),
-    ]
-    assert all(t.utcoffset() == timedelta(0) for t in collected)
+@pytest.mark.parametrize(
+    ("local", "instant"),
+    [
+        ("202603281200", datetime(2026, 3, 28, 11, tzinfo=UTC)),  # the day before: +01:00
+        ("202603291200", datetime(2026, 3, 29, 10, tzinfo=UTC)),  # the day of the change: +02:00
+        ("202603290230", datetime(2026, 3, 29, 1, 30, tzinfo=UTC)),  # no such time: read at +01:00
+        ("202610250230", datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),  # twice: the first, +02:00
+        ("202610251200", datetime(2026, 10, 25, 11, tzinfo=UTC)),  # after the change: +01:00
+    ],
+)
+def test_times_without_an_offset_are_read_in_the_zone_and_held_in_utc(
+    local: str, instant: datetime
+) -> None:
+    """Ingest converts at the edge: what Kafka carries, and what the worker decodes, is the UTC
+    instant, even for a local time the change skips or repeats."""
+    (record,) = ingested(oru("RT-7", "U1", "12", local))
+    assert f'"collected_at":"{instant.isoformat().replace("+00:00", "Z")}"'.encode() in record
+    collected = LabResult.model_validate_json(record).collected_at
+    assert collected == instant
+    assert collected.utcoffset() == timedelta(0)
+
+
+def test_a_date_without_a_time_is_midnight_in_the_zone_held_in_utc() -> None:
+    (course,) = ingested(ivig("RT-7", "ivig-7", "2026-03-29"))  # 00:00 there is +01:00
     treatment = clinical_context_adapter.validate_json(course)
     assert isinstance(treatment, MedicationEvent)
     assert treatment.started_at == datetime(2026, 3, 28, 23, tzinfo=UTC)
+    assert treatment.started_at.utcoffset() == timedelta(0)
 
 
 def test_the_corpus_gives_the_same_alerts_in_replay_and_in_the_worker(tmp_path: Path) -> None:
