@@ -9,6 +9,7 @@ hour across the change: in spring 24.5 h on the wall clock are 23.5 h real, in a
 the wall clock are 24.5 h real.
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +19,14 @@ import pytest
 from schemas import LabResult, MedicationEvent, PlateletAlert, Topic, clinical_context_adapter
 from services.config import Settings
 from services.ingest.mllp import send_messages
-from tests.conftest import AUTH, read_to_end, run_cli, settings_env, wait_for
+from tests.conftest import (
+    AUTH,
+    ServiceProcess,
+    read_to_end,
+    run_cli,
+    settings_env,
+    wait_for,
+)
 from tests.real_time_corpus import (
     comparable,
     corpus,
@@ -147,17 +155,24 @@ def test_the_corpus_gives_the_same_alerts_in_replay_and_in_the_worker(tmp_path: 
     }
 
 
-def _events_classified(settings: Settings) -> float:
-    """Every event the classifier has consumed, whatever became of it (its /metrics)."""
+def _classified(settings: Settings, count: int) -> Callable[[], bool]:
+    """Whether the classifier has consumed `count` events, whatever became of them (/metrics)."""
     url = f"http://{settings.bind_host}:{settings.classifier_port}/metrics"
-    lines = httpx.get(url, timeout=5).text.splitlines()
     prefix = "plateletwatch_classifier_events_total{"
-    return sum(float(line.rpartition(" ")[2]) for line in lines if line.startswith(prefix))
+
+    def done() -> bool:
+        lines = httpx.get(url, timeout=5).text.splitlines()
+        return (
+            sum(float(line.rpartition(" ")[2]) for line in lines if line.startswith(prefix))
+            >= count
+        )
+
+    return done
 
 
 @pytest.mark.integration
 async def test_one_corpus_through_ingest_the_broker_and_the_worker_as_through_replay(
-    topics: Settings, start_service, tmp_path: Path
+    topics: Settings, start_service: Callable[[str, Settings], ServiceProcess], tmp_path: Path
 ) -> None:
     """The corpus sent to the ingest service (HL7 over MLLP, FHIR over HTTP) in the site's zone,
     classified by the real worker off the broker, gives exactly the alerts `plateletwatch replay`
@@ -181,9 +196,7 @@ async def test_one_corpus_through_ingest_the_broker_and_the_worker_as_through_re
             else:
                 (ack,) = await send_messages(host, settings.ingest_mllp_port, [raw])
                 assert b"MSA|AA|" in ack, ack
-            await wait_for(
-                lambda n=number: _events_classified(settings) >= n, 30, f"event {number} classified"
-            )
+            await wait_for(_classified(settings, number), 30, f"event {number} classified")
     live = [
         PlateletAlert.model_validate_json(record.value)
         for record in await read_to_end(
