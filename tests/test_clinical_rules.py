@@ -16,7 +16,7 @@ from schemas import (
     TreatmentCategory,
     stable_event_id,
 )
-from services.classifier.engine import apply
+from services.classifier.engine import History, apply
 from tests.test_engine import ADULT, RULES, T0, feed, flat, kinds, result, splenectomy, treatment
 
 
@@ -86,7 +86,7 @@ def test_a_late_earlier_low_value_keeps_the_persistent_alert_and_its_id() -> Non
     )
     (paged,), (updated,) = alerts[2], alerts[3]  # the run now starts on day -2: new evidence...
     assert updated.alert_id == paged.alert_id  # ...for the same alert, which pages no one again
-    assert [r.result_id for r in updated.evidence.results][0] == "R@-2"
+    assert updated.evidence.results[0].result_id == "R@-2"
     assert not withdrawals(alerts)
 
 
@@ -125,7 +125,8 @@ def test_a_correction_that_no_longer_holds_withdraws_and_says_which_value() -> N
         "R1", ResultStatus.CORRECTED, T0,
     )  # fmt: skip
     assert correction.was.value_10e9_per_l == 12
-    assert correction.now is not None and correction.now.value_10e9_per_l == 140
+    assert correction.now is not None
+    assert correction.now.value_10e9_per_l == 140
     assert "R1" not in (withdrawal.withdrawal_reason or "")  # no internal result ids
     assert "12" in (withdrawal.withdrawal_reason or "")
 
@@ -251,3 +252,21 @@ def test_refractory_evidence_gives_the_baseline_and_when_it_was_taken() -> None:
     assert refractory.evidence.baseline_10e9_per_l == 12
     assert refractory.evidence.baseline_collected_at == T0 - timedelta(days=1)
     assert refractory.evidence.first_line_on_record is True
+
+
+def test_a_history_stored_before_issue_13_still_loads_and_keeps_its_alerts() -> None:
+    """Records written by the previous engine: a withdrawn flag instead of a state, no result ids
+    of the evidence, times with the sender's offset. A correction of the paged value still
+    withdraws; a late value does not."""
+    history, alerts = feed(result(12, result_id="R1"))
+    record = history.to_json()
+    record["raised"] = [[a, k, anchor, key, False] for a, k, anchor, key, *_ in record["raised"]]
+    for value in record["values"]:
+        value[7] = datetime.fromisoformat(value[7]).astimezone(ZoneInfo("Europe/Paris")).isoformat()
+    restored = History.from_json(record)
+    assert restored.values["R1"].at.utcoffset() == timedelta(0)
+    assert not apply(restored, result(10, days=-1, result_id="OLD"), RULES, T0)
+    (withdrawal,) = apply(
+        restored, result(140, status=ResultStatus.CORRECTED, result_id="R1"), RULES, T0
+    )
+    assert withdrawal.withdraws_alert_id == alerts[0][0].alert_id

@@ -19,7 +19,7 @@ Every time is a UTC instant (the event contract holds them so), so windows are r
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -144,8 +144,8 @@ class Value:
             original,
             unit,
             ResultStatus(status),
-            datetime.fromisoformat(at),
-            datetime.fromisoformat(verified) if verified else None,
+            datetime.fromisoformat(at).astimezone(UTC),  # stored before times were held in UTC
+            datetime.fromisoformat(verified).astimezone(UTC) if verified else None,
             seq,
             population,
         )
