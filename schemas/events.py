@@ -8,7 +8,7 @@ apart when something happened clinically (collected, administered) from when it 
 
 import base64
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
@@ -22,6 +22,7 @@ from pydantic import (
     TypeAdapter,
     model_validator,
 )
+from pydantic_core import TzInfo
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -68,9 +69,18 @@ def implausible_date(day: date) -> str | None:
     return None
 
 
+_FIXED_OFFSETS = (timezone, TzInfo)  # pydantic reads "Z" and "+00:00" as a TzInfo
+
+
 def _plausible_time(moment: datetime) -> datetime:
     """The instant in UTC, once plausible: elapsed time is then real time whatever zone the
     sender wrote (two local times across a daylight-saving change subtract on the wall clock)."""
+    if (
+        type(moment.tzinfo) in _FIXED_OFFSETS
+        and not moment.utcoffset()
+        and EARLIEST_DATE <= moment.date() <= LATEST_DATE
+    ):
+        return moment  # UTC already, as most events are (not London in winter: it has DST)
     problem = implausible_time(moment)
     if problem is not None:
         raise ValueError(problem)

@@ -1,12 +1,14 @@
 """The event contracts: exported JSON Schema in step with the models, and their invariants."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from schemas import (
     AlertKind,
+    ClinicalTime,
     Dose,
     Evidence,
     LabResult,
@@ -99,3 +101,13 @@ def test_a_count_or_dose_stored_before_the_ingest_limits_still_loads() -> None:
         {"identifier": {"authority": "H", "mrn": "1"}, "birth_date": "1800-01-01"}
     )
     assert patient.birth_date is None
+
+
+def test_clinical_times_are_held_as_utc_instants_even_from_a_zone_with_no_offset_today() -> None:
+    """London in winter is UTC+0 but has summer time: its times are converted too, so that
+    two of them subtract in real hours across the change."""
+    adapter = TypeAdapter(ClinicalTime)
+    winter = adapter.validate_python(datetime(2026, 3, 28, 12, tzinfo=ZoneInfo("Europe/London")))
+    summer = adapter.validate_python(datetime(2026, 3, 29, 12, tzinfo=ZoneInfo("Europe/London")))
+    assert winter.tzinfo is UTC
+    assert summer - winter == timedelta(hours=23)
