@@ -72,7 +72,10 @@ _ENDED = {"acknowledge": "Acknowledged", "resolve": "Resolved", "withdrawn": "Wi
 
 
 def closed_line(how: str, by: str, at: datetime) -> str:
-    """How an alert's paging ended, for its page: "Acknowledged by dr.ada at 03:48 UTC"."""
+    """How an alert's paging ended, for its page: "Acknowledged by dr.ada at 03:48 UTC"; a
+    superseded alert says a newer alert took over (it was not wrong)."""
+    if how == "superseded":
+        return f"Superseded at {at:%Y-%m-%d %H:%M} UTC: a newer alert took over its paging"
     return f"{_ENDED.get(how, how)} by {by} at {at:%Y-%m-%d %H:%M} UTC"
 
 

@@ -48,7 +48,13 @@ from services.notifier.console_pages import (
 )
 from services.notifier.escalator import Escalator
 from services.notifier.link_page import BOARD_HEADERS, SECURITY_HEADERS, page
-from services.notifier.store import BoardEntry, EscalationRecord, NotifierStore, as_utc
+from services.notifier.store import (
+    WITHDRAWN,
+    BoardEntry,
+    EscalationRecord,
+    NotifierStore,
+    as_utc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +382,7 @@ async def ending(store: NotifierStore, alert_id: str) -> tuple[str | None, bool]
     if closure is None:
         return None, False
     said = closed_line(closure.how, closure.by, as_utc(closure.closed_at))
-    return said, closure.how == "withdrawn"
+    return said, closure.how == WITHDRAWN
 
 
 async def trail(store: NotifierStore, alert_id: str) -> list[Step]:
