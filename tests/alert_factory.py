@@ -98,7 +98,9 @@ def alert(
 def persistent_severe(alert_id: str = "persistent-alert", **fields: Any) -> PlateletAlert:
     """Counts < 30 from 21 to 28 Nov, no first-line therapy on record."""
     counts = [count(v, NIGHT - d * DAY) for v, d in ((25, 7), (22, 4), (18, 0))]
-    evidence = {"limit_10e9_per_l": 30.0, "first_line_on_record": False}
+    evidence = {"limit_10e9_per_l": 30.0, "first_line_on_record": False} | fields.pop(
+        "evidence", {}
+    )
     return alert(AlertKind.PERSISTENT_SEVERE, counts, alert_id, evidence=evidence, **fields)
 
 

@@ -48,6 +48,7 @@ def console_app(
             session_lifetime=timedelta(hours=1),
             refresh_seconds=refresh_seconds,
             secure_cookies=False,
+            zone=UTC,
         )
     )
     return app

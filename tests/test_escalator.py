@@ -70,6 +70,7 @@ def escalator(
         SECRET,
         "https://notifier.hospital.example",
         timedelta(hours=24),
+        UTC,
     )
 
 

@@ -11,7 +11,7 @@ quietly closes the earlier one's paging as superseded: nobody is told it was wro
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import cast
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -73,7 +73,9 @@ class Escalator:
         link_secret: bytes,
         link_base_url: str,
         link_valid_for: timedelta,
+        zone: tzinfo,
     ) -> None:
+        """`zone` is the deployment's (PLATELETWATCH_LOCAL_TIMEZONE): pages show times in it."""
         self._store = store
         self._delivery = delivery
         self._roster = roster
@@ -81,6 +83,7 @@ class Escalator:
         self._secret = link_secret
         self._base_url = link_base_url.rstrip("/")
         self._valid_for = link_valid_for
+        self._zone = zone
 
     async def receive(self, alert: PlateletAlert, now: datetime) -> None:
         """Start paging for a new alert, refresh a re-emitted one, or withdraw one; close the
@@ -186,7 +189,8 @@ class Escalator:
             ESCALATIONS.labels(alert_kind=alert.kind.value).inc()
             detail = f"level {step.level}: {step.tier}"
             await self._delivery.record(alert, DeliveryStep.ESCALATED, recipient, detail)
-        page = render_page(alert, self._links(alert.alert_id, role, now), gap_note)
+        links = self._links(alert.alert_id, role, now)
+        page = render_page(alert, links, gap_note, zone=self._zone)
         delivered = await self._delivery.page(alert, page, recipient)
         await self._store.finish_escalation_step(step.id)
         if not delivered:  # do not wait out the window for a page that never arrived
@@ -202,7 +206,7 @@ class Escalator:
             classifier = Recipient("classifier", "", "")
             reason = withdrawal.withdrawal_reason
             await self._delivery.record(original, DeliveryStep.WITHDRAWN, classifier, reason)
-        page = render_page(withdrawal)
+        page = render_page(withdrawal, zone=self._zone)
         for channel, address in await self._store.paged_addresses(withdrawn):
             await self._delivery.page(
                 withdrawal, page, Recipient("paged earlier", channel, address)
