@@ -22,7 +22,7 @@ from services.notifier.wall_clock import offset, shown_at
 
 KIND_NAMES = {  # the kind filter's choices; each alert is named by message.kind_name
     AlertKind.CRITICAL_LOW: "Critical low",
-    AlertKind.PERSISTENT_SEVERE: "Severe for a week, untreated or not",
+    AlertKind.PERSISTENT_SEVERE: "Sustained low count",
     AlertKind.REFRACTORY: "Refractory",
 }
 PAGED, PENDING = "paged", "pending"
