@@ -6,9 +6,10 @@ Precedence, highest first: environment, the file named by PLATELETWATCH_CONFIG_F
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
-from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,7 +24,9 @@ CONFIG_FILE_ENV = "PLATELETWATCH_CONFIG_FILE"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PLATELETWATCH_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="PLATELETWATCH_", extra="forbid", validate_by_name=True
+    )
 
     kafka_bootstrap_servers: str | None = Field(
         default=None,
@@ -76,8 +79,14 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Bearer tokens accepted by the HTTP feeds (JSON list); none means refuse all.",
     )
-    ingest_local_timezone: ZoneName = Field(
-        default="UTC", description="IANA zone for times sent without an offset, e.g. Europe/Paris."
+    local_timezone: ZoneName = Field(
+        default="UTC",
+        validation_alias=AliasChoices(
+            "PLATELETWATCH_LOCAL_TIMEZONE", "PLATELETWATCH_INGEST_LOCAL_TIMEZONE"
+        ),
+        description="The deployment's IANA zone, e.g. Europe/Paris: ingest reads times sent "
+        "without an offset in it, and pages and the console show every time in it, with its "
+        "offset. PLATELETWATCH_INGEST_LOCAL_TIMEZONE, its former name, is still read.",
     )
     ingest_local_platelet_codes: list[str] = Field(
         default_factory=list,
@@ -195,6 +204,17 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _former_zone_name(cls, values: Any) -> Any:
+        """A config file may still say ingest_local_timezone, the setting's former name."""
+        if isinstance(values, dict) and "ingest_local_timezone" in values:
+            values = dict(values)
+            former = values.pop("ingest_local_timezone")
+            if not any(k in values for k in ("local_timezone", "PLATELETWATCH_LOCAL_TIMEZONE")):
+                values["local_timezone"] = former
+        return values
+
     @field_validator("ingest_local_platelet_codes")
     @classmethod
     def _system_and_code(cls, codes: list[str]) -> list[str]:
@@ -219,6 +239,11 @@ class Settings(BaseSettings):
                 raise FileNotFoundError(f"{CONFIG_FILE_ENV}={config_file} is not a readable file")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    @property
+    def local_zone(self) -> ZoneInfo:
+        """`local_timezone` as a zone (checked when the settings were read)."""
+        return ZoneInfo(self.local_timezone)
 
     @property
     def local_platelet_codes(self) -> frozenset[tuple[str, str]]:

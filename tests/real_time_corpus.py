@@ -28,7 +28,7 @@ STATE_LIMIT_BYTES = 1_000_000
 def in_site_zone(settings: Settings) -> Settings:
     """`settings` reading times without an offset in Europe/Paris: the one place the tests name
     the setting."""
-    return settings.model_copy(update={"ingest_local_timezone": ZONE})
+    return settings.model_copy(update={"local_timezone": ZONE})
 
 
 def site_context() -> FeedContext:

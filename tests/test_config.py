@@ -15,6 +15,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "KAFKA_BOOTSTRAP_SERVERS",
         "PLATELETWATCH_CONFIG_FILE",
         "PLATELETWATCH_PARTITIONS",
+        "PLATELETWATCH_LOCAL_TIMEZONE",
+        "PLATELETWATCH_INGEST_LOCAL_TIMEZONE",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -50,3 +52,39 @@ def test_an_invalid_setting_is_reported_without_a_traceback(tmp_path: Path) -> N
     assert "invalid configuration" in result.stderr
     assert "partitions" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_one_local_time_zone_serves_the_whole_deployment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ingest reads times without an offset in it, the notifier shows every time in it."""
+    assert Settings().local_timezone == "UTC"
+    monkeypatch.setenv("PLATELETWATCH_LOCAL_TIMEZONE", "Europe/Paris")
+    assert Settings().local_timezone == "Europe/Paris"
+    assert Settings().local_zone.key == "Europe/Paris"
+    assert Settings(local_timezone="Asia/Tokyo").local_timezone == "Asia/Tokyo"
+
+
+def test_the_old_ingest_only_zone_setting_is_still_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PLATELETWATCH_INGEST_LOCAL_TIMEZONE", "Europe/Berlin")
+    assert Settings().local_timezone == "Europe/Berlin"
+    monkeypatch.setenv("PLATELETWATCH_LOCAL_TIMEZONE", "Europe/Paris")  # the new name wins
+    assert Settings().local_timezone == "Europe/Paris"
+    monkeypatch.delenv("PLATELETWATCH_LOCAL_TIMEZONE")
+    monkeypatch.delenv("PLATELETWATCH_INGEST_LOCAL_TIMEZONE")
+    config = tmp_path / "plateletwatch.toml"
+    config.write_text('ingest_local_timezone = "Europe/Rome"\n')
+    monkeypatch.setenv("PLATELETWATCH_CONFIG_FILE", str(config))
+    assert Settings().local_timezone == "Europe/Rome"
+    config.write_text('local_timezone = "Europe/Madrid"\n')
+    assert Settings().local_timezone == "Europe/Madrid"
+
+
+def test_an_unknown_zone_is_refused_when_the_settings_are_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PLATELETWATCH_LOCAL_TIMEZONE", "Mars/Olympus_Mons")
+    with pytest.raises(ValueError, match="unknown time zone"):
+        Settings()

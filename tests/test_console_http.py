@@ -14,6 +14,7 @@ from services.notifier.console import console_router
 from services.notifier.console_auth import ConsoleUser, hash_password
 from services.notifier.escalator import Escalator
 from services.notifier.store import NotifierStore
+from tests.alert_factory import persistent_severe, refractory
 from tests.conftest import unlabelled
 from tests.test_escalator import critical, escalator, paged, two_services
 
@@ -47,6 +48,7 @@ def console_app(
             session_lifetime=timedelta(hours=1),
             refresh_seconds=refresh_seconds,
             secure_cookies=False,
+            zone=UTC,
         )
     )
     return app
@@ -137,6 +139,30 @@ async def test_acknowledging_from_the_console_needs_the_csrf_token_and_stops_the
         assert "<td>acked</td><td>dr.ada</td>" in audit
         assert "<td>delivered</td>" in audit
         assert (await client.get("/v1/console/alerts/nope")).status_code == 404
+
+
+async def test_a_superseded_alert_says_superseded_not_withdrawn(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    chain = escalator(store, webhook_receiver, [])
+    now = datetime.now(UTC)
+    older = persistent_severe()
+    newer = refractory(supersedes=older.alert_id)
+    await chain.receive(older, now)
+    await chain.receive(newer, now)
+    async with console(store, chain) as client:
+        await sign_in(client, "dr.ada", PASSWORD)
+        board = (await client.get("/v1/console")).text
+        assert f"/v1/console/alerts/{newer.alert_id}" in board
+        assert f"/v1/console/alerts/{older.alert_id}" not in board  # its paging has ended
+        url = f"/v1/console/alerts/{older.alert_id}"
+        shown = unlabelled((await client.get(url)).text)
+        assert "Superseded" in shown
+        assert "Withdrawn" not in shown
+        assert 'class="point withdrawn"' not in shown  # its counts are still true
+        audit = unlabelled((await client.get(f"{url}/audit")).text)
+        assert "<td>superseded</td><td>classifier</td>" in audit
+        assert f"superseded by the refractory alert {newer.alert_id}" in audit
 
 
 async def test_not_my_patient_from_the_console_hands_the_alert_over(

@@ -3,27 +3,35 @@ says, the audit trail, and withdrawn counts on the chart."""
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from schemas import AlertKind, Patient, PatientIdentifier, PlateletAlert
+from schemas import AlertKind, Patient, PatientIdentifier, PlateletAlert, stable_event_id
 from services.notifier.alert_page import Step, alert_page, console_actions
 from services.notifier.console_pages import Level, OpenAlert, audit_page, board_order, board_page
+from tests.alert_factory import alert as built
+from tests.alert_factory import count, persistent_severe
 from tests.conftest import unlabelled
-from tests.test_engine import feed, result
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
+PARIS = ZoneInfo("Europe/Paris")
 
 
 def critical(mrn: str, born: date = date(1970, 1, 1)) -> PlateletAlert:
     patient = Patient(identifier=PatientIdentifier(authority="H", mrn=mrn), birth_date=born)
-    _, [[alert]] = feed(result(9, patient=patient))
-    return alert
+    population = "paediatric" if born.year > NOW.year - 18 else "adult"
+    return built(
+        AlertKind.CRITICAL_LOW,
+        [count(9, NOW - 30 * MINUTE)],
+        stable_event_id("critical", mrn),  # opaque, as the classifier's
+        patient,
+        population=population,
+    )
 
 
 def persistent(mrn: str) -> PlateletAlert:
     patient = Patient(identifier=PatientIdentifier(authority="H", mrn=mrn))
-    _, alerts = feed(*(result(25, days=d, patient=patient) for d in (0, 4, 8)))
-    return alerts[-1][0]
+    return persistent_severe(stable_event_id("persistent", mrn), patient=patient)
 
 
 def opened(
@@ -64,13 +72,16 @@ def test_a_board_row_says_level_paged_and_time_to_the_next_escalation() -> None:
     overdue = opened(critical("4"), 12)  # the escalation loop has not caught up yet
     acked = opened(critical("3"), 9, acknowledged_by="dr.a", acknowledged_at=NOW - MINUTE)
     page = unlabelled(
-        board_page("dr.a", [waiting, exhausted, acked, overdue], None, NOW, "tok", 30)
+        board_page("dr.a", [waiting, exhausted, acked, overdue], None, NOW, "tok", 30, zone=PARIS)
     )
     rows = re.findall(r"<tr><td.*?</tr>", page)
     assert len(rows) == 4
     assert "secondary due now" in rows[3]
-    assert "(under 1 min ago)" in board_page("dr.a", [opened(critical("5"), 0)], None, NOW, "", 1)
-    assert "(3 min ago)" in rows[0]
+    assert "(under 1 min ago)" in board_page(
+        "dr.a", [opened(critical("5"), 0)], None, NOW, "", 1, zone=UTC
+    )
+    assert "26 Nov 09:57 +01:00 (3 min ago)" in rows[0]  # waiting since, in local time
+    assert "updated 10:00:00 +01:00" in page
     assert "level 0: primary" in rows[0]
     assert "secondary in 7 min" in rows[0]
     assert "Not acknowledged" in rows[0]
@@ -86,7 +97,7 @@ def test_a_board_row_says_level_paged_and_time_to_the_next_escalation() -> None:
 
 
 def test_the_kind_filter_keeps_its_choice_and_the_refresh_keeps_the_filter() -> None:
-    page = board_page("dr.a", [], AlertKind.REFRACTORY, NOW, "tok", 30)
+    page = board_page("dr.a", [], AlertKind.REFRACTORY, NOW, "tok", 30, zone=UTC)
     assert '<option value="refractory" selected>' in page
     assert 'data-source="/v1/console?kind=refractory"' in page
     assert "No open alerts." in page
@@ -100,10 +111,12 @@ def test_the_audit_page_lists_every_step_and_the_chain() -> None:
         Step(NOW + MINUTE, "delivered", "adult/primary", "webhook", None),
         Step(NOW + 10 * MINUTE, "withdrawn", "classifier", "", "result R@0 was corrected"),
     ]
-    page = unlabelled(audit_page(alert, trail, opened(alert, 0).levels))
+    page = unlabelled(audit_page(alert, trail, opened(alert, 0).levels, zone=PARIS))
     assert page.count("<td>adult/primary</td>") == 3
     assert "HTTP 503" in page
     assert "result R@0 was corrected" in page
+    assert "<td>26 Nov 2026 10:01:00 +01:00</td><td>delivered</td>" in page
+    assert "<td>0</td><td>primary</td><td>26 Nov 2026 10:00:00 +01:00</td>" in page
     assert re.findall(r"<tr><td>(\d)</td><td>(\w+)</td>", page) == [
         ("0", "primary"), ("1", "secondary"), ("2", "attending"), ("3", "fallback")
     ]  # fmt: skip
@@ -111,13 +124,13 @@ def test_the_audit_page_lists_every_step_and_the_chain() -> None:
 
 def test_a_withdrawn_alerts_counts_are_crossed_out_and_it_offers_no_buttons() -> None:
     alert = persistent("1")
-    shown = alert_page(alert, [], console_actions(alert.alert_id, "tok"))
+    shown = alert_page(alert, [], console_actions(alert.alert_id, "tok"), zone=UTC)
     assert shown.count("<form") == 3
     assert shown.count('name="csrf_token" value="tok"') == 3
     assert 'name="reassign_to"' in shown
     assert "withdrawn" not in shown
     gone = alert_page(
-        alert, [], console_actions(alert.alert_id, "tok"), "Paging ended", withdrawn=True
+        alert, [], console_actions(alert.alert_id, "tok"), "Paging ended", withdrawn=True, zone=UTC
     )
     assert "<form" not in gone
     assert gone.count('class="point withdrawn"') == 3 == gone.count('class="cross"')
@@ -128,11 +141,14 @@ def test_the_birth_date_is_shown_only_where_the_deployment_allows_it() -> None:
     alert = critical("1", born=date(1971, 2, 3))
     board = [opened(alert, 3)]
     for shown in (
-        alert_page(alert, [], "", birth_date_shown=True),
-        board_page("dr.a", board, None, NOW, "tok", 30, birth_date_shown=True),
+        alert_page(alert, [], "", birth_date_shown=True, zone=UTC),
+        board_page("dr.a", board, None, NOW, "tok", 30, birth_date_shown=True, zone=UTC),
     ):
         assert "H|1, born 1971-02-03" in shown
-    for hidden in (alert_page(alert, [], ""), board_page("dr.a", board, None, NOW, "tok", 30)):
+    for hidden in (
+        alert_page(alert, [], "", zone=UTC),
+        board_page("dr.a", board, None, NOW, "tok", 30, zone=UTC),
+    ):
         assert "H|1" in hidden
         assert "1971" not in hidden
 
@@ -145,12 +161,20 @@ def test_no_page_title_names_the_patient() -> None:
     )
     board = [opened(alert, 5)]
     pages = [
-        alert_page(alert, [], console_actions(alert.alert_id, "csrf")),
-        alert_page(withdrawn, [], "", "Withdrawn", withdrawn=True),
-        audit_page(alert, [], []),
-        board_page("dr.a", board, None, NOW, "csrf", 30),
+        alert_page(alert, [], console_actions(alert.alert_id, "csrf"), zone=UTC),
+        alert_page(withdrawn, [], "", "Withdrawn", withdrawn=True, zone=UTC),
+        audit_page(alert, [], [], zone=UTC),
+        board_page("dr.a", board, None, NOW, "csrf", 30, zone=UTC),
     ]
     titles = [re.findall(r"<title>([^<]*)</title>", page)[0] for page in pages]
     assert not [title for title in titles if "MRN-IN-TITLE" in title]
     assert titles[0] == f"PlateletWatch: critical_low, alert {alert.alert_id}"
     assert "MRN-IN-TITLE" in unlabelled(pages[0])  # the page itself still names the patient
+
+
+def test_the_board_names_a_persistent_severe_alert_for_what_was_measured() -> None:
+    page = unlabelled(
+        board_page("dr.a", [opened(persistent("6"), 100)], None, NOW, "t", 30, zone=UTC)
+    )
+    assert "Platelets &lt; 30 for 7 days</a>" in page
+    assert "Persistent" not in page

@@ -19,7 +19,7 @@ LINKS = {action: f"https://notifier.example/v1/links/{action.value}" for action 
 
 def page() -> Page:
     alert = apply(History(), result(9), load_rules(), datetime.now(UTC))[0]
-    return render_page(alert, LINKS)
+    return render_page(alert, LINKS, zone=UTC)
 
 
 def channel(port: int) -> EmailChannel:

@@ -1,6 +1,8 @@
 """The escalation chain against a real SQLite store and a real loopback webhook receiver:
 paging each tier in turn, acks, "not my patient", failures, gaps, withdrawals and restarts."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 
 from prometheus_client import REGISTRY
@@ -18,6 +20,7 @@ from services.notifier.escalator import Escalator
 from services.notifier.links import verify_link
 from services.notifier.roster import parse_roster
 from services.notifier.store import NotifierStore
+from tests.alert_factory import persistent_severe, refractory
 from tests.pagerduty_server import PagerDutyEvents
 from tests.test_engine import result
 
@@ -67,6 +70,7 @@ def escalator(
         SECRET,
         "https://notifier.hospital.example",
         timedelta(hours=24),
+        UTC,
     )
 
 
@@ -293,15 +297,7 @@ async def test_pagerduty_incidents_follow_the_alert(
 ) -> None:
     """Triggered with the alert id as dedup_key, acknowledged when the page is acknowledged here,
     and resolved when an alert is withdrawn."""
-    pagerduty = PagerDutyEvents()
-    pagerduty.start()
-    try:
-        roster = roster_text(webhook_receiver.url).replace(
-            f"channel: webhook, address: '{webhook_receiver.url}/primary'",
-            f"channel: pagerduty, address: {ROUTING_KEY}",
-        )
-        channels: dict[str, Channel] = {"pagerduty": PagerDutyChannel(5, pagerduty.url)}
-        chain = escalator(store, webhook_receiver, [], roster, channels)
+    with primary_on_pagerduty(store, webhook_receiver) as (chain, pagerduty):
         first, second = critical(), critical(mrn="43")
         await chain.receive(first, NOW)
         (trigger,) = pagerduty.events
@@ -321,6 +317,22 @@ async def test_pagerduty_incidents_follow_the_alert(
         await chain.receive(_withdrawal_of(second), NOW + MINUTE)
         assert pagerduty.incidents[second.alert_id] == "resolved"
         assert webhook_receiver.pages == []  # the primary is paged on PagerDuty only
+
+
+@contextmanager
+def primary_on_pagerduty(
+    store: NotifierStore, receiver: WebhookReceiver
+) -> Iterator[tuple[Escalator, PagerDutyEvents]]:
+    """The chain with the primary on PagerDuty (a loopback Events API), the others on webhooks."""
+    pagerduty = PagerDutyEvents()
+    pagerduty.start()
+    try:
+        roster = roster_text(receiver.url).replace(
+            f"channel: webhook, address: '{receiver.url}/primary'",
+            f"channel: pagerduty, address: {ROUTING_KEY}",
+        )
+        channels: dict[str, Channel] = {"pagerduty": PagerDutyChannel(5, pagerduty.url)}
+        yield escalator(store, receiver, [], roster, channels), pagerduty
     finally:
         pagerduty.stop()
 
@@ -381,3 +393,88 @@ async def test_an_alert_whose_paging_ended_is_not_handed_over(
     assert await store.reassigned_to(alert.alert_id) is None
     trail = [(row.step, row.detail) for row in await store.audit_trail(alert.alert_id)]
     assert trail[-1] == ("declined", "not passed to paediatric on call: paging had ended")
+
+
+WEEKDAY = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # business hours: persistent_severe pages
+
+
+async def test_a_refractory_alert_supersedes_the_persistent_severe_one_quietly(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    """The newer alert pages as usual; the older one's chain stops, its paging is closed as
+    superseded (never withdrawn) and nobody is told it was wrong, for it was not."""
+    events: list[DeliveryEvent] = []
+    chain = escalator(store, webhook_receiver, events)
+    older = persistent_severe()
+    newer = refractory(supersedes=older.alert_id)
+    await chain.receive(older, WEEKDAY)
+    await chain.receive(newer, WEEKDAY + 30 * MINUTE)
+    pages = [
+        (p.body["alert"]["alert_id"], p.path.rsplit("/", 1)[-1]) for p in webhook_receiver.pages
+    ]
+    assert pages == [(older.alert_id, "primary"), (newer.alert_id, "primary")]
+    closure = await store.closure(older.alert_id)
+    assert closure is not None
+    assert (closure.how, closure.by) == ("superseded", "classifier")
+    assert {row.state for row in await store.escalation(older.alert_id)} == {"paged", "cancelled"}
+    assert await store.closure(newer.alert_id) is None
+    (noted,) = [row for row in await store.audit_trail(older.alert_id) if row.step == "superseded"]
+    assert noted.detail == f"superseded by the refractory alert {newer.alert_id}"
+    assert [e.step for e in events if e.alert_id == older.alert_id][-1] == "superseded"
+    assert not [e for e in events if e.step == "withdrawn"]
+    await chain.fire_due(WEEKDAY + 600 * MINUTE)  # only the refractory chain goes on
+    assert {p.body["alert"]["alert_id"] for p in webhook_receiver.pages[2:]} == {newer.alert_id}
+    assert not [p for p in webhook_receiver.pages if p.body["alert"]["kind"] == "withdrawn"]
+
+
+async def test_a_superseding_alert_delivered_twice_pages_and_is_noted_once(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    chain = escalator(store, webhook_receiver, [])
+    older = persistent_severe()
+    newer = refractory(supersedes=older.alert_id)
+    await chain.receive(older, WEEKDAY)
+    await chain.receive(newer, WEEKDAY + MINUTE)
+    await chain.receive(newer, WEEKDAY + 2 * MINUTE)  # redelivered after a restart
+    assert len(webhook_receiver.pages) == 2
+    steps = [row.step for row in await store.audit_trail(older.alert_id)]
+    assert steps.count("superseded") == 1
+    closure = await store.closure(older.alert_id)
+    assert closure is not None
+    assert closure.closed_at.replace(tzinfo=UTC) == WEEKDAY + MINUTE
+
+
+async def test_an_acknowledged_alert_keeps_its_closure_when_superseded(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    chain = escalator(store, webhook_receiver, [])
+    older = persistent_severe()
+    await chain.receive(older, WEEKDAY)
+    assert await chain.act(older.alert_id, AckAction.ACKNOWLEDGE, "dr.ada", WEEKDAY + MINUTE)
+    await chain.receive(refractory(supersedes=older.alert_id), WEEKDAY + 60 * MINUTE)
+    closure = await store.closure(older.alert_id)
+    assert closure is not None
+    assert (closure.how, closure.by) == ("acknowledge", "dr.ada")
+    steps = [row.step for row in await store.audit_trail(older.alert_id)]
+    assert steps[-2:] == ["acked", "superseded"]
+
+
+async def test_superseding_an_alert_never_paged_here_pages_the_new_one_only(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    chain = escalator(store, webhook_receiver, [])
+    await chain.receive(refractory(supersedes="unknown-alert"), WEEKDAY)
+    assert len(webhook_receiver.pages) == 1
+    assert await store.closure("unknown-alert") is None
+
+
+async def test_a_superseded_pagerduty_incident_is_resolved(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    """PagerDuty would otherwise keep escalating the older incident on its own."""
+    with primary_on_pagerduty(store, webhook_receiver) as (chain, pagerduty):
+        older = persistent_severe()
+        newer = refractory(supersedes=older.alert_id)
+        await chain.receive(older, WEEKDAY)
+        await chain.receive(newer, WEEKDAY + MINUTE)
+        assert pagerduty.incidents == {older.alert_id: "resolved", newer.alert_id: "triggered"}

@@ -20,7 +20,9 @@ LINKS = {action: f"https://notifier.example/v1/links/{action.value}" for action 
 
 
 def page() -> Page:
-    return render_page(apply(History(), result(9), load_rules(), datetime.now(UTC))[0], LINKS)
+    return render_page(
+        apply(History(), result(9), load_rules(), datetime.now(UTC))[0], LINKS, zone=UTC
+    )
 
 
 async def test_a_slack_message_has_the_line_and_clickable_actions(

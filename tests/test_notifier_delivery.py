@@ -2,10 +2,20 @@
 
 import time
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from schemas import DeliveryEvent, DeliveryStep, PlateletAlert, TreatmentCategory
+from schemas import (
+    AlertKind,
+    Correction,
+    DeliveryEvent,
+    DeliveryStep,
+    PlateletAlert,
+    PlateletCount,
+    ResultStatus,
+    TreatmentCategory,
+)
 from services.classifier.engine import History, apply
 from services.classifier.rules import load_rules
 from services.notifier.channels.webhook import WebhookChannel, signature
@@ -13,7 +23,17 @@ from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.delivery import AlertDelivery, PublishDelivery, Recipient, RetryPolicy
 from services.notifier.message import render_page
 from services.notifier.store import CLAIM_LEASE, NotifierStore
-from tests.test_engine import feed, result, treatment
+from tests.alert_factory import (
+    DAY,
+    NIGHT,
+    alert,
+    count,
+    persistent_severe,
+    refractory,
+    treatment,
+    withdrawal_of,
+)
+from tests.test_engine import result
 
 Published = list[tuple[str, DeliveryEvent]]
 
@@ -26,7 +46,8 @@ class _Pager:
         self.recipient = Recipient("hematology-on-call", "webhook", url)
 
     async def handle(self, alert: PlateletAlert) -> bool:
-        return await self.delivery.page(alert, render_page(alert), self.recipient)
+        page = render_page(alert, zone=UTC)
+        return await self.delivery.page(alert, page, self.recipient)
 
 
 def _delivery(
@@ -47,7 +68,10 @@ def _delivery(
     return _Pager(delivery, receiver.url)
 
 
-def _alert():
+HOUR, MINUTE = timedelta(hours=1), timedelta(minutes=1)
+
+
+def _alert() -> PlateletAlert:
     return apply(History(), result(9), load_rules(), datetime.now(UTC))[0]
 
 
@@ -149,22 +173,6 @@ async def test_a_step_that_cannot_be_recorded_neither_loses_nor_repeats_the_page
     assert steps.count("delivered") == 1
 
 
-def test_a_withdrawal_page_says_so() -> None:
-    alert = _alert()
-    withdrawal = PlateletAlert.model_validate(
-        {
-            **alert.model_dump(),
-            "kind": "withdrawn",
-            "value_10e9_per_l": None,
-            "withdraws_alert_id": alert.alert_id,
-            "withdrawal_reason": "result corrected to 140",
-        }
-    )
-    page = render_page(withdrawal)
-    assert page.summary.startswith("WITHDRAWN platelet alert")
-    assert "result corrected to 140" in page.summary
-
-
 async def test_an_evidence_update_of_the_same_alert_does_not_page_again(
     store, webhook_receiver
 ) -> None:
@@ -202,34 +210,137 @@ async def _ignore(key: str, event: DeliveryEvent) -> None:
     pass
 
 
-def test_a_refractory_page_shows_the_trend_and_what_was_tried() -> None:
-    _, alerts = feed(
-        result(25, days=-1),  # the baseline
-        treatment(TreatmentCategory.CORTICOSTEROID, 0, "prednisolone"),
-        treatment(TreatmentCategory.IVIG, 1, "IVIG"),
-        result(18, days=7),
-        result(21, days=8),
-    )
-    (refractory,) = [a for batch in alerts for a in batch if a.kind.value == "refractory"]
-    line = render_page(refractory).line
-    assert line.startswith("Refractory thrombocytopenia: 21 x10^9/L")
-    assert "; trend 25 -> 18 -> 21" in line  # the baseline, then the values in evidence
-    assert "; after prednisolone, IVIG" in line
+PARIS = ZoneInfo("Europe/Paris")
+SPAN = "28 Nov 03:10 +01:00"  # NIGHT, as the on-call doctor in Paris reads it
 
 
-def test_a_critical_page_shows_the_fall_into_it() -> None:
-    _, alerts = feed(
-        result(210, days=-40),  # more than 30 days before: not part of the trend
-        result(150, days=-20),
-        result(60, days=-2),
-        result(35, days=-1),
-        result(12),
+def test_every_time_on_a_page_is_local_with_its_offset() -> None:
+    critical = alert(
+        AlertKind.CRITICAL_LOW, [count(45, NIGHT - 18 * HOUR - 10 * MINUTE), count(12, NIGHT)]
     )
-    (critical,) = alerts[-1]
-    assert [r.count.value_10e9_per_l for r in critical.evidence.preceding if r.count] == [
-        150,
-        60,
-        35,
-    ]
-    assert [r.result_id for r in critical.evidence.results] == ["R@0"]  # evidence unchanged
-    assert "; trend 150 -> 60 -> 35 -> 12" in render_page(critical).line
+    line = render_page(critical, zone=PARIS).line
+    assert f"collected {SPAN}" in line
+    assert "; trend 45 (27 Nov 09:00 +01:00) -> 12 (28 Nov 03:10 +01:00)" in line
+    assert "2026-11-28" not in line
+    assert "+00:00" not in line
+    summer = alert(AlertKind.CRITICAL_LOW, [count(12, datetime(2026, 7, 1, 1, 5, tzinfo=UTC))])
+    assert "collected 1 Jul 03:05 +02:00" in render_page(summer, zone=PARIS).line
+    assert "collected 1 Jul 01:05 +00:00" in render_page(summer, zone=UTC).line
+
+
+def test_a_critical_page_names_the_patients_population_and_ward() -> None:
+    critical = alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT)], location="HAEM-7")
+    line = render_page(critical, zone=PARIS).line
+    assert line.startswith(
+        "CRITICAL LOW platelets: 12 x10^9/L (reported 12 10*9/L) for patient HOSP|42 "
+        f"(adult, ward HAEM-7), collected {SPAN}"
+    )
+    nowhere = alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT)], population="paediatric")
+    assert "for patient HOSP|42 (paediatric), collected" in render_page(nowhere, zone=PARIS).line
+    unknown = alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT)], population=None)
+    assert "for patient HOSP|42, collected" in render_page(unknown, zone=PARIS).line
+
+
+def test_a_persistent_severe_page_says_how_low_for_how_long_not_persistent_itp() -> None:
+    untreated = persistent_severe()
+    line = render_page(untreated, zone=PARIS).line
+    assert line.startswith("Platelets < 30 for 7 days, no first-line therapy on record: 18 x10^9/L")
+    assert "Persistent" not in line
+    assert "; trend 25 (21 Nov 03:10 +01:00) -> 22 (24 Nov 03:10 +01:00) -> 18 (28 Nov" in line
+    transfused = persistent_severe(
+        evidence={
+            "treatments": (
+                treatment(TreatmentCategory.PLATELET_TRANSFUSION, "platelets", NIGHT - 2 * DAY),
+            )
+        }
+    )
+    line = render_page(transfused, zone=PARIS).line
+    assert ", no first-line therapy on record:" in line
+    assert "; treatments on record: platelets on 26 Nov" in line
+
+
+def test_persistent_severe_with_first_line_therapy_on_record_does_not_say_untreated() -> None:
+    treated = persistent_severe(
+        evidence={
+            "first_line_on_record": True,
+            "treatments": (
+                treatment(TreatmentCategory.CORTICOSTEROID, "prednisolone", NIGHT - 3 * DAY),
+            ),
+        }
+    )
+    line = render_page(treated, zone=PARIS).line
+    assert line.startswith("Platelets < 30 for 7 days: 18 x10^9/L")
+    assert "no first-line" not in line
+    assert "untreated" not in line
+    assert "; treatments on record: prednisolone from 25 Nov" in line
+
+
+def test_a_refractory_page_gives_the_baseline_and_the_therapy_dates() -> None:
+    line = render_page(
+        refractory(
+            evidence={
+                "treatments": (
+                    treatment(TreatmentCategory.CORTICOSTEROID, "prednisolone", NIGHT - 14 * DAY),
+                    treatment(TreatmentCategory.IVIG, "IVIG", NIGHT - 13 * DAY),
+                    treatment(TreatmentCategory.IVIG, "IVIG", NIGHT - 12 * DAY),
+                    treatment(TreatmentCategory.SPLENECTOMY, "splenectomy", NIGHT - 9 * DAY),
+                )
+            }
+        ),
+        zone=PARIS,
+    ).line
+    assert line.startswith("Refractory thrombocytopenia: 12 x10^9/L")
+    assert "; baseline 25 (13 Nov 03:10 +01:00)" in line
+    assert "; trend 19 (26 Nov 03:10 +01:00) -> 12 (28 Nov 03:10 +01:00)" in line
+    assert (
+        "; treatments on record: prednisolone from 14 Nov, IVIG from 15 Nov & 16 Nov, "
+        "splenectomy on 19 Nov"
+    ) in line
+
+
+def test_a_long_trend_keeps_its_start_and_its_end() -> None:
+    counts = [count(v, NIGHT - (7 - n) * DAY) for n, v in enumerate((90, 70, 50, 40, 30, 20, 12))]
+    line = render_page(alert(AlertKind.CRITICAL_LOW, counts), zone=PARIS).line
+    assert "; trend 90 (21 Nov 03:10 +01:00) -> ... -> 30 (" in line
+    assert line.count(" -> ") == 4  # the first, then the last three
+
+
+@pytest.mark.parametrize(
+    ("status", "now", "said"),
+    [
+        (ResultStatus.CORRECTED, 140.0, "was corrected to 140 x10^9/L"),
+        (ResultStatus.AMENDED, 95.0, "was amended to 95 x10^9/L"),
+        (ResultStatus.ENTERED_IN_ERROR, None, "was entered in error and deleted"),
+        (ResultStatus.WRONG_PATIENT, None, "was posted to the wrong patient"),
+    ],
+)
+def test_a_withdrawal_says_which_count_was_wrong_and_what_it_became(
+    status: ResultStatus, now: float | None, said: str
+) -> None:
+    paged = alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT, result_id="LAB-INTERNAL-77")])
+    was = paged.evidence.results[-1]
+    correction = Correction(
+        result_id=was.result_id,
+        collected_at=was.collected_at,
+        status=status,
+        was=was.count,
+        now=None
+        if now is None
+        else PlateletCount(value_10e9_per_l=now, original_value=f"{now:g}", original_unit="10*9/L"),
+    )
+    page = render_page(withdrawal_of(paged, correction), zone=PARIS)
+    assert page.line == (
+        "WITHDRAWN: the CRITICAL LOW platelets page for patient HOSP|42 was wrong: the count "
+        f"of 12 x10^9/L collected {SPAN} {said}"
+    )
+    assert "LAB-INTERNAL-77" not in page.summary
+    assert page.idempotency_key == page.alert_id == f"withdrawal-of-{paged.alert_id}"
+
+
+def test_a_withdrawal_without_a_correction_gives_the_classifiers_reason() -> None:
+    paged = persistent_severe()
+    page = render_page(withdrawal_of(paged, None, "the evidence no longer holds"), zone=PARIS)
+    assert page.line == (
+        "WITHDRAWN: the Platelets < 30 for 7 days page for patient HOSP|42 was wrong: "
+        "the evidence no longer holds"
+    )

@@ -26,7 +26,7 @@ def pagerduty() -> Iterator[PagerDutyEvents]:
 
 
 def page() -> Page:
-    return render_page(apply(History(), result(9), load_rules(), datetime.now(UTC))[0])
+    return render_page(apply(History(), result(9), load_rules(), datetime.now(UTC))[0], zone=UTC)
 
 
 async def test_a_resent_page_is_the_same_incident(pagerduty: PagerDutyEvents) -> None:

@@ -92,7 +92,7 @@ async def test_a_critical_result_is_mailed_escalated_and_acknowledged_by_link(
     withdrawals = smtp_receiver.messages[2:]
     assert sorted(_mailed_to(m) for m in withdrawals) == ["primary", "secondary"]
     for message in withdrawals:
-        assert str(message["Subject"]).startswith("WITHDRAWN platelet alert")
+        assert str(message["Subject"]).startswith("WITHDRAWN: the CRITICAL LOW platelets page")
         assert "corrected to 140 x10^9/L" in message.get_content()
 
     events = [

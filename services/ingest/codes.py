@@ -2,7 +2,6 @@
 
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from zoneinfo import ZoneInfo
 
 from services.config import Settings
 
@@ -29,7 +28,7 @@ class FeedContext:
     def for_site(cls, settings: Settings, received_at: datetime) -> "FeedContext":
         return cls(
             received_at=received_at,
-            local_zone=ZoneInfo(settings.ingest_local_timezone),
+            local_zone=settings.local_zone,
             local_platelet_codes=settings.local_platelet_codes,
             fhir_reference_authority=settings.ingest_fhir_reference_authority,
         )

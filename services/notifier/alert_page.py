@@ -10,7 +10,7 @@ for screen readers.
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from html import escape
 from urllib.parse import quote
 
@@ -23,11 +23,11 @@ from schemas import (
     ResultStatus,
 )
 from services.notifier.link_page import page
-from services.notifier.message import render_page
+from services.notifier.message import UNIT, headline, render_page
+from services.notifier.wall_clock import shown_at, shown_on
 
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 400, 240, 40, 12, 16, 24  # phone-sized units
 LOW, HIGH = 1.0, 1000.0  # x10^9/L, the axis range
-UNIT = "x10^9/L"  # as the pages write it
 LINES = ((20.0, "critical"), (30.0, "30"))
 BUTTONS = {
     AckAction.ACKNOWLEDGE: "Acknowledge",
@@ -71,9 +71,12 @@ class Step:
 _ENDED = {"acknowledge": "Acknowledged", "resolve": "Resolved", "withdrawn": "Withdrawn"}
 
 
-def closed_line(how: str, by: str, at: datetime) -> str:
-    """How an alert's paging ended, for its page: "Acknowledged by dr.ada at 03:48 UTC"."""
-    return f"{_ENDED.get(how, how)} by {by} at {at:%Y-%m-%d %H:%M} UTC"
+def closed_line(how: str, by: str, at: datetime, zone: tzinfo) -> str:
+    """How an alert's paging ended, for its page: "Acknowledged by dr.ada at 28 Nov 03:48
+    +01:00"; a superseded alert says a newer alert took over (it was not wrong)."""
+    if how == "superseded":
+        return f"Superseded at {shown_at(at, zone)}: a newer alert took over its paging"
+    return f"{_ENDED.get(how, how)} by {by} at {shown_at(at, zone)}"
 
 
 def patient_label(patient: Patient, birth_date_shown: bool) -> str:
@@ -127,10 +130,13 @@ def alert_page(
     withdrawn: bool = False,
     audit_link: str | None = None,
     birth_date_shown: bool = False,
+    *,
+    zone: tzinfo,
 ) -> str:
-    """The page; `actions` are its forms (link_actions or console_actions), `closed` says how
-    its paging ended, if it did; a withdrawn alert's counts are drawn as withdrawn."""
-    line = render_page(alert).line
+    """The page, its times in `zone`; `actions` are its forms (link_actions or
+    console_actions), `closed` says how its paging ended, if it did; a withdrawn alert's counts
+    are drawn as withdrawn."""
+    line = render_page(alert, zone=zone).line
     points = [*alert.evidence.preceding, *alert.evidence.results]
     ward = f", ward {escape(alert.location)}" if alert.location else ""
     population = f" ({alert.population})" if alert.population else ""
@@ -143,21 +149,25 @@ def alert_page(
 <p>Rule {escape(alert.rule.id)}, rules file {escape(alert.rule.version)}</p></div>
 {state}{forms}
 <h2>Platelet trend</h2>
-{trend_chart(points, alert, withdrawn)}
+{trend_chart(points, alert, withdrawn, zone=zone)}
 <h2>Evidence</h2>
-{_evidence_table(points, alert)}
+{_evidence_table(points, alert, zone)}
 <h2>Paged</h2>
-{history_table(history)}
+{history_table(history, zone)}
 {audit}"""
     title = f"{alert.kind.value}, alert {alert.alert_id}"  # history and tab lists: no patient
-    return page(line.split(":")[0], body, title=title)
+    return page(headline(alert), body, title=title)
 
 
 def trend_chart(
-    points: Sequence[EvidenceResult], alert: PlateletAlert, withdrawn: bool = False
+    points: Sequence[EvidenceResult],
+    alert: PlateletAlert,
+    withdrawn: bool = False,
+    *,
+    zone: tzinfo,
 ) -> str:
-    """An SVG of the counts over time, log axis, limits, treatments and corrections marked;
-    the evidence of a withdrawn alert drawn as withdrawn (grey, crossed out)."""
+    """An SVG of the counts over time, log axis, limits, treatments and corrections marked,
+    dates in `zone`; the evidence of a withdrawn alert drawn as withdrawn (grey, crossed out)."""
     if not points:
         return "<p>No counts to plot.</p>"
     times = [p.collected_at for p in points]
@@ -183,8 +193,9 @@ def trend_chart(
             f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>'
             for v in (1, 10, 100, 1000)
         ),
-        f'<text x="{LEFT}" y="{HEIGHT - 6}">{first:%d %b %Y}</text>',
-        f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end">{last:%d %b %Y}</text>',
+        f'<text x="{LEFT}" y="{HEIGHT - 6}">{shown_on(first, zone, year=True)}</text>',
+        f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end">'
+        f"{shown_on(last, zone, year=True)}</text>",
         *(
             f'<line class="{"limit" if label == "critical" else "limit30"}" x1="{LEFT}" '
             f'y1="{y(v):.1f}" x2="{WIDTH - RIGHT}" y2="{y(v):.1f}"><title>{label} '
@@ -193,7 +204,8 @@ def trend_chart(
         ),
         *(
             f'<line class="treatment" x1="{x(at):.1f}" y1="{TOP}" x2="{x(at):.1f}" '
-            f'y2="{HEIGHT - BOTTOM}"><title>{escape(name)} from {at:%Y-%m-%d}</title></line>'
+            f'y2="{HEIGHT - BOTTOM}"><title>{escape(name)} from {shown_on(at, zone, year=True)}'
+            "</title></line>"
             f'<text x="{x(at) + 3:.1f}" y="{TOP + 10}">{escape(name)}</text>'
             for at, name in treatments
         ),
@@ -218,7 +230,8 @@ def trend_chart(
         said = f" ({', '.join(marks)})" if marks else ""
         parts.append(
             f'<circle class="{classes}" cx="{cx:.1f}" cy="{cy:.1f}" r="5"><title>'
-            f"{escape(shown)} on {point.collected_at:%Y-%m-%d %H:%M}{said}</title></circle>" + cross
+            f"{escape(shown)} on {shown_at(point.collected_at, zone, year=True)}{said}</title>"
+            "</circle>" + cross
         )
     values = ", ".join(f"{p.count.value_10e9_per_l:g}" for p in points)
     summary = f"Platelet counts over time, oldest first: {values} {UNIT}"
@@ -230,11 +243,11 @@ def trend_chart(
     )
 
 
-def _evidence_table(points: Sequence[EvidenceResult], alert: PlateletAlert) -> str:
+def _evidence_table(points: Sequence[EvidenceResult], alert: PlateletAlert, zone: tzinfo) -> str:
     evidence = {p.result_id for p in alert.evidence.results}
     rows = [
         (
-            f"{p.collected_at:%Y-%m-%d %H:%M}",
+            shown_at(p.collected_at, zone, year=True),
             f"{escape(p.count.comparator or '')}{p.count.value_10e9_per_l:g}",
             f"{escape(p.count.original_value)} {escape(p.count.original_unit)}",
             escape(p.status.value),
@@ -244,7 +257,9 @@ def _evidence_table(points: Sequence[EvidenceResult], alert: PlateletAlert) -> s
         for p in points
     ]
     baseline = alert.evidence.baseline_10e9_per_l
+    taken = alert.evidence.baseline_collected_at
     caption = f"Baseline {baseline:g} {UNIT}" if baseline is not None else ""
+    caption += f", {shown_at(taken, zone, year=True)}" if caption and taken is not None else ""
     columns = ("Collected", UNIT, "As reported", "Status", "Result", "Part")
     return table(columns, rows, caption)
 
@@ -267,12 +282,13 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[str]], caption: str = 
     return f'<table class="cards">{head}<tbody>{body}</tbody></table>'
 
 
-def history_table(history: Sequence[Step]) -> str:
+def history_table(history: Sequence[Step], zone: tzinfo) -> str:
+    """The paging history, its times in `zone`, to the second."""
     if not history:
         return "<p>Nobody paged yet.</p>"
     rows = [
         (
-            f"{s.at:%Y-%m-%d %H:%M:%S}",
+            shown_at(s.at, zone, year=True, seconds=True),
             escape(s.step),
             escape(s.recipient),
             escape(s.channel),

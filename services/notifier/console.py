@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import cache
 from html import escape
 from typing import cast
@@ -48,7 +48,13 @@ from services.notifier.console_pages import (
 )
 from services.notifier.escalator import Escalator
 from services.notifier.link_page import BOARD_HEADERS, SECURITY_HEADERS, page
-from services.notifier.store import BoardEntry, EscalationRecord, NotifierStore, as_utc
+from services.notifier.store import (
+    WITHDRAWN,
+    BoardEntry,
+    EscalationRecord,
+    NotifierStore,
+    as_utc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +112,9 @@ def console_router(
     refresh_seconds: float,
     secure_cookies: bool,
     birth_date_shown: bool = False,
+    zone: tzinfo,
 ) -> APIRouter:
+    """The console's routes; `zone` is the deployment's, for every time shown."""
     router = APIRouter(tags=["console"])
 
     def html(
@@ -229,6 +237,7 @@ def console_router(
                 session.csrf_token,
                 refresh_seconds,
                 birth_date_shown,
+                zone=zone,
             )
             return html(body, headers=BOARD_HEADERS)
 
@@ -253,7 +262,7 @@ def console_router(
     @router.get("/v1/console/alerts/{alert_id}", response_class=HTMLResponse)
     async def one_alert(request: Request, alert_id: str) -> Response:
         async def show(alert: PlateletAlert, _: list[EscalationRecord], session: Session) -> str:
-            closed, withdrawn = await ending(store, alert_id)
+            closed, withdrawn = await ending(store, alert_id, zone)
             return alert_page(
                 alert,
                 await trail(store, alert_id),
@@ -262,6 +271,7 @@ def console_router(
                 withdrawn,
                 audit_link=f"/v1/console/alerts/{quote(alert_id)}/audit",
                 birth_date_shown=birth_date_shown,
+                zone=zone,
             )
 
         return await with_alert(request, alert_id, show)
@@ -270,7 +280,7 @@ def console_router(
     async def audit(request: Request, alert_id: str) -> Response:
         async def show(alert: PlateletAlert, chain: list[EscalationRecord], _: Session) -> str:
             levels = [_level(row) for row in chain]
-            return audit_page(alert, await trail(store, alert_id), levels)
+            return audit_page(alert, await trail(store, alert_id), levels, zone=zone)
 
         return await with_alert(request, alert_id, show)
 
@@ -369,14 +379,14 @@ def _open_alert(entry: BoardEntry) -> OpenAlert:
     )
 
 
-async def ending(store: NotifierStore, alert_id: str) -> tuple[str | None, bool]:
+async def ending(store: NotifierStore, alert_id: str, zone: tzinfo) -> tuple[str | None, bool]:
     """How the alert's paging ended, in words for its page (None: it has not), and whether
     it was withdrawn."""
     closure = await store.closure(alert_id)
     if closure is None:
         return None, False
-    said = closed_line(closure.how, closure.by, as_utc(closure.closed_at))
-    return said, closure.how == "withdrawn"
+    said = closed_line(closure.how, closure.by, as_utc(closure.closed_at), zone)
+    return said, closure.how == WITHDRAWN
 
 
 async def trail(store: NotifierStore, alert_id: str) -> list[Step]:

@@ -9,18 +9,20 @@ without script, a link does it.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from html import escape
 from urllib.parse import quote
 
 from schemas import AlertKind, PlateletAlert
 from services.classifier.rules import Population
-from services.notifier.alert_page import UNIT, Step, history_table, patient_label, table
+from services.notifier.alert_page import Step, history_table, patient_label, table
 from services.notifier.link_page import page
+from services.notifier.message import UNIT, kind_name
+from services.notifier.wall_clock import offset, shown_at
 
-KIND_NAMES = {
+KIND_NAMES = {  # the kind filter's choices; each alert is named by message.kind_name
     AlertKind.CRITICAL_LOW: "Critical low",
-    AlertKind.PERSISTENT_SEVERE: "Persistent severe",
+    AlertKind.PERSISTENT_SEVERE: "Sustained low count",
     AlertKind.REFRACTORY: "Refractory",
 }
 PAGED, PENDING = "paged", "pending"
@@ -78,7 +80,10 @@ def board_page(
     csrf_token: str,
     refresh_seconds: float,
     birth_date_shown: bool = False,
+    *,
+    zone: tzinfo,
 ) -> str:
+    """The board for `user`, its times in `zone`."""
     options = "".join(
         f'<option value="{k.value}"{" selected" if k is kind else ""}>{name}</option>'
         for k, name in KIND_NAMES.items()
@@ -93,9 +98,9 @@ def board_page(
 <button type="submit">Show</button></form>
 <section id="board" aria-live="polite" data-refresh-seconds="{refresh_seconds:g}"
  data-source="{escape(here)}">
-<p>{waiting} waiting for acknowledgement; updated {now:%H:%M:%S} UTC.
+<p>{waiting} waiting for acknowledgement; updated {_updated(now, zone)}.
 <a href="{escape(here)}">Refresh</a></p>
-{_board_table(alerts, now, birth_date_shown)}
+{_board_table(alerts, now, birth_date_shown, zone)}
 </section>
 <script src="/v1/console.js" defer></script>"""
     refresh = f'<noscript><meta http-equiv="refresh" content="{refresh_seconds:g}"></noscript>'
@@ -106,14 +111,23 @@ def _csrf_field(token: str) -> str:
     return f'<input type="hidden" name="csrf_token" value="{escape(token)}">'
 
 
-def _board_table(alerts: Sequence[OpenAlert], now: datetime, birth_date_shown: bool) -> str:
+def _updated(now: datetime, zone: tzinfo) -> str:
+    local = now.astimezone(zone)
+    return f"{local:%H:%M:%S} {offset(local)}"
+
+
+def _board_table(
+    alerts: Sequence[OpenAlert], now: datetime, birth_date_shown: bool, zone: tzinfo
+) -> str:
     if not alerts:
         return "<p>No open alerts.</p>"
     columns = ("Alert", "Patient", "Waiting since", "Paged", "Next escalation", "Status")
-    return table(columns, [_board_row(a, now, birth_date_shown) for a in alerts])
+    return table(columns, [_board_row(a, now, birth_date_shown, zone) for a in alerts])
 
 
-def _board_row(open_alert: OpenAlert, now: datetime, birth_date_shown: bool) -> tuple[str, ...]:
+def _board_row(
+    open_alert: OpenAlert, now: datetime, birth_date_shown: bool, zone: tzinfo
+) -> tuple[str, ...]:
     alert = open_alert.alert
     value = f"{alert.value_10e9_per_l:g} {UNIT}" if alert.value_10e9_per_l is not None else ""
     paged = open_alert.last_paged
@@ -132,10 +146,10 @@ def _board_row(open_alert: OpenAlert, now: datetime, birth_date_shown: bool) -> 
     link = f"/v1/console/alerts/{quote(alert.alert_id)}"
     ward = f", ward {escape(alert.location)}" if alert.location else ""
     return (
-        f'<a href="{escape(link)}">{KIND_NAMES.get(alert.kind, alert.kind.value)}</a> '
+        f'<a href="{escape(link)}">{escape(kind_name(alert.kind, alert.evidence))}</a> '
         + escape(value),
         f"{patient_label(alert.patient, birth_date_shown)} ({escape(open_alert.service)}){ward}",
-        f"{open_alert.opened_at:%Y-%m-%d %H:%M} ({_duration(now - open_alert.opened_at)} ago)",
+        f"{shown_at(open_alert.opened_at, zone)} ({_duration(now - open_alert.opened_at)} ago)",
         _paged(paged),
         upcoming,
         status,
@@ -170,22 +184,29 @@ def login_page(login_token: str, problem: str | None = None) -> str:
     )
 
 
-def audit_page(alert: PlateletAlert, trail: Sequence[Step], levels: Sequence[Level]) -> str:
+def audit_page(
+    alert: PlateletAlert, trail: Sequence[Step], levels: Sequence[Level], *, zone: tzinfo
+) -> str:
     """Everything that happened to an alert: deliveries and their attempts, escalations,
-    actions, withdrawal; and the chain's levels with their times."""
+    actions, withdrawal or supersession; and the chain's levels with their times, in `zone`."""
     chain = table(
         ("Level", "Tier", "Due", "State"),
         [
-            (str(lv.level), escape(lv.tier), f"{lv.due_at:%Y-%m-%d %H:%M:%S}", escape(lv.state))
+            (
+                str(lv.level),
+                escape(lv.tier),
+                shown_at(lv.due_at, zone, year=True, seconds=True),
+                escape(lv.state),
+            )
             for lv in levels
         ],
     )
     link = f"/v1/console/alerts/{quote(alert.alert_id)}"
     return page(
         "Audit trail",
-        f"""<p><a href="{escape(link)}">{KIND_NAMES.get(alert.kind, alert.kind.value)} for
+        f"""<p><a href="{escape(link)}">{escape(kind_name(alert.kind, alert.evidence))} for
  {escape(alert.patient.identifier.key)}</a>, alert {escape(alert.alert_id)}</p>
-<h2>Timeline</h2>{history_table(trail)}
+<h2>Timeline</h2>{history_table(trail, zone)}
 <h2>Escalation chain</h2>{chain}
 <p><a href="/v1/console">Back to the board</a></p>""",
     )

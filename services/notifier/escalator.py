@@ -5,11 +5,13 @@ once; a timer fires the rest. Each level pages whoever holds that tier on the ro
 moment; a gap pages the fallback and is recorded as such. A page that cannot be delivered, or a
 "not my patient", brings the next level forward rather than waiting out the window. An ack or a
 resolve cancels what is left; a withdrawn alert also cancels, and tells everyone who was paged.
+An alert that supersedes an earlier one (refractory after persistent-severe) pages as usual and
+quietly closes the earlier one's paging as superseded: nobody is told it was wrong.
 """
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import cast
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -21,7 +23,7 @@ from services.notifier.escalation import EscalationPolicy, schedule
 from services.notifier.links import sign_link
 from services.notifier.message import render_page
 from services.notifier.roster import Roster, Tier
-from services.notifier.store import PENDING, EscalationRecord, NotifierStore
+from services.notifier.store import PENDING, SUPERSEDED, WITHDRAWN, EscalationRecord, NotifierStore
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,11 @@ PAGE_TO_ACK = Histogram(
     ["alert_kind"],
     buckets=(30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 14400, 28800),
 )
+SUPERSEDED_ALERTS = Counter(
+    "plateletwatch_notifier_superseded_alerts_total",
+    "Alerts whose paging a newer alert took over (closed as superseded), by the older's kind.",
+    ["alert_kind"],
+)
 ACTIONS = Counter(
     "plateletwatch_notifier_actions_total",
     "Acknowledge, not-my-patient and resolve actions taken, by action.",
@@ -66,7 +73,9 @@ class Escalator:
         link_secret: bytes,
         link_base_url: str,
         link_valid_for: timedelta,
+        zone: tzinfo,
     ) -> None:
+        """`zone` is the deployment's (PLATELETWATCH_LOCAL_TIMEZONE): pages show times in it."""
         self._store = store
         self._delivery = delivery
         self._roster = roster
@@ -74,9 +83,12 @@ class Escalator:
         self._secret = link_secret
         self._base_url = link_base_url.rstrip("/")
         self._valid_for = link_valid_for
+        self._zone = zone
 
     async def receive(self, alert: PlateletAlert, now: datetime) -> None:
-        """Start paging for a new alert, refresh a re-emitted one, or withdraw one."""
+        """Start paging for a new alert, refresh a re-emitted one, or withdraw one; close the
+        paging of the alert a new one supersedes. Idempotent: a redelivered alert pages, and
+        notes the supersession, once."""
         if alert.kind is AlertKind.WITHDRAWN:
             await self._withdraw(alert, now)
             return
@@ -85,6 +97,8 @@ class Escalator:
             # Re-emitted with new evidence (a correction that still meets the rule): the
             # levels still to come page with it; the chain's timing is unchanged.
             await self._store.update_alert(alert.alert_id, alert.model_dump_json())
+        if alert.supersedes_alert_id is not None:
+            await self._supersede(alert.supersedes_alert_id, alert, now)
         await self.fire_due(now)
 
     async def fire_due(self, now: datetime) -> int:
@@ -175,7 +189,8 @@ class Escalator:
             ESCALATIONS.labels(alert_kind=alert.kind.value).inc()
             detail = f"level {step.level}: {step.tier}"
             await self._delivery.record(alert, DeliveryStep.ESCALATED, recipient, detail)
-        page = render_page(alert, self._links(alert.alert_id, role, now), gap_note)
+        links = self._links(alert.alert_id, role, now)
+        page = render_page(alert, links, gap_note, zone=self._zone)
         delivered = await self._delivery.page(alert, page, recipient)
         await self._store.finish_escalation_step(step.id)
         if not delivered:  # do not wait out the window for a page that never arrived
@@ -184,18 +199,38 @@ class Escalator:
     async def _withdraw(self, withdrawal: PlateletAlert, now: datetime) -> None:
         withdrawn = withdrawal.withdraws_alert_id or ""
         await self._store.cancel_escalation(withdrawn)
-        await self._store.close_alert(withdrawn, "withdrawn", "classifier", now)
+        await self._store.close_alert(withdrawn, WITHDRAWN, "classifier", now)
         chain = await self._store.escalation(withdrawn)
         if chain:  # the withdrawn alert's own timeline says so, and why
             original = PlateletAlert.model_validate_json(chain[0].alert)
             classifier = Recipient("classifier", "", "")
             reason = withdrawal.withdrawal_reason
             await self._delivery.record(original, DeliveryStep.WITHDRAWN, classifier, reason)
-        page = render_page(withdrawal)
+        page = render_page(withdrawal, zone=self._zone)
         for channel, address in await self._store.paged_addresses(withdrawn):
             await self._delivery.page(
                 withdrawal, page, Recipient("paged earlier", channel, address)
             )
+
+    async def _supersede(self, older_id: str, newer: PlateletAlert, now: datetime) -> None:
+        """Stop the older alert's chain and close its paging as superseded, unless it had been
+        closed already (acknowledged, resolved: that stays); its timeline notes it once. Its
+        incidents (PagerDuty) are resolved, or they would escalate on their own."""
+        chain = await self._store.escalation(older_id)
+        if not chain:  # never paged here: nothing to close
+            return
+        older = PlateletAlert.model_validate_json(chain[0].alert)
+        await self._store.cancel_escalation(older_id)
+        if await self._store.close_alert(older_id, SUPERSEDED, "classifier", now):
+            SUPERSEDED_ALERTS.labels(alert_kind=older.kind.value).inc()
+            paged = await self._store.paged_addresses(older_id)
+            await self._delivery.follow_up(older, AckAction.RESOLVE, paged)
+        trail = await self._store.audit_trail(older_id)
+        if any(row.step == DeliveryStep.SUPERSEDED.value for row in trail):
+            return  # a redelivery of the newer alert
+        detail = f"superseded by the {newer.kind.value} alert {newer.alert_id}"
+        classifier = Recipient("classifier", "", "")
+        await self._delivery.record(older, DeliveryStep.SUPERSEDED, classifier, detail)
 
     async def _time_to_ack(self, alert: PlateletAlert, action: AckAction, now: datetime) -> None:
         first_page = await self._store.first_delivery_at(alert.alert_id)

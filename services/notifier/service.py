@@ -237,6 +237,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         secret,
         settings.notifier_public_url or f"http://{settings.bind_host}:{settings.notifier_port}",
         link_lifetime,
+        settings.local_zone,
     )
     consumer = AlertConsumer(settings, bootstrap_servers, escalator)
 
@@ -287,6 +288,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             refresh_seconds=settings.notifier_console_refresh_seconds,
             secure_cookies=(settings.notifier_public_url or "").startswith("https:"),
             birth_date_shown=settings.notifier_show_birth_date,
+            zone=settings.local_zone,
         )
     )
 
@@ -321,7 +323,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             + sign_link(secret, claim.alert_id, action, claim.recipient, now, link_lifetime)
             for action in AckAction
         }
-        closed, withdrawn = await ending(store, claim.alert_id)
+        closed, withdrawn = await ending(store, claim.alert_id, settings.local_zone)
         history = await trail(store, claim.alert_id)
         body = alert_page(
             alert,
@@ -330,6 +332,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             closed,
             withdrawn,
             birth_date_shown=settings.notifier_show_birth_date,
+            zone=settings.local_zone,
         )
         return HTMLResponse(body, headers=SECURITY_HEADERS)
 

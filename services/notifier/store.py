@@ -69,7 +69,8 @@ class EscalationRecord(_Base):
 
 
 class ClosureRecord(_Base):
-    """How an alert's paging ended: acknowledged, resolved or withdrawn (the first one counts)."""
+    """How an alert's paging ended: acknowledged, resolved, withdrawn or superseded (the first
+    one counts)."""
 
     __tablename__ = "closures"
 
@@ -131,6 +132,7 @@ class BoardEntry:
 
 _DELIVERED = "delivered"
 PENDING, PAGED, CANCELLED = "pending", "paged", "cancelled"
+WITHDRAWN, SUPERSEDED = "withdrawn", "superseded"  # how the classifier closes a paging
 
 
 class NotifierStore:
@@ -356,7 +358,7 @@ class NotifierStore:
             )
 
     async def board(self, acknowledged_since: datetime) -> list["BoardEntry"]:
-        """Alerts still open: not resolved or withdrawn, and not acknowledged before
+        """Alerts still open: not resolved, withdrawn or superseded, and not acknowledged before
         `acknowledged_since`; each with its chain and how it closed, if it did."""
         finished = select(ClosureRecord.alert_id).where(
             (ClosureRecord.how != "acknowledge") | (ClosureRecord.closed_at < acknowledged_since)
@@ -409,8 +411,8 @@ class NotifierStore:
         return None if first is None else as_utc(first)
 
     async def open_alerts(self) -> tuple[int, int]:
-        """(alerts paged and not yet acknowledged, resolved or withdrawn; of those, how many
-        have no level left to page: past their final escalation)."""
+        """(alerts paged and not yet acknowledged, resolved, withdrawn or superseded; of those,
+        how many have no level left to page: past their final escalation)."""
         open_ids = select(EscalationRecord.alert_id).where(
             EscalationRecord.alert_id.not_in(select(ClosureRecord.alert_id))
         )
