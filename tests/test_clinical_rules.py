@@ -270,3 +270,22 @@ def test_a_history_stored_before_issue_13_still_loads_and_keeps_its_alerts() -> 
         restored, result(140, status=ResultStatus.CORRECTED, result_id="R1"), RULES, T0
     )
     assert withdrawal.withdraws_alert_id == alerts[0][0].alert_id
+
+
+def test_a_refractory_alert_raised_by_the_previous_engine_is_not_paged_again() -> None:
+    """Its id was anchored on the therapy and the streak's first count; today's is anchored on
+    the course. Recognised by its evidence, it is neither re-paged nor withdrawn."""
+    history, _ = feed(
+        result(10, days=-1), treatment(TreatmentCategory.IVIG, 0, "Privigen"),
+        result(25, days=7), result(24, days=8),
+    )  # fmt: skip
+    record = history.to_json()
+    old_id = stable_event_id("alert", ADULT.identifier.key, "refractory", "therapy|R@7")
+    record["raised"] = [
+        [old_id if kind == "refractory" else alert_id, kind, anchor, key, False]
+        for alert_id, kind, anchor, key, *_ in record["raised"]
+    ]
+    restored = History.from_json(record)
+    assert not apply(restored, result(23, days=9), RULES, T0)
+    assert not apply(restored, treatment(TreatmentCategory.RITUXIMAB, 9.5, "rituximab"), RULES, T0)
+    assert restored.raised[old_id].state.value == "active"

@@ -523,9 +523,7 @@ def _courses(history: History, rules: Rules) -> list[_Course]:
         ):
             courses.append(_Course(dose, start, start + refractory.assess_after, False))
         ended = dose.ended_at if isinstance(dose, MedicationEvent) else None
-        last_dose = (
-            max(start, ended or start) if last_dose is None else max(last_dose, ended or start)
-        )
+        last_dose = max(last_dose or start, ended or start)
     for operation in history.treatments.values():
         if operation.category is TreatmentCategory.SPLENECTOMY:
             start = treatment_start(operation)
