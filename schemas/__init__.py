@@ -5,6 +5,7 @@ them (`plateletwatch schemas`) for producers in other languages; a test fails wh
 """
 
 from schemas.events import (
+    DEFAULT_LINES,
     MAX_FLAGS,
     MAX_PLATELETS_10E9_PER_L,
     MAX_UNIT_LENGTH,
@@ -21,6 +22,7 @@ from schemas.events import (
     DeadLetter,
     DeliveryEvent,
     DeliveryStep,
+    DiagnosisEvent,
     Dose,
     Evidence,
     EvidenceResult,
@@ -36,8 +38,10 @@ from schemas.events import (
     ProcedureEvent,
     ResultStatus,
     RuleRef,
+    TherapyLine,
     TransfusionEvent,
     TreatmentCategory,
+    TreatmentEvent,
     clinical_context_adapter,
     implausible_time,
     stable_event_id,
@@ -45,6 +49,7 @@ from schemas.events import (
 from schemas.topics import Topic
 
 __all__ = [
+    "DEFAULT_LINES",
     "MAX_FLAGS",
     "MAX_PLATELETS_10E9_PER_L",
     "MAX_UNIT_LENGTH",
@@ -61,6 +66,7 @@ __all__ = [
     "DeadLetter",
     "DeliveryEvent",
     "DeliveryStep",
+    "DiagnosisEvent",
     "Dose",
     "Evidence",
     "EvidenceResult",
@@ -76,9 +82,11 @@ __all__ = [
     "ProcedureEvent",
     "ResultStatus",
     "RuleRef",
+    "TherapyLine",
     "Topic",
     "TransfusionEvent",
     "TreatmentCategory",
+    "TreatmentEvent",
     "clinical_context_adapter",
     "implausible_time",
     "stable_event_id",

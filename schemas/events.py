@@ -236,6 +236,28 @@ class TreatmentCategory(StrEnum):
     CYCLOPHOSPHAMIDE = "cyclophosphamide"
     SPLENECTOMY = "splenectomy"
     PLATELET_TRANSFUSION = "platelet_transfusion"
+    FOSTAMATINIB = "fostamatinib"
+    IMMUNOSUPPRESSANT = "immunosuppressant"  # danazol, mycophenolate, azathioprine, ciclosporin
+
+
+TherapyLine = Literal["first", "second", "cytotoxic", "procedure", "supportive"]
+"""A treatment's line of therapy, as the treatment table gives it."""
+
+DEFAULT_LINES: dict[TreatmentCategory, TherapyLine] = {
+    TreatmentCategory.CORTICOSTEROID: "first",
+    TreatmentCategory.IVIG: "first",
+    TreatmentCategory.ANTI_D: "first",
+    TreatmentCategory.RITUXIMAB: "second",
+    TreatmentCategory.TPO_RECEPTOR_AGONIST: "second",
+    TreatmentCategory.FOSTAMATINIB: "second",
+    TreatmentCategory.IMMUNOSUPPRESSANT: "second",
+    TreatmentCategory.VINCRISTINE: "cytotoxic",
+    TreatmentCategory.CYCLOPHOSPHAMIDE: "cytotoxic",
+    TreatmentCategory.SPLENECTOMY: "procedure",
+    TreatmentCategory.PLATELET_TRANSFUSION: "supportive",
+}
+"""The line of an event that does not say (sent before ingest stamped it); the shipped treatment
+table says the same."""
 
 
 class Dose(_Event):
@@ -251,16 +273,30 @@ class _ContextEvent(_Event):
     source: Literal["hl7v2", "fhir", "json"]
     patient: Patient
     category: TreatmentCategory
+    line: TherapyLine | None = Field(
+        default=None,
+        description="The line of therapy from ingest's treatment table, the one source of truth; "
+        "absent on events sent before it was stamped (then DEFAULT_LINES applies).",
+    )
     code: Coding | None = None
     name: FreeText = Field(
         description="What the source called it, e.g. a brand name; cut to 200 characters."
     )
     received_at: ClinicalTime
 
+    @property
+    def therapy_line(self) -> TherapyLine:
+        return self.line or DEFAULT_LINES[self.category]
+
 
 class MedicationEvent(_ContextEvent):
     kind: Literal["medication"] = "medication"
     dose: Dose | None = None
+    route: Coding | None = Field(
+        default=None,
+        description="How it was given (FHIR dosage.route, HL7 RXR-1), named in the evidence. "
+        "Only systemic routes reach the classifier: ingest sets aside eye drops, inhalers...",
+    )
     started_at: ClinicalTime
     ended_at: ClinicalTime | None = None
 
@@ -276,8 +312,36 @@ class TransfusionEvent(_ContextEvent):
     started_at: ClinicalTime
 
 
+TreatmentEvent = MedicationEvent | ProcedureEvent | TransfusionEvent
+
+
+class DiagnosisEvent(_Event):
+    """A diagnosis on the patient's record (FHIR Condition, HL7 v2 DG1/PRB), or its retraction:
+    a later event with the same `diagnosis_id` replaces the earlier one."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: EventId
+    source: Literal["hl7v2", "fhir", "json"]
+    patient: Patient
+    kind: Literal["diagnosis"] = "diagnosis"
+    diagnosis_id: Identifier = Field(
+        description="The sender's identity of the diagnosis (Condition id, DG1/PRB identifier)."
+    )
+    codes: tuple[Coding, ...] = Field(
+        min_length=1, max_length=MAX_FLAGS, description="ICD-10(-CM) and SNOMED CT codings."
+    )
+    name: FreeText | None = Field(default=None, description="Cut to 200 characters.")
+    on_record: bool = Field(
+        description="True while clinically active (active, recurrence, relapse) and not refuted "
+        "or entered in error; False retracts an earlier event with the same diagnosis_id."
+    )
+    recorded_at: ClinicalTime | None = None
+    received_at: ClinicalTime
+
+
 ClinicalContextEvent = Annotated[
-    MedicationEvent | ProcedureEvent | TransfusionEvent, Field(discriminator="kind")
+    MedicationEvent | ProcedureEvent | TransfusionEvent | DiagnosisEvent,
+    Field(discriminator="kind"),
 ]
 clinical_context_adapter: TypeAdapter[ClinicalContextEvent] = TypeAdapter(ClinicalContextEvent)
 
@@ -292,6 +356,11 @@ class AlertKind(StrEnum):
 class RuleRef(_Event):
     id: str
     version: str = Field(description="Version of the rules file that produced the alert.")
+    overrides: tuple[str, ...] = Field(
+        default=(),
+        description="Where the site's rules file overrides the treatment table's line of "
+        'therapy, e.g. "anti_d: second".',
+    )
 
 
 class EvidenceResult(_Event):
@@ -301,6 +370,12 @@ class EvidenceResult(_Event):
     status: ResultStatus
     collected_at: AwareDatetime
     verified_at: AwareDatetime | None = None
+    code: Coding | None = Field(
+        default=None, description="The LOINC (or local) code: 49497-1 is a smear estimate."
+    )
+    abnormal_flags: tuple[Flag, ...] = Field(
+        default=(), description="The lab's own flags (HL7 table 0078: LL, AA, <...)."
+    )
 
 
 class Evidence(_Event):

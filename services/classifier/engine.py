@@ -30,6 +30,7 @@ from schemas import (
     ClinicalContextEvent,
     Comparator,
     Correction,
+    DiagnosisEvent,
     Evidence,
     EvidenceResult,
     LabResult,
@@ -42,6 +43,7 @@ from schemas import (
     RuleRef,
     TransfusionEvent,
     TreatmentCategory,
+    TreatmentEvent,
     clinical_context_adapter,
     stable_event_id,
 )
@@ -178,7 +180,8 @@ class History:
     patient_key: str = ""  # the patient's identifier key, part of every alert id
     location: str | None = None  # the ward or unit last reported, for routing pages
     values: dict[str, Value] = field(default_factory=dict)
-    treatments: dict[str, ClinicalContextEvent] = field(default_factory=dict)
+    treatments: dict[str, TreatmentEvent] = field(default_factory=dict)
+    diagnoses: dict[str, DiagnosisEvent] = field(default_factory=dict)  # on record, by id
     raised: dict[str, Raised] = field(default_factory=dict)
     seen: dict[str, None] | None = None  # applied, no value held; oldest first; mostly none
     seq: int = 0
@@ -211,6 +214,7 @@ class History:
             "location": self.location,
             "values": [v.to_json() for v in self.values.values()],
             "treatments": [t.model_dump(mode="json") for t in self.treatments.values()],
+            "diagnoses": [d.model_dump(mode="json") for d in self.diagnoses.values()],
             "raised": [
                 [
                     r.alert_id,
@@ -241,12 +245,15 @@ class History:
         for raw in data["values"]:
             value = Value.from_json(raw)
             history.values[value.result_id] = value
-        for raw in data["treatments"]:
+        for raw in (*data["treatments"], *data.get("diagnoses", ())):
             try:
-                treatment = clinical_context_adapter.validate_python(raw)
+                context = clinical_context_adapter.validate_python(raw)
             except ValidationError:
                 continue  # stored before ingest bounded it (a time in 2206): left out, not fatal
-            history.treatments[treatment.event_id] = treatment
+            if isinstance(context, DiagnosisEvent):
+                history.diagnoses[context.diagnosis_id] = context
+            else:
+                history.treatments[context.event_id] = context
         for alert_id, kind, anchor, key, state, *results in data["raised"]:
             # Written before issue 13: a withdrawn flag, and the anchor as the only result known.
             if isinstance(state, bool):
@@ -268,12 +275,12 @@ class _Wanted:
     trigger: Value
     evidence: tuple[Value, ...]
     limit: float
-    course: ClinicalContextEvent | None = None
+    course: TreatmentEvent | None = None
     baseline: Value | None = None
     note: str | None = None
 
 
-def treatment_start(treatment: ClinicalContextEvent) -> datetime:
+def treatment_start(treatment: TreatmentEvent) -> datetime:
     return treatment.performed_at if isinstance(treatment, ProcedureEvent) else treatment.started_at
 
 
@@ -308,6 +315,10 @@ def apply(
     corrections: dict[str, Correction] = {}
     if isinstance(event, LabResult):
         corrections = _record_result(history, event, rules)
+    elif isinstance(event, DiagnosisEvent):
+        history.diagnoses.pop(event.diagnosis_id, None)
+        if event.on_record:
+            history.diagnoses[event.diagnosis_id] = event
     else:
         history.treatments[event.event_id] = event
     if not history.has_applied(event):
@@ -424,9 +435,7 @@ def _alert_id(history: History, kind: AlertKind, anchor: str) -> str:
     return stable_event_id("alert", history.patient_key, kind.value, anchor)
 
 
-def _first(
-    history: History, categories: frozenset[TreatmentCategory]
-) -> ClinicalContextEvent | None:
+def _first(history: History, categories: frozenset[TreatmentCategory]) -> TreatmentEvent | None:
     chosen = [t for t in history.treatments.values() if t.category in categories]
     return min(chosen, key=treatment_start, default=None)
 
@@ -501,7 +510,7 @@ class _Course:
     `new_course_after_days` apart) or a splenectomy. `event` is its first treatment: it names
     the course and anchors the alert's id."""
 
-    event: ClinicalContextEvent
+    event: TreatmentEvent
     start: datetime
     assess_from: datetime
     splenectomy: bool
@@ -533,7 +542,7 @@ def _courses(history: History, rules: Rules) -> list[_Course]:
     return courses
 
 
-def _rule_at(treatment: ClinicalContextEvent, rules: Rules) -> PopulationRules:
+def _rule_at(treatment: TreatmentEvent, rules: Rules) -> PopulationRules:
     return rules.populations[
         population_at(treatment.patient.birth_date, treatment_start(treatment))
     ]
@@ -606,7 +615,7 @@ class _PersistentSevereScan:
 
     __slots__ = ("done", "first_line_at", "run")
 
-    def __init__(self, first_line: ClinicalContextEvent | None) -> None:
+    def __init__(self, first_line: TreatmentEvent | None) -> None:
         self.first_line_at = treatment_start(first_line) if first_line else None
         self.run: tuple[Value, ...] = ()
         self.done = False

@@ -7,9 +7,9 @@ one Outcome per result or treatment it holds; the glue publishes, counts and dea
 from dataclasses import dataclass
 from enum import StrEnum
 
-from schemas import LabResult, MedicationEvent, ProcedureEvent, TransfusionEvent
+from schemas import DiagnosisEvent, LabResult, MedicationEvent, ProcedureEvent, TransfusionEvent
 
-Event = LabResult | MedicationEvent | ProcedureEvent | TransfusionEvent
+Event = LabResult | MedicationEvent | ProcedureEvent | TransfusionEvent | DiagnosisEvent
 
 
 class RejectReason(StrEnum):
