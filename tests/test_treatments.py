@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from schemas import MedicationEvent, ProcedureEvent, TransfusionEvent, TreatmentCategory
+from schemas import (
+    DEFAULT_LINES,
+    MedicationEvent,
+    ProcedureEvent,
+    TransfusionEvent,
+    TreatmentCategory,
+)
 from services.ingest.codes import FeedContext
 from services.ingest.context_feed import classify_context
 from services.ingest.outcomes import Filter, Publish, Rejection, RejectReason
@@ -133,3 +139,9 @@ def test_context_long_name_is_cut_to_200_characters() -> None:
     outcome = classify_context(submission(name="Nplate " + "x" * 500), CONTEXT, TABLE)
     assert isinstance(outcome, Publish)
     assert outcome.event.name == "Nplate " + "x" * 193
+
+
+def test_the_table_agrees_with_the_default_lines_of_older_events() -> None:
+    """Events sent before ingest stamped the line read it from DEFAULT_LINES: the same lines."""
+    table = load_treatment_table()
+    assert {category: entry.line for category, entry in table.categories.items()} == DEFAULT_LINES

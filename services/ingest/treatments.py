@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from schemas import TreatmentCategory
+from schemas import TherapyLine, TreatmentCategory
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
@@ -47,7 +47,7 @@ class _Code(BaseModel):
 class TreatmentEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["medication", "procedure", "transfusion"]
-    line: Literal["first", "second", "cytotoxic", "procedure", "supportive"]
+    line: TherapyLine
     names: tuple[str, ...]
     codes: tuple[_Code, ...] = ()
 
@@ -56,6 +56,7 @@ class TreatmentEntry(BaseModel):
 class Recognised:
     category: TreatmentCategory
     kind: Literal["medication", "procedure", "transfusion"]
+    line: TherapyLine  # stamped on the event: the table is the one source of truth
 
 
 class TreatmentTable(BaseModel):
@@ -84,16 +85,20 @@ class TreatmentTable(BaseModel):
         # Longest names first, so "rituxan hycela" wins over a shorter overlapping name.
         return sorted(patterns, key=lambda item: -len(item[0].pattern))
 
+    def _recognised(self, category: TreatmentCategory) -> Recognised:
+        entry = self.categories[category]
+        return Recognised(category, entry.kind, entry.line)
+
     def recognise(self, codings: list[tuple[str, str]], texts: list[str]) -> Recognised | None:
         """The category named by any coding (exactly) or, failing that, by any text."""
         for system, code in codings:
             category = self._by_code.get((canonical_system(system), code.strip()))
             if category is not None:
-                return Recognised(category, self.categories[category].kind)
+                return self._recognised(category)
         for text in texts:
             for pattern, category in self._by_name:
                 if pattern.search(text):
-                    return Recognised(category, self.categories[category].kind)
+                    return self._recognised(category)
         return None
 
 
