@@ -8,9 +8,11 @@ import pytest
 
 from schemas import (
     AlertKind,
+    Coding,
     Correction,
     DeliveryEvent,
     DeliveryStep,
+    Dose,
     PlateletAlert,
     PlateletCount,
     ResultStatus,
@@ -344,3 +346,30 @@ def test_a_withdrawal_without_a_correction_gives_the_classifiers_reason() -> Non
         "WITHDRAWN: the Platelets < 30 for 7 days page for patient HOSP|42 was wrong: "
         "the evidence no longer holds"
     )
+
+
+def test_a_page_names_the_route_and_dose_of_each_medication() -> None:
+    """An antiemetic IV dexamethasone is still a systemic corticosteroid: the hematologist is
+    told how and how much was given, to judge it."""
+    given = treatment(TreatmentCategory.CORTICOSTEROID, "dexamethasone", NIGHT - 2 * DAY)
+    given = given.model_copy(
+        update={
+            "route": Coding(system="http://snomed.info/sct", code="47625008", display="IV"),
+            "dose": Dose(value=8, unit="mg"),
+        }
+    )
+    line = render_page(
+        alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT)], evidence={"treatments": (given,)}),
+        zone=PARIS,
+    ).line
+    assert "treatments on record: dexamethasone IV 8 mg from 26 Nov" in line
+
+
+def test_a_smear_estimate_is_labelled_as_an_estimate() -> None:
+    estimate = count(12, NIGHT).model_copy(
+        update={"code": Coding(system="http://loinc.org", code="49497-1")}
+    )
+    line = render_page(alert(AlertKind.CRITICAL_LOW, [estimate]), zone=PARIS).line
+    assert "12 x10^9/L (smear estimate; reported 12 10*9/L)" in line
+    counted = render_page(alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT)]), zone=PARIS).line
+    assert "estimate" not in counted

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from sys import intern
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 from schemas import (
     AlertKind,
     ClinicalContextEvent,
+    Coding,
     Comparator,
     Correction,
     DiagnosisEvent,
@@ -68,12 +70,18 @@ _RETRACTION_WORDS = {
     ResultStatus.ENTERED_IN_ERROR: "was entered in error and deleted",
     ResultStatus.WRONG_PATIENT: "was posted to the wrong patient",
 }
+_PANIC_FLAGS = frozenset({"LL", "AA", "<"})  # HL7 table 0078: below the lab's panic limit
 SEEN_EVENTS_KEPT = 1000
 # Beyond the horizon, a bound on what one patient's history holds (a count every hour, or a
 # flood of treatments, must not outgrow a changelog record): the oldest go first, in batches
 # of a tenth so that the one-step path is left only once per batch.
 VALUES_KEPT = 500
 TREATMENTS_KEPT = 100
+
+
+def _code_of(result: LabResult) -> tuple[str, str]:
+    """The result's code, interned: a year of counts holds a handful of distinct codes."""
+    return intern(result.code.system), intern(result.code.code)
 
 
 @dataclass(slots=True)
@@ -92,6 +100,8 @@ class Value:
     verified_at: datetime | None
     seq: int
     population: Population
+    code: tuple[str, str] | None = None  # (system, code): 49497-1 is a smear estimate
+    flags: tuple[str, ...] = ()  # the lab's own (HL7 table 0078)
 
     @property
     def count(self) -> PlateletCount:
@@ -118,6 +128,8 @@ class Value:
             result.verified_at,
             seq,
             population,
+            _code_of(result),
+            result.abnormal_flags,
         )
 
     def to_json(self) -> list[Any]:
@@ -133,11 +145,16 @@ class Value:
             self.verified_at.isoformat() if self.verified_at else None,
             self.seq,
             self.population,
+            list(self.code) if self.code else None,
+            list(self.flags),
         ]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> "Value":
-        rid, eid, number, comparator, original, unit, status, at, verified, seq, population = data
+        rid, eid, number, comparator, original, unit, status, at, verified, seq, population = data[
+            :11
+        ]
+        code, flags = (data[11], data[12]) if len(data) > 11 else (None, ())  # before issue 14
         return cls(
             rid,
             eid,
@@ -150,6 +167,8 @@ class Value:
             datetime.fromisoformat(verified).astimezone(UTC) if verified else None,
             seq,
             population,
+            (code[0], code[1]) if code else None,
+            tuple(flags),
         )
 
 
@@ -435,9 +454,26 @@ def _alert_id(history: History, kind: AlertKind, anchor: str) -> str:
     return stable_event_id("alert", history.patient_key, kind.value, anchor)
 
 
-def _first(history: History, categories: frozenset[TreatmentCategory]) -> TreatmentEvent | None:
-    chosen = [t for t in history.treatments.values() if t.category in categories]
-    return min(chosen, key=treatment_start, default=None)
+def _first_line(history: History, rules: Rules) -> list[TreatmentEvent]:
+    """The first-line treatments on record, by start (the line as ingest's table or the site's
+    override gives it)."""
+    chosen = [t for t in history.treatments.values() if rules.line_of(t) == "first"]
+    return sorted(chosen, key=treatment_start)
+
+
+def _diagnosis_missing(history: History, rules: Rules) -> dict[Population, bool]:
+    """Per population: whether its rules require a diagnosis the patient does not have on record
+    (refractory and persistent_severe are then not derived)."""
+    missing: dict[Population, bool] = {}
+    for population, rule in rules.populations.items():
+        required = rule.refractory.requires_diagnosis
+        missing[population] = bool(required) and not any(
+            wanted.matches(code.system, code.code)
+            for diagnosis in history.diagnoses.values()
+            for code in diagnosis.codes
+            for wanted in required
+        )
+    return missing
 
 
 def _late(ordered: list[Value]) -> set[str]:
@@ -519,12 +555,8 @@ class _Course:
 def _courses(history: History, rules: Rules) -> list[_Course]:
     """The courses on record, by start."""
     courses: list[_Course] = []
-    first_line = sorted(
-        (t for t in history.treatments.values() if t.category in rules.first_line),
-        key=treatment_start,
-    )
     last_dose: datetime | None = None
-    for dose in first_line:
+    for dose in _first_line(history, rules):
         start = treatment_start(dose)
         refractory = _rule_at(dose, rules).refractory
         if last_dose is None or start - last_dose >= timedelta(
@@ -667,6 +699,7 @@ class _Scans:
         "refractory",
         "refractory_scan",
         "rules",
+        "undiagnosed",
         "wanted",
     )
 
@@ -682,7 +715,9 @@ class _Scans:
         )
         self.refractory_scan = _RefractoryScan(courses, transfused)
         self.judging = bool(courses)  # a course on record: every count may matter to it
-        self.persistent = _PersistentSevereScan(_first(history, rules.first_line))
+        first_line = _first_line(history, rules)
+        self.persistent = _PersistentSevereScan(first_line[0] if first_line else None)
+        self.undiagnosed = _diagnosis_missing(history, rules)
         self.refractory: list[_Wanted] = []
         self.wanted: dict[str, _Wanted] = {}
         self.all_clear = False  # the last value scanned left nothing open (see step)
@@ -728,6 +763,8 @@ class _Scans:
             result.verified_at,
             history.seq,
             population_of(self.adult_from, at),
+            _code_of(result),
+            result.abnormal_flags,
         )
         if self.forgetting_due_after is None:
             self.forgetting_due_after = _forgetting_due_after(at, self.rules)
@@ -754,12 +791,13 @@ class _Scans:
         history.suppressed_repeats = self.critical.suppressed
         if critical is not None:
             new.append(critical)
+        undiagnosed = self.undiagnosed[value.population]  # not for the ITP pager: not derived
         refractory = self.refractory_scan.step(history, value, rule, self.rules, late)
-        if refractory is not None:
+        if refractory is not None and not undiagnosed:
             self.refractory.append(refractory)
             new.append(refractory)
         persistent = self.persistent.step(history, value, rule, self.refractory, late)
-        if persistent is not None:
+        if persistent is not None and not undiagnosed:
             new.append(persistent)
         for wanted in new:
             self.wanted[wanted.alert_id] = wanted
@@ -777,12 +815,12 @@ def _refractory_alert(
     trigger = streak[-1]
     tried = [t for t in history.treatments.values() if treatment_start(t) <= trigger.at]
     lines = []
-    for label, categories in (
-        ("first-line", rules.first_line),
-        ("second-line", rules.second_line),
-        ("cytotoxic", rules.cytotoxic),
+    for label, line in (
+        ("first-line", "first"),
+        ("second-line", "second"),
+        ("cytotoxic", "cytotoxic"),
     ):
-        names = sorted({t.name for t in tried if t.category in categories})
+        names = sorted({t.name for t in tried if rules.line_of(t) == line})
         if names:
             lines.append(f"{label}: {', '.join(names)}")
     if course.splenectomy or any(t.category is TreatmentCategory.SPLENECTOMY for t in tried):
@@ -911,7 +949,33 @@ def _evidence_result(value: Value) -> EvidenceResult:
         status=value.status,
         collected_at=value.at,
         verified_at=value.verified_at,
+        code=Coding(system=value.code[0], code=value.code[1]) if value.code else None,
+        abnormal_flags=value.flags,
     )
+
+
+def _lab_panics(history: History, want: _Wanted) -> str | None:
+    """The lab's own panic flags (LL, AA, <) on counts our limit did not find critical, in the
+    week up to the alert: a note for the hematologist, who may know the lab's reasons."""
+    since = want.trigger.at - timedelta(days=7)
+    evidence = {v.result_id for v in want.evidence}
+    flagged = sorted(
+        (
+            v
+            for v in history.values.values()
+            if since <= v.at <= want.trigger.at
+            and _PANIC_FLAGS.intersection(v.flags)
+            and v.result_id not in evidence
+            and not is_below(v.number, v.comparator, want.limit)
+        ),
+        key=lambda v: (v.at, v.seq),
+    )
+    notes = [
+        f"the lab flagged {_count_text(v.count)} collected {v.at.strftime('%Y-%m-%d %H:%M UTC')} "
+        f"{'/'.join(sorted(_PANIC_FLAGS.intersection(v.flags)))}"
+        for v in flagged
+    ]
+    return "; ".join(notes) or None
 
 
 def _alert(
@@ -937,14 +1001,14 @@ def _alert(
         evidence=Evidence(
             results=tuple(_evidence_result(v) for v in want.evidence),
             treatments=treatments,
-            first_line_on_record=any(t.category in rules.first_line for t in treatments),
+            first_line_on_record=any(rules.line_of(t) == "first" for t in treatments),
             limit_10e9_per_l=want.limit,
             baseline_10e9_per_l=baseline.number if baseline is not None else None,
             baseline_collected_at=baseline.at if baseline is not None else None,
-            note=want.note,
+            note="; ".join(n for n in (want.note, _lab_panics(history, want)) if n) or None,
             preceding=tuple(_evidence_result(v) for v in _preceding(history, want.evidence[0])),
         ),
-        rule=RuleRef(id=want.kind.value, version=rules.version),
+        rule=RuleRef(id=want.kind.value, version=rules.version, overrides=rules.overrides),
         raised_at=now,
         supersedes_alert_id=supersedes,
     )
@@ -969,7 +1033,7 @@ def _withdrawal(
         kind=AlertKind.WITHDRAWN,
         patient=patient,
         evidence=Evidence(note=f"withdraws {raised.kind.value} alert {raised.alert_id}"),
-        rule=RuleRef(id=raised.kind.value, version=rules.version),
+        rule=RuleRef(id=raised.kind.value, version=rules.version, overrides=rules.overrides),
         raised_at=now,
         withdraws_alert_id=raised.alert_id,
         withdrawal_reason=because,

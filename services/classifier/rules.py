@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import TreatmentCategory
+from schemas import DEFAULT_LINES, TherapyLine, TreatmentCategory, TreatmentEvent
 
 Population = Literal["paediatric", "adult"]
 
@@ -40,6 +40,26 @@ class PersistentSevereRule(_Rule):
     min_span_days: float = Field(ge=0)
 
 
+class DiagnosisCode(_Rule):
+    """A diagnosis code a rule asks for; a trailing "*" matches every code it begins (D69.4*).
+    Dots are ignored, as HL7 v2 feeds often leave them out (D693)."""
+
+    system: str = Field(min_length=1)
+    code: str = Field(min_length=1)
+
+    def matches(self, system: str, code: str) -> bool:
+        if system != self.system:
+            return False
+        wanted, given = _plain(self.code), _plain(code)
+        if wanted.endswith("*"):
+            return given.startswith(wanted[:-1])
+        return given == wanted
+
+
+def _plain(code: str) -> str:
+    return code.replace(".", "").strip().upper()
+
+
 class RefractoryRule(_Rule):
     below: float = Field(gt=0)
     response_multiple_of_baseline: float = Field(gt=1)
@@ -51,6 +71,12 @@ class RefractoryRule(_Rule):
     post_transfusion_hours: float = Field(ge=0)
     min_values: int = Field(ge=2)
     min_gap_days: float = Field(ge=0)
+    requires_diagnosis: tuple[DiagnosisCode, ...] = Field(
+        default=(),
+        description="When set, refractory and persistent_severe page only for a patient with one "
+        "of these diagnoses on record (keeps oncology and ICU patients on steroids off the ITP "
+        "pager); empty: no diagnosis needed.",
+    )
 
     @property
     def assess_after(self) -> timedelta:
@@ -81,10 +107,26 @@ class Rules(_Rule):
     version: str = Field(min_length=1)
     horizon_days: float = Field(gt=0)
     treatments_shown_days: float = Field(ge=0)
-    first_line: frozenset[TreatmentCategory]
-    second_line: frozenset[TreatmentCategory]
-    cytotoxic: frozenset[TreatmentCategory]
+    line_overrides: dict[TreatmentCategory, TherapyLine] = Field(
+        default_factory=dict,
+        description="A site's own line of therapy for a category, over the treatment table's "
+        "(stamped on every alert).",
+    )
     populations: dict[Population, PopulationRules]
+
+    @cached_property
+    def overrides(self) -> tuple[str, ...]:
+        """The overrides as alerts name them, e.g. "anti_d: second"."""
+        return tuple(f"{c.value}: {line}" for c, line in sorted(self.line_overrides.items()))
+
+    def line_of(self, treatment: TreatmentEvent) -> TherapyLine:
+        """The treatment's line: the site's override, else what ingest's table stamped on it
+        (DEFAULT_LINES for events from before ingest stamped one)."""
+        return (
+            self.line_overrides.get(treatment.category)
+            or treatment.line
+            or DEFAULT_LINES[treatment.category]
+        )
 
 
 def load_rules(path: Path | None = None) -> Rules:

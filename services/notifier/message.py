@@ -27,6 +27,7 @@ from schemas import (
 from services.notifier.wall_clock import shown_at, shown_on
 
 UNIT = "x10^9/L"
+SMEAR_ESTIMATE = "49497-1"  # LOINC: platelets estimated on a blood smear
 _NAMES = {
     AlertKind.CRITICAL_LOW: "CRITICAL LOW platelets",
     AlertKind.REFRACTORY: "Refractory thrombocytopenia",
@@ -122,10 +123,19 @@ def render_page(
 
 
 def _value_text(alert: PlateletAlert) -> str:
-    trigger = alert.evidence.results[-1].count if alert.evidence.results else None
-    if trigger is None:
+    if not alert.evidence.results:
         return f"{alert.value_10e9_per_l:g} {UNIT}"
-    return f"{_count(trigger)} (reported {trigger.original_value} {trigger.original_unit})"
+    result = alert.evidence.results[-1]
+    trigger = result.count
+    estimate = "smear estimate; " if _is_smear_estimate(result) else ""
+    return (
+        f"{_count(trigger)} ({estimate}reported {trigger.original_value} {trigger.original_unit})"
+    )
+
+
+def _is_smear_estimate(result: EvidenceResult) -> bool:
+    """LOINC 49497-1, platelets estimated on a blood smear: weaker evidence than a count."""
+    return result.code is not None and result.code.code == SMEAR_ESTIMATE
 
 
 def _count(count: PlateletCount) -> str:
@@ -164,10 +174,21 @@ def _treatments(evidence: Evidence, zone: tzinfo) -> str:
     for given in evidence.treatments:
         at = _when_given(given)
         verb = "from" if isinstance(given, MedicationEvent) else "on"
-        days = dates.setdefault((given.name, verb), [])
+        days = dates.setdefault((_how_given(given), verb), [])
         if shown_on(at, zone) not in days:
             days.append(shown_on(at, zone))
     return ", ".join(f"{name} {verb} {' & '.join(days)}" for (name, verb), days in dates.items())
+
+
+def _how_given(given: MedicationEvent | ProcedureEvent | TransfusionEvent) -> str:
+    """The name, with the route and dose of a medication when known: "dexamethasone IV 8 mg"
+    (an antiemetic dose is still a systemic corticosteroid; the hematologist judges it)."""
+    parts = [given.name]
+    if isinstance(given, MedicationEvent) and given.route is not None:
+        parts.append(given.route.display or given.route.code)
+    if isinstance(given, MedicationEvent | TransfusionEvent) and given.dose is not None:
+        parts.append(f"{given.dose.value:g} {given.dose.unit}")
+    return " ".join(parts)
 
 
 def _when_given(given: MedicationEvent | ProcedureEvent | TransfusionEvent) -> datetime:
