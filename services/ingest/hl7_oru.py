@@ -243,8 +243,15 @@ def _platelet_outcome(
             "no specimen collection time (OBX-14, SPM-17 or OBR-7)",
         )
     times = (collected_at, _verified_time(message, group, obx, where, context))
-    values = obx.repetitions(5)
-    if not values or not obx.get(5):
+    if len(obx.repetitions(5)) > 1:
+        return field_rejection(
+            RejectReason.UNREADABLE_VALUE, f"{where}-5", "platelet result repeats its value"
+        )
+    try:
+        value = _value_text(obx)
+    except UnreadableValueError as error:
+        return field_rejection(RejectReason.UNREADABLE_VALUE, f"{where}-5", str(error))
+    if not value:
         if status in RETRACTING:
             return Publish(
                 _lab_result(message, pid, patient, group, obx, code, status, None, times, context)
@@ -254,13 +261,9 @@ def _platelet_outcome(
         return field_rejection(
             RejectReason.UNREADABLE_VALUE, f"{where}-5", "platelet result has no value"
         )
-    if len(values) > 1:
-        return field_rejection(
-            RejectReason.UNREADABLE_VALUE, f"{where}-5", "platelet result repeats its value"
-        )
     unit = obx.get(6, 1) or obx.get(6, 2)
     try:
-        count = platelet_count(_value_text(obx), unit)
+        count = platelet_count(value, unit)
     except UnknownUnitError as error:
         return field_rejection(RejectReason.UNKNOWN_UNIT, f"{where}-6", str(error))
     except UnreadableValueError as error:
@@ -270,15 +273,29 @@ def _platelet_outcome(
     )
 
 
+# SN separators (HL7 v2.5 2A.72) that make the value something other than one number.
+_SN_NOT_A_COUNT = {"-": "a range", ":": "a ratio", "/": "a ratio", "+": "a categorical value"}
+
+
 def _value_text(obx: Segment) -> str:
-    """OBX-5 as a plain value; an SN (structured numeric) "<^5" reads as "<5"."""
-    if obx.get(2) == "SN":
-        parts = obx.components(5)
-        comparator, number = [*parts, "", ""][:2]
-        if len(parts) > 2 and any(parts[2:]):
-            raise UnreadableValueError(f"a range or ratio ({'^'.join(parts)}) is not a count")
-        return f"{comparator}{number}"
-    return obx.get(5)
+    """OBX-5 as a plain value, "" when empty. A structured numeric (SN) reads as the NM form of
+    the same number: "^12" and "=^12" as "12", "<^5" as "<5", so both forms give one event.
+    Raises UnreadableValueError for an SN that is no single count: a range (^10^-^20), a ratio
+    (^1^:^128), a categorical value (^2^+) or a comparator no count can carry (<>)."""
+    if obx.get(2) != "SN":
+        return obx.get(5)
+    comparator, number, *rest = [*obx.components(5), "", ""]
+    separator = next((part for part in rest if part), "")
+    if separator:
+        what = _SN_NOT_A_COUNT.get(rest[0], "a structured numeric with two numbers")
+        sent = "^".join(obx.components(5))[:32]
+        raise UnreadableValueError(f"OBX-5 is {what} ({sent}), not a single platelet count")
+    if comparator not in ("", "=", "<", "<=", ">", ">="):
+        raise UnreadableValueError(
+            f"OBX-5 comparator {comparator[:8]!r} is not one a platelet count can carry "
+            "(<, <=, >, >= or =)"
+        )
+    return f"{comparator.lstrip('=')}{number}"
 
 
 def _patient(message: Hl7Message, pid: Segment | None) -> Patient | None:
