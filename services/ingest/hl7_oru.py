@@ -6,22 +6,19 @@ rejected with an ERR naming the segment and field. The message is acknowledged A
 has no rejection and every event was stored; the glue decides the latter.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-
-from pydantic import ValidationError
 
 from schemas import (
     Coding,
     LabResult,
     Patient,
-    PatientIdentifier,
     PlateletCount,
     ResultStatus,
 )
 from services.ingest.codes import FeedContext, is_platelet_count
+from services.ingest.hl7_fields import no_patient, read_patient, refusing_bad_fields
 from services.ingest.hl7_message import Hl7Message, Hl7ParseError, Segment, parse
 from services.ingest.lab_results import lab_result
 from services.ingest.outcomes import (
@@ -34,7 +31,7 @@ from services.ingest.outcomes import (
     field_rejection,
 )
 from services.ingest.status import HL7_RESULT_STATUS, NOT_MEASURED, RETRACTING
-from services.ingest.times import ImplausibleTimeError, parse_hl7_date, parse_hl7_timestamp
+from services.ingest.times import ImplausibleTimeError, parse_hl7_timestamp
 from services.ingest.units import UnknownUnitError, UnreadableValueError, platelet_count
 
 SUPPORTED_VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1"})
@@ -181,8 +178,10 @@ def _group_outcomes(
             )
             continue
         outcomes.append(
-            _refusing_bad_fields(
-                where, partial(_platelet_outcome, message, pid, group, obx, code, where, context)
+            refusing_bad_fields(
+                where,
+                partial(_platelet_outcome, message, pid, group, obx, code, where, context),
+                _FIELD_OF_EVENT,
             )
         )
     return outcomes
@@ -195,20 +194,6 @@ def _platelet_code(obx: Segment, context: FeedContext) -> Coding | None:
         if code and is_platelet_count(system, code, context.local_platelet_codes):
             return Coding(system=system, code=code, display=obx.get(3, text_at) or None)
     return None
-
-
-def _refusing_bad_fields(where: str, read: Callable[[], Outcome]) -> Outcome:
-    """The outcome `read` gives, or a rejection naming the field that stops it: an implausible
-    time, or a value beyond an event limit (schemas/events.py), named by its HL7 field."""
-    try:
-        return read()
-    except FieldRefused as error:
-        return error.rejection(RejectReason.INVALID_FIELDS)
-    except ValidationError as error:
-        first = error.errors(include_input=False, include_url=False)[0]
-        loc = ".".join([error.title, *(str(part) for part in first["loc"])])
-        location = next((f for key, f in _FIELD_OF_EVENT.items() if loc.startswith(key)), where)
-        return field_rejection(RejectReason.INVALID_FIELDS, location, f"{location}: {first['msg']}")
 
 
 def _platelet_outcome(
@@ -228,13 +213,9 @@ def _platelet_outcome(
             f"{where}-11",
             f"result status {status_code[:20]!r} is not in table 0085",
         )
-    patient = _patient(message, pid)
+    patient = read_patient(message, pid)
     if patient is None:
-        return field_rejection(
-            RejectReason.NO_PATIENT_IDENTIFIER,
-            "PID-3",
-            "no patient identifier (PID-3 with an ID and an assigning authority or MSH-4)",
-        )
+        return no_patient()
     collected_at = _collection_time(group, obx, where, context)
     if collected_at is None:
         return field_rejection(
@@ -296,28 +277,6 @@ def _value_text(obx: Segment) -> str:
             "(<, <=, >, >= or =)"
         )
     return f"{comparator.lstrip('=')}{number}"
-
-
-def _patient(message: Hl7Message, pid: Segment | None) -> Patient | None:
-    """PID-3: the MR-typed identifier if there is one, else the first with an ID."""
-    if pid is None:
-        return None
-    candidates = []
-    for index, _ in enumerate(pid.repetitions(3)):
-        mrn = pid.get(3, 1, repetition=index)
-        if mrn:
-            authority = pid.get(3, 4, 1, index) or pid.get(3, 4, 2, index)
-            candidates.append((pid.get(3, 5, repetition=index) != "MR", mrn, authority))
-    if not candidates:
-        return None
-    _, mrn, authority = sorted(candidates, key=lambda c: c[0])[0]
-    authority = authority or message.msh.get(4, 1) or message.msh.get(4, 2)
-    if not authority:
-        return None
-    return Patient(
-        identifier=PatientIdentifier(authority=authority, mrn=mrn),
-        birth_date=parse_hl7_date(pid.get(7)),
-    )
 
 
 def _first_timestamp(
