@@ -1,11 +1,15 @@
 """HL7 v2 ORU^R01 (versions 2.3 to 2.5.1) to lab-result outcomes, and the ACK that answers it. Pure.
 
+`read_message` checks MSH and hands the message to the reader READERS registers for its type:
+ORU^R01 here, diagnoses (hl7_diagnoses.py) for ADT^A08 and ADT^A31; any other type is refused.
+
 Each OBX becomes one outcome: a platelet count is published, anything else is filtered, and a
 platelet OBX that cannot be read safely (unknown unit, no patient, no collection time) is
 rejected with an ERR naming the segment and field. The message is acknowledged AA only when it
 has no rejection and every event was stored; the glue decides the latter.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -18,6 +22,7 @@ from schemas import (
     ResultStatus,
 )
 from services.ingest.codes import FeedContext, is_platelet_count
+from services.ingest.hl7_diagnoses import read_adt_diagnoses, read_diagnoses
 from services.ingest.hl7_fields import no_patient, read_patient, refusing_bad_fields
 from services.ingest.hl7_message import Hl7Message, Hl7ParseError, Segment, parse
 from services.ingest.lab_results import lab_result
@@ -106,8 +111,10 @@ def read_message(raw: bytes, context: FeedContext) -> Hl7Result:
     msh = message.msh
     control_id = msh.get(10)
     message_type = (msh.get(9, 1), msh.get(9, 2))
-    if message_type != ("ORU", "R01"):
-        text = f"only ORU^R01 is accepted, not {'^'.join(message_type)}"
+    reader = READERS.get(message_type)
+    if reader is None:
+        accepted = ", ".join("^".join(kind) for kind in READERS)
+        text = f"only {accepted} are accepted, not {'^'.join(message_type)[:20]}"
         return Hl7Result(
             control_id,
             (Rejection(RejectReason.UNSUPPORTED_MESSAGE, text, location="MSH-9"),),
@@ -121,7 +128,7 @@ def read_message(raw: bytes, context: FeedContext) -> Hl7Result:
             (Rejection(RejectReason.UNSUPPORTED_VERSION, text, location="MSH-12"),),
             message,
         )
-    return Hl7Result(control_id, tuple(_observations(message, context)), message)
+    return Hl7Result(control_id, tuple(reader(message, context)), message)
 
 
 # Where each model field comes from, to name the HL7 field when a value breaks an event limit.
@@ -146,6 +153,20 @@ def _observations(message: Hl7Message, context: FeedContext) -> list[Outcome]:
     for patient_group in _groups_in_order(message):
         outcomes.extend(_group_outcomes(message, patient_group.pid, patient_group.group, context))
     return outcomes
+
+
+def _oru(message: Hl7Message, context: FeedContext) -> list[Outcome]:
+    """An ORU^R01: its observations, then any diagnoses (DG1, PRB) it carries."""
+    return [*_observations(message, context), *read_diagnoses(message, context)]
+
+
+Reader = Callable[[Hl7Message, FeedContext], list[Outcome]]
+# The reader of each accepted MSH-9 message type and trigger event; any other is refused (AR).
+READERS: dict[tuple[str, str], Reader] = {
+    ("ORU", "R01"): _oru,
+    ("ADT", "A08"): read_adt_diagnoses,
+    ("ADT", "A31"): read_adt_diagnoses,
+}
 
 
 def _groups_in_order(message: Hl7Message) -> list[_PatientGroup]:
@@ -382,6 +403,7 @@ def build_ack(result: Hl7Result, code: str, problems: list[Rejection], now: date
     sending = (msh.raw(5), msh.raw(6), msh.raw(3), msh.raw(4)) if msh else ("", "", "", "")
     version = msh.raw(12) if msh else "2.5.1"
     control_id = result.control_id
+    trigger = _clean(msh.get(9, 2), field_sep)[:3] if msh else ""
     stamp = now.strftime("%Y%m%d%H%M%S%z")
     segments = [
         field_sep.join(
@@ -394,7 +416,7 @@ def build_ack(result: Hl7Result, code: str, problems: list[Rejection], now: date
                 sending[3],
                 stamp,
                 "",
-                f"ACK{comp}R01{comp}ACK",
+                f"ACK{comp}{trigger or 'R01'}{comp}ACK",
                 f"ACK{now:%Y%m%d%H%M%S%f}"[:20],
                 "P",
                 version,
