@@ -1,6 +1,7 @@
 """HL7 v2 parsing and ORU^R01 reading, without a broker."""
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -393,3 +394,127 @@ def test_hl7_refusals_quote_at_most_a_few_characters_of_what_was_sent() -> None:
     long_version = only_rejection(message(platelet_obx(), msh=MSH.replace("2.5.1", "9" * 9000)))
     long_encoding = only_rejection(b"MSH|^~" + b"x" * 9000 + b"|LIS")
     assert max(len(long_version.message), len(long_encoding.message)) < 200
+
+
+# Structured numeric (OBX-2 SN): comparator ^ number [^ separator ^ number] (HL7 v2.5 2A.72).
+
+
+@pytest.mark.parametrize(
+    ("value", "comparator", "number", "original"),
+    [
+        ("^12", None, 12, "12"),  # the ordinary form of a plain number: comparator left empty
+        ("=^12", None, 12, "12"),
+        ("<^5", "<", 5, "<5"),
+        ("<=^5", "<=", 5, "<=5"),
+        (">^1000", ">", 1000, ">1000"),
+        (">=^1000", ">=", 1000, ">=1000"),
+        ("^12^^", None, 12, "12"),  # empty trailing components are no range
+    ],
+)
+def test_every_structured_numeric_form_of_a_number_is_a_count(
+    value: str, comparator: str | None, number: float, original: str
+) -> None:
+    count = only_result(message(platelet_obx(kind="SN", value=value))).count
+    assert count is not None
+    assert (count.comparator, count.value_10e9_per_l, count.original_value) == (
+        comparator,
+        number,
+        original,
+    )
+
+
+@pytest.mark.parametrize("value", ["12", "<5", "<=5", ">1000"])
+def test_numeric_values_keep_working(value: str) -> None:
+    count = only_result(message(platelet_obx(value=value))).count
+    assert count is not None
+    assert count.original_value == value
+
+
+def test_a_structured_numeric_and_its_numeric_form_are_the_same_event() -> None:
+    """The same result sent as SN ^12 or as NM 12 is one result: a resend in the other form is
+    recognised as a duplicate."""
+    structured = only_result(message(platelet_obx(kind="SN", value="^12")))
+    numeric = only_result(message(platelet_obx(value="12")))
+    assert structured == numeric
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("^10^-^20", "range"),
+        ("^1^:^128", "ratio"),
+        ("^1^/^128", "ratio"),
+        ("^2^+", "categor"),
+        ("<>^5", "comparator"),
+        ("^abc", "not a number"),
+    ],
+)
+def test_a_structured_numeric_that_is_no_single_count_is_refused_naming_obx_5(
+    value: str, words: str
+) -> None:
+    result = read(message(platelet_obx(kind="SN", value=value)))
+    (rejection,) = result.rejections
+    assert rejection.reason is RejectReason.UNREADABLE_VALUE
+    assert rejection.location == "OBX[1] of OBR 1-5"
+    assert words in rejection.message
+    assert "no value" not in rejection.message
+    ack = parse(build_ack(result, result.ack_code, result.rejections, RECEIVED))
+    (err,) = ack.all("ERR")
+    assert (err.get(2, 1), err.get(2, 2), err.get(3, 1)) == ("OBX[1] of OBR 1", "5", "102")
+
+
+def test_an_empty_structured_numeric_has_no_value() -> None:
+    rejection = only_rejection(message(platelet_obx(kind="SN", value="^")))
+    assert rejection.message == "platelet result has no value"
+
+
+@pytest.mark.parametrize("unit", ["G/L", "10*9/L"])
+def test_giga_per_litre_is_10e9_per_l(unit: str) -> None:
+    count = only_result(message(platelet_obx(kind="SN", value="^12", unit=unit))).count
+    assert count is not None
+    assert (count.value_10e9_per_l, count.original_unit) == (12, unit)
+
+
+def test_grams_per_litre_is_no_platelet_unit() -> None:
+    """UCUM is case-sensitive: G is giga, g is gram. g/L is refused, not read as G/L."""
+    rejection = only_rejection(message(platelet_obx(unit="g/L")))
+    assert rejection.reason is RejectReason.UNKNOWN_UNIT
+
+
+def test_the_labs_own_flags_and_the_loinc_code_are_kept() -> None:
+    result = only_result(message(platelet_obx(kind="SN", value="<^5", flags="LL~AA~<")))
+    assert result.abnormal_flags == ("LL", "AA", "<")
+    assert (result.code.system, result.code.code, result.code.display) == (
+        "LN",
+        "777-3",
+        "Platelets",
+    )
+
+
+def test_a_replay_of_structured_numerics_pages_exactly_as_the_numeric_form(tmp_path: Path) -> None:
+    from services.classifier.replay import Summary, replay
+    from services.classifier.rules import load_rules
+    from services.ingest.treatments import load_treatment_table
+
+    def oru(order: str, collected: str, obx: str) -> bytes:
+        obr = OBR.replace("FL-77", order).replace("20261125074000", collected)
+        return message(obx, obr=obr)
+
+    def alerts(kind: str, values: list[str]) -> list[dict[str, object]]:
+        path = tmp_path / f"{kind}.hl7"
+        days = ["20261118074000", "20261121074000", "20261125074000"]
+        path.write_bytes(
+            b"\n".join(
+                oru(f"FL-{n}", day, platelet_obx(kind=kind, value=value))
+                for n, (day, value) in enumerate(zip(days, values, strict=True))
+            )
+        )
+        summary = Summary()
+        raised = list(replay([path], load_rules(), load_treatment_table(), CONTEXT, summary))
+        assert summary.events == 3
+        assert not summary.rejected
+        return [a.model_dump(exclude={"raised_at", "event_id"}) for a in raised]
+
+    structured = alerts("SN", ["^25", "<^5", "=^28"])
+    assert structured == alerts("NM", ["25", "<5", "28"])
+    assert {a["kind"] for a in structured} >= {"critical_low", "persistent_severe"}

@@ -1,5 +1,8 @@
 """HL7 v2 ORU^R01 (versions 2.3 to 2.5.1) to lab-result outcomes, and the ACK that answers it. Pure.
 
+`read_message` checks MSH and hands the message to the reader READERS registers for its type:
+ORU^R01 here, diagnoses (hl7_diagnoses.py) for ADT^A08 and ADT^A31; any other type is refused.
+
 Each OBX becomes one outcome: a platelet count is published, anything else is filtered, and a
 platelet OBX that cannot be read safely (unknown unit, no patient, no collection time) is
 rejected with an ERR naming the segment and field. The message is acknowledged AA only when it
@@ -11,17 +14,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
-from pydantic import ValidationError
-
 from schemas import (
     Coding,
     LabResult,
     Patient,
-    PatientIdentifier,
     PlateletCount,
     ResultStatus,
 )
 from services.ingest.codes import FeedContext, is_platelet_count
+from services.ingest.hl7_diagnoses import read_adt_diagnoses, read_diagnoses
+from services.ingest.hl7_fields import no_patient, read_patient, refusing_bad_fields
 from services.ingest.hl7_message import Hl7Message, Hl7ParseError, Segment, parse
 from services.ingest.lab_results import lab_result
 from services.ingest.outcomes import (
@@ -34,7 +36,7 @@ from services.ingest.outcomes import (
     field_rejection,
 )
 from services.ingest.status import HL7_RESULT_STATUS, NOT_MEASURED, RETRACTING
-from services.ingest.times import ImplausibleTimeError, parse_hl7_date, parse_hl7_timestamp
+from services.ingest.times import ImplausibleTimeError, parse_hl7_timestamp
 from services.ingest.units import UnknownUnitError, UnreadableValueError, platelet_count
 
 SUPPORTED_VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1"})
@@ -109,8 +111,10 @@ def read_message(raw: bytes, context: FeedContext) -> Hl7Result:
     msh = message.msh
     control_id = msh.get(10)
     message_type = (msh.get(9, 1), msh.get(9, 2))
-    if message_type != ("ORU", "R01"):
-        text = f"only ORU^R01 is accepted, not {'^'.join(message_type)}"
+    reader = READERS.get(message_type)
+    if reader is None:
+        accepted = ", ".join("^".join(kind) for kind in READERS)
+        text = f"only {accepted} are accepted, not {'^'.join(message_type)[:20]}"
         return Hl7Result(
             control_id,
             (Rejection(RejectReason.UNSUPPORTED_MESSAGE, text, location="MSH-9"),),
@@ -124,7 +128,7 @@ def read_message(raw: bytes, context: FeedContext) -> Hl7Result:
             (Rejection(RejectReason.UNSUPPORTED_VERSION, text, location="MSH-12"),),
             message,
         )
-    return Hl7Result(control_id, tuple(_observations(message, context)), message)
+    return Hl7Result(control_id, tuple(reader(message, context)), message)
 
 
 # Where each model field comes from, to name the HL7 field when a value breaks an event limit.
@@ -149,6 +153,20 @@ def _observations(message: Hl7Message, context: FeedContext) -> list[Outcome]:
     for patient_group in _groups_in_order(message):
         outcomes.extend(_group_outcomes(message, patient_group.pid, patient_group.group, context))
     return outcomes
+
+
+def _oru(message: Hl7Message, context: FeedContext) -> list[Outcome]:
+    """An ORU^R01: its observations, then any diagnoses (DG1, PRB) it carries."""
+    return [*_observations(message, context), *read_diagnoses(message, context)]
+
+
+Reader = Callable[[Hl7Message, FeedContext], list[Outcome]]
+# The reader of each accepted MSH-9 message type and trigger event; any other is refused (AR).
+READERS: dict[tuple[str, str], Reader] = {
+    ("ORU", "R01"): _oru,
+    ("ADT", "A08"): read_adt_diagnoses,
+    ("ADT", "A31"): read_adt_diagnoses,
+}
 
 
 def _groups_in_order(message: Hl7Message) -> list[_PatientGroup]:
@@ -181,8 +199,10 @@ def _group_outcomes(
             )
             continue
         outcomes.append(
-            _refusing_bad_fields(
-                where, partial(_platelet_outcome, message, pid, group, obx, code, where, context)
+            refusing_bad_fields(
+                where,
+                partial(_platelet_outcome, message, pid, group, obx, code, where, context),
+                _FIELD_OF_EVENT,
             )
         )
     return outcomes
@@ -195,20 +215,6 @@ def _platelet_code(obx: Segment, context: FeedContext) -> Coding | None:
         if code and is_platelet_count(system, code, context.local_platelet_codes):
             return Coding(system=system, code=code, display=obx.get(3, text_at) or None)
     return None
-
-
-def _refusing_bad_fields(where: str, read: Callable[[], Outcome]) -> Outcome:
-    """The outcome `read` gives, or a rejection naming the field that stops it: an implausible
-    time, or a value beyond an event limit (schemas/events.py), named by its HL7 field."""
-    try:
-        return read()
-    except FieldRefused as error:
-        return error.rejection(RejectReason.INVALID_FIELDS)
-    except ValidationError as error:
-        first = error.errors(include_input=False, include_url=False)[0]
-        loc = ".".join([error.title, *(str(part) for part in first["loc"])])
-        location = next((f for key, f in _FIELD_OF_EVENT.items() if loc.startswith(key)), where)
-        return field_rejection(RejectReason.INVALID_FIELDS, location, f"{location}: {first['msg']}")
 
 
 def _platelet_outcome(
@@ -228,13 +234,9 @@ def _platelet_outcome(
             f"{where}-11",
             f"result status {status_code[:20]!r} is not in table 0085",
         )
-    patient = _patient(message, pid)
+    patient = read_patient(message, pid)
     if patient is None:
-        return field_rejection(
-            RejectReason.NO_PATIENT_IDENTIFIER,
-            "PID-3",
-            "no patient identifier (PID-3 with an ID and an assigning authority or MSH-4)",
-        )
+        return no_patient()
     collected_at = _collection_time(group, obx, where, context)
     if collected_at is None:
         return field_rejection(
@@ -243,8 +245,15 @@ def _platelet_outcome(
             "no specimen collection time (OBX-14, SPM-17 or OBR-7)",
         )
     times = (collected_at, _verified_time(message, group, obx, where, context))
-    values = obx.repetitions(5)
-    if not values or not obx.get(5):
+    if len(obx.repetitions(5)) > 1:
+        return field_rejection(
+            RejectReason.UNREADABLE_VALUE, f"{where}-5", "platelet result repeats its value"
+        )
+    try:
+        value = _value_text(obx)
+    except UnreadableValueError as error:
+        return field_rejection(RejectReason.UNREADABLE_VALUE, f"{where}-5", str(error))
+    if not value:
         if status in RETRACTING:
             return Publish(
                 _lab_result(message, pid, patient, group, obx, code, status, None, times, context)
@@ -254,13 +263,9 @@ def _platelet_outcome(
         return field_rejection(
             RejectReason.UNREADABLE_VALUE, f"{where}-5", "platelet result has no value"
         )
-    if len(values) > 1:
-        return field_rejection(
-            RejectReason.UNREADABLE_VALUE, f"{where}-5", "platelet result repeats its value"
-        )
     unit = obx.get(6, 1) or obx.get(6, 2)
     try:
-        count = platelet_count(_value_text(obx), unit)
+        count = platelet_count(value, unit)
     except UnknownUnitError as error:
         return field_rejection(RejectReason.UNKNOWN_UNIT, f"{where}-6", str(error))
     except UnreadableValueError as error:
@@ -270,37 +275,29 @@ def _platelet_outcome(
     )
 
 
+# SN separators (HL7 v2.5 2A.72) that make the value something other than one number.
+_SN_NOT_A_COUNT = {"-": "a range", ":": "a ratio", "/": "a ratio", "+": "a categorical value"}
+
+
 def _value_text(obx: Segment) -> str:
-    """OBX-5 as a plain value; an SN (structured numeric) "<^5" reads as "<5"."""
-    if obx.get(2) == "SN":
-        parts = obx.components(5)
-        comparator, number = [*parts, "", ""][:2]
-        if len(parts) > 2 and any(parts[2:]):
-            raise UnreadableValueError(f"a range or ratio ({'^'.join(parts)}) is not a count")
-        return f"{comparator}{number}"
-    return obx.get(5)
-
-
-def _patient(message: Hl7Message, pid: Segment | None) -> Patient | None:
-    """PID-3: the MR-typed identifier if there is one, else the first with an ID."""
-    if pid is None:
-        return None
-    candidates = []
-    for index, _ in enumerate(pid.repetitions(3)):
-        mrn = pid.get(3, 1, repetition=index)
-        if mrn:
-            authority = pid.get(3, 4, 1, index) or pid.get(3, 4, 2, index)
-            candidates.append((pid.get(3, 5, repetition=index) != "MR", mrn, authority))
-    if not candidates:
-        return None
-    _, mrn, authority = sorted(candidates, key=lambda c: c[0])[0]
-    authority = authority or message.msh.get(4, 1) or message.msh.get(4, 2)
-    if not authority:
-        return None
-    return Patient(
-        identifier=PatientIdentifier(authority=authority, mrn=mrn),
-        birth_date=parse_hl7_date(pid.get(7)),
-    )
+    """OBX-5 as a plain value, "" when empty. A structured numeric (SN) reads as the NM form of
+    the same number: "^12" and "=^12" as "12", "<^5" as "<5", so both forms give one event.
+    Raises UnreadableValueError for an SN that is no single count: a range (^10^-^20), a ratio
+    (^1^:^128), a categorical value (^2^+) or a comparator no count can carry (<>)."""
+    if obx.get(2) != "SN":
+        return obx.get(5)
+    comparator, number, *rest = [*obx.components(5), "", ""]
+    separator = next((part for part in rest if part), "")
+    if separator:
+        what = _SN_NOT_A_COUNT.get(rest[0], "a structured numeric with two numbers")
+        sent = "^".join(obx.components(5))[:32]
+        raise UnreadableValueError(f"OBX-5 is {what} ({sent}), not a single platelet count")
+    if comparator not in ("", "=", "<", "<=", ">", ">="):
+        raise UnreadableValueError(
+            f"OBX-5 comparator {comparator[:8]!r} is not one a platelet count can carry "
+            "(<, <=, >, >= or =)"
+        )
+    return f"{comparator.lstrip('=')}{number}"
 
 
 def _first_timestamp(
@@ -406,6 +403,7 @@ def build_ack(result: Hl7Result, code: str, problems: list[Rejection], now: date
     sending = (msh.raw(5), msh.raw(6), msh.raw(3), msh.raw(4)) if msh else ("", "", "", "")
     version = msh.raw(12) if msh else "2.5.1"
     control_id = result.control_id
+    trigger = _clean(msh.get(9, 2), field_sep)[:3] if msh else ""
     stamp = now.strftime("%Y%m%d%H%M%S%z")
     segments = [
         field_sep.join(
@@ -418,7 +416,7 @@ def build_ack(result: Hl7Result, code: str, problems: list[Rejection], now: date
                 sending[3],
                 stamp,
                 "",
-                f"ACK{comp}R01{comp}ACK",
+                f"ACK{comp}{trigger or 'R01'}{comp}ACK",
                 f"ACK{now:%Y%m%d%H%M%S%f}"[:20],
                 "P",
                 version,

@@ -4,11 +4,12 @@ A frame is <VT> message <FS><CR>. The server answers every frame with exactly on
 on the connection it came from (HL7 v2.5 chapter 2, original acknowledgment mode):
 
 - AA only after Kafka acknowledged every event of the message;
-- AE with ERR segments when content was refused (an OBX that cannot be read safely, a message
-  too large, a message a reader failed on): the message is dead-lettered, and the sender must
-  not resend it unchanged;
-- AR when the message as such is not accepted (not ORU^R01, an unsupported version, no readable
-  MSH), or when Kafka cannot take it: then nothing was stored and the sender resends later.
+- AE with ERR segments when content was refused (an OBX, DG1 or PRB that cannot be read
+  safely, a message too large, a message a reader failed on): the message is dead-lettered, and
+  the sender must not resend it unchanged;
+- AR when the message as such is not accepted (a type hl7_oru.READERS has no reader for, an
+  unsupported version, no readable MSH), or when Kafka cannot take it: then nothing was stored
+  and the sender resends later.
 
 A frame larger than the limit is read to its end block without being kept (its first 64 kB,
 size and SHA-256 are dead-lettered) and answered AE, so the stream stays in step. Connections

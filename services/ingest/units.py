@@ -25,6 +25,10 @@ _PER_NANOLITRE = {
 }  # fmt: skip
 _PER_MICROLITRE = {"/ul", "/mm3", "cumm", "/cumm", "{cells}/ul", "cells/ul", "#/ul"}
 
+# UCUM is case-sensitive where the case is the meaning: G/L is giga per litre (10^9/L, as French
+# and Swiss labs write it) but g/L is grams per litre, so these are matched before case-folding.
+_CASE_SENSITIVE_FACTORS = {"G/L": 1.0}
+
 FACTOR_TO_10E9_PER_L: dict[str, float] = {
     **dict.fromkeys(_PER_NANOLITRE, 1.0),
     **dict.fromkeys(_PER_MICROLITRE, 0.001),
@@ -47,7 +51,9 @@ def _canonical_spelling(unit: str) -> str:
 
 def to_10e9_per_l(value: float, unit: str) -> float:
     """Convert a count in `unit` to 10^9/L; raise UnknownUnitError for any unit not in the table."""
-    factor = FACTOR_TO_10E9_PER_L.get(_canonical_spelling(unit))
+    factor = _CASE_SENSITIVE_FACTORS.get(unit.strip().replace(" ", ""))
+    if factor is None:
+        factor = FACTOR_TO_10E9_PER_L.get(_canonical_spelling(unit))
     if factor is None:
         raise UnknownUnitError(f"unknown platelet count unit {unit!r}")
     return round(value * factor, 6)
