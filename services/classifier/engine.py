@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from sys import intern
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -80,8 +80,14 @@ TREATMENTS_KEPT = 100
 
 
 def _code_of(result: LabResult) -> tuple[str, str]:
-    """The result's code, interned: a year of counts holds a handful of distinct codes."""
-    return intern(result.code.system), intern(result.code.code)
+    return _shared_code(result.code.system, result.code.code)
+
+
+@lru_cache(maxsize=256)
+def _shared_code(system: str, code: str) -> tuple[str, str]:
+    """One tuple per distinct code (ingest passes platelet codes only: a handful), shared by
+    every count that has it: a year of counts would otherwise hold one copy each."""
+    return system, code
 
 
 @dataclass(slots=True)
@@ -167,7 +173,7 @@ class Value:
             datetime.fromisoformat(verified).astimezone(UTC) if verified else None,
             seq,
             population,
-            (code[0], code[1]) if code else None,
+            _shared_code(code[0], code[1]) if code else None,
             tuple(flags),
         )
 
