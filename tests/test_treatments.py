@@ -145,3 +145,59 @@ def test_the_table_agrees_with_the_default_lines_of_older_events() -> None:
     """Events sent before ingest stamped the line read it from DEFAULT_LINES: the same lines."""
     table = load_treatment_table()
     assert {category: entry.line for category, entry in table.categories.items()} == DEFAULT_LINES
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "category"),
+    [
+        ("http://www.whocc.no/atc", "B02BX09", "fostamatinib"),
+        ("ATC", "L01XC02", "rituximab"),
+        ("http://www.whocc.no/atc", "G03XA01", "immunosuppressant"),
+        ("http://www.whocc.no/atc", "L04AA06", "immunosuppressant"),
+        ("http://www.whocc.no/atc", "L04AX01", "immunosuppressant"),
+        ("http://www.whocc.no/atc", "L04AD01", "immunosuppressant"),
+        ("RXNORM", "1256", "immunosuppressant"),
+        ("http://www.nlm.nih.gov/research/umls/rxnorm", "3008", "immunosuppressant"),
+        ("http://terminology.hl7.org/CodeSystem/v2-0426", "PLTPH", "platelet_transfusion"),
+        ("http://terminology.hl7.org/CodeSystem/v2-0426", "PLTP", "platelet_transfusion"),
+    ],
+)
+def test_issue_14_codes(system: str, code: str, category: str) -> None:
+    recognised = TABLE.recognise([(system, code)], [])
+    assert recognised is not None
+    assert recognised.category == category
+    assert recognised.line == ("supportive" if category == "platelet_transfusion" else "second")
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("Tavalisse 100 mg BID", "fostamatinib"),
+        ("Tavlesse", "fostamatinib"),
+        ("danazol 200 mg", "immunosuppressant"),
+        ("CellCept 500 mg", "immunosuppressant"),
+        ("Pooled platelets x1", "platelet_transfusion"),
+        ("Platelet pheresis, leukoreduced", "platelet_transfusion"),
+    ],
+)
+def test_issue_14_names(text: str, category: str) -> None:
+    recognised = TABLE.recognise([], [text])
+    assert recognised is not None
+    assert recognised.category == category
+
+
+def test_lusutrombopag_is_not_itp_therapy() -> None:
+    """Licensed for thrombocytopenia in chronic liver disease before a procedure, not for ITP."""
+    assert TABLE.recognise([("http://www.whocc.no/atc", "B02BX07")], ["Mulpleta 3 mg"]) is None
+    assert TABLE.recognise([], ["lusutrombopag"]) is None
+
+
+def test_the_table_knows_the_routes_that_are_not_itp_therapy() -> None:
+    eye = TABLE.local_route([("SCT", "54485002")], [])
+    assert eye is not None
+    assert "Ophthalmic" in eye
+    assert TABLE.local_route([], ["by inhalation"]) == "by inhalation"
+    assert TABLE.local_route([("http://snomed.info/sct", "26643006")], ["oral"]) is None
+    assert TABLE.local_route([], ["intravenous"]) is None
+    assert TABLE.local_route([], ["transdermal"]) is None
+
