@@ -92,8 +92,10 @@ def test_replay_over_the_conformance_samples() -> None:
     code, alerts, summary = replay(*files)
     assert code == 0
     assert alerts == []  # the published samples hold normal platelet counts only
-    assert "events read: 3" in summary
-    assert "no_patient_identifier: 2" in summary
+    # 3 platelet counts and the H&P Bundle's 2 Conditions; the CCD Bundle's SSN-only patient
+    # refuses its count and its 4 Conditions, and the US Core Observation names no authority
+    assert "events read: 5" in summary
+    assert "no_patient_identifier: 6" in summary
     rules = REPO / "services" / "classifier" / "default_rules.yaml"
     assert rules.is_file()
 
