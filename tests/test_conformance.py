@@ -44,14 +44,17 @@ HL7_EXPECTED: dict[str, tuple[str, list[float], int, list[RejectReason]]] = {
 # file -> (HTTP status, published platelet values, filtered, rejection reasons); the
 # fhirconverter Bundles are batches, answered 200 with a batch-response even in part refused
 FHIR_EXPECTED: dict[str, tuple[int, list[float], int, list[RejectReason]]] = {
-    # its only patient identifier is an SSN, which PlateletWatch never uses as a key
+    # its only patient identifier is an SSN, which PlateletWatch never uses as a key: the
+    # platelet Observation and its 4 Conditions (diagnoses since issue 14) are refused
     "fhirconverter_CCDA_CCD_bundle_777-3_10e9_per_L_LX.json": (
         200,
         [],
-        60,
-        [RejectReason.NO_PATIENT_IDENTIFIER],
+        56,
+        [RejectReason.NO_PATIENT_IDENTIFIER] * 5,
     ),
-    "fhirconverter_CCDA_HandP_bundle_26515-7_10plus3_per_ul.json": (200, [123.0], 36, []),
+    # its 2 Conditions are published as diagnoses (not on record: their clinicalStatus is a
+    # SNOMED "Alive and well", not a condition-clinical code)
+    "fhirconverter_CCDA_HandP_bundle_26515-7_10plus3_per_ul.json": (200, [123.0], 34, []),
     "fhirconverter_LAB-ORU-2_bundle_11125-2_giga_per_L.json": (200, [], 25, []),
     "fhirconverter_LRI_CBC_bundle_26515-7_cells_per_uL.json": (200, [210.0], 41, []),
     "reportstream_bundle_observation_corrected.json": (202, [], 19, []),
@@ -61,6 +64,10 @@ FHIR_EXPECTED: dict[str, tuple[int, list[float], int, list[RejectReason]]] = {
     # the authority of its EHR's patient ids (see test_uscore_with_a_reference_authority)
     "uscore_observation-cbc-platelets.json": (422, [], 0, [RejectReason.NO_PATIENT_IDENTIFIER]),
 }
+
+
+# file -> diagnoses published beside its platelet values (FHIR Conditions)
+FHIR_DIAGNOSES = {"fhirconverter_CCDA_HandP_bundle_26515-7_10plus3_per_ul.json": 2}
 
 
 def _summary(outcomes: list[object]) -> tuple[list[float], int, list[RejectReason]]:
@@ -141,7 +148,7 @@ async def test_samples_through_a_running_ingest(topics: Settings, start_service)
                 published = [status for status in statuses if status == "201 Created"]
             else:
                 published = [e for e in body.get("entries", []) if e["outcome"] == "published"]
-            assert len(published) == len(values), name
+            assert len(published) == len(values) + FHIR_DIAGNOSES.get(name, 0), name
 
     servers = topics.kafka_bootstrap_servers or ""
     results = [

@@ -92,8 +92,10 @@ def test_replay_over_the_conformance_samples() -> None:
     code, alerts, summary = replay(*files)
     assert code == 0
     assert alerts == []  # the published samples hold normal platelet counts only
-    assert "events read: 3" in summary
-    assert "no_patient_identifier: 2" in summary
+    # 3 platelet counts and the H&P Bundle's 2 Conditions; the CCD Bundle's SSN-only patient
+    # refuses its count and its 4 Conditions, and the US Core Observation names no authority
+    assert "events read: 5" in summary
+    assert "no_patient_identifier: 6" in summary
     rules = REPO / "services" / "classifier" / "default_rules.yaml"
     assert rules.is_file()
 
@@ -120,3 +122,28 @@ def test_a_file_that_is_not_text_is_a_counted_rejection(tmp_path: Path) -> None:
     code, alerts, summary = replay(str(garbage))
     assert (code, alerts) == (0, [])
     assert "invalid_json: 1" in summary
+
+
+def test_ndjson_diagnosis_events_are_read_like_treatments(tmp_path: Path) -> None:
+    """A PlateletWatch diagnosis event has "kind": "diagnosis" and no "category"."""
+    from datetime import UTC, datetime
+
+    from schemas import Coding, DiagnosisEvent, Patient, PatientIdentifier
+    from services.classifier.replay import _read
+    from services.ingest.codes import FeedContext
+    from services.ingest.treatments import load_treatment_table
+
+    received = datetime(2026, 11, 25, tzinfo=UTC)
+    diagnosis = DiagnosisEvent(
+        event_id="d-1",
+        source="json",
+        patient=Patient(identifier=PatientIdentifier(authority="HOSP", mrn="42")),
+        diagnosis_id="PRB-1",
+        codes=(Coding(system="http://hl7.org/fhir/sid/icd-10", code="D69.3"),),
+        on_record=True,
+        received_at=received,
+    )
+    events = tmp_path / "context.ndjson"
+    events.write_text(diagnosis.model_dump_json() + "\n")
+    context = FeedContext(received_at=received, local_zone=UTC)
+    assert list(_read(events, context, load_treatment_table())) == [diagnosis]

@@ -145,3 +145,137 @@ def test_the_table_agrees_with_the_default_lines_of_older_events() -> None:
     """Events sent before ingest stamped the line read it from DEFAULT_LINES: the same lines."""
     table = load_treatment_table()
     assert {category: entry.line for category, entry in table.categories.items()} == DEFAULT_LINES
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "category"),
+    [
+        ("http://www.whocc.no/atc", "B02BX09", "fostamatinib"),
+        ("ATC", "L01XC02", "rituximab"),
+        ("http://www.whocc.no/atc", "G03XA01", "immunosuppressant"),
+        ("http://www.whocc.no/atc", "L04AA06", "immunosuppressant"),
+        ("http://www.whocc.no/atc", "L04AX01", "immunosuppressant"),
+        ("http://www.whocc.no/atc", "L04AD01", "immunosuppressant"),
+        ("RXNORM", "1256", "immunosuppressant"),
+        ("http://www.nlm.nih.gov/research/umls/rxnorm", "3008", "immunosuppressant"),
+        ("http://terminology.hl7.org/CodeSystem/v2-0426", "PLTPH", "platelet_transfusion"),
+        ("http://terminology.hl7.org/CodeSystem/v2-0426", "PLTP", "platelet_transfusion"),
+    ],
+)
+def test_issue_14_codes(system: str, code: str, category: str) -> None:
+    recognised = TABLE.recognise([(system, code)], [])
+    assert recognised is not None
+    assert recognised.category == category
+    assert recognised.line == ("supportive" if category == "platelet_transfusion" else "second")
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("Tavalisse 100 mg BID", "fostamatinib"),
+        ("Tavlesse", "fostamatinib"),
+        ("danazol 200 mg", "immunosuppressant"),
+        ("CellCept 500 mg", "immunosuppressant"),
+        ("Pooled platelets x1", "platelet_transfusion"),
+        ("Platelet pheresis, leukoreduced", "platelet_transfusion"),
+    ],
+)
+def test_issue_14_names(text: str, category: str) -> None:
+    recognised = TABLE.recognise([], [text])
+    assert recognised is not None
+    assert recognised.category == category
+
+
+def test_lusutrombopag_is_not_itp_therapy() -> None:
+    """Licensed for thrombocytopenia in chronic liver disease before a procedure, not for ITP."""
+    assert TABLE.recognise([("http://www.whocc.no/atc", "B02BX07")], ["Mulpleta 3 mg"]) is None
+    assert TABLE.recognise([], ["lusutrombopag"]) is None
+
+
+def test_the_table_knows_the_routes_that_are_not_itp_therapy() -> None:
+    eye = TABLE.local_route([("SCT", "54485002")], [])
+    assert eye is not None
+    assert "Ophthalmic" in eye
+    assert TABLE.local_route([], ["by inhalation"]) == "by inhalation"
+    assert TABLE.local_route([("http://snomed.info/sct", "26643006")], ["oral"]) is None
+    assert TABLE.local_route([], ["intravenous"]) is None
+    assert TABLE.local_route([], ["transdermal"]) is None
+
+
+@pytest.mark.parametrize(
+    "status", ["intended", "not-taken", "on-hold", "cancelled", "unknown", "entered-in-error"]
+)
+def test_context_therapy_that_was_not_given_is_filtered(status: str) -> None:
+    outcome = classify_context(submission(status=status), CONTEXT, TABLE)
+    assert isinstance(outcome, Filter)
+    assert status in outcome.detail
+
+
+def test_context_stopped_counts_only_with_its_end() -> None:
+    assert isinstance(classify_context(submission(status="stopped"), CONTEXT, TABLE), Filter)
+    stopped = classify_context(
+        submission(status="stopped", ended_at="2026-11-22T10:00:00Z"), CONTEXT, TABLE
+    )
+    assert isinstance(stopped, Publish)
+    assert isinstance(stopped.event, MedicationEvent)
+    assert stopped.event.ended_at == datetime(2026, 11, 22, 10, tzinfo=UTC)
+
+
+def test_context_route_eye_drops_are_filtered_and_a_systemic_route_is_kept() -> None:
+    eye = {"system": "http://snomed.info/sct", "code": "54485002", "display": "Ophthalmic route"}
+    drops = classify_context(submission(name="dexamethasone 0.1%", route=eye), CONTEXT, TABLE)
+    assert isinstance(drops, Filter)
+    assert "Ophthalmic" in drops.detail
+    oral = {"system": "http://snomed.info/sct", "code": "26643006", "display": "Oral route"}
+    tablets = classify_context(submission(name="dexamethasone 40 mg", route=oral), CONTEXT, TABLE)
+    assert isinstance(tablets, Publish)
+    assert isinstance(tablets.event, MedicationEvent)
+    assert tablets.event.route is not None
+    assert tablets.event.route.code == "26643006"
+    assert tablets.event.line == "first"
+
+
+def test_context_events_carry_their_line_of_therapy() -> None:
+    lines = []
+    for name in ("Nplate 250 mcg", "Splenectomy", "Platelet transfusion", "vincristine"):
+        outcome = classify_context(submission(name=name), CONTEXT, TABLE)
+        assert isinstance(outcome, Publish)
+        lines.append(outcome.event.line)
+    assert lines == ["second", "procedure", "supportive", "cytotoxic"]
+
+
+def diagnosis_body(**changes: Any) -> bytes:
+    body: dict[str, Any] = {
+        "kind": "diagnosis",
+        "patient": {"identifier": {"authority": "HOSP", "mrn": "42"}},
+        "diagnosis_id": "PROBLEM-7",
+        "codes": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "D69.3"}],
+        "name": "Immune thrombocytopenia",
+        "recorded_at": "2026-11-02T10:00:00Z",
+    }
+    body.update(changes)
+    return json.dumps(body).encode()
+
+
+def test_context_diagnosis_becomes_a_diagnosis_event() -> None:
+    from schemas import DiagnosisEvent
+
+    outcome = classify_context(diagnosis_body(), CONTEXT, TABLE)
+    assert isinstance(outcome, Publish)
+    event = outcome.event
+    assert isinstance(event, DiagnosisEvent)
+    assert (event.diagnosis_id, event.on_record, event.source) == ("PROBLEM-7", True, "json")
+    assert event.codes[0].code == "D69.3"
+    retracted = classify_context(diagnosis_body(on_record=False), CONTEXT, TABLE)
+    assert isinstance(retracted, Publish)
+    assert retracted.event.event_id != event.event_id
+    again = classify_context(diagnosis_body(), CONTEXT, TABLE)
+    assert isinstance(again, Publish)
+    assert again.event.event_id == event.event_id
+
+
+def test_context_diagnosis_without_codes_or_with_treatment_fields_is_refused() -> None:
+    for body in (diagnosis_body(codes=[]), diagnosis_body(started_at="2026-11-20T10:00:00Z")):
+        refused = classify_context(body, CONTEXT, TABLE)
+        assert isinstance(refused, Rejection)
+        assert refused.reason is RejectReason.INVALID_FIELDS

@@ -1,9 +1,10 @@
 """Offline replay: the classifier's engine over files, no broker. Pure apart from reading files.
 
 Inputs, in the order given: HL7 v2 files (messages separated by blank lines or MLLP-framed),
-FHIR R4 Bundles or resources (JSON), or NDJSON of PlateletWatch events (lab results and
-treatment context) or FHIR resources. The same ingest parsers and the same engine as the services
-are used, so a hospital can tune its rules file on last month's data and trust the result.
+FHIR R4 Bundles or resources (JSON, Conditions included), or NDJSON of PlateletWatch events (lab
+results, treatment context and diagnoses) or FHIR resources. The same ingest parsers and the same
+engine as the services are used, so a hospital can tune its rules file on last month's data and
+trust the result.
 """
 
 import gc
@@ -85,14 +86,15 @@ def _is_json_object(line: str) -> bool:
 def _ndjson_line(
     line: str, number: int, path: Path, context: FeedContext, treatments: TreatmentTable
 ) -> Read:
-    """One line: a lab result, a treatment, or a FHIR resource, told apart by their keys."""
+    """One line: a lab result, a treatment or diagnosis, or a FHIR resource, told apart by their
+    keys (a diagnosis event has a "kind" and no "category")."""
     try:
         if '"resourceType"' in line:
             (entry,) = read_fhir(line.encode(), context, treatments)
             return _unwrapped(entry.outcome)
         if '"result_id"' in line:
             return LabResult.model_validate_json(line)
-        if '"category"' in line:
+        if '"category"' in line or '"kind"' in line:
             return clinical_context_adapter.validate_json(line)
         json.loads(line)
     except ValidationError as error:
@@ -102,7 +104,7 @@ def _ndjson_line(
         return Rejection(RejectReason.INVALID_FIELDS, message)
     except ValueError as error:
         return Rejection(RejectReason.INVALID_JSON, f"{path.name}:{number}: {error}")
-    message = f"{path.name}:{number}: neither a lab result nor a treatment"
+    message = f"{path.name}:{number}: neither a lab result nor clinical context"
     return Rejection(RejectReason.INVALID_FIELDS, message)
 
 

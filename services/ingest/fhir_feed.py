@@ -1,5 +1,10 @@
 """FHIR R4 resources and Bundles to outcomes, one per entry. Pure.
 
+Platelet Observations become lab results; MedicationAdministration, MedicationStatement and
+Procedure of a treatment in the treatment table become treatment events (only when the treatment
+was given or is being given, by a systemic route: anything else is filtered with the reason);
+Conditions become diagnoses.
+
 Entries are validated one by one with fhir.resources (R4B models): an invalid entry that has
 nothing to do with platelets or treatments is filtered and its problem reported, and never
 blocks the platelet Observation beside it; an invalid platelet Observation or treatment is
@@ -22,7 +27,9 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from schemas import (
+    MAX_FLAGS,
     Coding,
+    DiagnosisEvent,
     Dose,
     MedicationEvent,
     Patient,
@@ -48,9 +55,24 @@ from services.ingest.units import UnknownUnitError, UnreadableValueError, platel
 
 ACCEPTED_BUNDLE_TYPES = frozenset({"collection", "transaction", "batch", "message"})
 TREATMENT_RESOURCES = frozenset({"MedicationAdministration", "MedicationStatement", "Procedure"})
-# Statuses meaning the treatment was not (or not really) given.
-_NOT_GIVEN = frozenset(
-    {"not-done", "entered-in-error", "not-taken", "cancelled", "preparation", "unknown"}
+# Statuses (FHIR R4 medication-admin-status, medication-statement-status, event-status) under
+# which the treatment was given or is being given. Any other status (not-done, entered-in-error,
+# preparation, unknown; a statement intended, not-taken, on-hold or unknown) is not therapy.
+_GIVEN: dict[str, frozenset[str]] = {
+    "MedicationAdministration": frozenset({"completed", "in-progress", "on-hold", "stopped"}),
+    "MedicationStatement": frozenset({"active", "completed"}),
+    "Procedure": frozenset({"completed", "in-progress", "on-hold", "stopped"}),
+}
+# A statement "stopped" was taken and then halted: therapy only when its period says when.
+_GIVEN_WITH_A_PERIOD = {"MedicationStatement": "stopped"}
+# Condition.clinicalStatus (condition-clinical) and verificationStatus (condition-ver-status).
+_ON_RECORD = frozenset({"active", "recurrence", "relapse"})
+_NOT_ON_RECORD = frozenset({"refuted", "entered-in-error"})
+# Code systems listed first among a diagnosis' codes (the event keeps at most MAX_FLAGS).
+_DIAGNOSIS_SYSTEMS = (
+    "http://hl7.org/fhir/sid/icd-10",
+    "http://hl7.org/fhir/sid/icd-10-cm",
+    "http://snomed.info/sct",
 )
 _UCUM = "http://unitsofmeasure.org"
 _SSN_SYSTEMS = frozenset({"http://hl7.org/fhir/sid/us-ssn", "urn:oid:2.16.840.1.113883.4.1"})
@@ -189,12 +211,17 @@ def _entry(
         if resource_type in TREATMENT_RESOURCES
         else None
     )
-    relevant = recognised is not None or (
-        resource_type == "Observation" and _platelet_coding(resource, context) is not None
+    diagnosis = resource_type == "Condition" and bool(_codings(resource.get("code")))
+    relevant = (
+        recognised is not None
+        or diagnosis
+        or (resource_type == "Observation" and _platelet_coding(resource, context) is not None)
     )
     problems = _validation_errors(resource_type, resource, where)
     if not relevant:
         detail = f"{resource_type or 'entry'} not used by PlateletWatch"
+        if resource_type == "Condition":
+            detail = "Condition with no coded diagnosis (code.coding) not used by PlateletWatch"
         if problems:
             detail += f" (also invalid: {problems[0]['msg']} at {problems[0]['loc']})"
         return outcome(Filter(detail))
@@ -207,7 +234,11 @@ def _entry(
         if isinstance(patient, Rejection):
             return outcome(patient)
         if recognised is not None:
-            return outcome(_treatment(resource, bundle, recognised, patient, where, context))
+            return outcome(
+                _treatment(resource, bundle, recognised, treatments, patient, where, context)
+            )
+        if diagnosis:
+            return outcome(_diagnosis(resource, patient, full_url, where, context))
         return outcome(_observation(resource, patient, full_url, where, context))
     except FieldRefused as error:
         return outcome(error.rejection(RejectReason.INVALID_FHIR))
@@ -389,16 +420,21 @@ def _result_id(
     resource: Json, full_url: str | None, patient: Patient, code: Coding, collected: datetime
 ) -> str:
     """Observation id, else a business identifier, else what identifies it clinically."""
+    return _identity(resource, full_url, "Observation") or "obs:" + stable_event_id(
+        patient.identifier.key, code.system, code.code, collected.isoformat()
+    )
+
+
+def _identity(resource: Json, full_url: str | None, resource_type: str) -> str | None:
+    """The resource's id, else a business identifier, else a fullUrl that is no urn:uuid."""
     if resource_id := _text(resource.get("id")):
-        return f"Observation/{resource_id}"
+        return f"{resource_type}/{resource_id}"
     for identifier in _objects(resource.get("identifier")):
         if value := _text(identifier.get("value")):
             return f"{_text(identifier.get('system')) or ''}|{value}"
     if full_url and not full_url.startswith("urn:uuid:"):
         return full_url
-    return "obs:" + stable_event_id(
-        patient.identifier.key, code.system, code.code, collected.isoformat()
-    )
+    return None
 
 
 def _first_time(
@@ -440,17 +476,28 @@ def _treatment(
     resource: Json,
     bundle: _Bundle,
     recognised: Recognised,
+    treatments: TreatmentTable,
     patient: Patient,
     where: str,
     context: FeedContext,
 ) -> Outcome:
+    """The treatment event, or a Filter saying why it is not therapy: not given (by its status),
+    or given only by local routes (eye, ear, skin, airways, nose)."""
+    resource_type = resource["resourceType"]
     status = _text(resource.get("status")) or ""
-    if status in _NOT_GIVEN:
-        return Filter(f"{resource['resourceType']} with status {status!r}: not given")
     effective, performed = (
         _object(resource.get("effectivePeriod")),
         _object(resource.get("performedPeriod")),
     )
+    if _GIVEN_WITH_A_PERIOD.get(resource_type) == status and "start" not in effective:
+        return Filter(f"{resource_type} with status {status!r} and no effectivePeriod: not given")
+    if status not in _GIVEN[resource_type] and _GIVEN_WITH_A_PERIOD.get(resource_type) != status:
+        return Filter(f"{resource_type} with status {status!r}: not given")
+    routes = _routes(resource)
+    systemic = [route for route in routes if _local_route(route, treatments) is None]
+    if routes and not systemic:
+        local = _local_route(routes[0], treatments)
+        return Filter(f"{resource_type} by the route {local!r}: not ITP therapy")
     when = _first_time(
         context,
         (f"{where}.effectiveDateTime", resource.get("effectiveDateTime")),
@@ -476,6 +523,7 @@ def _treatment(
         "source": "fhir",
         "patient": patient,
         "category": recognised.category,
+        "line": recognised.line,
         "code": _first_coding(concept),
         "name": name,
         "received_at": context.received_at,
@@ -485,7 +533,94 @@ def _treatment(
         return Publish(ProcedureEvent(performed_at=when, **common))
     if recognised.kind == "transfusion":
         return Publish(TransfusionEvent(started_at=when, dose=dose, **common))
-    return Publish(MedicationEvent(started_at=when, ended_at=ended, dose=dose, **common))
+    route = _route_coding(systemic[0]) if systemic else None
+    return Publish(
+        MedicationEvent(started_at=when, ended_at=ended, dose=dose, route=route, **common)
+    )
+
+
+def _routes(resource: Json) -> list[Json]:
+    """The routes the dosage names: MedicationAdministration.dosage.route, or the route of each
+    of a MedicationStatement's dosages."""
+    dosage = resource.get("dosage")
+    dosages = [dosage] if isinstance(dosage, dict) else _objects(dosage)
+    return [route for d in dosages if (route := _object(d.get("route"))) and _route_named(route)]
+
+
+def _route_named(route: Json) -> bool:
+    return bool(_codings(route) or _texts(route))
+
+
+def _local_route(route: Json, treatments: TreatmentTable) -> str | None:
+    return treatments.local_route(_codings(route), _texts(route))
+
+
+def _route_coding(route: Json) -> Coding:
+    """The route as the evidence names it: its first coding, else its text alone."""
+    text = _text(route.get("text"))
+    coding = _first_coding(route)
+    if coding is not None:
+        return coding if coding.display or not text else coding.model_copy(update={"display": text})
+    return Coding(system="", code="", display=next(iter(_texts(route)), None))
+
+
+def _diagnosis(
+    resource: Json, patient: Patient, full_url: str | None, where: str, context: FeedContext
+) -> Outcome:
+    """A Condition as a diagnosis: on record while active, recurring or relapsed and neither
+    refuted nor entered in error; otherwise the event retracts the diagnosis with its id."""
+    codings = [
+        Coding(system=_text(c.get("system")) or "", code=code, display=_text(c.get("display")))
+        for c in _objects(_object(resource.get("code")).get("coding"))
+        if (code := _text(c.get("code")))
+    ]
+    codings.sort(key=lambda c: c.system not in _DIAGNOSIS_SYSTEMS)  # stable: else as given
+    clinical = _condition_status(resource.get("clinicalStatus"), "condition-clinical")
+    verification = _condition_status(resource.get("verificationStatus"), "condition-ver-status")
+    diagnosis_id = _condition_id(resource, full_url, patient, codings)
+    version = _text(_object(resource.get("meta")).get("versionId")) or ""
+    return Publish(
+        DiagnosisEvent(
+            event_id=stable_event_id(
+                "context",
+                "fhir",
+                patient.identifier.key,
+                diagnosis_id,
+                version,
+                clinical,
+                verification,
+            ),
+            source="fhir",
+            patient=patient,
+            diagnosis_id=diagnosis_id,
+            codes=tuple(codings[:MAX_FLAGS]),
+            name=_text(_object(resource.get("code")).get("text")),
+            on_record=clinical in _ON_RECORD and verification not in _NOT_ON_RECORD,
+            recorded_at=_first_time(
+                context,
+                (f"{where}.recordedDate", resource.get("recordedDate")),
+                (f"{where}.onsetDateTime", resource.get("onsetDateTime")),
+                required=False,
+            ),
+            received_at=context.received_at,
+        )
+    )
+
+
+def _condition_status(concept: object, code_system: str) -> str:
+    """The code from the HL7 terminology code system (or a coding naming no system); a code
+    from another system (a converter's SNOMED "Alive and well") is no status."""
+    system = f"http://terminology.hl7.org/CodeSystem/{code_system}"
+    return next((code for s, code in _codings(concept) if s in (system, "")), "")
+
+
+def _condition_id(
+    resource: Json, full_url: str | None, patient: Patient, codings: list[Coding]
+) -> str:
+    """Condition id, else a business identifier, else the fullUrl, else the patient's codes."""
+    return _identity(resource, full_url, "Condition") or "condition:" + stable_event_id(
+        patient.identifier.key, *(f"{c.system}|{c.code}" for c in codings)
+    )
 
 
 def _first_coding(concept: Json) -> Coding | None:

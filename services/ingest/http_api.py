@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 
 from services.config import Settings
 from services.ingest.codes import FeedContext
-from services.ingest.context_feed import ClinicalContextSubmission, classify_context
+from services.ingest.context_feed import CONTEXT_BODY_SCHEMA, classify_context
 from services.ingest.deadletter import Source
 from services.ingest.fhir_feed import EntryOutcome, read_fhir
 from services.ingest.http_answers import (
@@ -102,12 +102,12 @@ def _send(answer: Answer) -> Response:
     )
 
 
-def _json_body(model: Any) -> dict[str, Any]:
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     """OpenAPI description of a body read raw (so a bad one can be dead-lettered byte for byte)."""
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
+            "content": {"application/json": {"schema": schema}},
         }
     }
 
@@ -223,7 +223,7 @@ def create_app(
         "/v1/lab-results",
         status_code=202,
         dependencies=[Depends(authorised)],
-        openapi_extra=_json_body(LabResultSubmission),
+        openapi_extra=_json_body(LabResultSubmission.model_json_schema()),
         responses=problems,
     )
     async def post_lab_result(request: Request) -> Response:
@@ -241,12 +241,14 @@ def create_app(
         "/v1/clinical-context",
         status_code=202,
         dependencies=[Depends(authorised)],
-        openapi_extra=_json_body(ClinicalContextSubmission),
+        openapi_extra=_json_body(CONTEXT_BODY_SCHEMA),
         responses=problems,
     )
     async def post_clinical_context(request: Request) -> Response:
-        """One treatment given (steroid, IVIG, rituximab, TPO-RA, splenectomy, transfusion...).
-        Errors are RFC 9457 problem details (application/problem+json)."""
+        """One treatment given (steroid, IVIG, rituximab, TPO-RA, splenectomy, transfusion...),
+        or, with "kind": "diagnosis", a diagnosis on record. A treatment not given (intended,
+        not-taken, cancelled...) or given by an eye, ear, skin, inhaled or nasal route is
+        accepted and filtered. Errors are RFC 9457 problem details (application/problem+json)."""
         return await ingest(
             request,
             "json",
@@ -273,9 +275,9 @@ def create_app(
     )
     async def post_fhir(request: Request) -> Response:
         """A FHIR R4 Bundle (collection, transaction, batch, message) or one resource
-        (Observation, MedicationAdministration, MedicationStatement, Procedure). A batch or
-        transaction is answered with a batch-response or transaction-response (one entry per
-        request entry); anything else with one outcome per entry. Every error is an
+        (Observation, MedicationAdministration, MedicationStatement, Procedure, Condition). A
+        batch or transaction is answered with a batch-response or transaction-response (one
+        entry per request entry); anything else with one outcome per entry. Every error is an
         OperationOutcome."""
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type not in FHIR_MEDIA_TYPES:

@@ -2,7 +2,9 @@
 
 Codes are matched exactly (after mapping HL7 v2 coding-system names to their URIs); names match
 case-insensitively as whole words or phrases, so "Solu-Medrol 125 mg IV" is a corticosteroid
-and "prednisolone acetate" is too, while "pred" alone is nothing.
+and "prednisolone acetate" is too, while "pred" alone is nothing. Routes by which a medicine is
+not ITP therapy (eye, ear, skin, airways, nose) are recognised the same way, from the table's
+`local_routes`.
 """
 
 import re
@@ -52,6 +54,14 @@ class TreatmentEntry(BaseModel):
     codes: tuple[_Code, ...] = ()
 
 
+class LocalRoutes(BaseModel):
+    """Routes that keep a medicine where it is put (eye drops, inhalers...): not ITP therapy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    names: tuple[str, ...]
+    codes: tuple[_Code, ...] = ()
+
+
 @dataclass(frozen=True)
 class Recognised:
     category: TreatmentCategory
@@ -65,6 +75,7 @@ class TreatmentTable(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     version: str
     categories: dict[TreatmentCategory, TreatmentEntry]
+    local_routes: LocalRoutes = LocalRoutes(names=())
     unverified: tuple[dict[str, str], ...] = ()
 
     @cached_property
@@ -78,12 +89,20 @@ class TreatmentTable(BaseModel):
     @cached_property
     def _by_name(self) -> list[tuple[re.Pattern[str], TreatmentCategory]]:
         patterns = [
-            (re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])", re.IGNORECASE), category)
+            (_whole_words(name), category)
             for category, entry in self.categories.items()
             for name in entry.names
         ]
         # Longest names first, so "rituxan hycela" wins over a shorter overlapping name.
         return sorted(patterns, key=lambda item: -len(item[0].pattern))
+
+    @cached_property
+    def _local_route_codes(self) -> dict[tuple[str, str], str]:
+        return {(code.system, code.code): code.display for code in self.local_routes.codes}
+
+    @cached_property
+    def _local_route_names(self) -> list[re.Pattern[str]]:
+        return [_whole_words(name) for name in self.local_routes.names]
 
     def _recognised(self, category: TreatmentCategory) -> Recognised:
         entry = self.categories[category]
@@ -100,6 +119,22 @@ class TreatmentTable(BaseModel):
                 if pattern.search(text):
                     return self._recognised(category)
         return None
+
+    def local_route(self, codings: list[tuple[str, str]], texts: list[str]) -> str | None:
+        """What names the route as one that is not ITP therapy (the table's display of a coding,
+        or the text as sent), or None when the route is systemic or not recognised."""
+        for system, code in codings:
+            display = self._local_route_codes.get((canonical_system(system), code.strip()))
+            if display is not None:
+                return f"{display} ({code.strip()})"
+        for text in texts:
+            if any(pattern.search(text) for pattern in self._local_route_names):
+                return text
+        return None
+
+
+def _whole_words(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])", re.IGNORECASE)
 
 
 def canonical_system(system: str) -> str:
