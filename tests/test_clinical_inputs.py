@@ -5,6 +5,7 @@ before refractory and persistent_severe page, and the lab's own flags reach the 
 import re
 from datetime import timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from schemas import (
     Coding,
@@ -15,8 +16,13 @@ from schemas import (
     stable_event_id,
 )
 from services.classifier.engine import History, apply
+from services.classifier.replay import Summary, replay
 from services.classifier.rules import Rules, load_rules
+from services.ingest.codes import FeedContext
+from services.ingest.treatments import load_treatment_table
+from tests.real_time_corpus import oru
 from tests.test_engine import ADULT, RULES, T0, feed, flat, result, treatment
+from tests.test_hl7_diagnoses import adt, dg1
 
 DEFAULT_RULES = Path(__file__).parents[1] / "services/classifier/default_rules.yaml"
 ITP = Coding(system="http://hl7.org/fhir/sid/icd-10", code="D69.3", display="ITP")
@@ -134,3 +140,37 @@ def test_a_smear_estimate_keeps_its_code() -> None:
     )
     (alert,) = apply(History(), estimate, RULES, T0 + timedelta(hours=1))
     assert alert.evidence.results[0].code == Coding(system="http://loinc.org", code="49497-1")
+
+
+def test_replay_pages_the_itp_pager_only_for_a_patient_with_an_itp_diagnosis(
+    tmp_path: Path,
+) -> None:
+    """HL7 end to end: three counts < 30 over 8 days in ORU^R01, and for one of two patients an
+    ADT^A08 carrying the DG1 of ITP. With the diagnosis required, only that patient's
+    persistent_severe pages; both patients' critical counts page."""
+    counts = [("20261101080000", "25"), ("20261104080000", "12"), ("20261109080000", "27")]
+    files = []
+    for mrn in ("ITP-1", "ONC-2"):
+        for n, (collected, value) in enumerate(counts):
+            path = tmp_path / f"{mrn}-{n}.hl7"
+            path.write_bytes(oru(mrn, f"{mrn}-F{n}", value, collected))
+            files.append(path)
+    admission = tmp_path / "adt.hl7"
+    segments = adt(dg1()).decode().split("\r")
+    segments[2] = "PID|1||ITP-1^^^GENHOSP^MR||DOE^JANE||19700501|F"  # the ORU's patient
+    admission.write_bytes("\r".join(segments).encode())
+    gated = tmp_path / "gated.yaml"
+    gated.write_text(
+        DEFAULT_RULES.read_text().replace(
+            "requires_diagnosis: []",
+            'requires_diagnosis: [{system: "http://hl7.org/fhir/sid/icd-10-cm", code: "D69.3"}]',
+        )
+    )
+    context = FeedContext(received_at=T0, local_zone=ZoneInfo("Europe/Paris"))
+    alerts = list(
+        replay([admission, *files], load_rules(gated), load_treatment_table(), context, Summary())
+    )
+    by_patient = {(a.patient.identifier.mrn, a.kind.value) for a in alerts}
+    assert by_patient == {
+        ("ITP-1", "critical_low"), ("ITP-1", "persistent_severe"), ("ONC-2", "critical_low"),
+    }  # fmt: skip
