@@ -15,7 +15,7 @@ from schemas import (
     TreatmentCategory,
     stable_event_id,
 )
-from services.classifier.engine import History, apply
+from services.classifier.engine import DIAGNOSES_KEPT, History, apply
 from services.classifier.replay import Summary, replay
 from services.classifier.rules import Rules, load_rules
 from services.ingest.codes import FeedContext
@@ -174,3 +174,12 @@ def test_replay_pages_the_itp_pager_only_for_a_patient_with_an_itp_diagnosis(
     assert by_patient == {
         ("ITP-1", "critical_low"), ("ITP-1", "persistent_severe"), ("ONC-2", "critical_low"),
     }  # fmt: skip
+
+
+def test_a_patients_diagnoses_on_record_are_bounded() -> None:
+    history = History()
+    for n in range(DIAGNOSES_KEPT + 5):
+        apply(history, diagnosis(Coding(system=ITP.system, code=f"X{n}"), ident=f"D{n}"), RULES, T0)
+    assert len(history.diagnoses) == DIAGNOSES_KEPT
+    assert "D0" not in history.diagnoses
+    assert f"D{DIAGNOSES_KEPT + 4}" in history.diagnoses

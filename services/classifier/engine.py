@@ -77,6 +77,7 @@ SEEN_EVENTS_KEPT = 1000
 # of a tenth so that the one-step path is left only once per batch.
 VALUES_KEPT = 500
 TREATMENTS_KEPT = 100
+DIAGNOSES_KEPT = 50
 
 
 def _code_of(result: LabResult) -> tuple[str, str]:
@@ -344,6 +345,8 @@ def apply(
         history.diagnoses.pop(event.diagnosis_id, None)
         if event.on_record:
             history.diagnoses[event.diagnosis_id] = event
+            if len(history.diagnoses) > DIAGNOSES_KEPT:  # the longest known go first
+                del history.diagnoses[next(iter(history.diagnoses))]
     else:
         history.treatments[event.event_id] = event
     if not history.has_applied(event):
