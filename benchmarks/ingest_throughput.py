@@ -22,6 +22,7 @@ from services.config import Settings
 from services.ingest.codes import FeedContext
 from services.ingest.hl7_oru import read_message
 from services.ingest.mllp import END_BLOCK, frame
+from services.ingest.treatments import load_treatment_table
 from services.kafka.broker import free_loopback_port, provide_broker
 from services.kafka.producer import EventPublisher
 from services.kafka.topics import ensure_topics
@@ -47,7 +48,8 @@ def oru(n: int) -> bytes:
 async def raw_producer(settings: Settings, servers: str) -> dict[str, float]:
     """The same events ingest would publish, written straight to Kafka with acks=all."""
     context = FeedContext(received_at=datetime.now(UTC), local_zone=UTC)
-    events = [read_message(oru(n), context).events[0] for n in range(MESSAGES)]
+    treatments = load_treatment_table()
+    events = [read_message(oru(n), context, treatments).events[0] for n in range(MESSAGES)]
     publisher = EventPublisher(servers, "bench-raw", settings.kafka_produce_timeout_seconds)
     await publisher.start()
     topic = settings.topic_prefix + "bench.raw"

@@ -50,7 +50,7 @@ class Target:
 
 
 def _read_hl7(raw: bytes, context: FeedContext) -> Sequence[Outcome]:
-    result = read_message(raw, context)
+    result = read_message(raw, context, _TREATMENTS)
     build_ack(result, result.ack_code, result.rejections, context.received_at)
     return result.outcomes
 

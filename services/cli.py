@@ -72,7 +72,7 @@ def cmd_ingest(settings: Settings) -> int:
     )
     pipeline = IngestPipeline(settings, publisher)
     mllp = MllpServer(
-        pipeline, settings.bind_host, settings.ingest_mllp_port, MllpLimits.of(settings)
+        pipeline, settings.bind_host, settings.ingest_mllp_port, MllpLimits.of(settings), treatments
     )
 
     async def start() -> None:

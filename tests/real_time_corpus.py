@@ -96,7 +96,7 @@ def ingested(raw: bytes) -> list[bytes]:
     if is_fhir(raw):
         outcomes = [entry.outcome for entry in read_fhir(raw, site_context(), TREATMENTS)]
     else:
-        outcomes = list(read_message(raw, site_context()).outcomes)
+        outcomes = list(read_message(raw, site_context(), TREATMENTS).outcomes)
     assert all(isinstance(o, Publish) for o in outcomes), outcomes
     return [o.event.model_dump_json().encode() for o in outcomes if isinstance(o, Publish)]
 

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.skipif(
     not CONFORMANCE.is_dir(), reason=f"conformance samples not found at {CONFORMANCE}"
 )
 CONTEXT = FeedContext(received_at=datetime(2026, 11, 25, tzinfo=UTC), local_zone=UTC)
+TREATMENTS = load_treatment_table()
 
 # file -> (ACK code, published platelet values in 10^9/L, filtered, rejection reasons)
 HL7_EXPECTED: dict[str, tuple[str, list[float], int, list[RejectReason]]] = {
@@ -88,14 +89,14 @@ def test_every_sample_has_an_expected_outcome() -> None:
 @pytest.mark.parametrize("name", sorted(HL7_EXPECTED))
 def test_hl7_sample(name: str) -> None:
     ack, values, filtered, reasons = HL7_EXPECTED[name]
-    result = read_message((CONFORMANCE / "hl7v2" / name).read_bytes(), CONTEXT)
+    result = read_message((CONFORMANCE / "hl7v2" / name).read_bytes(), CONTEXT, TREATMENTS)
     assert result.ack_code == ack
     assert _summary(list(result.outcomes)) == (values, filtered, reasons)
 
 
 def test_nist_cbc_platelet_in_detail() -> None:
     raw = (CONFORMANCE / "hl7v2" / "nist_lri_cbc_26515-7_fhirconverter.hl7").read_bytes()
-    (event,) = read_message(raw, CONTEXT).events
+    (event,) = read_message(raw, CONTEXT, TREATMENTS).events
     assert event.patient.identifier.mrn == "PATID1234"
     assert event.count is not None
     assert (event.count.original_value, event.count.original_unit) == ("210000", "{cells}/uL")

@@ -11,8 +11,10 @@ from services.ingest.codes import FeedContext
 from services.ingest.hl7_message import Hl7ParseError, parse, split_messages, unescape
 from services.ingest.hl7_oru import Hl7Result, build_ack, read_message
 from services.ingest.outcomes import Filter, Publish, Rejection, RejectReason
+from services.ingest.treatments import load_treatment_table
 
 RECEIVED = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+TREATMENTS = load_treatment_table()
 CONTEXT = FeedContext(received_at=RECEIVED, local_zone=ZoneInfo("Europe/Paris"))
 
 MSH = "MSH|^~\\&|LIS|GENHOSP|PW|PW|20261125081500+0100||ORU^R01^ORU_R01|MSG0001|P|2.5.1"
@@ -39,7 +41,7 @@ def platelet_obx(
 
 
 def read(raw: bytes, context: FeedContext = CONTEXT) -> Hl7Result:
-    return read_message(raw, context)
+    return read_message(raw, context, TREATMENTS)
 
 
 def only_result(raw: bytes) -> LabResult:

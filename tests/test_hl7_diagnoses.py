@@ -13,7 +13,7 @@ from services.ingest.hl7_oru import Hl7Result, build_ack, read_message
 from services.ingest.mllp import MllpLimits, MllpServer
 from services.ingest.outcomes import Filter, Publish, Rejection, RejectReason
 from services.ingest.pipeline import IngestPipeline
-from tests.test_hl7 import CONTEXT, OBR, PID, RECEIVED, platelet_obx
+from tests.test_hl7 import CONTEXT, OBR, PID, RECEIVED, TREATMENTS, platelet_obx
 
 ICD_10 = "http://hl7.org/fhir/sid/icd-10"
 ICD_10_CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -61,7 +61,7 @@ def prb(
 
 
 def read(raw: bytes) -> Hl7Result:
-    return read_message(raw, CONTEXT)
+    return read_message(raw, CONTEXT, TREATMENTS)
 
 
 def diagnoses(result: Hl7Result) -> list[DiagnosisEvent]:
@@ -307,7 +307,7 @@ async def test_over_mllp_a_diagnosis_goes_to_the_clinical_context_topic_keyed_by
     settings = Settings()
     recorder = _Recorder()
     server = MllpServer(
-        IngestPipeline(settings, recorder), "127.0.0.1", 0, MllpLimits(1024, 1, 1, 1)
+        IngestPipeline(settings, recorder), "127.0.0.1", 0, MllpLimits(1024, 1, 1, 1), TREATMENTS
     )
     ack = parse(await server.acknowledge(adt(dg1(), prb())))
     msa = ack.first("MSA")

@@ -124,7 +124,7 @@ async def servers(kafka: Kafka) -> AsyncIterator[tuple[str, int]]:
     while not server.started:  # noqa: ASYNC110 - uvicorn sets a flag, offers no event
         await asyncio.sleep(0.01)
     limits = MllpLimits(1_048_576, 60, 30, 8)
-    mllp = MllpServer(pipeline, "127.0.0.1", 0, limits)
+    mllp = MllpServer(pipeline, "127.0.0.1", 0, limits, load_treatment_table())
     await mllp.start()
     yield f"http://127.0.0.1:{listener.getsockname()[1]}", mllp.port
     await mllp.stop()

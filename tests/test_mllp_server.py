@@ -15,6 +15,7 @@ from schemas import Topic
 from services.ingest.hl7_message import Segment, parse
 from services.ingest.mllp import END_BLOCK, MllpLimits, MllpServer, frame, send_messages
 from services.ingest.pipeline import IngestPipeline
+from services.ingest.treatments import load_treatment_table
 from tests.conftest import Kafka
 from tests.test_hl7 import OBR, message, platelet_obx
 
@@ -39,7 +40,7 @@ class Running:
 
 async def running(kafka: Kafka, limits: MllpLimits = LIMITS) -> Running:
     pipeline = IngestPipeline(kafka.settings, kafka.publisher)
-    server = MllpServer(pipeline, "127.0.0.1", 0, limits)
+    server = MllpServer(pipeline, "127.0.0.1", 0, limits, load_treatment_table())
     await server.start()
     return Running(server, kafka)
 
@@ -89,7 +90,7 @@ async def test_content_refused_stays_ae(mllp: Running) -> None:
 async def test_a_reader_failing_unexpectedly_gets_ae_and_the_connection_stays_open(
     mllp: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def crash(raw: bytes, context: object) -> None:
+    def crash(raw: bytes, context: object, treatments: object) -> None:
         raise RuntimeError("surprise")
 
     with monkeypatch.context() as patch:

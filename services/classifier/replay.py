@@ -59,7 +59,7 @@ def _read(path: Path, context: FeedContext, treatments: TreatmentTable) -> Itera
         head = file.read(4096).lstrip(b"\xef\xbb\xbf\x0b \r\n\t")
     if head[:3] == b"MSH":
         for message in split_messages(path.read_bytes()):
-            yield from map(_unwrapped, read_message(message, context).outcomes)
+            yield from map(_unwrapped, read_message(message, context, treatments).outcomes)
         return
     with path.open(encoding="utf-8-sig", errors="replace") as lines:  # bad bytes: a rejection
         first = next((line for line in lines if not line.isspace()), None)

@@ -37,6 +37,7 @@ from services.ingest.outcomes import (
 )
 from services.ingest.status import HL7_RESULT_STATUS, NOT_MEASURED, RETRACTING
 from services.ingest.times import ImplausibleTimeError, parse_hl7_timestamp
+from services.ingest.treatments import TreatmentTable
 from services.ingest.units import UnknownUnitError, UnreadableValueError, platelet_count
 
 SUPPORTED_VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1"})
@@ -102,8 +103,9 @@ class _Group:
     specimens: list[Segment] = field(default_factory=list)
 
 
-def read_message(raw: bytes, context: FeedContext) -> Hl7Result:
-    """Parse and classify one ORU^R01; never raises for bad input: it becomes a rejection."""
+def read_message(raw: bytes, context: FeedContext, treatments: TreatmentTable) -> Hl7Result:
+    """Parse and classify one message of an accepted type (READERS); never raises for bad
+    input: it becomes a rejection. `treatments` recognises what a pharmacy message gives."""
     try:
         message = parse(raw)
     except Hl7ParseError as error:
@@ -128,7 +130,7 @@ def read_message(raw: bytes, context: FeedContext) -> Hl7Result:
             (Rejection(RejectReason.UNSUPPORTED_VERSION, text, location="MSH-12"),),
             message,
         )
-    return Hl7Result(control_id, tuple(reader(message, context)), message)
+    return Hl7Result(control_id, tuple(reader(message, context, treatments)), message)
 
 
 # Where each model field comes from, to name the HL7 field when a value breaks an event limit.
@@ -155,17 +157,21 @@ def _observations(message: Hl7Message, context: FeedContext) -> list[Outcome]:
     return outcomes
 
 
-def _oru(message: Hl7Message, context: FeedContext) -> list[Outcome]:
+def _oru(message: Hl7Message, context: FeedContext, _: TreatmentTable) -> list[Outcome]:
     """An ORU^R01: its observations, then any diagnoses (DG1, PRB) it carries."""
     return [*_observations(message, context), *read_diagnoses(message, context)]
 
 
-Reader = Callable[[Hl7Message, FeedContext], list[Outcome]]
+def _adt(message: Hl7Message, context: FeedContext, _: TreatmentTable) -> list[Outcome]:
+    return read_adt_diagnoses(message, context)
+
+
+Reader = Callable[[Hl7Message, FeedContext, TreatmentTable], list[Outcome]]
 # The reader of each accepted MSH-9 message type and trigger event; any other is refused (AR).
 READERS: dict[tuple[str, str], Reader] = {
     ("ORU", "R01"): _oru,
-    ("ADT", "A08"): read_adt_diagnoses,
-    ("ADT", "A31"): read_adt_diagnoses,
+    ("ADT", "A08"): _adt,
+    ("ADT", "A31"): _adt,
 }
 
 

@@ -34,6 +34,7 @@ from services.ingest.hl7_message import parse
 from services.ingest.hl7_oru import Hl7Result, build_ack, read_message
 from services.ingest.outcomes import Rejection, RejectReason
 from services.ingest.pipeline import COULD_NOT_PROCESS, Accepted, IngestPipeline, read_safely
+from services.ingest.treatments import TreatmentTable
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,17 @@ def ack_code(result: Hl7Result, accepted: Accepted) -> str:
 
 
 class MllpServer:
-    def __init__(self, pipeline: IngestPipeline, host: str, port: int, limits: MllpLimits) -> None:
+    def __init__(
+        self,
+        pipeline: IngestPipeline,
+        host: str,
+        port: int,
+        limits: MllpLimits,
+        treatments: TreatmentTable,
+    ) -> None:
+        """`treatments` recognises what a pharmacy message (RAS, RDS) says was given."""
         self._pipeline = pipeline
+        self._treatments = treatments
         self._host = host
         self._port = port
         self._limits = limits
@@ -253,7 +263,7 @@ class MllpServer:
         context = self._pipeline.context()
         result = read_safely(
             "hl7v2",
-            lambda: read_message(message, context),
+            lambda: read_message(message, context, self._treatments),
             lambda rejection: _refused_message(message, rejection),
         )
         try:
