@@ -1,7 +1,8 @@
 """HL7 v2 ORU^R01 (versions 2.3 to 2.5.1) to lab-result outcomes, and the ACK that answers it. Pure.
 
 `read_message` checks MSH and hands the message to the reader READERS registers for its type:
-ORU^R01 here, diagnoses (hl7_diagnoses.py) for ADT^A08 and ADT^A31; any other type is refused.
+ORU^R01 here, diagnoses (hl7_diagnoses.py) for ADT^A08 and ADT^A31, administrations
+(hl7_pharmacy.py) for RAS^O17 and RDS^O13; any other type is refused.
 
 Each OBX becomes one outcome: a platelet count is published, anything else is filtered, and a
 platelet OBX that cannot be read safely (unknown unit, no patient, no collection time) is
@@ -25,6 +26,7 @@ from services.ingest.codes import FeedContext, is_platelet_count
 from services.ingest.hl7_diagnoses import read_adt_diagnoses, read_diagnoses
 from services.ingest.hl7_fields import no_patient, read_patient, refusing_bad_fields
 from services.ingest.hl7_message import Hl7Message, Hl7ParseError, Segment, parse
+from services.ingest.hl7_pharmacy import read_administrations
 from services.ingest.lab_results import lab_result
 from services.ingest.outcomes import (
     FieldRefused,
@@ -51,6 +53,7 @@ ERROR_CODES: dict[RejectReason, tuple[str, str]] = {
     RejectReason.INVALID_FIELDS: ("102", "Data type error"),
     RejectReason.UNKNOWN_UNIT: ("103", "Table value not found"),
     RejectReason.UNKNOWN_STATUS: ("103", "Table value not found"),
+    RejectReason.UNKNOWN_ROUTE: ("103", "Table value not found"),
     RejectReason.UNSUPPORTED_MESSAGE: ("200", "Unsupported message type"),
     RejectReason.UNSUPPORTED_VERSION: ("203", "Unsupported version id"),
     RejectReason.MESSAGE_TOO_LARGE: ("207", "Application internal error"),
@@ -172,6 +175,8 @@ READERS: dict[tuple[str, str], Reader] = {
     ("ORU", "R01"): _oru,
     ("ADT", "A08"): _adt,
     ("ADT", "A31"): _adt,
+    ("RAS", "O17"): read_administrations,
+    ("RDS", "O13"): read_administrations,
 }
 
 
