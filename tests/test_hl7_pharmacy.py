@@ -152,8 +152,9 @@ def test_an_administration_deleted_by_its_action_code_is_filtered() -> None:
 
 
 @pytest.mark.parametrize("route", ["PO", "IV", "IM", "SC", "iv"])
-def test_systemic_routes_are_therapy_and_named_on_the_event(route: str) -> None:
-    event = only_event(ras(rxa(), rxr(f"{route}^^HL70162")))
+@pytest.mark.parametrize("system", ["HL70162", "", V2_0162])
+def test_systemic_routes_are_therapy_and_named_on_the_event(route: str, system: str) -> None:
+    event = only_event(ras(rxa(), rxr(f"{route}^^{system}")))
     assert isinstance(event, MedicationEvent)
     assert event.route is not None
     assert (event.route.system, event.route.code) == (V2_0162, route.upper())
@@ -189,10 +190,23 @@ def test_the_route_in_the_alternate_triplet() -> None:
     assert event.route == Coding(system=V2_0162, code="IV", display="Intravenous")
 
 
-def test_a_route_not_in_table_0162_is_refused_rather_than_guessed() -> None:
-    rejection = only_rejection(ras(rxa(), rxr("IVPB^IV piggyback^L")))
-    assert rejection.reason is RejectReason.UNKNOWN_ROUTE
-    assert rejection.location == "RXR-1"
+def test_a_route_outside_table_0162_is_kept_as_sent_as_fhir_keeps_an_unknown_route() -> None:
+    event = only_event(ras(rxa(), rxr("IVPB^IV piggyback^L")))
+    assert isinstance(event, MedicationEvent)
+    assert event.route == Coding(system="L", code="IVPB", display="IV piggyback")
+
+
+@pytest.mark.parametrize(
+    ("route", "named"),
+    [
+        ("54485002^Ophthalmic route^SCT", "Ophthalmic route (54485002)"),
+        ("EYE^Eye drops^L", "Eye drops"),
+    ],
+)
+def test_a_route_outside_table_0162_that_the_treatment_table_calls_local_is_filtered(
+    route: str, named: str
+) -> None:
+    assert only_filter(ras(rxa(), rxr(route))) == f"RXA[1]: route {named}: not ITP therapy"
 
 
 def test_the_administration_route_wins_over_the_ordered_one_which_is_the_fallback() -> None:
@@ -251,6 +265,11 @@ def test_a_platelet_product_is_a_transfusion() -> None:
     assert event.category is TreatmentCategory.PLATELET_TRANSFUSION
     assert event.line == "supportive"
     assert event.dose == Dose(value=1, unit="{unit}")
+
+
+def test_a_platelet_product_by_its_hl7_table_0426_code() -> None:
+    event = only_event(ras(rxa(code="PLTPH^^HL70426", amount="1", units="{unit}"), rxr("IV")))
+    assert event.category is TreatmentCategory.PLATELET_TRANSFUSION
 
 
 def test_several_orders_in_one_message_each_with_its_own_route() -> None:

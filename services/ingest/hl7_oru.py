@@ -53,7 +53,6 @@ ERROR_CODES: dict[RejectReason, tuple[str, str]] = {
     RejectReason.INVALID_FIELDS: ("102", "Data type error"),
     RejectReason.UNKNOWN_UNIT: ("103", "Table value not found"),
     RejectReason.UNKNOWN_STATUS: ("103", "Table value not found"),
-    RejectReason.UNKNOWN_ROUTE: ("103", "Table value not found"),
     RejectReason.UNSUPPORTED_MESSAGE: ("200", "Unsupported message type"),
     RejectReason.UNSUPPORTED_VERSION: ("203", "Unsupported version id"),
     RejectReason.MESSAGE_TOO_LARGE: ("207", "Application internal error"),

@@ -7,17 +7,19 @@ MedicationAdministration: a treatment the table recognises in RXA-5 is published
 MedicationEvent (a TransfusionEvent for a platelet product) stamped with the table's line of
 therapy; anything else is filtered. It is filtered too, with the reason, when it was not given
 (RXA-20 RE refused, NA not administered), when RXA-21 deletes it (D: the earlier event is not
-withdrawn, the context topic has no retraction of a treatment), and when the route (RXR-1, HL7
-table 0162) is not systemic: eye drops, inhalers, creams and ear drops are not ITP therapy.
-A recognised treatment is refused (ERR naming the field) for a completion status or route not in
-its table (never guessed), no patient (PID-3), or no readable start of administration (RXA-3).
-RDS^O13 is a dispense: an RXD without an RXA is filtered, for a dispensed drug was not yet given.
+withdrawn, the context topic has no retraction of a treatment), and when the route is not
+systemic: eye drops, inhalers, creams and ear drops are not ITP therapy. A recognised treatment
+is refused (ERR naming the field) for a completion status not in table 0322, no patient (PID-3),
+or no readable start of administration (RXA-3). RDS^O13 is a dispense: an RXD without an RXA is
+filtered, for a dispensed drug was not yet given.
 
-The route is the RXR after the RXA, else the one of the order (RXO/RXE) before it; with no RXR at
-all the event carries no route, as a FHIR administration without dosage.route does.
+The route is the RXR after the RXA, else the one of the order (RXO/RXE) before it, read by HL7
+table 0162 and, for a code outside it, by the treatment table's local routes as the FHIR feed
+reads dosage.route; a route neither knows, or no RXR at all, is kept (as FHIR keeps it).
 """
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -31,7 +33,6 @@ from services.ingest.outcomes import (
     Filter,
     Outcome,
     Publish,
-    Rejection,
     RejectReason,
     field_rejection,
 )
@@ -39,7 +40,7 @@ from services.ingest.times import ImplausibleTimeError, parse_hl7_timestamp
 from services.ingest.treatments import Recognised, TreatmentTable, canonical_system
 
 ROUTE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0162"
-_ROUTE_SYSTEM_NAMES = frozenset({"", "HL70162", "HL7 0162", "0162", ROUTE_SYSTEM})
+_ROUTE_SYSTEM_NAMES = frozenset({"", "HL70162", "HL7 0162", "0162", ROUTE_SYSTEM.upper()})
 _MAX_DOSE_VALUE = 1e9  # as the FHIR feed: beyond any dose in any unit
 
 # HL7 table 0322 completion status; empty means complete (v2.5 4A.7.1.20).
@@ -188,12 +189,9 @@ def _outcome(
     message: Hl7Message, given: _Administration, context: FeedContext, treatments: TreatmentTable
 ) -> Outcome:
     rxa, where = given.rxa, given.where
-    codings = [
-        (rxa.get(5, system_at), rxa.get(5, code_at))
-        for code_at, system_at in ((1, 3), (4, 6))
-        if rxa.get(5, code_at)
-    ]
-    texts = [text for text in (rxa.get(5, 2), rxa.get(5, 5)) if text]
+    triplets = [_triplet(rxa, 5, at) for at in ((1, 2, 3), (4, 5, 6))]
+    codings = [(system, code) for code, _, system in triplets if code]
+    texts = [text for _, text, _ in triplets if text]
     recognised = treatments.recognise(codings, texts)
     if recognised is None or recognised.kind == "procedure":
         named = "^".join(part for part in rxa.components(5)[:3] if part) or "no code"
@@ -209,8 +207,8 @@ def _outcome(
             f"{where}-20",
             f"completion status {status[:20]!r} is not in table 0322",
         )
-    route = _route(given) if recognised.kind == "medication" else None
-    if isinstance(route, Rejection | Filter):
+    route = _route(given, treatments) if recognised.kind == "medication" else None
+    if isinstance(route, Filter):
         return route
     patient = read_patient(message, given.pid)
     if patient is None:
@@ -233,13 +231,15 @@ def _time(location: str, text: str, context: FeedContext) -> datetime | None:
         raise FieldRefused(location, f"{location}: {error}") from None
 
 
-def _route(given: _Administration) -> Coding | Filter | Rejection | None:
-    """RXR-1 as a table 0162 Coding, a filter for a route that is not systemic, or a refusal
-    for a code not in the table; None when no RXR says."""
+def _route(given: _Administration, treatments: TreatmentTable) -> Coding | Filter | None:
+    """RXR-1 as a Coding, or a Filter when the route is not systemic: by HL7 table 0162 (either
+    triplet), else by the treatment table's local routes (a SNOMED CT code, route text), as the
+    FHIR feed decides; a route neither knows is kept as sent. None when no RXR says."""
     rxr = given.route or given.ordered_route
     if rxr is None or not rxr.get(1):
         return None
-    for code_at, text_at, system_at in ((1, 2, 3), (4, 5, 6)):
+    triplets = ((1, 2, 3), (4, 5, 6))
+    for code_at, text_at, system_at in triplets:
         code = rxr.get(1, code_at).upper()
         if code and rxr.get(1, system_at).upper() in _ROUTE_SYSTEM_NAMES:
             if code in NON_SYSTEMIC_ROUTES:
@@ -247,12 +247,22 @@ def _route(given: _Administration) -> Coding | Filter | Rejection | None:
             if code in SYSTEMIC_ROUTES:
                 display = rxr.get(1, text_at) or SYSTEMIC_ROUTES[code]
                 return _coding(ROUTE_SYSTEM, code, display, "RXR-1")
-    said = "^".join(rxr.components(1)[:3])[:40]
-    return field_rejection(
-        RejectReason.UNKNOWN_ROUTE,
-        "RXR-1",
-        f"route {said!r} is not in HL7 table 0162: not known to be systemic",
-    )
+    read = [_triplet(rxr, 1, at) for at in triplets]
+    codings = [(system, code) for code, _, system in read if code]
+    local = treatments.local_route(codings, [text for _, text, _ in read if text])
+    if local is not None:
+        return Filter(f"{given.where}: route {local}: not ITP therapy")
+    code, text, system = read[0]
+    return _coding(system, code, text, "RXR-1") if code else None
+
+
+def _triplet(segment: Segment, field: int, at: tuple[int, int, int]) -> tuple[str, str, str]:
+    """One CWE triplet of `field` as (code, text, system URI): HL7 table names such as HL70426
+    become their terminology.hl7.org URI, other names as the treatment table maps them."""
+    code, text, system = (segment.get(field, component) for component in at)
+    table = re.fullmatch(r"HL7 ?(\d{4})", system.upper())
+    uri = f"http://terminology.hl7.org/CodeSystem/v2-{table[1]}" if table else None
+    return code, text, uri or (canonical_system(system) if system else "")
 
 
 def _coding(system: str, code: str, display: str, location: str) -> Coding:
@@ -297,10 +307,10 @@ def _event(
 
 def _administered_code(rxa: Segment) -> Coding | None:
     """The first RXA-5 triplet (primary, then alternate) naming both its system and its code."""
-    for code_at, text_at, system_at in ((1, 2, 3), (4, 5, 6)):
-        code, system = rxa.get(5, code_at), rxa.get(5, system_at)
+    for at in ((1, 2, 3), (4, 5, 6)):
+        code, text, system = _triplet(rxa, 5, at)
         if code and system:
-            return _coding(canonical_system(system), code, rxa.get(5, text_at), "RXA-5")
+            return _coding(system, code, text, "RXA-5")
     return None
 
 

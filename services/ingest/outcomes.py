@@ -26,7 +26,6 @@ class RejectReason(StrEnum):
     UNKNOWN_UNIT = "unknown_unit"
     UNREADABLE_VALUE = "unreadable_value"
     UNKNOWN_STATUS = "unknown_status"
-    UNKNOWN_ROUTE = "unknown_route"  # an HL7 RXR-1 not in table 0162: never guessed systemic
     NO_PATIENT_IDENTIFIER = "no_patient_identifier"
     NO_COLLECTION_TIME = "no_collection_time"
     STORE_UNAVAILABLE = "store_unavailable"  # Kafka did not acknowledge: never dead-lettered
