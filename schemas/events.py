@@ -283,10 +283,16 @@ class _ContextEvent(_Event):
         description="What the source called it, e.g. a brand name; cut to 200 characters."
     )
     received_at: ClinicalTime
-
-    @property
-    def therapy_line(self) -> TherapyLine:
-        return self.line or DEFAULT_LINES[self.category]
+    treatment_id: Identifier | None = Field(
+        default=None,
+        description="The sender's identity of the record (MedicationAdministration/Statement or "
+        "Procedure id, RXA order and sub-ids): a later event with the same one replaces it.",
+    )
+    on_record: bool = Field(
+        default=True,
+        description="False when the sender withdrew the record (entered in error, not done, "
+        "RXA-21 D): it retracts the earlier event with the same treatment_id.",
+    )
 
 
 class MedicationEvent(_ContextEvent):

@@ -183,3 +183,20 @@ def test_a_patients_diagnoses_on_record_are_bounded() -> None:
     assert len(history.diagnoses) == DIAGNOSES_KEPT
     assert "D0" not in history.diagnoses
     assert f"D{DIAGNOSES_KEPT + 4}" in history.diagnoses
+
+
+def test_a_therapy_the_sender_withdrew_no_longer_counts() -> None:
+    """Dexamethasone charted, then marked entered in error: no course to fail, no refractory."""
+    given = treatment(TreatmentCategory.CORTICOSTEROID, 0, "dexamethasone").model_copy(
+        update={"treatment_id": "MedicationAdministration/dex-1"}
+    )
+    withdrawn = given.model_copy(
+        update={"event_id": stable_event_id("withdrawn", given.event_id), "on_record": False}
+    )
+    history, alerts = feed(
+        result(10, days=-1), given, withdrawn, result(25, days=7), result(24, days=8)
+    )
+    assert "refractory" not in flat(alerts)
+    assert history.treatments == {}
+    _, kept = feed(result(10, days=-1), given, result(25, days=7), result(24, days=8))
+    assert "refractory" in flat(kept)

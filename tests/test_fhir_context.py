@@ -355,3 +355,29 @@ async def test_the_fhir_endpoint_takes_a_condition_alone_and_in_a_batch(
     records = await ingest.kafka.records(Topic.CLINICAL_CONTEXT)
     assert len(records) == 2
     assert len(await ingest.kafka.dead_letters()) == 1
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "status"),
+    [
+        ("MedicationAdministration", "entered-in-error"),
+        ("MedicationAdministration", "not-done"),
+        ("MedicationStatement", "entered-in-error"),
+        ("MedicationStatement", "not-taken"),
+    ],
+)
+def test_a_record_withdrawn_under_its_id_takes_the_earlier_one_out(
+    resource_type: str, status: str
+) -> None:
+    """The same resource id, now entered in error (or not done): the event withdraws the
+    record it replaces, so the classifier forgets that therapy."""
+    given = only(medication(resource_type, "completed", id="dex-1"))
+    withdrawn = only(medication(resource_type, status, id="dex-1"))
+    assert isinstance(given, Publish)
+    assert isinstance(withdrawn, Publish)
+    assert isinstance(given.event, MedicationEvent)
+    assert isinstance(withdrawn.event, MedicationEvent)
+    assert given.event.on_record
+    assert not withdrawn.event.on_record
+    assert withdrawn.event.treatment_id == given.event.treatment_id == f"{resource_type}/dex-1"
+    assert withdrawn.event.event_id != given.event.event_id

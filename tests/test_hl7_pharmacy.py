@@ -146,9 +146,14 @@ def test_an_unknown_completion_status_is_refused_naming_the_field() -> None:
     assert read(ras(rxa(status="ZZ"), rxr())).ack_code == "AE"
 
 
-def test_an_administration_deleted_by_its_action_code_is_filtered() -> None:
-    detail = only_filter(ras(rxa(action="D"), rxr()))
-    assert "deleted" in detail
+def test_an_administration_deleted_by_its_action_code_withdraws_the_earlier_record() -> None:
+    given = only_event(ras(rxa(), rxr()))
+    deleted = only_event(ras(rxa(action="D"), rxr()))
+    assert given.on_record
+    assert not deleted.on_record
+    assert deleted.treatment_id == given.treatment_id
+    assert deleted.treatment_id is not None
+    assert deleted.event_id != given.event_id
 
 
 @pytest.mark.parametrize("route", ["PO", "IV", "IM", "SC", "iv"])

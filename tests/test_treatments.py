@@ -122,7 +122,7 @@ def test_context_submission_becomes_the_right_event() -> None:
 
 def test_context_submissions_that_are_filtered_or_refused() -> None:
     assert isinstance(classify_context(submission(name="paracetamol"), CONTEXT, TABLE), Filter)
-    assert isinstance(classify_context(submission(status="not-done"), CONTEXT, TABLE), Filter)
+    assert isinstance(classify_context(submission(status="on-hold"), CONTEXT, TABLE), Filter)
     refused = classify_context(submission(started_at="2026-11-20T10:00:00"), CONTEXT, TABLE)
     assert isinstance(refused, Rejection)
     assert refused.reason is RejectReason.INVALID_FIELDS
@@ -202,13 +202,22 @@ def test_the_table_knows_the_routes_that_are_not_itp_therapy() -> None:
     assert TABLE.local_route([], ["transdermal"]) is None
 
 
-@pytest.mark.parametrize(
-    "status", ["intended", "not-taken", "on-hold", "cancelled", "unknown", "entered-in-error"]
-)
+@pytest.mark.parametrize("status", ["intended", "on-hold", "cancelled", "unknown"])
 def test_context_therapy_that_was_not_given_is_filtered(status: str) -> None:
     outcome = classify_context(submission(status=status), CONTEXT, TABLE)
     assert isinstance(outcome, Filter)
     assert status in outcome.detail
+
+
+@pytest.mark.parametrize("status", ["entered-in-error", "not-done", "not-taken"])
+def test_context_therapy_withdrawn_takes_out_what_was_posted_under_its_id(status: str) -> None:
+    given = classify_context(submission(), CONTEXT, TABLE)
+    withdrawn = classify_context(submission(status=status), CONTEXT, TABLE)
+    assert isinstance(given, Publish)
+    assert isinstance(withdrawn, Publish)
+    assert (given.event.on_record, withdrawn.event.on_record) == (True, False)
+    assert given.event.treatment_id == withdrawn.event.treatment_id == "MAR-1"
+    assert given.event.event_id != withdrawn.event.event_id
 
 
 def test_context_stopped_counts_only_with_its_end() -> None:

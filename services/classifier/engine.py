@@ -348,7 +348,7 @@ def apply(
             if len(history.diagnoses) > DIAGNOSES_KEPT:  # the longest known go first
                 del history.diagnoses[next(iter(history.diagnoses))]
     else:
-        history.treatments[event.event_id] = event
+        _record_treatment(history, event)
     if not history.has_applied(event):
         history.remember(event.event_id)
     _forget_beyond_horizon(history, rules)
@@ -397,6 +397,19 @@ def _record_result(history: History, result: LabResult, rules: Rules) -> dict[st
         )
         for old in previous
     }
+
+
+def _record_treatment(history: History, treatment: TreatmentEvent) -> None:
+    """Put a treatment in the history, in place of an earlier record of it (same treatment_id);
+    one the sender withdrew (entered in error, not done) only takes the earlier one out. Alerts
+    already sent on it stand: a withdrawal is for a count that was wrong."""
+    if treatment.treatment_id is not None:
+        for event_id in [
+            e for e, t in history.treatments.items() if t.treatment_id == treatment.treatment_id
+        ]:
+            del history.treatments[event_id]
+    if treatment.on_record:
+        history.treatments[treatment.event_id] = treatment
 
 
 def _forget_beyond_horizon(history: History, rules: Rules) -> None:

@@ -31,6 +31,8 @@ from services.ingest.treatments import TreatmentTable
 
 # Statuses under which a treatment counts (FHIR's words); "stopped" counts with its ended_at.
 _GIVEN = frozenset({"completed", "in-progress", "active"})
+# Statuses that withdraw what was posted earlier under the same context_id.
+_WITHDRAWN = frozenset({"entered-in-error", "not-done", "not-taken"})
 TreatmentStatus = Literal[
     "completed",
     "in-progress",
@@ -67,7 +69,8 @@ class ClinicalContextSubmission(BaseModel):
     status: TreatmentStatus = Field(
         default="completed",
         description="Counts when completed, in-progress or active, or stopped with ended_at; "
-        "any other status (intended, not-taken, on-hold, cancelled...) is filtered.",
+        "entered-in-error, not-done and not-taken withdraw what was posted under the same "
+        "context_id; any other status (intended, on-hold, cancelled...) is filtered.",
     )
     started_at: ClinicalTime = Field(description="Administered, started or performed.")
     ended_at: ClinicalTime | None = None
@@ -146,7 +149,8 @@ def _treatment(
     status = submission.status
     if status == "stopped" and submission.ended_at is None:
         return Filter("treatment with status 'stopped' and no ended_at: not given")
-    if status not in _GIVEN and status != "stopped":
+    withdrawn = status in _WITHDRAWN
+    if status not in _GIVEN and status != "stopped" and not withdrawn:
         return Filter(f"treatment with status {status!r}: not given")
     route = submission.route
     local = (
@@ -159,10 +163,13 @@ def _treatment(
     )
     if local is not None:
         return Filter(f"treatment by the route {local!r}: not ITP therapy")
+    key, context_id = submission.patient.identifier.key, submission.context_id
     common: dict[str, Any] = {
         "event_id": stable_event_id(
-            "context", "json", submission.patient.identifier.key, submission.context_id
+            "context", "json", key, context_id, *(["withdrawn"] * withdrawn)
         ),
+        "treatment_id": context_id,
+        "on_record": not withdrawn,
         "source": "json",
         "patient": submission.patient,
         "category": recognised.category,

@@ -65,6 +65,12 @@ _GIVEN: dict[str, frozenset[str]] = {
 }
 # A statement "stopped" was taken and then halted: therapy only when its period says when.
 _GIVEN_WITH_A_PERIOD = {"MedicationStatement": "stopped"}
+# Statuses that withdraw what an earlier version of the same resource (same id) recorded.
+_WITHDRAWN: dict[str, frozenset[str]] = {
+    "MedicationAdministration": frozenset({"entered-in-error", "not-done"}),
+    "MedicationStatement": frozenset({"entered-in-error", "not-taken"}),
+    "Procedure": frozenset({"entered-in-error", "not-done"}),
+}
 # Condition.clinicalStatus (condition-clinical) and verificationStatus (condition-ver-status).
 _ON_RECORD = frozenset({"active", "recurrence", "relapse"})
 _NOT_ON_RECORD = frozenset({"refuted", "entered-in-error"})
@@ -489,9 +495,15 @@ def _treatment(
         _object(resource.get("effectivePeriod")),
         _object(resource.get("performedPeriod")),
     )
+    resource_id = _text(resource.get("id"))
+    withdrawn = status in _WITHDRAWN[resource_type] and resource_id is not None
     if _GIVEN_WITH_A_PERIOD.get(resource_type) == status and "start" not in effective:
         return Filter(f"{resource_type} with status {status!r} and no effectivePeriod: not given")
-    if status not in _GIVEN[resource_type] and _GIVEN_WITH_A_PERIOD.get(resource_type) != status:
+    if (
+        status not in _GIVEN[resource_type]
+        and _GIVEN_WITH_A_PERIOD.get(resource_type) != status
+        and not withdrawn
+    ):
         return Filter(f"{resource_type} with status {status!r}: not given")
     routes = _routes(resource)
     systemic = [route for route in routes if _local_route(route, treatments) is None]
@@ -505,6 +517,8 @@ def _treatment(
         (f"{where}.performedDateTime", resource.get("performedDateTime")),
         (f"{where}.performedPeriod.start", performed.get("start")),
     )
+    if when is None and withdrawn:
+        when = context.received_at  # it only takes the earlier record out: its time is moot
     if when is None:
         message = "no time the treatment was given (effective[x] or performed[x])"
         return Rejection(RejectReason.NO_COLLECTION_TIME, message, location=f"{where}.effective")
@@ -527,6 +541,8 @@ def _treatment(
         "code": _first_coding(concept),
         "name": name,
         "received_at": context.received_at,
+        "treatment_id": f"{resource_type}/{resource_id}" if resource_id else None,
+        "on_record": not withdrawn,
     }
     dose = _dose(resource)
     if recognised.kind == "procedure":

@@ -6,12 +6,12 @@ Each RXA (an administration) becomes one outcome, read as the FHIR feed reads a
 MedicationAdministration: a treatment the table recognises in RXA-5 is published as a
 MedicationEvent (a TransfusionEvent for a platelet product) stamped with the table's line of
 therapy; anything else is filtered. It is filtered too, with the reason, when it was not given
-(RXA-20 RE refused, NA not administered), when RXA-21 deletes it (D: the earlier event is not
-withdrawn, the context topic has no retraction of a treatment), and when the route is not
-systemic: eye drops, inhalers, creams and ear drops are not ITP therapy. A recognised treatment
-is refused (ERR naming the field) for a completion status not in table 0322, no patient (PID-3),
-or no readable start of administration (RXA-3). RDS^O13 is a dispense: an RXD without an RXA is
-filtered, for a dispensed drug was not yet given.
+(RXA-20 RE refused, NA not administered) and when the route is not systemic: eye drops,
+inhalers, creams and ear drops are not ITP therapy. When RXA-21 deletes it (D), the event
+withdraws the earlier record of the same administration (on_record false, same treatment_id).
+A recognised treatment is refused (ERR naming the field) for a completion status not in table
+0322, no patient (PID-3), or no readable start of administration (RXA-3). RDS^O13 is a
+dispense: an RXD without an RXA is filtered, for a dispensed drug was not yet given.
 
 The route is the RXR after the RXA, else the one of the order (RXO/RXE) before it, read by HL7
 table 0162 and, for a code outside it, by the treatment table's local routes as the FHIR feed
@@ -196,12 +196,13 @@ def _outcome(
     if recognised is None or recognised.kind == "procedure":
         named = "^".join(part for part in rxa.components(5)[:3] if part) or "no code"
         return Filter(f"{where}: {named[:60]} is not a treatment PlateletWatch tracks")
-    if rxa.get(21).upper() == "D":
-        return Filter(f"{where}: administration deleted by the sender (RXA-21 D)")
+    deleted = rxa.get(21).upper() == "D"  # withdraws the earlier record of this administration
     status = rxa.get(20).upper()
-    if status in _NOT_GIVEN:
+    if deleted:
+        status = "D"
+    elif status in _NOT_GIVEN:
         return Filter(f"{where}: {_NOT_GIVEN[status]} (RXA-20 {status}): not given")
-    if status not in _GIVEN:
+    elif status not in _GIVEN:
         return field_rejection(
             RejectReason.UNKNOWN_STATUS,
             f"{where}-20",
@@ -286,10 +287,11 @@ def _event(
     rxa = given.rxa
     code = _administered_code(rxa)
     name = rxa.get(5, 2) or rxa.get(5, 5) or recognised.category.value
+    identity = _identity(given, times[0])
     common = {
-        "event_id": stable_event_id(
-            "context", "hl7v2", patient.identifier.key, *_identity(given, times[0]), status
-        ),
+        "event_id": stable_event_id("context", "hl7v2", patient.identifier.key, *identity, status),
+        "treatment_id": stable_event_id("treatment", "hl7v2", patient.identifier.key, *identity),
+        "on_record": status != "D",
         "source": "hl7v2",
         "patient": patient,
         "category": recognised.category,
