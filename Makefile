@@ -36,9 +36,11 @@ check-schemas: $(STAMP) ## fail if schemas/json/ has drifted from the pydantic m
 schemas: $(STAMP) ## regenerate schemas/json/ from the pydantic models
 	$(BIN)/plateletwatch schemas
 
-DEBIAN_TOOLS := promtool:prometheus chromium:chromium
+# command:package; a command with a path (a glob) is looked for there, as the PostgreSQL server's
+# binaries are in /usr/lib/postgresql/<version>/bin, not on PATH.
+DEBIAN_TOOLS := promtool:prometheus chromium:chromium /usr/lib/postgresql/*/bin/initdb:postgresql
 
-tools: ## Debian's prometheus and chromium for the deployment and browser tests, where apt-get runs as root
+tools: ## Debian's prometheus, chromium and postgresql for the deployment, browser and store tests, where apt-get runs as root
 	@for tool in $(DEBIAN_TOOLS); do command=$${tool%%:*}; package=$${tool##*:}; \
 		command -v $$command >/dev/null 2>&1 && continue; \
 		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \

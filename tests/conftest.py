@@ -27,6 +27,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiosmtpd.controller import Controller
 from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 
 from schemas import DeadLetter, Topic
 from services.config import Settings
@@ -36,6 +37,7 @@ from services.kafka.topics import ensure_topics
 from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.store import NotifierStore
 from services.processes import stop_processes, wait_until_ready
+from tests.postgres_server import PostgresUnavailable, provide_postgres
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_TOKEN = "test-token"
@@ -242,26 +244,37 @@ def with_paging(
     )
 
 
-POSTGRES = os.environ.get("PLATELETWATCH_TEST_POSTGRES", "postgres@127.0.0.1:5432")
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The admin URL of the session's PostgreSQL: PLATELETWATCH_TEST_POSTGRES_URL's server (or,
+    the older spelling, PLATELETWATCH_TEST_POSTGRES=user@host:port), else a throwaway one that
+    tests/postgres_server.py starts; skipped, saying how to get one, where neither exists."""
+    older = os.environ.get("PLATELETWATCH_TEST_POSTGRES")
+    url = os.environ.get("PLATELETWATCH_TEST_POSTGRES_URL") or (
+        f"postgresql://{older}/postgres" if older else None
+    )
+    try:
+        with provide_postgres(url) as admin_url:
+            yield admin_url
+    except PostgresUnavailable as reason:
+        pytest.skip(str(reason))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def notifier_database_url(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[str]:
-    """The notifier's store as deployed: an SQLite file, and a fresh PostgreSQL database (on
-    PLATELETWATCH_TEST_POSTGRES, default postgres@127.0.0.1:5432; skipped where none answers)."""
+    """The notifier's store as deployed: an SQLite file, and a fresh database on the session's
+    PostgreSQL (`postgres_server`), dropped after the test."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'notifier.sqlite3'}"
         return
+    server = make_url(request.getfixturevalue("postgres_server"))
     name = f"plateletwatch_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await asyncpg.connect(f"postgresql://{POSTGRES}/postgres", timeout=5)
-    except (OSError, asyncpg.PostgresError) as error:
-        pytest.skip(f"no PostgreSQL at {POSTGRES}: {error}")
+    admin = await asyncpg.connect(server.set(drivername="postgresql").render_as_string(False))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql+asyncpg://{POSTGRES}/{name}"
+        yield server.set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         await admin.close()
