@@ -1,5 +1,7 @@
-"""Notifier delivery against a real loopback webhook receiver and a real SQLite store."""
+"""Notifier delivery against a real loopback webhook receiver and a real store (SQLite and
+PostgreSQL)."""
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -148,6 +150,19 @@ async def test_a_claim_abandoned_by_a_crash_is_retaken_after_its_lease(store) ->
     await store.finish_page("a1", "webhook", "http://x", delivered=True, now=later)
     await store.finish_page("a1", "webhook", "http://x", delivered=False, now=later)
     assert not await store.claim_page("a1", "webhook", "http://x", later + CLAIM_LEASE * 2)
+
+
+async def test_replicas_starting_together_on_an_empty_database_all_start(
+    notifier_database_url: str,
+) -> None:
+    """The first deployment starts every notifier replica at once on an empty database."""
+    replicas = [NotifierStore(notifier_database_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(replica.start() for replica in replicas))
+        assert await replicas[0].claim_page("a1", "webhook", "http://x", datetime.now(UTC))
+    finally:
+        for replica in replicas:
+            await replica.stop()
 
 
 @pytest.mark.parametrize("failing_step", [DeliveryStep.SENT, DeliveryStep.DELIVERED])

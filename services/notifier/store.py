@@ -34,6 +34,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from schemas import DeliveryStep
 
 CLAIM_LEASE = timedelta(minutes=2)
+_SCHEMA_LOCK = 0x706C7477  # "pltw": the advisory lock held while creating tables
 
 
 class _Base(DeclarativeBase):
@@ -144,7 +145,16 @@ class NotifierStore:
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
 
     async def start(self) -> None:
+        """Create the tables that do not exist yet.
+
+        Replicas starting together on an empty database take turns (a PostgreSQL advisory lock,
+        SQLite's write lock), so none fails on a table another has just created.
+        """
         async with self._engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+            elif connection.dialect.name == "sqlite":
+                await connection.exec_driver_sql("BEGIN IMMEDIATE")
             await connection.run_sync(_Base.metadata.create_all)
 
     async def stop(self) -> None:
