@@ -37,8 +37,9 @@ schemas: $(STAMP) ## regenerate schemas/json/ from the pydantic models
 	$(BIN)/plateletwatch schemas
 
 DEBIAN_TOOLS := promtool:prometheus chromium:chromium
+KAFKA_JARS := .plateletwatch/kafka-jars
 
-tools: ## Debian's prometheus and chromium for the deployment and browser tests, where apt-get runs as root
+tools: ## Debian's prometheus and chromium where apt-get runs as root; Apache Kafka's jars where java and mvn exist
 	@for tool in $(DEBIAN_TOOLS); do command=$${tool%%:*}; package=$${tool##*:}; \
 		command -v $$command >/dev/null 2>&1 && continue; \
 		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
@@ -47,6 +48,14 @@ tools: ## Debian's prometheus and chromium for the deployment and browser tests,
 		&& echo "installed Debian's $$package"; } \
 		|| echo "$$package unavailable here: the tests needing it will say so and skip"; \
 	done
+	@if [ ! $(KAFKA_JARS)/.fetched -nt deploy/kafka-jars/pom.xml ]; then \
+		if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then \
+			rm -rf $(KAFKA_JARS) && mvn -q -B -Dstyle.color=never -f deploy/kafka-jars/pom.xml dependency:copy-dependencies \
+				-DoutputDirectory="$(CURDIR)/$(KAFKA_JARS)" && touch $(KAFKA_JARS)/.fetched \
+			&& echo "fetched Apache Kafka's jars into $(KAFKA_JARS) (PLATELETWATCH_BROKER=kafka)" \
+			|| echo "could not fetch Apache Kafka's jars: the tests needing them will say so and skip"; \
+		else echo "java or mvn missing: no Apache Kafka jars; the tests needing them will say so and skip"; fi; \
+	fi
 
 test: lint check-schemas tools ## the whole gate: lint, schema drift, all tests against a real broker
 	$(BIN)/pytest $(PYTEST_ARGS)
