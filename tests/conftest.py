@@ -416,8 +416,10 @@ async def read_to_end(bootstrap_servers: str, topic: str, within_seconds: float 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()  # the cluster's metadata, for the topic's partitions
-        numbers = sorted(consumer.partitions_for_topic(topic) or ())
+        # The topic's partitions from fresh metadata: `consumer.topics()` would keep it to itself,
+        # and the consumer's own bootstrap asked for no topic (Tansu answers with all, Kafka none).
+        cluster = await consumer._client.fetch_all_metadata()
+        numbers = sorted(cluster.partitions_for_topic(topic) or ())
         assert numbers, f"no topic {topic}"
         partitions = [TopicPartition(topic, number) for number in numbers]
         consumer.assign(partitions)
