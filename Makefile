@@ -39,8 +39,9 @@ schemas: $(STAMP) ## regenerate schemas/json/ from the pydantic models
 # command:package; a command with a path (a glob) is looked for there, as the PostgreSQL server's
 # binaries are in /usr/lib/postgresql/<version>/bin, not on PATH.
 DEBIAN_TOOLS := promtool:prometheus chromium:chromium /usr/lib/postgresql/*/bin/initdb:postgresql
+KAFKA_JARS := .plateletwatch/kafka-jars
 
-tools: ## Debian's prometheus, chromium and postgresql for the deployment, browser and store tests, where apt-get runs as root
+tools: ## Debian's prometheus, chromium and postgresql where apt-get runs as root; Apache Kafka's jars where java and mvn exist
 	@for tool in $(DEBIAN_TOOLS); do command=$${tool%%:*}; package=$${tool##*:}; \
 		command -v $$command >/dev/null 2>&1 && continue; \
 		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
@@ -49,6 +50,14 @@ tools: ## Debian's prometheus, chromium and postgresql for the deployment, brows
 		&& echo "installed Debian's $$package"; } \
 		|| echo "$$package unavailable here: the tests needing it will say so and skip"; \
 	done
+	@if [ ! $(KAFKA_JARS)/.fetched -nt deploy/kafka-jars/pom.xml ]; then \
+		if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then \
+			rm -rf $(KAFKA_JARS) && mvn -q -B -Dstyle.color=never -f deploy/kafka-jars/pom.xml dependency:copy-dependencies \
+				-DoutputDirectory="$(CURDIR)/$(KAFKA_JARS)" && touch $(KAFKA_JARS)/.fetched \
+			&& echo "fetched Apache Kafka's jars into $(KAFKA_JARS) (PLATELETWATCH_BROKER=kafka)" \
+			|| echo "could not fetch Apache Kafka's jars: the tests needing them will say so and skip"; \
+		else echo "java or mvn missing: no Apache Kafka jars; the tests needing them will say so and skip"; fi; \
+	fi
 
 test: lint check-schemas tools ## the whole gate: lint, schema drift, all tests against a real broker
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -122,7 +122,7 @@ def main() -> None:
         ingest_mllp_port=free_loopback_port(),
         ingest_api_tokens=["bench"],
     )
-    with provide_broker(settings.kafka_bootstrap_servers) as broker:
+    with provide_broker(settings.kafka_bootstrap_servers, requested=settings.broker) as broker:
         settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers})
         asyncio.run(ensure_topics(settings, broker.bootstrap_servers, create=True))
         env = {

@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     receiver_log.setLevel(logging.ERROR)  # no line per page received: there are hundreds
     workdir = Path(tempfile.mkdtemp(prefix="plateletwatch-chaos-"))
     try:
-        with provide_broker(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as broker:
+        with provide_broker(
+            os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+            requested=os.environ.get("PLATELETWATCH_BROKER"),
+        ) as broker:
             results = run_chaos(plan, workdir, broker)
     except ChaosFailure as failure:
         print(f"chaos: {failure}", file=sys.stderr)

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         ),
         description="host:port[,host:port]; unset means testcontainers Kafka or embedded Tansu.",
     )
+    broker: Literal["kafka", "tansu"] | None = Field(
+        default=None,
+        description="Without KAFKA_BOOTSTRAP_SERVERS and Docker, the broker `run` starts: "
+        "Apache Kafka from the jars `make tools` fetched, or embedded Tansu (unset).",
+    )
     partitions: int = Field(
         default=6, ge=1, description="Partitions of every patient-keyed topic and changelog."
     )

@@ -165,10 +165,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def state_matching_the_broker(settings: Settings, broker: Broker, scratch: Path) -> dict[str, str]:
-    """An embedded broker forgets everything when it stops; so must the notifier's store, unless
-    configured, or a second `run` would remember pages the broker does not. (The classifier
-    keeps its state in the broker only.)"""
-    if broker.kind is not BrokerKind.EMBEDDED_TANSU:
+    """A broker `run` started forgets everything when it stops; so must the notifier's store,
+    unless configured, or a second `run` would remember pages the broker does not. (The
+    classifier keeps its state in the broker only.)"""
+    if broker.kind not in (BrokerKind.EMBEDDED_TANSU, BrokerKind.LOCAL_KAFKA):
         return {}
     env = {}
     if "notifier_database_url" not in settings.model_fields_set:
@@ -186,7 +186,7 @@ def run_everything(settings: Settings) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per readiness poll
 
     with (
-        provide_broker(settings.kafka_bootstrap_servers) as broker,
+        provide_broker(settings.kafka_bootstrap_servers, requested=settings.broker) as broker,
         tempfile.TemporaryDirectory(prefix="plateletwatch-run-") as scratch,
     ):
         asyncio.run(ensure_topics(settings, broker.bootstrap_servers, create=True))

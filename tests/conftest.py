@@ -1,8 +1,10 @@
 """Shared fixtures: one real broker per test session, and per-test isolation by topic namespace.
 
 The broker is chosen as `plateletwatch run` chooses it (KAFKA_BOOTSTRAP_SERVERS, else
-testcontainers Kafka when Docker answers, else embedded Tansu). Each test gets its own topic
-prefix, hence its own topics and consumer groups.
+testcontainers Kafka when Docker answers, else Apache Kafka from its jars with `--broker kafka` or
+PLATELETWATCH_BROKER=kafka, else embedded Tansu). A test marked `each_broker` runs on that broker
+and again on Apache Kafka from its jars (skipped where java or the jars are missing). Each test
+gets its own topic prefix, hence its own topics and consumer groups.
 """
 
 import asyncio
@@ -31,7 +33,15 @@ from sqlalchemy.engine import make_url
 
 from schemas import DeadLetter, Topic
 from services.config import Settings
-from services.kafka.broker import Broker, EmbeddedTansu, free_loopback_port, provide_broker
+from services.kafka.apache_kafka import LocalApacheKafka, unavailable_reason
+from services.kafka.broker import (
+    Broker,
+    BrokerKind,
+    EmbeddedTansu,
+    free_loopback_port,
+    provide_broker,
+    started,
+)
 from services.kafka.producer import EventPublisher
 from services.kafka.topics import ensure_topics
 from services.notifier.channels.webhook_receiver import WebhookReceiver
@@ -44,10 +54,56 @@ TEST_TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--broker",
+        choices=("kafka", "tansu"),
+        default=os.environ.get("PLATELETWATCH_BROKER"),
+        help="the session broker where KAFKA_BOOTSTRAP_SERVERS is unset and Docker does not "
+        "answer, as PLATELETWATCH_BROKER: Apache Kafka from `make tools`' jars, or embedded Tansu",
+    )
+
+
+def _session_broker_is_apache_kafka(config: pytest.Config) -> bool:
+    return not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and config.getoption("--broker") == "kafka"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run `each_broker` tests on the session broker and on Apache Kafka, unless that is one."""
+    if (
+        metafunc.definition.get_closest_marker("each_broker")
+        and "broker" in metafunc.fixturenames
+        and not _session_broker_is_apache_kafka(metafunc.config)
+    ):
+        metafunc.parametrize("broker", ["session", "kafka"], indirect=True)
+
+
 @pytest.fixture(scope="session")
-def broker() -> Iterator[Broker]:
-    with provide_broker(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as running:
+def session_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    with provide_broker(
+        os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), requested=request.config.getoption("--broker")
+    ) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """One Apache Kafka node from the jars for the session (the session broker when that is it);
+    skipped, saying why, where java or the jars are missing."""
+    if _session_broker_is_apache_kafka(request.config):
+        yield request.getfixturevalue("session_broker")
+        return
+    if reason := unavailable_reason():
+        pytest.skip(f"Apache Kafka unavailable: {reason}")
+    with started(BrokerKind.LOCAL_KAFKA, LocalApacheKafka()) as kafka:
+        yield kafka
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> Broker:
+    """The session broker, or Apache Kafka for a test parametrised (indirectly) with "kafka"."""
+    name = "apache_kafka" if getattr(request, "param", "session") == "kafka" else "session_broker"
+    return cast(Broker, request.getfixturevalue(name))
 
 
 @pytest.fixture
@@ -429,8 +485,10 @@ async def read_to_end(bootstrap_servers: str, topic: str, within_seconds: float 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()  # the cluster's metadata, for the topic's partitions
-        numbers = sorted(consumer.partitions_for_topic(topic) or ())
+        # The topic's partitions from fresh metadata: `consumer.topics()` would keep it to itself,
+        # and the consumer's own bootstrap asked for no topic (Tansu answers with all, Kafka none).
+        cluster = await consumer._client.fetch_all_metadata()
+        numbers = sorted(cluster.partitions_for_topic(topic) or ())
         assert numbers, f"no topic {topic}"
         partitions = [TopicPartition(topic, number) for number in numbers]
         consumer.assign(partitions)

@@ -35,6 +35,15 @@ def test_testcontainers_when_docker_answers_else_tansu() -> None:
     assert choose_broker("", lambda: False) is BrokerKind.EMBEDDED_TANSU
 
 
+def test_broker_kafka_comes_after_docker_and_tansu_can_be_asked_for() -> None:
+    assert choose_broker(None, lambda: True, "kafka") is BrokerKind.TESTCONTAINERS
+    assert choose_broker(None, lambda: False, "kafka") is BrokerKind.LOCAL_KAFKA
+    assert choose_broker(None, _docker_must_not_be_asked, "tansu") is BrokerKind.EMBEDDED_TANSU
+    assert choose_broker("k:9092", _docker_must_not_be_asked, "kafka") is BrokerKind.EXTERNAL
+    with pytest.raises(ValueError, match="PLATELETWATCH_BROKER='zookeeper'"):
+        choose_broker(None, lambda: False, "zookeeper")
+
+
 def test_an_unreachable_docker_engine_means_no_docker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_loopback_port()}")
     assert docker_answers() is False

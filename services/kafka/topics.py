@@ -4,6 +4,7 @@ Services verify at start and refuse to run against a topic whose partition count
 configured one (co-partitioning by patient would silently break), naming each mismatch.
 """
 
+import asyncio
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,6 +14,7 @@ from services.classifier.topology import PATIENT_STATE_TABLE, changelog_topic, l
 from services.config import Settings
 
 _TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
+_CREATED_VISIBLE_WITHIN_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,19 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
     return {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
 
 
+async def _created_partition_counts(
+    admin: AIOKafkaAdminClient, names: list[str], created: list[str]
+) -> dict[str, int]:
+    """Partition counts once every topic just created is visible: on a cluster of several
+    brokers, the one asked may learn of a new topic a moment after the controller made it."""
+    deadline = asyncio.get_running_loop().time() + _CREATED_VISIBLE_WITHIN_SECONDS
+    while True:
+        counts = await _partition_counts(admin, names)
+        if set(created) <= set(counts) or asyncio.get_running_loop().time() > deadline:
+            return counts
+        await asyncio.sleep(0.2)
+
+
 async def ensure_topics(settings: Settings, bootstrap_servers: str, create: bool) -> list[str]:
     """Create missing topics when `create` is set, then verify all; return the names created.
 
@@ -94,7 +109,7 @@ async def ensure_topics(settings: Settings, bootstrap_servers: str, create: bool
                     created.append(name)
                 elif error_code != _TOPIC_ALREADY_EXISTS:  # a concurrent creator is fine
                     raise TopicMismatchError(f"could not create {name}: {message} ({error_code})")
-            counts = await _partition_counts(admin, [spec.name for spec in specs])
+            counts = await _created_partition_counts(admin, [spec.name for spec in specs], created)
     finally:
         await admin.close()
     problems = describe_problems(specs, counts)
