@@ -116,17 +116,22 @@ def test_the_compose_stack_is_complete_and_pinned() -> None:
 
 KUBECTL = shutil.which("kubectl")
 OVERLAY = DEPLOY / "kubernetes" / "overlays" / "production"
+BASE = DEPLOY / "kubernetes" / "base"
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    if KUBECTL is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+    built = subprocess.run(
+        [KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert built.returncode == 0, built.stderr
+    return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
 
 
 @pytest.fixture(scope="module")
 def manifests() -> list[dict[str, Any]]:
-    if KUBECTL is None:
-        pytest.skip("kubectl (with its built-in kustomize) is not installed")
-    built = subprocess.run(
-        [KUBECTL, "kustomize", str(OVERLAY)], capture_output=True, text=True, timeout=60
-    )
-    assert built.returncode == 0, built.stderr
-    return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+    return kustomize(OVERLAY)
 
 
 def test_the_manifests_are_valid_kubernetes(manifests: list[dict[str, Any]]) -> None:
@@ -163,3 +168,39 @@ def test_every_workload_is_probed_sized_unprivileged_and_protected(
         assert workload["spec"]["replicas"] == 3  # the production overlay
     (classifier,) = [w for w in workloads if w["metadata"]["name"] == "plateletwatch-classifier"]
     assert classifier["kind"] == "Deployment"  # its state lives in the changelog topic
+
+
+@pytest.fixture(scope="module", params=[BASE, OVERLAY], ids=["base", "production"])
+def each_build(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return kustomize(request.param)
+
+
+def pod_specs(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        m["metadata"]["name"]: m["spec"]["template"]["spec"]
+        for m in manifests
+        if m["kind"] in {"Deployment", "Job", "StatefulSet", "DaemonSet"}
+    }
+
+
+def test_every_container_is_locked_down_and_writes_only_to_its_volumes(
+    each_build: list[dict[str, Any]],
+) -> None:
+    pods = pod_specs(each_build)
+    assert len(pods) == 4  # three services and the topics Job
+    for name, pod in pods.items():
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for container in pod["containers"] + pod.get("initContainers", []):
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["capabilities"] == {"drop": ["ALL"]}, name
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            assert "emptyDir" in volumes[mounts["/tmp"]], name  # Python and faust write there
+    classifier = pods["plateletwatch-classifier"]["containers"][0]
+    data_dir = {e["name"]: e.get("value") for e in classifier["env"]}[
+        "PLATELETWATCH_CLASSIFIER_DATA_DIR"
+    ]
+    assert data_dir in {m["mountPath"] for m in classifier["volumeMounts"]}
