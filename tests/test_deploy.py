@@ -204,3 +204,45 @@ def test_every_container_is_locked_down_and_writes_only_to_its_volumes(
         "PLATELETWATCH_CLASSIFIER_DATA_DIR"
     ]
     assert data_dir in {m["mountPath"] for m in classifier["volumeMounts"]}
+
+
+def test_each_service_admits_only_its_own_callers(each_build: list[dict[str, Any]]) -> None:
+    policies = {m["metadata"]["name"]: m["spec"] for m in each_build if m["kind"] == "NetworkPolicy"}
+    default = policies.pop("plateletwatch-default-deny")
+    assert default["podSelector"] == {}
+    assert set(default["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in default
+    assert "egress" not in default
+
+    def admitted(service: str) -> list[dict[str, Any]]:
+        spec = policies[f"plateletwatch-{service}"]
+        assert spec["podSelector"] == {
+            "matchLabels": {"app.kubernetes.io/name": f"plateletwatch-{service}"}
+        }
+        return list(spec["ingress"])
+
+    ingest = admitted("ingest")
+    assert {p["port"] for rule in ingest for p in rule["ports"]} == {"http", "mllp"}
+    feeds = [rule for rule in ingest if {p["port"] for p in rule["ports"]} >= {"mllp"}]
+    assert feeds and all("from" not in rule for rule in feeds)  # the labs are wherever they are
+
+    (scrape,) = admitted("classifier")
+    assert scrape["ports"] == [{"port": "http", "protocol": "TCP"}]
+    (prometheus,) = scrape["from"]
+    assert prometheus["namespaceSelector"]["matchLabels"]
+    assert prometheus["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "prometheus"
+
+    notifier = admitted("notifier")
+    sources = [peer for rule in notifier for peer in rule["from"]]
+    assert all(peer.get("podSelector", {}).get("matchLabels") for peer in sources)
+    assert all(peer.get("namespaceSelector", {}).get("matchLabels") for peer in sources)
+    assert {
+        p["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for p in sources
+    } == {"prometheus", "console-proxy"}
+
+    egress = policies.pop("plateletwatch-egress")
+    assert egress["podSelector"] == {
+        "matchLabels": {"app.kubernetes.io/part-of": "plateletwatch"}
+    }
+    ports = {(p.get("protocol"), p["port"]) for rule in egress["egress"] for p in rule["ports"]}
+    assert {("TCP", 9092), ("UDP", 53), ("TCP", 53)} <= ports
