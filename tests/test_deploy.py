@@ -246,3 +246,18 @@ def test_each_service_admits_only_its_own_callers(each_build: list[dict[str, Any
     }
     ports = {(p.get("protocol"), p["port"]) for rule in egress["egress"] for p in rule["ports"]}
     assert {("TCP", 9092), ("UDP", 53), ("TCP", 53)} <= ports
+
+
+def test_the_notifier_cannot_start_without_its_shared_secrets(
+    each_build: list[dict[str, Any]],
+) -> None:
+    pod = pod_specs(each_build)["plateletwatch-notifier"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    for name, key in (
+        ("PLATELETWATCH_NOTIFIER_LINK_SECRET", "link-secret"),
+        ("PLATELETWATCH_NOTIFIER_SESSION_SECRET", "session-secret"),
+        ("PLATELETWATCH_NOTIFIER_DATABASE_URL", "database-url"),
+    ):
+        reference = env[name]["valueFrom"]["secretKeyRef"]
+        assert reference == {"name": "plateletwatch-notifier", "key": key}  # never optional
