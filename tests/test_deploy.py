@@ -261,3 +261,8 @@ def test_the_notifier_cannot_start_without_its_shared_secrets(
     ):
         reference = env[name]["valueFrom"]["secretKeyRef"]
         assert reference == {"name": "plateletwatch-notifier", "key": key}  # never optional
+
+
+def test_the_topics_job_can_be_applied_again(each_build: list[dict[str, Any]]) -> None:
+    (job,) = [m for m in each_build if m["kind"] == "Job"]
+    assert 0 < job["spec"]["ttlSecondsAfterFinished"] <= 3600
