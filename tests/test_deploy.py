@@ -207,7 +207,9 @@ def test_every_container_is_locked_down_and_writes_only_to_its_volumes(
 
 
 def test_each_service_admits_only_its_own_callers(each_build: list[dict[str, Any]]) -> None:
-    policies = {m["metadata"]["name"]: m["spec"] for m in each_build if m["kind"] == "NetworkPolicy"}
+    policies = {
+        m["metadata"]["name"]: m["spec"] for m in each_build if m["kind"] == "NetworkPolicy"
+    }
     default = policies.pop("plateletwatch-default-deny")
     assert default["podSelector"] == {}
     assert set(default["policyTypes"]) == {"Ingress", "Egress"}
@@ -224,7 +226,8 @@ def test_each_service_admits_only_its_own_callers(each_build: list[dict[str, Any
     ingest = admitted("ingest")
     assert {p["port"] for rule in ingest for p in rule["ports"]} == {"http", "mllp"}
     feeds = [rule for rule in ingest if {p["port"] for p in rule["ports"]} >= {"mllp"}]
-    assert feeds and all("from" not in rule for rule in feeds)  # the labs are wherever they are
+    assert feeds
+    assert all("from" not in rule for rule in feeds)  # the labs are wherever they are
 
     (scrape,) = admitted("classifier")
     assert scrape["ports"] == [{"port": "http", "protocol": "TCP"}]
@@ -236,14 +239,13 @@ def test_each_service_admits_only_its_own_callers(each_build: list[dict[str, Any
     sources = [peer for rule in notifier for peer in rule["from"]]
     assert all(peer.get("podSelector", {}).get("matchLabels") for peer in sources)
     assert all(peer.get("namespaceSelector", {}).get("matchLabels") for peer in sources)
-    assert {
-        p["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for p in sources
-    } == {"prometheus", "console-proxy"}
+    assert {p["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for p in sources} == {
+        "prometheus",
+        "console-proxy",
+    }
 
     egress = policies.pop("plateletwatch-egress")
-    assert egress["podSelector"] == {
-        "matchLabels": {"app.kubernetes.io/part-of": "plateletwatch"}
-    }
+    assert egress["podSelector"] == {"matchLabels": {"app.kubernetes.io/part-of": "plateletwatch"}}
     ports = {(p.get("protocol"), p["port"]) for rule in egress["egress"] for p in rule["ports"]}
     assert {("TCP", 9092), ("UDP", 53), ("TCP", 53)} <= ports
 
@@ -266,3 +268,29 @@ def test_the_notifier_cannot_start_without_its_shared_secrets(
 def test_the_topics_job_can_be_applied_again(each_build: list[dict[str, Any]]) -> None:
     (job,) = [m for m in each_build if m["kind"] == "Job"]
     assert 0 < job["spec"]["ttlSecondsAfterFinished"] <= 3600
+
+
+RECOMMENDED = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+)
+
+
+def test_every_object_and_pod_carries_the_recommended_labels(
+    each_build: list[dict[str, Any]],
+) -> None:
+    for manifest in each_build:
+        labels = manifest["metadata"].get("labels", {})
+        missing = [key for key in RECOMMENDED if key not in labels]
+        assert missing == [], (manifest["kind"], manifest["metadata"]["name"])
+    for name, manifest in (
+        (m["metadata"]["name"], m) for m in each_build if "template" in m.get("spec", {})
+    ):
+        labels = manifest["spec"]["template"]["metadata"]["labels"]
+        assert [key for key in RECOMMENDED if key not in labels] == [], name
+        for container in manifest["spec"]["template"]["spec"]["containers"]:
+            assert container["image"].endswith(":" + labels["app.kubernetes.io/version"]), name
