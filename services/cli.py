@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas.export import drifted_files, write_schemas
+from services.build_info import describe as describe_release
 from services.config import Settings
 from services.kafka.client_logs import keep_patient_data_out_of_client_logs
 from services.kafka.topics import TopicMismatchError, ensure_topics
@@ -248,6 +249,7 @@ _SERVICES = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plateletwatch", description=__doc__)
+    parser.add_argument("--version", action="version", version=describe_release())
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in _SERVICES.items():
         commands.add_parser(name, help=help_text)
