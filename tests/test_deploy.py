@@ -3,6 +3,8 @@ package; `make test` installs it where it can), the Dockerfile linted by hadolin
 stack and the Kubernetes manifests (kustomize, kubernetes-validate) checked for what a hospital
 relies on."""
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -312,3 +314,24 @@ def test_every_object_and_pod_carries_the_recommended_labels(
         assert [key for key in RECOMMENDED if key not in labels] == [], name
         for container in manifest["spec"]["template"]["spec"]["containers"]:
             assert container["image"].endswith(":" + labels["app.kubernetes.io/version"]), name
+
+
+def test_the_dashboard_chooses_its_prometheus_and_instances_and_says_its_units() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "plateletwatch.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    instance = variables["instance"]
+    assert instance["type"] == "query"
+    assert instance["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    assert instance["includeAll"] is True
+    assert instance["allValue"] == ".*"
+    for panel in dashboard["panels"]:
+        title = panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, title
+        assert panel["fieldConfig"]["defaults"]["unit"], title
+        for target in panel["targets"]:
+            assert target["datasource"] == panel["datasource"], title
+            selectors = re.findall(r"\b(?:plateletwatch_\w+|up)\b(\{[^}]*\})?", target["expr"])
+            assert selectors, title
+            assert all('instance=~"$instance"' in s for s in selectors), (title, target["expr"])
