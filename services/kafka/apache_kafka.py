@@ -249,6 +249,23 @@ class LocalApacheKafka:
     def pids(self) -> list[int]:
         return [process.pid for process in self._processes]
 
+    def kill_node(self, node_id: int) -> None:
+        """SIGKILL one node (broker and controller) and wait for it to die, as a crashed machine;
+        the others go on, electing new partition leaders. Its data stays until `stop`. Raises
+        KeyError for a node id this cluster does not have."""
+        index = {node.node_id: i for i, node in enumerate(self.nodes)}[node_id]
+        process = self._processes[index]
+        process.kill()
+        process.wait()
+
+    def alive_nodes(self) -> list[int]:
+        """The ids of the nodes whose process is running."""
+        return [
+            node.node_id
+            for node, process in zip(self.nodes, self._processes, strict=True)
+            if process.poll() is None
+        ]
+
     def stop(self, timeout: float = 15.0) -> None:
         """Terminate every node, kill those still there after `timeout`, remove the data.
         Idempotent."""
