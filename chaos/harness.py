@@ -82,9 +82,16 @@ class Service:
     seconds each restart took to answer /readyz 200."""
 
     def __init__(
-        self, name: str, ready_url: str, env: dict[str, str], log_path: Path, plan: Plan
+        self,
+        name: str,
+        ready_url: str,
+        env: dict[str, str],
+        log_path: Path,
+        plan: Plan,
+        command: str | None = None,
     ) -> None:
-        self.name = name
+        self.name = name  # "classifier", or "classifier-2" where several run
+        self.command = command or name  # the `plateletwatch` subcommand
         self._ready_within_seconds = plan.ready_within_seconds
         self.kills = 0
         self.killed_at: list[float] = []  # time.monotonic() of each SIGKILL
@@ -103,7 +110,7 @@ class Service:
             self._log.close()
         self._log = self._log_path.open("ab")  # every run of the service, one after the other
         return subprocess.Popen(
-            [sys.executable, "-m", "services.cli", self.name],
+            [sys.executable, "-m", "services.cli", self.command],
             env=self._env,
             cwd=REPO,
             stdout=self._log,
