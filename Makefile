@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install tools run test lint check-schemas schemas bench chaos fuzz lock clean
+.PHONY: help install tools run test lint check-schemas schemas bench chaos failover fuzz lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,6 +68,9 @@ bench: $(STAMP) ## ingest (MLLP) vs raw producer, replay vs JSON decode; writes 
 
 chaos: $(STAMP) ## SIGKILL every service again and again under load; 0 lost, 0 paged twice; writes chaos-results.json
 	$(BIN)/python -m chaos
+
+failover: $(STAMP) tools ## 3-node Kafka, 3 classifiers, 2 notifiers: kill the leader broker, a classifier, a notifier; writes failover-results.json
+	$(BIN)/python -m chaos --failover
 
 FUZZ_SECONDS ?= 300
 

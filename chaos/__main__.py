@@ -39,8 +39,20 @@ def _plan(argv: list[str] | None) -> tuple[Plan, Path]:
         help="SIGKILLs of the classifier (default: as --kills)",
     )
     parser.add_argument("--seed", type=int, default=int(environ("CHAOS_SEED", "12")))
-    parser.add_argument("--results", type=Path, default=REPO / "chaos-results.json")
+    parser.add_argument("--results", type=Path, default=None)
+    parser.add_argument(
+        "--failover",
+        action="store_true",
+        help="instead: 3-node Apache Kafka, 3 classifiers, 2 notifiers; kill the leader broker, "
+        "a classifier, a notifier (chaos.failover); writes failover-results.json",
+    )
     args = parser.parse_args(argv)
+    if args.failover:
+        from chaos.failover import main as failover
+
+        patients = args.patients if "--patients" in (argv or sys.argv) else 60
+        sys.exit(failover(patients, args.results or REPO / "failover-results.json"))
+    args.results = args.results or REPO / "chaos-results.json"
     classifier_kills = args.kills if args.classifier_kills < 0 else args.classifier_kills
     kills = {"ingest": args.kills, "classifier": classifier_kills, "notifier": args.kills}
     return Plan(patients=args.patients, kills=kills, seed=args.seed), args.results
