@@ -5,6 +5,10 @@ every patient was paged and nobody twice for the same alert; the services' logs 
 Parameters by option or environment: --patients (CHAOS_PATIENTS, 500), --kills per service
 (CHAOS_KILLS, 20), --classifier-kills (CHAOS_CLASSIFIER_KILLS, as --kills), --seed (CHAOS_SEED,
 12). KAFKA_BOOTSTRAP_SERVERS, if set, names the broker; otherwise one is started for the run.
+
+`--failover` (`make failover`) runs `chaos.failover` instead: a three-node Apache Kafka, three
+classifiers and two notifiers, the leader broker, a classifier and a notifier SIGKILLed;
+--patients (60 there) and --results (failover-results.json) apply.
 """
 
 import argparse

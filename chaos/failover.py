@@ -9,11 +9,13 @@ duplicates, as `chaos.harness.repeated_pages` counts them).
 Recovery, per kill at time k: of the patients whose result was still unpaged at k or first sent
 before the next kill, the longest any waited for its page counted from the later of k and the
 lab's first sending (so ingest refusing results while Kafka elects counts); next to it the same
-wait before any kill (`baseline`). The surviving classifier workers' logs after the classifier
-kill show the histories they read back from the changelog (`changelog_handover`). For the
-broker, also the seconds until the metadata named a new leader for the partition. A service
-that exits by itself is restarted and counted, as in `make chaos`; the killed ones stay down.
-Figures are times on this machine, not a benchmark.
+wait before any kill (`baseline`). State handed over: some seconds after the classifier kill,
+every patient already paged gets a second count as low as the first, which a classifier holding
+the open episode does not page (`paged_again_in_open_episode` must stay empty); the surviving
+classifier workers' logs show the histories they read back from the changelog
+(`changelog_handover`). For the broker, also the seconds until the metadata named a new leader
+for the partition. A service that exits by itself is restarted and counted, as in `make chaos`;
+the killed ones stay down. Figures are times on this machine, not a benchmark.
 """
 
 import asyncio
@@ -24,7 +26,9 @@ import re
 import statistics
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +40,7 @@ from aiokafka.errors import KafkaError
 from chaos import ChaosFailure
 from chaos.harness import _TOKEN, Plan, Service, _environment, repeated_pages, say
 from chaos.harness import lost_patients as unpaged_patients
-from chaos.lab import Ingest, mrn, send_until_accepted
+from chaos.lab import _AUTHORITY, Ingest, critical_value, mrn, send_until_accepted
 from schemas import Topic
 from services.config import Settings
 from services.kafka.apache_kafka import LocalApacheKafka
@@ -63,6 +67,9 @@ class FailoverPlan:
     kill_at: dict[str, float] = field(
         default_factory=lambda: {"broker": 8.0, "classifier": 20.0, "notifier": 32.0}
     )
+    # After the classifier kill has been taken over: a second count, no lower, for every
+    # patient paged before that kill; a worker without their histories would page them again.
+    second_counts_after_classifier_kill: float = 7.0
     # A notifier SIGKILLed between claiming a page and recording it holds the claim for its
     # two-minute lease; only then may the other one send it.
     settle_seconds: float = 150.0
@@ -76,6 +83,8 @@ class FailoverResults:
     killed: dict[str, str]  # what was killed: "node 2", "classifier-1", "notifier-1"
     unexpected_exits: dict[str, int]
     changelog_handover: list[dict[str, Any]]
+    second_counts: int
+    paged_again: list[int]
     lab_resending_max_seconds: float
     leader_elected_seconds: float | None
     recovery_seconds: dict[str, float | None]
@@ -100,6 +109,8 @@ class FailoverResults:
             "leader_elected_seconds": self.leader_elected_seconds,
             "lab_resending_max_seconds": self.lab_resending_max_seconds,
             "changelog_handover": self.changelog_handover,
+            "second_counts_after_classifier_kill": self.second_counts,
+            "paged_again_in_open_episode": self.paged_again,  # made-up patient numbers
             "recovery_seconds": self.recovery_seconds,
             "baseline_page_latency_seconds": self.baseline_seconds,
             "pages": self.pages,
@@ -314,6 +325,60 @@ async def _send(
             await asyncio.sleep(interval)
 
 
+async def _after(seconds: float, work: Coroutine[Any, Any, None]) -> None:
+    await asyncio.sleep(seconds)
+    await work
+
+
+def _second_count(patient: int) -> dict[str, object]:
+    """The patient's second critical count, as low as the first, half an hour later: within
+    the open episode, so a classifier holding the patient's history does not page again."""
+    collected = datetime.now(UTC) - timedelta(minutes=30)
+    # As chaos.lab sent the first: odd patients by HL7 v2, whose PID-3.4 names the authority
+    # GENHOSP; the same authority here, or the classifier would see another patient.
+    authority = "GENHOSP" if patient % 2 else _AUTHORITY
+    return {
+        "patient": {"identifier": {"authority": authority, "mrn": mrn(patient)}},
+        "result_id": f"CHAOS-{patient:06d}-PLT-2",
+        "code": {"system": "http://loinc.org", "code": "777-3"},
+        "value": str(critical_value(patient)),
+        "unit": "10*9/L",
+        "status": "final",
+        "collected_at": collected.isoformat(),
+        "verified_at": (collected + timedelta(minutes=20)).isoformat(),
+    }
+
+
+async def _send_second_counts(ingest: Ingest, patients: list[int]) -> None:
+    """Each patient's second count over HTTP, resent until ingest accepts it."""
+    async with httpx.AsyncClient(timeout=20) as client:
+        for patient in patients:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = await client.post(
+                        f"{ingest.http_url}/v1/lab-results",
+                        json=_second_count(patient),
+                        headers={"Authorization": f"Bearer {ingest.token}"},
+                    )
+                    if answer.status_code == 202:
+                        break
+                    if answer.status_code < 500:
+                        raise ChaosFailure(f"second count refused: HTTP {answer.status_code}")
+                await asyncio.sleep(0.5)
+
+
+def paged_again(pages: list[ReceivedPage], patients: list[int]) -> list[int]:
+    """Of `patients`, those paged for more than one critical_low alert (a second one means the
+    classifier had forgotten the open episode)."""
+    alerts: dict[str, set[str]] = {}
+    for page in pages:
+        alert = page.body["alert"]
+        if alert["kind"] == "critical_low":
+            key = alert["patient"]["identifier"]["mrn"]
+            alerts.setdefault(key, set()).add(alert["alert_id"])
+    return [p for p in patients if len(alerts.get(mrn(p), ())) > 1]
+
+
 async def _kill_all(
     plan: FailoverPlan,
     cluster: LocalApacheKafka,
@@ -321,12 +386,16 @@ async def _kill_all(
     topic: str,
     started: float,
     handover: list[dict[str, Any]],
+    probe: tuple[Ingest, WebhookReceiver, list[int]],
 ) -> tuple[dict[str, float], dict[str, str], float | None]:
     """The three kills, each at its time; `handover` gets what the surviving classifiers read
-    back from the changelog between the classifier and the notifier kill."""
+    back from the changelog between the classifier and the notifier kill. After the classifier
+    kill, the patients already paged get their second count (`probe`: where to send, the pages
+    so far, and the list to fill with those patients)."""
     killed_at: dict[str, float] = {}
     killed: dict[str, str] = {}
     elected: float | None = None
+    second_counts: asyncio.Task[None] | None = None
     for kind in KILLS:
         await asyncio.sleep(max(0.0, started + plan.kill_at[kind] - time.monotonic()))
         if kind == "broker":
@@ -342,9 +411,21 @@ async def _kill_all(
         else:
             if kind == "notifier":  # before the notifier kill moves the log marks on
                 handover.extend(deployment.read_back_since_kill("classifier"))
+                if second_counts is not None:
+                    await second_counts
             name = f"{kind}-1"
             killed_at[kind] = deployment.kill(name)
             killed[kind] = name
+            if kind == "classifier":
+                ingest, receiver, chosen = probe
+                paged = first_pages(list(receiver.pages))
+                chosen.extend(p for p in range(plan.patients) if mrn(p) in paged)
+                second_counts = asyncio.create_task(
+                    _after(
+                        plan.second_counts_after_classifier_kill,
+                        _send_second_counts(ingest, chosen),
+                    )
+                )
     return killed_at, killed, elected
 
 
@@ -392,6 +473,7 @@ async def run_failover_async(
         ingest = Ingest(f"http://127.0.0.1:{ports['ingest']}", "127.0.0.1", ports["mllp"], _TOKEN)
         sent: dict[int, float] = {}
         handover: list[dict[str, Any]] = []
+        second_counted: list[int] = []
         accepted: dict[int, float] = {}
         started = time.monotonic()
         say(f"all ready; sending {plan.patients} results over {plan.send_seconds:g} s")
@@ -400,7 +482,15 @@ async def run_failover_async(
             async with asyncio.TaskGroup() as group:
                 group.create_task(_send(ingest, plan, sent, accepted))
                 kills = group.create_task(
-                    _kill_all(plan, cluster, deployment, topic, started, handover)
+                    _kill_all(
+                        plan,
+                        cluster,
+                        deployment,
+                        topic,
+                        started,
+                        handover,
+                        (ingest, receiver, second_counted),
+                    )
                 )
             say(f"all {plan.patients} results accepted; waiting for the pages")
             await _settle(receiver, plan)
@@ -423,6 +513,8 @@ async def run_failover_async(
             killed=killed,
             unexpected_exits={n: s.unexpected_exits for n, s in deployment.services.items()},
             changelog_handover=handover,
+            second_counts=len(second_counted),
+            paged_again=paged_again(pages, second_counted),
             lab_resending_max_seconds=round(max(accepted[p] - sent[p] for p in accepted), 1),
             leader_elected_seconds=None if elected is None else round(elected, 1),
             recovery_seconds=recovery,
@@ -472,7 +564,7 @@ def main(patients: int, results_path: Path) -> int:
     results.write(results_path)
     print(f"failover: results in {results_path}")
     print(json.dumps(results.figures(), indent=2))
-    if results.lost_patients or results.duplicates:
+    if results.lost_patients or results.duplicates or results.paged_again:
         print(f"failover: logs kept in {workdir}")
         return 1
     shutil.rmtree(workdir)

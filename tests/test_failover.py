@@ -1,7 +1,8 @@
 """Scale-out and failover on a three-node Apache Kafka cluster (RF 3, min.insync.replicas 2):
 three classifier workers and two notifiers on one PostgreSQL store; the leader broker of
 lab.results.v1[0], then a classifier worker, then a notifier are SIGKILLed while a lab sends
-critical results. Every patient must be paged, nobody twice (`chaos.failover`).
+critical results. Every patient must be paged, nobody twice, and a second count after the
+classifier kill must find the patient's open episode (`chaos.failover`).
 
 Skipped, saying why, where java, the Kafka jars or PostgreSQL's server are missing.
 """
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from chaos.failover import FailoverPlan, recovery_seconds, run_failover
+from chaos.failover import FailoverPlan, paged_again, recovery_seconds, run_failover
 from chaos.lab import mrn
 from services.kafka.apache_kafka import LocalApacheKafka, unavailable_reason
+from services.notifier.channels.webhook_receiver import ReceivedPage
 from tests.postgres_server import find_binaries
 
 needs_cluster = pytest.mark.skipif(
@@ -31,6 +33,23 @@ def test_recovery_is_the_longest_wait_from_the_kill_or_acceptance() -> None:
     # 3 was accepted after the next kill at 20.
     assert recovery_seconds(accepted, paged, killed_at=10.0, next_kill_at=20.0) == 6.0
     assert recovery_seconds(accepted, paged, killed_at=30.0, next_kill_at=40.0) is None
+
+
+def _page(alert_id: str, patient: int, kind: str = "critical_low") -> ReceivedPage:
+    alert = {"alert_id": alert_id, "kind": kind, "patient": {"identifier": {"mrn": mrn(patient)}}}
+    return ReceivedPage("/pages", {"Idempotency-Key": alert_id}, {"alert": alert}, b"", 0.0)
+
+
+def test_a_second_critical_alert_in_the_open_episode_is_a_forgotten_history() -> None:
+    pages = [
+        _page("a0", 0),
+        _page("a0", 0),  # the same alert twice: a duplicate (or a resend), not a second alert
+        _page("a1", 1),
+        _page("b1", 1),  # a new critical alert for a patient whose episode was open
+        _page("a2", 2),
+        _page("w2", 2, kind="withdrawn"),
+    ]
+    assert paged_again(pages, [0, 1, 2]) == [1]
 
 
 @pytest.fixture
@@ -59,5 +78,7 @@ def test_leader_broker_classifier_and_notifier_killed_lose_no_patient_and_page_n
     # The killed worker's partitions were taken over with their histories, read from the
     # changelog by the survivors.
     assert any(read["patients"] > 0 for read in results.changelog_handover), figures
+    assert results.second_counts > 0, figures
+    assert results.paged_again == [], figures
     assert results.lost_patients == [], figures
     assert results.duplicates == [], figures
