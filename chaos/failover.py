@@ -38,9 +38,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from chaos import ChaosFailure
-from chaos.harness import _TOKEN, Plan, Service, _environment, repeated_pages, say
+from chaos.harness import _TOKEN, Plan, Service, _environment, repeated_pages, say, settle
 from chaos.harness import lost_patients as unpaged_patients
-from chaos.lab import _AUTHORITY, Ingest, critical_value, mrn, send_until_accepted
+from chaos.lab import (
+    RESEND_AFTER_SECONDS,
+    Ingest,
+    json_result,
+    mrn,
+    post_json,
+    send_until_accepted,
+)
 from schemas import Topic
 from services.config import Settings
 from services.kafka.apache_kafka import LocalApacheKafka
@@ -330,41 +337,18 @@ async def _after(seconds: float, work: Coroutine[Any, Any, None]) -> None:
     await work
 
 
-def _second_count(patient: int) -> dict[str, object]:
-    """The patient's second critical count, as low as the first, half an hour later: within
-    the open episode, so a classifier holding the patient's history does not page again."""
-    collected = datetime.now(UTC) - timedelta(minutes=30)
-    # As chaos.lab sent the first: odd patients by HL7 v2, whose PID-3.4 names the authority
-    # GENHOSP; the same authority here, or the classifier would see another patient.
-    authority = "GENHOSP" if patient % 2 else _AUTHORITY
-    return {
-        "patient": {"identifier": {"authority": authority, "mrn": mrn(patient)}},
-        "result_id": f"CHAOS-{patient:06d}-PLT-2",
-        "code": {"system": "http://loinc.org", "code": "777-3"},
-        "value": str(critical_value(patient)),
-        "unit": "10*9/L",
-        "status": "final",
-        "collected_at": collected.isoformat(),
-        "verified_at": (collected + timedelta(minutes=20)).isoformat(),
-    }
-
-
 async def _send_second_counts(ingest: Ingest, patients: list[int]) -> None:
-    """Each patient's second count over HTTP, resent until ingest accepts it."""
+    """Each patient's second count over HTTP, as low as the first and half an hour ago: within
+    the open episode, so a classifier holding the patient's history does not page again. Resent
+    until ingest accepts it."""
+    collected = datetime.now(UTC) - timedelta(minutes=30)
     async with httpx.AsyncClient(timeout=20) as client:
         for patient in patients:
+            body = json_result(patient, collected, number=2)
             while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    answer = await client.post(
-                        f"{ingest.http_url}/v1/lab-results",
-                        json=_second_count(patient),
-                        headers={"Authorization": f"Bearer {ingest.token}"},
-                    )
-                    if answer.status_code == 202:
-                        break
-                    if answer.status_code < 500:
-                        raise ChaosFailure(f"second count refused: HTTP {answer.status_code}")
-                await asyncio.sleep(0.5)
+                if await post_json(client, ingest, body, patient):
+                    break
+                await asyncio.sleep(RESEND_AFTER_SECONDS)
 
 
 def paged_again(pages: list[ReceivedPage], patients: list[int]) -> list[int]:
@@ -429,21 +413,6 @@ async def _kill_all(
     return killed_at, killed, elected
 
 
-async def _settle(receiver: WebhookReceiver, plan: FailoverPlan) -> None:
-    deadline = time.monotonic() + plan.settle_seconds
-    seen, last_page_at, last_said = len(receiver.pages), time.monotonic(), time.monotonic()
-    while time.monotonic() < deadline:
-        if len(receiver.pages) != seen:
-            seen, last_page_at = len(receiver.pages), time.monotonic()
-        waiting = len(unpaged_patients(list(receiver.pages), plan.patients))
-        if not waiting and time.monotonic() - last_page_at >= plan.quiet_seconds:
-            return
-        if time.monotonic() - last_said >= 10:
-            say(f"{waiting} patients not paged yet")
-            last_said = time.monotonic()
-        await asyncio.sleep(0.5)
-
-
 async def run_failover_async(
     plan: FailoverPlan, cluster: LocalApacheKafka, postgres_admin_url: str, workdir: Path
 ) -> FailoverResults:
@@ -493,7 +462,7 @@ async def run_failover_async(
                     )
                 )
             say(f"all {plan.patients} results accepted; waiting for the pages")
-            await _settle(receiver, plan)
+            await settle(receiver, plan.patients, plan.settle_seconds, plan.quiet_seconds, [])
         except ExceptionGroup as failures:
             raise failures.exceptions[0] from None
         finally:

@@ -258,17 +258,24 @@ def lost_patients(pages: list[ReceivedPage], patients: int) -> list[int]:
     return [patient for patient in range(patients) if mrn(patient) not in paged]
 
 
-async def _settle(receiver: WebhookReceiver, plan: Plan, services: list[Service]) -> None:
+async def settle(
+    receiver: WebhookReceiver,
+    patients: int,
+    settle_seconds: float,
+    quiet_seconds: float,
+    services: list[Service],
+) -> None:
     """Wait until every patient has been paged and no page has come for `quiet_seconds`, or
-    `settle_seconds` have passed; services that exit meanwhile are restarted."""
-    deadline = time.monotonic() + plan.settle_seconds
+    `settle_seconds` have passed; `services` that exit meanwhile are restarted (none: the
+    failover run keeps its dead dead)."""
+    deadline = time.monotonic() + settle_seconds
     seen, last_page_at = len(receiver.pages), time.monotonic()
     last_said = last_page_at
     while time.monotonic() < deadline:
         if len(receiver.pages) != seen:
             seen, last_page_at = len(receiver.pages), time.monotonic()
-        waiting_for = len(lost_patients(list(receiver.pages), plan.patients))
-        if not waiting_for and time.monotonic() - last_page_at >= plan.quiet_seconds:
+        waiting_for = len(lost_patients(list(receiver.pages), patients))
+        if not waiting_for and time.monotonic() - last_page_at >= quiet_seconds:
             return
         if time.monotonic() - last_said >= 10:
             say(f"{waiting_for} patients not paged yet")
@@ -337,7 +344,7 @@ async def _run(plan: Plan, broker: Broker, workdir: Path) -> Results:
         except ExceptionGroup as failures:  # the first failure stopped the others
             raise failures.exceptions[0] from None
         say(f"all {plan.patients} results accepted; waiting for the pages")
-        await _settle(receiver, plan, services)
+        await settle(receiver, plan.patients, plan.settle_seconds, plan.quiet_seconds, services)
         say(f"{len(receiver.pages)} pages received; stopping the services")
         pages = list(receiver.pages)
         notifier_killed_at = [t for s in services if s.name == "notifier" for t in s.killed_at]

@@ -43,10 +43,14 @@ class Ingest:
     token: str
 
 
-def _json_result(patient: int, collected: datetime) -> dict[str, object]:
+def json_result(patient: int, collected: datetime, number: int = 1) -> dict[str, object]:
+    """The patient's `number`th critical count as a JSON body. It names the patient as the lab's
+    first result did: odd patients came by HL7 v2, whose PID-3.4 gives the authority GENHOSP;
+    another authority would be another patient to the classifier."""
+    authority = "GENHOSP" if patient % 2 else _AUTHORITY
     return {
-        "patient": {"identifier": {"authority": _AUTHORITY, "mrn": mrn(patient)}},
-        "result_id": f"CHAOS-{patient:06d}-PLT",
+        "patient": {"identifier": {"authority": authority, "mrn": mrn(patient)}},
+        "result_id": f"CHAOS-{patient:06d}-PLT" + (f"-{number}" if number > 1 else ""),
         "code": {"system": "http://loinc.org", "code": "777-3"},
         "value": str(critical_value(patient)),
         "unit": "10*9/L",
@@ -68,10 +72,18 @@ def _oru(patient: int, collected: datetime) -> bytes:
 
 async def _send_json(client: httpx.AsyncClient, ingest: Ingest, patient: int) -> bool:
     collected = datetime.now(UTC) - timedelta(hours=1)
+    return await post_json(client, ingest, json_result(patient, collected), patient)
+
+
+async def post_json(
+    client: httpx.AsyncClient, ingest: Ingest, body: dict[str, object], patient: int
+) -> bool:
+    """POST one JSON result: True once stored, False to send again (ingest down or busy);
+    LabRefused when ingest refuses it for good."""
     try:
         answer = await client.post(
             f"{ingest.http_url}/v1/lab-results",
-            json=_json_result(patient, collected),
+            json=body,
             headers={"Authorization": f"Bearer {ingest.token}"},
         )
     except httpx.HTTPError:
