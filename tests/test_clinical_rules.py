@@ -12,12 +12,22 @@ from schemas import (
     AlertKind,
     PlateletAlert,
     ResultStatus,
-    TransfusionEvent,
     TreatmentCategory,
     stable_event_id,
 )
 from services.classifier.engine import History, apply
-from tests.test_engine import ADULT, RULES, T0, feed, flat, kinds, result, splenectomy, treatment
+from tests.test_engine import (
+    ADULT,
+    RULES,
+    T0,
+    feed,
+    flat,
+    kinds,
+    result,
+    splenectomy,
+    transfusion,
+    treatment,
+)
 
 
 def every(alerts: list[list[PlateletAlert]]) -> list[PlateletAlert]:
@@ -26,18 +36,6 @@ def every(alerts: list[list[PlateletAlert]]) -> list[PlateletAlert]:
 
 def withdrawals(alerts: list[list[PlateletAlert]]) -> list[PlateletAlert]:
     return [a for a in every(alerts) if a.kind is AlertKind.WITHDRAWN]
-
-
-def transfusion(days: float) -> TransfusionEvent:
-    return TransfusionEvent(
-        event_id=stable_event_id("test-transfusion", str(days)),
-        source="json",
-        patient=ADULT,
-        category=TreatmentCategory.PLATELET_TRANSFUSION,
-        name="Platelets, apheresis",
-        started_at=T0 + timedelta(days=days),
-        received_at=T0 + timedelta(days=days),
-    )
 
 
 # --- 1. a withdrawal only when the paged value was wrong -----------------------------------

@@ -20,6 +20,7 @@ from schemas import (
     PlateletCount,
     ProcedureEvent,
     ResultStatus,
+    TransfusionEvent,
     TreatmentCategory,
     stable_event_id,
 )
@@ -86,6 +87,18 @@ def splenectomy(days: float) -> ProcedureEvent:
         category=TreatmentCategory.SPLENECTOMY,
         name="Laparoscopic splenectomy",
         performed_at=T0 + timedelta(days=days),
+        received_at=T0 + timedelta(days=days),
+    )
+
+
+def transfusion(days: float) -> TransfusionEvent:
+    return TransfusionEvent(
+        event_id=stable_event_id("test-transfusion", str(days)),
+        source="json",
+        patient=ADULT,
+        category=TreatmentCategory.PLATELET_TRANSFUSION,
+        name="Platelets, apheresis",
+        started_at=T0 + timedelta(days=days),
         received_at=T0 + timedelta(days=days),
     )
 
