@@ -574,11 +574,11 @@ class _Course:
     splenectomy: bool
 
 
-def _courses(history: History, rules: Rules) -> list[_Course]:
-    """The courses on record, by start."""
+def _courses(history: History, first_line: list[TreatmentEvent], rules: Rules) -> list[_Course]:
+    """The courses on record, by start: `first_line` (by start) grouped, and splenectomies."""
     courses: list[_Course] = []
     last_dose: datetime | None = None
-    for dose in _first_line(history, rules):
+    for dose in first_line:
         start = treatment_start(dose)
         refractory = _rule_at(dose, rules).refractory
         if last_dose is None or start - last_dose >= timedelta(
@@ -729,7 +729,8 @@ class _Scans:
         self.rules = rules
         self.populations = rules.populations
         self.critical = _CriticalLowScan()
-        courses = _courses(history, rules)
+        first_line = _first_line(history, rules)
+        courses = _courses(history, first_line, rules)
         transfused = sorted(
             treatment_start(t)
             for t in history.treatments.values()
@@ -737,7 +738,6 @@ class _Scans:
         )
         self.refractory_scan = _RefractoryScan(courses, transfused)
         self.judging = bool(courses)  # a course on record: every count may matter to it
-        first_line = _first_line(history, rules)
         self.persistent = _PersistentSevereScan(first_line[0] if first_line else None)
         self.undiagnosed = _diagnosis_missing(history, rules)
         self.refractory: list[_Wanted] = []
