@@ -13,11 +13,12 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml requirements/lock.txt
+$(STAMP): pyproject.toml requirements/dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "PlateletWatch needs Python 3.11 or newer (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/lock.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 install: $(STAMP) ## create .venv and install the project with its pinned dependencies
@@ -77,8 +78,13 @@ FUZZ_SECONDS ?= 300
 fuzz: $(STAMP) ## fuzz the HL7, FHIR, JSON and context readers, FUZZ_SECONDS each (300); writes fuzz-results.json
 	nice -n 10 $(BIN)/python -m fuzz --seconds $(FUZZ_SECONDS)
 
-lock: $(STAMP) ## re-pin every installed dependency into requirements/lock.txt
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^plateletwatch' > requirements/lock.txt
+# LOCK_ARGS=--upgrade moves every pin to the newest release pyproject.toml allows.
+LOCK_ARGS ?=
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11 \
+	--custom-compile-command 'make lock' $(LOCK_ARGS)
+lock: $(STAMP) ## pin the tree with hashes: requirements/runtime.txt (the image), requirements/dev.txt (make install)
+	$(UV_COMPILE) -o requirements/runtime.txt
+	$(UV_COMPILE) --extra dev -o requirements/dev.txt
 
 clean: ## remove the virtualenv, caches and local state
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .plateletwatch

@@ -2,9 +2,10 @@
 
 The broker is chosen as `plateletwatch run` chooses it (KAFKA_BOOTSTRAP_SERVERS, else
 testcontainers Kafka when Docker answers, else Apache Kafka from its jars with `--broker kafka` or
-PLATELETWATCH_BROKER=kafka, else embedded Tansu). A test marked `each_broker` runs on that broker
-and again on Apache Kafka from its jars (skipped where java or the jars are missing). Each test
-gets its own topic prefix, hence its own topics and consumer groups.
+PLATELETWATCH_BROKER=kafka, else embedded Tansu). Every test that uses the `broker` fixture runs on
+that broker and again on Apache Kafka from its jars (skipped where java or the jars are missing),
+unless it is marked `one_broker` saying why. Each test gets its own topic prefix, hence its own
+topics and consumer groups.
 """
 
 import asyncio
@@ -69,13 +70,26 @@ def _session_broker_is_apache_kafka(config: pytest.Config) -> bool:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Run `each_broker` tests on the session broker and on Apache Kafka, unless that is one."""
+    """Run every broker test on the session broker and on Apache Kafka, unless that is one, the
+    test is marked `one_broker`, or it names its broker itself (parametrize "broker")."""
+    names_its_broker = any(
+        "broker" in marker.args[0] for marker in metafunc.definition.iter_markers("parametrize")
+    )
     if (
-        metafunc.definition.get_closest_marker("each_broker")
-        and "broker" in metafunc.fixturenames
+        "broker" in metafunc.fixturenames
+        and not names_its_broker
+        and not metafunc.definition.get_closest_marker("one_broker")
         and not _session_broker_is_apache_kafka(metafunc.config)
     ):
         metafunc.parametrize("broker", ["session", "kafka"], indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A `one_broker` marker must say why the test needs no second broker."""
+    for item in items:
+        marker = item.get_closest_marker("one_broker")
+        if marker and not marker.kwargs.get("reason"):
+            raise pytest.UsageError(f"{item.nodeid}: one_broker needs reason=...")
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """Apache Kafka from its jars (`make tools`), without Docker: it starts, is idempotent where Tansu
 is not, serves `plateletwatch topics`, replicates across three nodes, and leaves nothing behind.
 
-Skipped, saying why, where java or the jars are missing; the end-to-end path runs on it through
-the `each_broker` marker (tests/test_end_to_end.py)."""
+Skipped, saying why, where java or the jars are missing; every other broker test runs on it too
+(tests/conftest.py)."""
 
 import asyncio
 import logging

@@ -120,6 +120,7 @@ def test_tansu_stop_is_idempotent_and_reaps_the_process() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.one_broker(reason="the fallback is Tansu's; Apache Kafka never takes it")
 async def test_idempotence_fallback_is_explicit_and_logged_once(
     broker, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

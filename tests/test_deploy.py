@@ -15,6 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from services.kafka.broker import KAFKA_IMAGE, docker_kafka_environment
+
 PROMETHEUS = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -132,6 +134,22 @@ def test_the_compose_stack_is_complete_and_pinned() -> None:
     scraped = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     targets = {c["static_configs"][0]["targets"][0] for c in scraped["scrape_configs"]}
     assert targets == {f"{name}:{ports[name]}" for name in ("ingest", "classifier", "notifier")}
+
+
+def test_compose_the_jars_and_the_docker_test_broker_run_the_same_kafka() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"] == KAFKA_IMAGE
+    pom = (DEPLOY / "kafka-jars" / "pom.xml").read_text()
+    (jar_version,) = re.findall(r"<kafka.version>([^<]+)</kafka.version>", pom)
+    assert KAFKA_IMAGE.rpartition(":")[2] == jar_version
+    # The testcontainers broker is compose's node, but for the addresses Docker maps.
+    in_docker = docker_kafka_environment(19092)
+    assert in_docker["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://127.0.0.1:19092"
+    addresses = {"KAFKA_ADVERTISED_LISTENERS", "KAFKA_CONTROLLER_QUORUM_VOTERS"}
+    for name, value in kafka["environment"].items():
+        if name not in addresses:
+            assert in_docker[name] == str(value), name
 
 
 KUBECTL = shutil.which("kubectl")

@@ -46,7 +46,6 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-@pytest.mark.each_broker
 async def test_a_critical_result_is_paged_once(
     pipeline: Settings, webhook_receiver, example_result: bytes, tmp_path: Path
 ) -> None:

@@ -212,6 +212,7 @@ class _Sent:
     acked_at: float
 
 
+@pytest.mark.one_broker(reason="loses a Tansu broker of its own; the session broker plays no part")
 async def test_broker_stopped_and_restarted_while_a_sender_keeps_sending(
     settings: Settings, start_service, tmp_path: Path
 ) -> None:

@@ -97,6 +97,7 @@ async def test_a_refused_lab_result_is_a_problem_naming_fields_without_values(
     assert problem["dead_letter_id"] == letter.event_id
 
 
+@pytest.mark.one_broker(reason="loses a Tansu broker of its own; the session broker plays no part")
 async def test_json_errors_are_problems_401_503_and_accepted_stays_202(
     ingest_to_lose: Ingest, lose_broker: Callable[[], None]
 ) -> None:
@@ -221,6 +222,7 @@ async def test_a_collection_keeps_202_and_its_refusals_are_an_operation_outcome(
     assert letter.event_id in issues[0]["diagnostics"]
 
 
+@pytest.mark.one_broker(reason="loses a Tansu broker of its own; the session broker plays no part")
 async def test_fhir_errors_are_operation_outcomes(
     ingest_to_lose: Ingest, lose_broker: Callable[[], None]
 ) -> None:

@@ -11,7 +11,12 @@ from services.kafka.broker import EmbeddedTansu
 from services.kafka.topics import ensure_topics
 from tests.conftest import AUTH
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.one_broker(
+        reason="loses a Tansu broker of its own; the session broker plays no part"
+    ),
+]
 
 
 async def test_ingest_answers_503_while_kafka_is_down(

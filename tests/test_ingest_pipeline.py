@@ -76,6 +76,7 @@ async def test_the_other_events_of_the_input_are_still_published(kafka: Kafka) -
 
 
 @pytest.mark.integration
+@pytest.mark.one_broker(reason="loses a Tansu broker of its own; the session broker plays no part")
 async def test_a_broker_that_does_not_answer_is_an_outage_not_a_refusal(
     kafka_to_lose: Kafka, lose_broker: Callable[[], None]
 ) -> None:

@@ -62,6 +62,7 @@ def errors(ack: bytes) -> list[Segment]:
     return parse(ack).all("ERR")
 
 
+@pytest.mark.one_broker(reason="loses a Tansu broker of its own; the session broker plays no part")
 async def test_kafka_down_is_ar_system_unavailable_not_ae(
     kafka_to_lose: Kafka, lose_broker: Callable[[], None]
 ) -> None:

@@ -173,6 +173,7 @@ async def test_the_api_docs_are_served_only_when_enabled(
             assert (await notifier.get(path)).status_code == (200 if enabled else 404), path
 
 
+@pytest.mark.one_broker(reason="loses a Tansu broker of its own; the session broker plays no part")
 async def test_readiness_fails_within_seconds_once_the_broker_is_lost(
     settings: Settings,
     tmp_path: Path,

