@@ -359,6 +359,16 @@ class AlertKind(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
+class Thresholds(_Event):
+    """The rules' limits for the patient's population when the alert was raised: a chart of the
+    counts draws them, so it shows the lines the alert was judged by."""
+
+    critical_below_10e9_per_l: float = Field(gt=0, description="critical_low pages below this.")
+    refractory_below_10e9_per_l: float = Field(
+        gt=0, description="Counts that stay below this despite first-line treatment: refractory."
+    )
+
+
 class RuleRef(_Event):
     id: str
     version: str = Field(description="Version of the rules file that produced the alert.")
@@ -366,6 +376,11 @@ class RuleRef(_Event):
         default=(),
         description="Where the site's rules file overrides the treatment table's line of "
         'therapy, e.g. "anti_d: second".',
+    )
+    thresholds: Thresholds | None = Field(
+        default=None,
+        description="The population's limits; absent on withdrawals and on alerts raised before "
+        "rules version 2026-11-28.2.",
     )
 
 

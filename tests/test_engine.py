@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from schemas import (
@@ -20,12 +21,13 @@ from schemas import (
     PlateletCount,
     ProcedureEvent,
     ResultStatus,
+    Thresholds,
     TransfusionEvent,
     TreatmentCategory,
     stable_event_id,
 )
 from services.classifier.engine import TREATMENTS_KEPT, VALUES_KEPT, History, apply
-from services.classifier.rules import load_rules, population_at
+from services.classifier.rules import Rules, load_rules, population_at
 
 RULES = load_rules()
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
@@ -406,6 +408,33 @@ def test_population_is_age_at_collection() -> None:
     )
     (alert,) = apply(History(), result(9, patient=child), RULES, T0)
     assert alert.population == "paediatric"
+
+
+def test_an_alert_carries_the_limits_of_its_population_for_the_chart(tmp_path: Path) -> None:
+    text = Path(__file__).parents[1].joinpath("services/classifier/default_rules.yaml").read_text()
+    rules = Rules.model_validate(yaml.safe_load(text))
+    child_rules = rules.populations["paediatric"].model_copy(
+        update={
+            "critical_low": rules.populations["adult"].critical_low.model_copy(
+                update={"below": 25}
+            ),
+            "refractory": rules.populations["adult"].refractory.model_copy(update={"below": 35}),
+        }
+    )
+    site = rules.model_copy(
+        update={"populations": {**rules.populations, "paediatric": child_rules}}
+    )
+    child = Patient(
+        identifier=PatientIdentifier(authority="H", mrn="c"), birth_date=date(2015, 3, 1)
+    )
+    (for_child,) = apply(History(), result(9, patient=child), site, T0)
+    (for_adult,) = apply(History(), result(9), site, T0)
+    assert for_child.rule.thresholds == Thresholds(
+        critical_below_10e9_per_l=25, refractory_below_10e9_per_l=35
+    )
+    assert for_adult.rule.thresholds == Thresholds(
+        critical_below_10e9_per_l=20, refractory_below_10e9_per_l=30
+    )
 
 
 def test_the_one_step_path_follows_a_birthday_and_a_corrected_birth_date() -> None:

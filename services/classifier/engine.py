@@ -1030,7 +1030,12 @@ def _alert(
             note="; ".join(n for n in (want.note, _lab_panics(history, want)) if n) or None,
             preceding=tuple(_evidence_result(v) for v in _preceding(history, want.evidence[0])),
         ),
-        rule=RuleRef(id=want.kind.value, version=rules.version, overrides=rules.overrides),
+        rule=RuleRef(
+            id=want.kind.value,
+            version=rules.version,
+            overrides=rules.overrides,
+            thresholds=rules.thresholds(want.trigger.population),
+        ),
         raised_at=now,
         supersedes_alert_id=supersedes,
     )

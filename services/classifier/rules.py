@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import DEFAULT_LINES, TherapyLine, TreatmentCategory, TreatmentEvent
+from schemas import DEFAULT_LINES, TherapyLine, Thresholds, TreatmentCategory, TreatmentEvent
 
 Population = Literal["paediatric", "adult"]
 
@@ -118,6 +118,14 @@ class Rules(_Rule):
     def overrides(self) -> tuple[str, ...]:
         """The overrides as alerts name them, e.g. "anti_d: second"."""
         return tuple(f"{c.value}: {line}" for c, line in sorted(self.line_overrides.items()))
+
+    def thresholds(self, population: Population) -> Thresholds:
+        """The limits an alert for this population carries, for charts of its counts."""
+        rules = self.populations[population]
+        return Thresholds(
+            critical_below_10e9_per_l=rules.critical_low.below,
+            refractory_below_10e9_per_l=rules.refractory.below,
+        )
 
     def line_of(self, treatment: TreatmentEvent) -> TherapyLine:
         """The treatment's line: the site's override, else what ingest's table stamped on it
