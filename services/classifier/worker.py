@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from pydantic import ValidationError
 
@@ -215,8 +216,7 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
 
     @app.page("/readyz")
     async def readyz(view: Any, request: Any) -> Any:
-        # Ready once the group gave this worker partitions and their histories are read back.
-        ready = not app.rebalancing and bool(app.consumer.assignment()) and store.ready
+        ready = is_ready(app, store)
         return view.json(
             {"status": "ready" if ready else "not ready", "service": "classifier"},
             status=200 if ready else 503,
@@ -228,6 +228,16 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
         return view.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return app
+
+
+def is_ready(app: faust.App, store: PatientStore) -> bool:
+    """Ready once the group gave this worker partitions and their histories are read back; not
+    while faust's consumer has yet to start (asking it then raises ConsumerNotStarted)."""
+    try:
+        assigned = bool(app.consumer.assignment())
+    except ConsumerNotStarted:
+        return False
+    return assigned and not app.rebalancing and store.ready
 
 
 async def _durably(sending: Any) -> None:
