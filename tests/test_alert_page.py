@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from schemas import AckAction, AlertKind, PlateletAlert, ResultStatus
-from services.notifier.alert_page import Step, alert_page, closed_line, link_actions, trend_chart
+from services.notifier.web.views import Step, alert_page, closed_line, link_actions, trend_chart
 from tests.alert_factory import DAY, NIGHT, count, persistent_severe
 from tests.alert_factory import refractory as refractory_alert
 from tests.conftest import unlabelled

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.cli import main
-from services.notifier.console_auth import (
+from services.notifier.web.auth import (
     ConsoleUsersError,
     hash_password,
     load_console_users,

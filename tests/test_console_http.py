@@ -10,10 +10,10 @@ import httpx
 from fastapi import FastAPI
 
 from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.console import console_router
-from services.notifier.console_auth import ConsoleUser, hash_password
 from services.notifier.escalator import Escalator
 from services.notifier.store import NotifierStore
+from services.notifier.web.auth import ConsoleUser, hash_password
+from services.notifier.web.routes import console_router
 from tests.alert_factory import persistent_severe, refractory
 from tests.conftest import unlabelled
 from tests.test_escalator import critical, escalator, paged, two_services

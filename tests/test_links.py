@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas import AckAction
-from services.notifier.links import LinkRefused, sign_link, verify_link
+from services.notifier.domain.links import LinkRefused, sign_link, verify_link
 
 SECRET = b"a-secret-only-the-notifier-knows"
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)

@@ -19,10 +19,10 @@ from services.config import Settings
 from services.kafka.broker import EmbeddedTansu
 from services.kafka.topics import ensure_topics
 from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.console_auth import hash_password
-from services.notifier.links import sign_link
+from services.notifier.domain.links import sign_link
 from services.notifier.service import create_app
 from services.notifier.signing import sign
+from services.notifier.web.auth import hash_password
 from tests.conftest import AUTH, ServiceProcess, with_paging
 from tests.test_console_http import PASSWORD, SESSION_SECRET, sign_in
 from tests.test_console_http import csrf as csrf_token

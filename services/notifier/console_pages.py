@@ -15,10 +15,10 @@ from urllib.parse import quote
 
 from schemas import AlertKind, PlateletAlert
 from services.classifier.rules import Population
-from services.notifier.alert_page import Step, history_table, patient_label, table
 from services.notifier.link_page import page
 from services.notifier.message import UNIT, kind_name
 from services.notifier.wall_clock import offset, shown_at
+from services.notifier.web.views import Step, history_table, patient_label, table
 
 KIND_NAMES = {  # the kind filter's choices; each alert is named by message.kind_name
     AlertKind.CRITICAL_LOW: "Critical low",

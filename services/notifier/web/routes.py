@@ -23,21 +23,6 @@ from prometheus_client import Counter
 
 from schemas import AckAction, AlertKind, PlateletAlert
 from services.classifier.rules import Population
-from services.notifier.alert_page import (
-    STYLE,
-    Step,
-    alert_page,
-    closed_line,
-    console_actions,
-)
-from services.notifier.console_auth import (
-    ConsoleUser,
-    Session,
-    hash_password,
-    password_matches,
-    session_from,
-    start_session,
-)
 from services.notifier.console_pages import (
     Level,
     OpenAlert,
@@ -54,6 +39,21 @@ from services.notifier.store import (
     EscalationRecord,
     NotifierStore,
     as_utc,
+)
+from services.notifier.web.auth import (
+    ConsoleUser,
+    Session,
+    hash_password,
+    password_matches,
+    session_from,
+    start_session,
+)
+from services.notifier.web.views import (
+    STYLE,
+    Step,
+    alert_page,
+    closed_line,
+    console_actions,
 )
 
 log = logging.getLogger(__name__)
