@@ -1,17 +1,31 @@
-"""Signed, expiring, single-use action links for pages. Pure.
+"""Signed, expiring tokens: the action links in pages, and console sessions. Pure.
 
-A page carries a link per action (acknowledge, not my patient, resolve). The link holds the alert
-id (opaque, no PHI), the action, an expiry, the role it was sent to and a nonce, signed with
-HMAC-SHA256 under the notifier's secret. A forged or altered link fails the signature, an old one
-its expiry; the store refuses a nonce used before, so a link works once.
+A token is a URL-safe JSON payload signed by itsdangerous (HMAC-SHA256) under a list of keys and
+a salt naming its purpose, so a link never passes for a session nor a session for a link, even
+under the same key. The first key signs and any listed key is accepted: to rotate, put a new key
+first and drop the old one once what it signed has expired. A link holds the alert id (opaque,
+no PHI), the action, the role it was sent to, its expiry and a nonce: a forged or altered link
+fails the signature, an old one its expiry, and the store refuses a nonce used before, so a link
+works once.
 """
 
+import base64
+import binascii
+import hashlib
+import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from itsdangerous import BadSignature, Signer
 
 from schemas import AckAction
-from services.notifier.signing import BadSignature, sign, unsign
+
+Keys = bytes | Sequence[bytes]  # one key, or several: the first signs, any is accepted
+LINK_SALT = "plateletwatch.action-link"
+SESSION_SALT = "plateletwatch.console-session"
 
 
 @dataclass(frozen=True)
@@ -27,15 +41,19 @@ class LinkRefused(Exception):
     """Why a link is not honoured, in words safe to log and to show (no PHI)."""
 
 
+class TokenRefused(ValueError):
+    """The token was not signed under these keys for this purpose, or was altered since."""
+
+
 def sign_link(
-    secret: bytes,
+    keys: Keys,
     alert_id: str,
     action: AckAction,
     recipient: str,
     now: datetime,
     valid_for: timedelta,
 ) -> str:
-    """A URL-safe token for one action on one alert."""
+    """A URL-safe token for one action on one alert, signed with the first key."""
     payload = {
         "a": alert_id,
         "x": action.value,
@@ -43,14 +61,14 @@ def sign_link(
         "e": int((now + valid_for).timestamp()),
         "n": secrets.token_urlsafe(12),
     }
-    return sign(secret, payload)
+    return sign(keys, LINK_SALT, payload)
 
 
-def verify_link(secret: bytes, token: str, now: datetime) -> LinkClaim:
-    """The claim a genuine, unexpired token makes; LinkRefused otherwise."""
+def verify_link(keys: Keys, token: str, now: datetime) -> LinkClaim:
+    """The claim a genuine, unexpired token makes under any of `keys`; LinkRefused otherwise."""
     try:
-        payload = unsign(secret, token)
-    except BadSignature as error:
+        payload = unsign(keys, LINK_SALT, token)
+    except TokenRefused as error:
         raise LinkRefused("the link is not genuine") from error
     try:
         claim = LinkClaim(
@@ -65,3 +83,41 @@ def verify_link(secret: bytes, token: str, now: datetime) -> LinkClaim:
     if now >= claim.expires_at:
         raise LinkRefused("the link has expired")
     return claim
+
+
+def sign(keys: Keys, salt: str, payload: dict[str, Any]) -> str:
+    """`payload` as a URL-safe token for the purpose `salt`, signed with the first key."""
+    body = base64.urlsafe_b64encode(
+        json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    )
+    return _signer(keys, salt).sign(body.rstrip(b"=")).decode()
+
+
+def unsign(keys: Keys, salt: str, token: str) -> dict[str, Any]:
+    """The payload of a token signed for `salt` under any of `keys`; TokenRefused otherwise."""
+    try:
+        body = _signer(keys, salt).unsign(token.encode())
+        payload = json.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
+    except (BadSignature, ValueError, binascii.Error) as error:
+        raise TokenRefused("not genuine") from error
+    if not isinstance(payload, dict):
+        raise TokenRefused("not genuine")
+    return payload
+
+
+def key_list(keys: Keys) -> list[bytes]:
+    """The keys, the signing one first; ValueError for none."""
+    listed = [keys] if isinstance(keys, bytes) else list(keys)
+    if not listed:
+        raise ValueError("at least one signing key is needed")
+    return listed
+
+
+def _signer(keys: Keys, salt: str) -> Signer:
+    # itsdangerous signs with the last key of its list and accepts any: ours signs with the first.
+    return Signer(
+        list(reversed(key_list(keys))),
+        salt=salt,
+        key_derivation="hmac",
+        digest_method=hashlib.sha256,
+    )

@@ -1,38 +1,31 @@
-"""The on-call console's routes: sign-in, the board, an alert and its audit trail, and actions.
+"""The notifier's web routes: the action links in pages, and the on-call console (sign-in, the
+board, an alert and its audit trail, actions), with their stylesheet and script.
 
-Who is signed in comes from a session cookie (after a password sign-in) or, where the notifier
-sits behind an authenticating reverse proxy, from the header that proxy sets; either way the
-user must be in the console users file, which says whose alerts they see. A session counts only
-while its row is in the store: signing out deletes it, for every replica and after restarts.
-Every form post carries the session's CSRF token; the cookie is HttpOnly and SameSite=Strict.
+Opening a link (a GET, which mail scanners and link previews also do) changes nothing: it shows
+the alert page with its buttons; pressing one posts to a link, which works once. Who uses the
+console comes from auth.py (a session cookie, or a trusted proxy's header); every form post
+carries the session's CSRF token. Every route reads the time from the injected clock, so one
+request sees one `now`. Logs name alert ids and reasons, never what a form or a feed sent.
 """
 
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import cache
-from html import escape
-from typing import cast
+from importlib.resources import files
+from typing import Annotated, cast
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from prometheus_client import Counter
 
 from schemas import AckAction, AlertKind, PlateletAlert
 from services.classifier.rules import Population
-from services.notifier.console_pages import (
-    Level,
-    OpenAlert,
-    audit_page,
-    board_order,
-    board_page,
-    login_page,
-)
+from services.notifier.domain.links import Keys, LinkRefused, sign_link, verify_link
 from services.notifier.escalator import Escalator
-from services.notifier.link_page import BOARD_HEADERS, SECURITY_HEADERS, page
 from services.notifier.store import (
     WITHDRAWN,
     BoardEntry,
@@ -49,11 +42,22 @@ from services.notifier.web.auth import (
     start_session,
 )
 from services.notifier.web.views import (
-    STYLE,
+    BOARD_HEADERS,
+    SECURITY_HEADERS,
+    Level,
+    OpenAlert,
     Step,
     alert_page,
+    audit_page,
+    board_order,
+    board_page,
     closed_line,
     console_actions,
+    done_page,
+    link_actions,
+    login_page,
+    message_page,
+    refusal_page,
 )
 
 log = logging.getLogger(__name__)
@@ -63,49 +67,42 @@ SIGN_INS = Counter(
     "Console sign-in attempts, by outcome (never by user).",
     ["outcome"],
 )
+LINKS_REFUSED = Counter(
+    "plateletwatch_notifier_links_refused_total",
+    "Action links refused: forged, expired or used before.",
+    ["reason"],
+)
 SESSION_COOKIE, LOGIN_COOKIE = "plateletwatch_session", "plateletwatch_login"
 RECENTLY_ACKNOWLEDGED = timedelta(hours=24)  # how long an acknowledged alert stays on the board
-CONSOLE_JS = """
-// Refresh the board in place, so the page keeps its scroll position and focus; and say so
-// plainly when it cannot, for a board that silently stopped updating would look all clear.
-(function () {
-  var board = document.getElementById("board");
-  if (!board || !window.fetch) return;
-  var every = 1000 * Number(board.dataset.refreshSeconds || 30);
-  var warning = document.createElement("p");
-  warning.className = "why stale";
-  warning.setAttribute("role", "alert");
-  warning.hidden = true;
-  board.parentNode.insertBefore(warning, board);
-  function refresh() {
-    fetch(board.dataset.source, {credentials: "same-origin", cache: "no-store"})
-      .then(function (r) {
-        if (!r.ok) throw new Error("the console answered " + r.status);
-        return r.text();
-      })
-      .then(function (html) {
-        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("board");
-        if (!fresh) throw new Error("you have been signed out");
-        board.innerHTML = fresh.innerHTML;
-        warning.hidden = true;
-      })
-      .catch(function (e) {
-        var why = e instanceof TypeError ? "the console cannot be reached" : e.message;
-        warning.textContent = "This board is not up to date: " + why + ". Reload the page.";
-        warning.hidden = false;
-      })
-      .then(function () { setTimeout(refresh, every); });
-  }
-  setTimeout(refresh, every);
-})();
-"""
+KINDS = {k.value for k in AlertKind if k is not AlertKind.WITHDRAWN}
+_NOT_PAGED = "no such alert was paged"  # a genuine link, but the store does not have its alert
+_ASSET_HEADERS = {"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"}
+
+
+def clock() -> datetime:
+    """The time now, in UTC: every route reads it here, once per request, so a deployment has
+    one clock and a test sets it with `app.dependency_overrides[clock]`."""
+    return datetime.now(UTC)
+
+
+Now = Annotated[datetime, Depends(clock)]
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A console user with their session; `fresh`: opened on this request (a proxy user's
+    first), so the answer must set its cookie."""
+
+    user: ConsoleUser
+    session: Session
+    fresh: bool
 
 
 def console_router(
     store: NotifierStore,
     escalator: Escalator,
     users: dict[str, ConsoleUser],
-    session_secret: bytes,
+    session_keys: Keys,
     *,
     proxy_user_header: str | None,
     session_lifetime: timedelta,
@@ -114,85 +111,84 @@ def console_router(
     birth_date_shown: bool = False,
     zone: tzinfo,
 ) -> APIRouter:
-    """The console's routes; `zone` is the deployment's, for every time shown."""
+    """The console's routes; `zone` is the deployment's, for every time shown; sessions are
+    signed with the first of `session_keys` and accepted under any."""
     router = APIRouter(tags=["console"])
 
-    def html(
-        body: str, status: int = 200, headers: dict[str, str] = SECURITY_HEADERS
-    ) -> HTMLResponse:
-        return HTMLResponse(body, status, headers=headers)
+    async def current_user(request: Request, at: Now) -> SignedIn | None:
+        """The signed-in user, None for anyone else. A cookie of a session signed out, here or
+        on another replica, counts for nothing; a user the proxy vouches for gets a session."""
+        cookie = request.cookies.get(SESSION_COOKIE)
+        session = session_from(session_keys, cookie, at) if cookie else None
+        if session is not None and not await store.session_open(session.id, session.user):
+            session = None
+        if proxy_user_header is None:
+            if session is None or session.user not in users:
+                return None
+            return SignedIn(users[session.user], session, fresh=False)
+        user = users.get(request.headers.get(proxy_user_header) or "")
+        if user is None:
+            return None
+        if session is not None and session.user == user.name:
+            return SignedIn(user, session, fresh=False)
+        return SignedIn(user, await opened_session(user, at), fresh=True)
 
-    def set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
+    Visitor = Annotated[SignedIn | None, Depends(current_user)]
+
+    async def opened_session(user: ConsoleUser, at: datetime) -> Session:
+        session = start_session(session_keys, user.name, at, session_lifetime)
+        await store.open_session(session.id, user.name, session.expires_at, at)
+        return session
+
+    def set_cookie(response: Response, name: str, value: str, max_age: timedelta) -> None:
         response.set_cookie(
             name,
             value,
-            max_age=max_age,
+            max_age=int(max_age.total_seconds()),
             path="/v1/console",
             httponly=True,
             samesite="strict",
             secure=secure_cookies,
         )
 
-    async def signed_in(
-        request: Request, now: datetime
-    ) -> tuple[ConsoleUser, Session | None] | None:
-        """The user, and their session if they have one yet (a proxy user may not); a cookie
-        of a session signed out, here or on another replica, counts for nothing."""
-        cookie = request.cookies.get(SESSION_COOKIE)
-        session = session_from(session_secret, cookie, now) if cookie else None
-        if session is not None and not await store.session_open(session.id, session.user):
-            session = None
-        if proxy_user_header is not None:
-            name = request.headers.get(proxy_user_header)
-            user = users.get(name or "")
-            if user is None:
-                return None
-            return user, session if session is not None and session.user == user.name else None
-        if session is None or session.user not in users:
-            return None
-        return users[session.user], session
-
-    async def with_user(
-        request: Request, show: Callable[[ConsoleUser, Session, datetime], Awaitable[Response]]
-    ) -> Response:
-        """Run `show` for the signed-in user (a proxy user gets a session cookie here);
-        anyone else is sent to sign in, or refused when the proxy vouches for nobody known."""
-        now = datetime.now(UTC)
-        found = await signed_in(request, now)
-        if found is None:
-            if proxy_user_header is not None:
-                return html(page("Not a console user", _NOT_A_USER), 403)
-            return RedirectResponse("/v1/console/login", 303)
-        user, session = found
-        fresh = session is None
-        if session is None:
-            session = await opened_session(user, now)
-        response = await show(user, session, now)
-        if fresh:
-            set_cookie(response, SESSION_COOKIE, session.token, _seconds(session_lifetime))
+    def answer(who: SignedIn, response: Response) -> Response:
+        """`response`, with the session's cookie if the session is new."""
+        if who.fresh:
+            set_cookie(response, SESSION_COOKIE, who.session.token, session_lifetime)
         return response
 
-    async def opened_session(user: ConsoleUser, now: datetime) -> Session:
-        session = start_session(session_secret, user.name, now, session_lifetime)
-        await store.open_session(session.id, user.name, session.expires_at, now)
-        return session
+    def not_signed_in() -> Response:
+        """Sign in first; behind the proxy, there is no form: the proxy vouched for nobody known."""
+        if proxy_user_header is not None:
+            body = message_page(
+                "Not a console user",
+                "You are signed in, but not as a user of this console. Ask to be added.",
+            )
+            return _html(body, 403)
+        return RedirectResponse("/v1/console/login", 303)
 
     def login_form_page(problem: str | None = None, status: int = 200) -> Response:
         """The sign-in form, with a fresh token in it and in a cookie (a login CSRF check)."""
         token = secrets.token_urlsafe(16)
-        response = html(login_page(token, problem), status)
-        set_cookie(response, LOGIN_COOKIE, token, 3600)
+        response = _html(login_page(token, problem), status)
+        set_cookie(response, LOGIN_COOKIE, token, timedelta(hours=1))
         return response
 
+    async def paged_alert(alert_id: str) -> tuple[PlateletAlert, list[EscalationRecord]] | None:
+        chain = await store.escalation(alert_id)
+        if not chain:
+            return None
+        return PlateletAlert.model_validate_json(chain[0].alert), chain
+
     @router.get("/v1/console/login", response_class=HTMLResponse)
-    async def login_form(request: Request) -> Response:
+    async def login_form() -> Response:
         if proxy_user_header is not None:
             return RedirectResponse("/v1/console", 303)
         return login_form_page()
 
     @router.post("/v1/console/login")
-    async def login(request: Request) -> Response:
-        form = form_fields(await request.body())
+    async def login(request: Request, at: Now) -> Response:
+        form = await form_fields(request)
         expected = request.cookies.get(LOGIN_COOKIE, "")
         if not expected or not secrets.compare_digest(form.get("login_token", ""), expected):
             SIGN_INS.labels(outcome="stale_form").inc()
@@ -204,124 +200,186 @@ def console_router(
             log.warning("a console sign-in was refused")  # no names: they help a guesser
             return login_form_page("Wrong user name or password.", 401)
         SIGN_INS.labels(outcome="signed_in").inc()
-        session = await opened_session(user, datetime.now(UTC))
+        session = await opened_session(user, at)
         response = RedirectResponse("/v1/console", 303)
-        set_cookie(response, SESSION_COOKIE, session.token, _seconds(session_lifetime))
+        set_cookie(response, SESSION_COOKIE, session.token, session_lifetime)
         response.delete_cookie(LOGIN_COOKIE, path="/v1/console")
         return response
 
     @router.post("/v1/console/logout")
-    async def logout(request: Request) -> Response:
-        async def show(user: ConsoleUser, session: Session, now: datetime) -> Response:
-            if not session.accepts((form_fields(await request.body())).get("csrf_token", "")):
-                return _forbidden()
-            await store.end_session(session.id)
-            response = RedirectResponse("/v1/console/login", 303)
-            response.delete_cookie(SESSION_COOKIE, path="/v1/console")
-            return response
-
-        return await with_user(request, show)
+    async def logout(request: Request, who: Visitor) -> Response:
+        if who is None:
+            return not_signed_in()
+        if not who.session.accepts((await form_fields(request)).get("csrf_token", "")):
+            return answer(who, _forbidden())
+        await store.end_session(who.session.id)
+        response = RedirectResponse("/v1/console/login", 303)
+        response.delete_cookie(SESSION_COOKIE, path="/v1/console")
+        return response
 
     @router.get("/v1/console", response_class=HTMLResponse)
-    async def board(request: Request, kind: str = "") -> Response:
+    async def board(who: Visitor, at: Now, kind: str = "") -> Response:
+        if who is None:
+            return not_signed_in()
         chosen = AlertKind(kind) if kind in KINDS else None
-
-        async def show(user: ConsoleUser, session: Session, now: datetime) -> Response:
-            entries = await store.board(now - RECENTLY_ACKNOWLEDGED)
-            shown = board_order([_open_alert(e) for e in entries], user.services, chosen)
-            body = board_page(
-                user.name,
-                shown,
-                chosen,
-                now,
-                session.csrf_token,
-                refresh_seconds,
-                birth_date_shown,
-                zone=zone,
-            )
-            return html(body, headers=BOARD_HEADERS)
-
-        return await with_user(request, show)
-
-    async def with_alert(
-        request: Request,
-        alert_id: str,
-        show: Callable[[PlateletAlert, list[EscalationRecord], Session], Awaitable[str]],
-    ) -> Response:
-        """`show` the paged alert `alert_id` (and its chain) to the signed-in user, or 404."""
-
-        async def shown(user: ConsoleUser, session: Session, now: datetime) -> Response:
-            chain = await store.escalation(alert_id)
-            if not chain:
-                return html(_NO_SUCH_ALERT, 404)
-            alert = PlateletAlert.model_validate_json(chain[0].alert)
-            return html(await show(alert, chain, session))
-
-        return await with_user(request, shown)
+        entries = await store.board(at - RECENTLY_ACKNOWLEDGED)
+        shown = board_order([_open_alert(e) for e in entries], who.user.services, chosen)
+        body = board_page(
+            who.user.name,
+            shown,
+            chosen,
+            at,
+            who.session.csrf_token,
+            refresh_seconds,
+            birth_date_shown,
+            zone=zone,
+        )
+        return answer(who, _html(body, headers=BOARD_HEADERS))
 
     @router.get("/v1/console/alerts/{alert_id}", response_class=HTMLResponse)
-    async def one_alert(request: Request, alert_id: str) -> Response:
-        async def show(alert: PlateletAlert, _: list[EscalationRecord], session: Session) -> str:
-            closed, withdrawn = await ending(store, alert_id, zone)
-            return alert_page(
-                alert,
-                await trail(store, alert_id),
-                console_actions(alert_id, session.csrf_token),
-                closed,
-                withdrawn,
-                audit_link=f"/v1/console/alerts/{quote(alert_id)}/audit",
-                birth_date_shown=birth_date_shown,
-                zone=zone,
-            )
-
-        return await with_alert(request, alert_id, show)
+    async def one_alert(alert_id: str, who: Visitor) -> Response:
+        if who is None:
+            return not_signed_in()
+        found = await paged_alert(alert_id)
+        if found is None:
+            return answer(who, _no_such_alert())
+        closed, withdrawn = await ending(store, alert_id, zone)
+        body = alert_page(
+            found[0],
+            await trail(store, alert_id),
+            console_actions(alert_id, who.session.csrf_token),
+            closed,
+            withdrawn,
+            audit_link=f"/v1/console/alerts/{quote(alert_id)}/audit",
+            birth_date_shown=birth_date_shown,
+            zone=zone,
+        )
+        return answer(who, _html(body))
 
     @router.get("/v1/console/alerts/{alert_id}/audit", response_class=HTMLResponse)
-    async def audit(request: Request, alert_id: str) -> Response:
-        async def show(alert: PlateletAlert, chain: list[EscalationRecord], _: Session) -> str:
-            levels = [_level(row) for row in chain]
-            return audit_page(alert, await trail(store, alert_id), levels, zone=zone)
-
-        return await with_alert(request, alert_id, show)
+    async def audit(alert_id: str, who: Visitor) -> Response:
+        if who is None:
+            return not_signed_in()
+        found = await paged_alert(alert_id)
+        if found is None:
+            return answer(who, _no_such_alert())
+        alert, chain = found
+        levels = [_level(row) for row in chain]
+        body = audit_page(alert, await trail(store, alert_id), levels, zone=zone)
+        return answer(who, _html(body))
 
     @router.post("/v1/console/alerts/{alert_id}/actions")
-    async def act(request: Request, alert_id: str) -> Response:
-        async def show(user: ConsoleUser, session: Session, now: datetime) -> Response:
-            form = form_fields(await request.body())
-            if not session.accepts(form.get("csrf_token", "")):
-                return _forbidden()
-            try:
-                action = chosen_action(form)
-                to = reassignment(form)
-            except ValueError as error:
-                return html(page("Not understood", f"<p>{escape(str(error))}</p>"), 400)
-            if not await escalator.act(alert_id, action, user.name, now, to):
-                return html(_NO_SUCH_ALERT, 404)
-            return RedirectResponse(f"/v1/console/alerts/{quote(alert_id)}", 303)
-
-        return await with_user(request, show)
+    async def act(request: Request, alert_id: str, who: Visitor, at: Now) -> Response:
+        if who is None:
+            return not_signed_in()
+        form = await form_fields(request)
+        if not who.session.accepts(form.get("csrf_token", "")):
+            return answer(who, _forbidden())
+        try:
+            action = chosen_action(form)
+            to = reassignment(form)
+        except ValueError as error:
+            return answer(who, _html(message_page("Not understood", str(error)), 400))
+        if not await escalator.act(alert_id, action, who.user.name, at, to):
+            return answer(who, _no_such_alert())
+        return answer(who, RedirectResponse(f"/v1/console/alerts/{quote(alert_id)}", 303))
 
     @router.get("/v1/console.css")
     async def console_css() -> Response:
         """The one stylesheet of the console and of the pages action links open."""
-        return Response(STYLE, media_type="text/css", headers=_ASSET_HEADERS)
+        return Response(_static("console.css"), media_type="text/css", headers=_ASSET_HEADERS)
 
     @router.get("/v1/console.js")
     async def console_js() -> Response:
-        return Response(CONSOLE_JS, media_type="text/javascript", headers=_ASSET_HEADERS)
+        """The board's refresh script: the only script any page runs."""
+        body = _static("console.js")
+        return Response(body, media_type="text/javascript", headers=_ASSET_HEADERS)
 
     return router
 
 
-_ASSET_HEADERS = {"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"}
-KINDS = {k.value for k in AlertKind if k is not AlertKind.WITHDRAWN}
-_NOT_A_USER = "<p>You are signed in, but not as a user of this console. Ask to be added.</p>"
-_NO_SUCH_ALERT = page("No such alert", "<p>No alert with that id was paged.</p>")
+def link_router(
+    store: NotifierStore,
+    escalator: Escalator,
+    link_keys: Keys,
+    link_lifetime: timedelta,
+    *,
+    birth_date_shown: bool = False,
+    zone: tzinfo,
+) -> APIRouter:
+    """The routes of the action links in pages: links are accepted under any of `link_keys`,
+    and the page's buttons are fresh links signed with the first."""
+    router = APIRouter(tags=["links"])
+
+    def refused(
+        reason: str, html: bool, alert_id: str | None = None, status: int = 403
+    ) -> Response:
+        """The refusal page (or JSON) saying why; 404 where the alert is not in the store."""
+        LINKS_REFUSED.labels(reason=reason).inc()
+        log.warning(
+            "refused an action link%s: %s", f" for alert {alert_id}" if alert_id else "", reason
+        )
+        if html:
+            return _html(refusal_page(reason), status)
+        return JSONResponse({"error": reason}, status_code=status)
+
+    @router.get("/v1/links/{token}", response_class=HTMLResponse)
+    async def open_link(token: str, at: Now) -> Response:
+        """The alert page, with a button per action: opening a link changes nothing."""
+        try:
+            claim = verify_link(link_keys, token, at)
+        except LinkRefused as refusal:
+            return refused(str(refusal), html=True)
+        if await store.link_used(claim.nonce):
+            return refused("the link has been used already", html=True, alert_id=claim.alert_id)
+        steps = await store.escalation(claim.alert_id)
+        if not steps:
+            return refused(_NOT_PAGED, html=True, alert_id=claim.alert_id, status=404)
+        alert = PlateletAlert.model_validate_json(steps[0].alert)
+        buttons = {  # fresh single-use links for this recipient, one per button
+            action: "/v1/links/"
+            + sign_link(link_keys, claim.alert_id, action, claim.recipient, at, link_lifetime)
+            for action in AckAction
+        }
+        closed, withdrawn = await ending(store, claim.alert_id, zone)
+        body = alert_page(
+            alert,
+            await trail(store, claim.alert_id),
+            link_actions(buttons),
+            closed,
+            withdrawn,
+            birth_date_shown=birth_date_shown,
+            zone=zone,
+        )
+        return _html(body)
+
+    @router.post("/v1/links/{token}")
+    async def follow_link(token: str, request: Request, at: Now) -> Response:
+        """Acknowledge, decline ("not my patient") or resolve, through a link from a page: the
+        button of the page above (answered in HTML), or a client posting directly (JSON)."""
+        html = "text/html" in request.headers.get("accept", "")
+        try:
+            claim = verify_link(link_keys, token, at)
+        except LinkRefused as refusal:
+            return refused(str(refusal), html)
+        try:
+            to = reassignment(await form_fields(request))
+        except ValueError as error:
+            return JSONResponse({"error": str(error)}, status_code=400)
+        if not await store.use_link(claim.nonce, at):
+            return refused("the link has been used already", html, claim.alert_id)
+        if not await escalator.act(claim.alert_id, claim.action, claim.recipient, at, to):
+            return refused(_NOT_PAGED, html, claim.alert_id, status=404)
+        if html:
+            return _html(done_page(claim.action, to))
+        return JSONResponse({"alert_id": claim.alert_id, "action": claim.action.value})
+
+    return router
 
 
-def form_fields(body: bytes) -> dict[str, str]:
+async def form_fields(request: Request) -> dict[str, str]:
     """An HTML form's fields (application/x-www-form-urlencoded), first value of each."""
-    fields = parse_qs(body.decode("utf-8", "replace"))
+    fields = parse_qs((await request.body()).decode("utf-8", "replace"))
     return {name: values[0] for name, values in fields.items()}
 
 
@@ -342,43 +400,6 @@ def reassignment(form: dict[str, str]) -> Population | None:
     return cast(Population, to) if to else None
 
 
-def _password_check(user: ConsoleUser | None, password: str) -> bool:
-    """Run off the event loop (PBKDF2 takes a good part of a second), and as long for an
-    unknown name, or a user without a password, as for a known one: the time taken does not
-    tell names apart."""
-    return password_matches(password, (user and user.password_hash) or _unknown_user_hash())
-
-
-@cache
-def _unknown_user_hash() -> str:
-    return hash_password(secrets.token_urlsafe(16))
-
-
-def _forbidden() -> HTMLResponse:
-    body = page("Form expired", "<p>This form is stale or was not sent by this console.</p>")
-    return HTMLResponse(body, 403, headers=SECURITY_HEADERS)
-
-
-def _seconds(span: timedelta) -> int:
-    return int(span.total_seconds())
-
-
-def _level(row: EscalationRecord) -> Level:
-    return Level(row.level, row.tier, as_utc(row.due_at), row.state)
-
-
-def _open_alert(entry: BoardEntry) -> OpenAlert:
-    alert = PlateletAlert.model_validate_json(entry.chain[-1].alert)
-    closure = entry.closure
-    return OpenAlert(
-        alert,
-        cast(Population, entry.reassigned_to or alert.population or "adult"),
-        tuple(_level(row) for row in entry.chain),
-        closure.by if closure is not None else None,
-        as_utc(closure.closed_at) if closure is not None else None,
-    )
-
-
 async def ending(store: NotifierStore, alert_id: str, zone: tzinfo) -> tuple[str | None, bool]:
     """How the alert's paging ended, in words for its page (None: it has not), and whether
     it was withdrawn."""
@@ -395,3 +416,50 @@ async def trail(store: NotifierStore, alert_id: str) -> list[Step]:
         Step(as_utc(row.occurred_at), row.step, row.recipient, row.channel, row.detail)
         for row in await store.audit_trail(alert_id)
     ]
+
+
+def _html(body: str, status: int = 200, headers: dict[str, str] = SECURITY_HEADERS) -> Response:
+    return HTMLResponse(body, status, headers=headers)
+
+
+def _forbidden() -> Response:
+    body = message_page("Form expired", "This form is stale or was not sent by this console.")
+    return _html(body, 403)
+
+
+def _no_such_alert() -> Response:
+    return _html(message_page("No such alert", "No alert with that id was paged."), 404)
+
+
+@cache
+def _static(name: str) -> str:
+    """A file of static/, read once; the package ships them (package-data)."""
+    return files("services.notifier.web").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def _password_check(user: ConsoleUser | None, password: str) -> bool:
+    """Run off the event loop (PBKDF2 takes a good part of a second), and as long for an
+    unknown name, or a user without a password, as for a known one: the time taken does not
+    tell names apart."""
+    return password_matches(password, (user and user.password_hash) or _unknown_user_hash())
+
+
+@cache
+def _unknown_user_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
+
+
+def _level(row: EscalationRecord) -> Level:
+    return Level(row.level, row.tier, as_utc(row.due_at), row.state)
+
+
+def _open_alert(entry: BoardEntry) -> OpenAlert:
+    alert = PlateletAlert.model_validate_json(entry.chain[-1].alert)
+    closure = entry.closure
+    return OpenAlert(
+        alert,
+        cast(Population, entry.reassigned_to or alert.population or "adult"),
+        tuple(_level(row) for row in entry.chain),
+        closure.by if closure is not None else None,
+        as_utc(closure.closed_at) if closure is not None else None,
+    )

@@ -1,60 +1,61 @@
-"""The alert page a link from a page opens: what, why, the platelet trend, the evidence, who has
-been paged, and the buttons. Pure: HTML and SVG from the alert and its audit trail, no script.
+"""What the notifier's pages show, and the pages themselves. Pure: plain data in, HTML out.
 
-The chart plots counts on a logarithmic axis (1 to 1000 x10^9/L, where 5 and 15 are as far apart
-as 50 and 150), with the critical limit and 30 x10^9/L as lines, treatments as marked days, and a
-corrected count drawn as a hollow point. Every point has a text title, and the chart a summary,
-for screen readers.
+Every page is a Jinja2 template (templates/) rendered with autoescape on, so nothing from a feed,
+a form or the store becomes markup; the pages load only /v1/console.css (and the board its
+/v1/console.js), and run no inline script or style. The alert page a link opens shows what, why,
+the platelet trend (chart.py), the evidence, who has been paged, and the buttons; the console adds
+the board of open alerts and each alert's audit trail. A page title never names the patient:
+titles land in browser history and tab lists.
 """
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
-from html import escape
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
 from urllib.parse import quote
 
-from schemas import (
-    AckAction,
-    EvidenceResult,
-    Patient,
-    PlateletAlert,
-    ProcedureEvent,
-    ResultStatus,
-)
-from services.notifier.link_page import page
-from services.notifier.message import UNIT, headline, render_page
-from services.notifier.wall_clock import shown_at, shown_on
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
-WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 400, 240, 40, 12, 16, 24  # phone-sized units
-LOW, HIGH = 1.0, 1000.0  # x10^9/L, the axis range
-LINES = ((20.0, "critical"), (30.0, "30"))
-BUTTONS = {
+from schemas import AckAction, AlertKind, EvidenceResult, Patient, PlateletAlert
+from services.classifier.rules import Population
+from services.notifier.message import UNIT, headline, kind_name, render_page
+from services.notifier.wall_clock import offset, shown_at
+from services.notifier.web.chart import chart
+
+_POLICY = "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+SECURITY_HEADERS = {
+    "Content-Security-Policy": _POLICY + "base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # a link's token is in its address
+    "Cache-Control": "no-store",
+}
+BOARD_HEADERS = SECURITY_HEADERS | {  # its own refresh script, fetching the board: nothing else
+    "Content-Security-Policy": _POLICY + "base-uri 'none'; script-src 'self'; connect-src 'self'"
+}
+KIND_NAMES = {  # the kind filter's choices; each alert is named by message.kind_name
+    AlertKind.CRITICAL_LOW: "Critical low",
+    AlertKind.PERSISTENT_SEVERE: "Sustained low count",
+    AlertKind.REFRACTORY: "Refractory",
+}
+PAGED, PENDING = "paged", "pending"
+_BUTTONS = {
     AckAction.ACKNOWLEDGE: "Acknowledge",
     AckAction.NOT_MY_PATIENT: "Not my patient",
     AckAction.RESOLVE: "Resolve",
 }
-STYLE = """
-body{font:16px/1.4 system-ui,sans-serif;margin:0 auto;max-width:960px;padding:12px;color:#111}
-h1{font-size:1.3em;margin:.2em 0}.why{background:#fdecea;border-left:4px solid #b00020;padding:8px}
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;
-border-bottom:1px solid #ddd;overflow-wrap:anywhere}svg{width:100%;height:auto;
-max-width:640px}.actions{display:flex;flex-wrap:wrap;gap:8px;margin:12px 0}button{font-size:1em;
-padding:12px 16px;min-width:44px;min-height:44px}.primary{background:#b00020;color:#fff;border:0}
-.point{fill:#b00020}.corrected{fill:#fff;stroke:#b00020;stroke-width:2}.limit{stroke:#b00020;
-stroke-dasharray:4 4}.limit30{stroke:#888;stroke-dasharray:2 4}.treatment{stroke:#1565c0}
-.axis{stroke:#444}text{font-size:12px;fill:#333}.withdrawn{fill:#fff;stroke:#777}
-.cross{stroke:#777;stroke-width:2}.closed{background:#e8f0fe;border-left:4px solid #1565c0;
-padding:8px}.bar,.filter{display:flex;flex-wrap:wrap;gap:8px;align-items:center}
-.login{display:grid;gap:8px;max-width:320px}input,select{font-size:1em;padding:8px;
-min-height:44px}.waiting{color:#b00020}a{color:#0b57d0}:focus-visible{outline:3px solid #0b57d0;
-outline-offset:2px}
-@media (max-width:640px){table.cards thead{position:absolute;
-left:-9999px}table.cards tr{display:block;border:1px solid #ddd;border-radius:6px;margin:0 0 10px;
-padding:6px}table.cards td{display:block;border:0;padding:2px 4px}table.cards td::before{
-content:attr(data-label) ": ";font-weight:600}table.cards td:empty{display:none}
-table.cards caption{text-align:left}}
-"""
+_DONE = {
+    AckAction.ACKNOWLEDGE: "Acknowledged: the escalation has stopped.",
+    AckAction.NOT_MY_PATIENT: "Passed on: the next on call is being paged.",
+    AckAction.RESOLVE: "Resolved: the escalation has stopped.",
+}
+_ENDED = {"acknowledge": "Acknowledged", "resolve": "Resolved", "withdrawn": "Withdrawn"}
+_PAGES = Environment(
+    loader=PackageLoader("services.notifier.web", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,69 @@ class Step:
     detail: str | None
 
 
-_ENDED = {"acknowledge": "Acknowledged", "resolve": "Resolved", "withdrawn": "Withdrawn"}
+@dataclass(frozen=True)
+class Level:
+    level: int
+    tier: str
+    due_at: datetime
+    state: str  # pending, paged, cancelled
+
+
+@dataclass(frozen=True)
+class OpenAlert:
+    alert: PlateletAlert
+    service: Population  # whose on-call it pages: its population, or where it was handed
+    levels: tuple[Level, ...]  # by level
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+
+    @property
+    def opened_at(self) -> datetime:
+        return self.levels[0].due_at
+
+    @property
+    def last_paged(self) -> Level | None:
+        return next((lv for lv in reversed(self.levels) if lv.state == PAGED), None)
+
+    @property
+    def next_due(self) -> Level | None:
+        return next((lv for lv in self.levels if lv.state == PENDING), None)
+
+
+@dataclass(frozen=True)
+class ActionForm:
+    """One button of an alert page: a form posting `fields` to `url`; "not my patient" offers
+    to hand the alert to the other service's on-call."""
+
+    action: AckAction
+    url: str
+    fields: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return _BUTTONS[self.action]
+
+    @property
+    def primary(self) -> bool:
+        return self.action is AckAction.ACKNOWLEDGE
+
+    @property
+    def offers_reassignment(self) -> bool:
+        return self.action is AckAction.NOT_MY_PATIENT
+
+
+def link_actions(buttons: Mapping[AckAction, str]) -> list[ActionForm]:
+    """Forms posting to the signed single-use links `buttons` (one per action)."""
+    return [ActionForm(action, url) for action, url in buttons.items()]
+
+
+def console_actions(alert_id: str, csrf_token: str) -> list[ActionForm]:
+    """Forms for a signed-in console user, each carrying the session's CSRF token."""
+    url = f"/v1/console/alerts/{quote(alert_id)}/actions"
+    return [
+        ActionForm(action, url, (("csrf_token", csrf_token), ("action", action.value)))
+        for action in AckAction
+    ]
 
 
 def closed_line(how: str, by: str, at: datetime, zone: tzinfo) -> str:
@@ -81,51 +144,17 @@ def closed_line(how: str, by: str, at: datetime, zone: tzinfo) -> str:
 
 def patient_label(patient: Patient, birth_date_shown: bool) -> str:
     """The patient as the console shows them: the identifier, and the birth date only where
-    the deployment allows it (PLATELETWATCH_NOTIFIER_SHOW_BIRTH_DATE). HTML, escaped."""
-    label = escape(patient.identifier.key)
+    the deployment allows it (PLATELETWATCH_NOTIFIER_SHOW_BIRTH_DATE)."""
+    label = patient.identifier.key
     if birth_date_shown and patient.birth_date is not None:
         label += f", born {patient.birth_date:%Y-%m-%d}"
     return label
 
 
-def link_actions(buttons: Mapping[AckAction, str]) -> str:
-    """Forms posting to the signed single-use links `buttons` (one per action)."""
-    return "".join(_action_form(action, url, "") for action, url in buttons.items())
-
-
-def console_actions(alert_id: str, csrf_token: str) -> str:
-    """Forms for a signed-in console user, each carrying the session's CSRF token."""
-    url = f"/v1/console/alerts/{quote(alert_id)}/actions"
-    hidden = f'<input type="hidden" name="csrf_token" value="{escape(csrf_token)}">'
-    return "".join(
-        _action_form(
-            action, url, hidden + f'<input type="hidden" name="action" value="{action.value}">'
-        )
-        for action in AckAction
-    )
-
-
-def _action_form(action: AckAction, url: str, hidden: str) -> str:
-    """One button; "not my patient" offers to hand the alert to the other service's on-call."""
-    choice = ""
-    if action is AckAction.NOT_MY_PATIENT:
-        choice = (
-            '<label for="reassign_to">Pass to</label><select id="reassign_to" '
-            'name="reassign_to"><option value="">the next on call</option>'
-            '<option value="paediatric">paediatric on call</option>'
-            '<option value="adult">adult on call</option></select>'
-        )
-    primary = " class=primary" if action is AckAction.ACKNOWLEDGE else ""
-    return (
-        f'<form method="post" action="{escape(url)}">{hidden}{choice}'
-        f"<button type=submit{primary}>{BUTTONS[action]}</button></form>"
-    )
-
-
 def alert_page(
     alert: PlateletAlert,
     history: Sequence[Step],
-    actions: str,
+    actions: Sequence[ActionForm],
     closed: str | None = None,
     withdrawn: bool = False,
     audit_link: str | None = None,
@@ -133,167 +162,212 @@ def alert_page(
     *,
     zone: tzinfo,
 ) -> str:
-    """The page, its times in `zone`; `actions` are its forms (link_actions or
-    console_actions), `closed` says how its paging ended, if it did; a withdrawn alert's counts
-    are drawn as withdrawn."""
-    line = render_page(alert, zone=zone).line
+    """The page, its times in `zone`; `actions` its buttons (link_actions or console_actions),
+    `closed` says how its paging ended, if it did; a withdrawn alert offers no buttons and its
+    counts are drawn as withdrawn."""
     points = [*alert.evidence.preceding, *alert.evidence.results]
-    ward = f", ward {escape(alert.location)}" if alert.location else ""
-    population = f" ({alert.population})" if alert.population else ""
-    note = f"<p>{escape(alert.evidence.note)}</p>" if alert.evidence.note else ""
-    state = f'<p class="closed" role="status">{escape(closed)}</p>' if closed else ""
-    forms = "" if withdrawn else f'<div class="actions">{actions}</div>'
-    audit = f'<p><a href="{escape(audit_link)}">Audit trail</a></p>' if audit_link else ""
-    body = f"""<p>Patient {patient_label(alert.patient, birth_date_shown)}{population}{ward}</p>
-<div class="why" role="note"><p>{escape(line)}</p>{note}
-<p>Rule {escape(alert.rule.id)}, rules file {escape(alert.rule.version)}</p></div>
-{state}{forms}
-<h2>Platelet trend</h2>
-{trend_chart(points, alert, withdrawn, zone=zone)}
-<h2>Evidence</h2>
-{_evidence_table(points, alert, zone)}
-<h2>Paged</h2>
-{history_table(history, zone)}
-{audit}"""
-    title = f"{alert.kind.value}, alert {alert.alert_id}"  # history and tab lists: no patient
-    return page(headline(alert), body, title=title)
-
-
-def trend_chart(
-    points: Sequence[EvidenceResult],
-    alert: PlateletAlert,
-    withdrawn: bool = False,
-    *,
-    zone: tzinfo,
-) -> str:
-    """An SVG of the counts over time, log axis, limits, treatments and corrections marked,
-    dates in `zone`; the evidence of a withdrawn alert drawn as withdrawn (grey, crossed out)."""
-    if not points:
-        return "<p>No counts to plot.</p>"
-    times = [p.collected_at for p in points]
-    treatments = [
-        (t.performed_at if isinstance(t, ProcedureEvent) else t.started_at, t.name)
-        for t in alert.evidence.treatments
-    ]
-    first = min([*times, *(at for at, _ in treatments)])
-    last = max([*times, *(at for at, _ in treatments)])
-    span = max((last - first).total_seconds(), 1.0)
-
-    def x(at: datetime) -> float:
-        return LEFT + (WIDTH - LEFT - RIGHT) * (at - first).total_seconds() / span
-
-    def y(value: float) -> float:
-        clamped = min(max(value, LOW), HIGH)
-        share = (math.log10(clamped) - math.log10(LOW)) / (math.log10(HIGH) - math.log10(LOW))
-        return TOP + (HEIGHT - TOP - BOTTOM) * (1 - share)
-
-    parts = [
-        f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{HEIGHT - BOTTOM}"/>',
-        *(
-            f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>'
-            for v in (1, 10, 100, 1000)
-        ),
-        f'<text x="{LEFT}" y="{HEIGHT - 6}">{shown_on(first, zone, year=True)}</text>',
-        f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end">'
-        f"{shown_on(last, zone, year=True)}</text>",
-        *(
-            f'<line class="{"limit" if label == "critical" else "limit30"}" x1="{LEFT}" '
-            f'y1="{y(v):.1f}" x2="{WIDTH - RIGHT}" y2="{y(v):.1f}"><title>{label} '
-            f"({v:g} {UNIT})</title></line>"
-            for v, label in LINES
-        ),
-        *(
-            f'<line class="treatment" x1="{x(at):.1f}" y1="{TOP}" x2="{x(at):.1f}" '
-            f'y2="{HEIGHT - BOTTOM}"><title>{escape(name)} from {shown_on(at, zone, year=True)}'
-            "</title></line>"
-            f'<text x="{x(at) + 3:.1f}" y="{TOP + 10}">{escape(name)}</text>'
-            for at, name in treatments
-        ),
-    ]
-    coordinates = [(x(p.collected_at), y(p.count.value_10e9_per_l)) for p in points]
-    if len(coordinates) > 1:
-        path = " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in coordinates)
-        parts.append(f'<polyline points="{path}" fill="none" stroke="#b00020"/>')
     evidence = {p.result_id for p in alert.evidence.results}
-    for point, (cx, cy) in zip(points, coordinates, strict=True):
-        shown = f"{point.count.original_value} {point.count.original_unit}"
-        corrected = point.status is not ResultStatus.FINAL
-        struck = withdrawn and point.result_id in evidence
-        marks = [point.status.value] * corrected + ["withdrawn"] * struck
-        classes = "point" + " corrected" * corrected + " withdrawn" * struck
-        cross = (
-            f'<path class="cross" d="M{cx - 6:.1f},{cy - 6:.1f}L{cx + 6:.1f},{cy + 6:.1f}'
-            f'M{cx - 6:.1f},{cy + 6:.1f}L{cx + 6:.1f},{cy - 6:.1f}"/>'
-            if struck
-            else ""
-        )
-        said = f" ({', '.join(marks)})" if marks else ""
-        parts.append(
-            f'<circle class="{classes}" cx="{cx:.1f}" cy="{cy:.1f}" r="5"><title>'
-            f"{escape(shown)} on {shown_at(point.collected_at, zone, year=True)}{said}</title>"
-            "</circle>" + cross
-        )
-    values = ", ".join(f"{p.count.value_10e9_per_l:g}" for p in points)
-    summary = f"Platelet counts over time, oldest first: {values} {UNIT}"
-    if withdrawn:
-        summary += "; this alert was withdrawn and its counts no longer support it"
-    return (
-        f'<svg role="img" aria-label="{escape(summary)}" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
-    )
-
-
-def _evidence_table(points: Sequence[EvidenceResult], alert: PlateletAlert, zone: tzinfo) -> str:
-    evidence = {p.result_id for p in alert.evidence.results}
+    baseline, taken = alert.evidence.baseline_10e9_per_l, alert.evidence.baseline_collected_at
+    caption = f"Baseline {baseline:g} {UNIT}" if baseline is not None else ""
+    caption += f", {shown_at(taken, zone, year=True)}" if caption and taken is not None else ""
     rows = [
         (
             shown_at(p.collected_at, zone, year=True),
-            f"{escape(p.count.comparator or '')}{p.count.value_10e9_per_l:g}",
-            f"{escape(p.count.original_value)} {escape(p.count.original_unit)}",
-            escape(p.status.value),
-            escape(p.result_id),
+            f"{p.count.comparator or ''}{p.count.value_10e9_per_l:g}",
+            f"{p.count.original_value} {p.count.original_unit}",
+            p.status.value,
+            p.result_id,
             "evidence" if p.result_id in evidence else "earlier",
         )
         for p in points
     ]
-    baseline = alert.evidence.baseline_10e9_per_l
-    taken = alert.evidence.baseline_collected_at
-    caption = f"Baseline {baseline:g} {UNIT}" if baseline is not None else ""
-    caption += f", {shown_at(taken, zone, year=True)}" if caption and taken is not None else ""
-    columns = ("Collected", UNIT, "As reported", "Status", "Result", "Part")
-    return table(columns, rows, caption)
-
-
-def table(columns: Sequence[str], rows: Iterable[Sequence[str]], caption: str = "") -> str:
-    """A table that becomes one card per row on a phone, each cell labelled with its column;
-    the cells are HTML, escaped by the caller."""
-    head = "".join(f"<th>{escape(column)}</th>" for column in columns)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td data-label="{escape(column)}">{cell}</td>'
-            for column, cell in zip(columns, row, strict=True)
-        )
-        + "</tr>"
-        for row in rows
+    return _render(
+        "alert.html",
+        heading=headline(alert),
+        title=f"{alert.kind.value}, alert {alert.alert_id}",  # no patient: see the module
+        alert=alert,
+        patient=patient_label(alert.patient, birth_date_shown),
+        line=render_page(alert, zone=zone).line,
+        closed=closed,
+        actions=() if withdrawn else actions,
+        withdrawn=withdrawn,
+        chart=chart(points, alert, withdrawn, zone=zone) if points else None,
+        evidence_columns=("Collected", UNIT, "As reported", "Status", "Result", "Part"),
+        evidence_rows=rows,
+        evidence_caption=caption,
+        history=_history_rows(history, zone),
+        audit_link=audit_link,
     )
-    caption = f"<caption>{escape(caption)}</caption>" if caption else ""
-    head = f"{caption}<thead><tr>{head}</tr></thead>"
-    return f'<table class="cards">{head}<tbody>{body}</tbody></table>'
 
 
-def history_table(history: Sequence[Step], zone: tzinfo) -> str:
-    """The paging history, its times in `zone`, to the second."""
-    if not history:
-        return "<p>Nobody paged yet.</p>"
-    rows = [
+def trend_chart(
+    points: Sequence[EvidenceResult], alert: PlateletAlert, withdrawn: bool = False, *, zone: tzinfo
+) -> str:
+    """The chart of the alert page alone, as SVG (or a line saying there is nothing to plot)."""
+    shown = chart(points, alert, withdrawn, zone=zone) if points else None
+    return str(_PAGES.get_template("_chart.html").module.trend(shown))  # type: ignore[attr-defined]
+
+
+def board_order(
+    alerts: Sequence[OpenAlert], services: Sequence[Population], kind: AlertKind | None
+) -> list[OpenAlert]:
+    """The user's services' alerts of `kind` (or all): unacknowledged first, oldest first; then
+    the acknowledged, most recently acknowledged first."""
+    shown = [a for a in alerts if a.service in services and kind in (None, a.alert.kind)]
+    waiting = sorted((a for a in shown if a.acknowledged_at is None), key=lambda a: a.opened_at)
+    taken = sorted(
+        (a for a in shown if a.acknowledged_at is not None),
+        key=lambda a: a.acknowledged_at or a.opened_at,
+        reverse=True,
+    )
+    return waiting + taken
+
+
+@dataclass(frozen=True)
+class BoardRow:
+    """One open alert as the board lists it; `waiting` marks what nobody has taken yet."""
+
+    link: str
+    name: str
+    value: str
+    patient: str
+    opened: str
+    paged: str
+    upcoming: str
+    upcoming_urgent: bool
+    status: str
+    waiting: bool
+
+
+def board_page(
+    user: str,
+    alerts: Sequence[OpenAlert],
+    kind: AlertKind | None,
+    now: datetime,
+    csrf_token: str,
+    refresh_seconds: float,
+    birth_date_shown: bool = False,
+    *,
+    zone: tzinfo,
+) -> str:
+    """The board for `user`, its times in `zone`; the table refreshes itself every
+    `refresh_seconds` (console.js, or without script a meta refresh)."""
+    local = now.astimezone(zone)
+    return _render(
+        "board.html",
+        heading="Open alerts",
+        title=None,
+        user=user,
+        kinds=[(k.value, name, k is kind) for k, name in KIND_NAMES.items()],
+        here="/v1/console" + (f"?kind={quote(kind.value)}" if kind else ""),
+        waiting=sum(a.acknowledged_at is None for a in alerts),
+        updated=f"{local:%H:%M:%S} {offset(local)}",
+        refresh=f"{refresh_seconds:g}",
+        csrf_token=csrf_token,
+        rows=[_board_row(a, now, birth_date_shown, zone) for a in alerts],
+    )
+
+
+def _board_row(
+    open_alert: OpenAlert, now: datetime, birth_date_shown: bool, zone: tzinfo
+) -> BoardRow:
+    alert = open_alert.alert
+    paged, due = open_alert.last_paged, open_alert.next_due
+    urgent = False
+    if open_alert.acknowledged_at is not None:
+        upcoming = "stopped"
+    elif due is None:
+        upcoming, urgent = "none left: chain exhausted", True
+    elif due.due_at <= now:
+        upcoming = f"{due.tier} due now"
+    else:
+        upcoming = f"{due.tier} in {_duration(due.due_at - now)}"
+    ward = f", ward {alert.location}" if alert.location else ""
+    return BoardRow(
+        link=f"/v1/console/alerts/{quote(alert.alert_id)}",
+        name=kind_name(alert.kind, alert.evidence),
+        value=f"{alert.value_10e9_per_l:g} {UNIT}" if alert.value_10e9_per_l is not None else "",
+        patient=f"{patient_label(alert.patient, birth_date_shown)} ({open_alert.service}){ward}",
+        opened=f"{shown_at(open_alert.opened_at, zone)} "
+        f"({_duration(now - open_alert.opened_at)} ago)",
+        paged="not yet" if paged is None else f"level {paged.level}: {paged.tier}",
+        upcoming=upcoming,
+        upcoming_urgent=urgent,
+        status=f"Acknowledged by {open_alert.acknowledged_by or ''}",
+        waiting=open_alert.acknowledged_at is None,
+    )
+
+
+def _duration(span: timedelta) -> str:
+    minutes = max(0, int(span.total_seconds() // 60))
+    if minutes == 0:
+        return "under 1 min"
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours < 48 else f"{hours // 24} days"
+
+
+def login_page(login_token: str, problem: str | None = None) -> str:
+    return _render(
+        "login.html", heading="Sign in", title=None, login_token=login_token, problem=problem
+    )
+
+
+def audit_page(
+    alert: PlateletAlert, trail: Sequence[Step], levels: Sequence[Level], *, zone: tzinfo
+) -> str:
+    """Everything that happened to an alert: deliveries and their attempts, escalations,
+    actions, withdrawal or supersession; and the chain's levels with their times, in `zone`."""
+    return _render(
+        "audit.html",
+        heading="Audit trail",
+        title=None,
+        alert=alert,
+        name=kind_name(alert.kind, alert.evidence),
+        link=f"/v1/console/alerts/{quote(alert.alert_id)}",
+        history=_history_rows(trail, zone),
+        chain=[
+            (str(lv.level), lv.tier, shown_at(lv.due_at, zone, year=True, seconds=True), lv.state)
+            for lv in levels
+        ],
+    )
+
+
+def done_page(action: AckAction, reassigned_to: str | None = None) -> str:
+    """What pressing a link's button did."""
+    said = _DONE[action]
+    if reassigned_to is not None:
+        said = f"Passed on: the {reassigned_to} on call is being paged."
+    return message_page(_BUTTONS[action], said)
+
+
+def refusal_page(reason: str) -> str:
+    """Why a link cannot be used, and what to do instead."""
+    return message_page(
+        "Link refused",
+        f"This link cannot be used: {reason}.",
+        "Open the alert from a newer page, or call the laboratory.",
+    )
+
+
+def message_page(heading: str, *paragraphs: str) -> str:
+    """A page saying something in plain paragraphs: a refusal, an error, what was done."""
+    return _render("message.html", heading=heading, title=None, paragraphs=paragraphs)
+
+
+def _history_rows(history: Sequence[Step], zone: tzinfo) -> list[tuple[str, ...]]:
+    return [
         (
             shown_at(s.at, zone, year=True, seconds=True),
-            escape(s.step),
-            escape(s.recipient),
-            escape(s.channel),
-            escape(s.detail or ""),
+            s.step,
+            s.recipient,
+            s.channel,
+            s.detail or "",
         )
         for s in history
     ]
-    return table(("When", "Step", "To", "Channel", "Detail"), rows)
+
+
+def _render(template: str, **values: Any) -> str:
+    return _PAGES.get_template(template).render(values)
