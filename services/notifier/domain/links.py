@@ -94,9 +94,13 @@ def sign(keys: Keys, salt: str, payload: dict[str, Any]) -> str:
 
 
 def unsign(keys: Keys, salt: str, token: str) -> dict[str, Any]:
-    """The payload of a token signed for `salt` under any of `keys`; TokenRefused otherwise."""
+    """The payload of a token signed for `salt` under any of `keys`, or signed before purposes
+    had salts (see _unsalted); TokenRefused otherwise."""
     try:
-        body = _signer(keys, salt).unsign(token.encode())
+        try:
+            body = _signer(keys, salt).unsign(token.encode())
+        except BadSignature:
+            body = _unsalted(keys).unsign(token.encode())
         payload = json.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
     except (BadSignature, ValueError, binascii.Error) as error:
         raise TokenRefused("not genuine") from error
@@ -120,4 +124,14 @@ def _signer(keys: Keys, salt: str) -> Signer:
         salt=salt,
         key_derivation="hmac",
         digest_method=hashlib.sha256,
+    )
+
+
+def _unsalted(keys: Keys) -> Signer:
+    """The tokens of the notifier before 2026-11-28: HMAC-SHA256 under the key itself, no salt.
+    Accepted so the links in pages sent before an upgrade, and the sessions open, keep working
+    until they expire (a link lives notifier_link_valid_hours); purposes were kept apart then by
+    their keys, which the notifier still requires to differ. Remove a release later."""
+    return Signer(
+        list(reversed(key_list(keys))), key_derivation="none", digest_method=hashlib.sha256
     )
