@@ -88,6 +88,15 @@ def clock() -> datetime:
 Now = Annotated[datetime, Depends(clock)]
 
 
+async def form_fields(request: Request) -> dict[str, str]:
+    """An HTML form's fields (application/x-www-form-urlencoded), first value of each."""
+    fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+    return {name: values[0] for name, values in fields.items()}
+
+
+Form = Annotated[dict[str, str], Depends(form_fields)]
+
+
 @dataclass(frozen=True)
 class SignedIn:
     """A console user with their session; `fresh`: opened on this request (a proxy user's
@@ -187,8 +196,7 @@ def console_router(
         return login_form_page()
 
     @router.post("/v1/console/login")
-    async def login(request: Request, at: Now) -> Response:
-        form = await form_fields(request)
+    async def login(request: Request, form: Form, at: Now) -> Response:
         expected = request.cookies.get(LOGIN_COOKIE, "")
         if not expected or not secrets.compare_digest(form.get("login_token", ""), expected):
             SIGN_INS.labels(outcome="stale_form").inc()
@@ -207,10 +215,10 @@ def console_router(
         return response
 
     @router.post("/v1/console/logout")
-    async def logout(request: Request, who: Visitor) -> Response:
+    async def logout(form: Form, who: Visitor) -> Response:
         if who is None:
             return not_signed_in()
-        if not who.session.accepts((await form_fields(request)).get("csrf_token", "")):
+        if not who.session.accepts(form.get("csrf_token", "")):
             return answer(who, _forbidden())
         await store.end_session(who.session.id)
         response = RedirectResponse("/v1/console/login", 303)
@@ -269,10 +277,9 @@ def console_router(
         return answer(who, _html(body))
 
     @router.post("/v1/console/alerts/{alert_id}/actions")
-    async def act(request: Request, alert_id: str, who: Visitor, at: Now) -> Response:
+    async def act(alert_id: str, form: Form, who: Visitor, at: Now) -> Response:
         if who is None:
             return not_signed_in()
-        form = await form_fields(request)
         if not who.session.accepts(form.get("csrf_token", "")):
             return answer(who, _forbidden())
         try:
@@ -354,7 +361,7 @@ def link_router(
         return _html(body)
 
     @router.post("/v1/links/{token}")
-    async def follow_link(token: str, request: Request, at: Now) -> Response:
+    async def follow_link(token: str, request: Request, form: Form, at: Now) -> Response:
         """Acknowledge, decline ("not my patient") or resolve, through a link from a page: the
         button of the page above (answered in HTML), or a client posting directly (JSON)."""
         html = "text/html" in request.headers.get("accept", "")
@@ -363,7 +370,7 @@ def link_router(
         except LinkRefused as refusal:
             return refused(str(refusal), html)
         try:
-            to = reassignment(await form_fields(request))
+            to = reassignment(form)
         except ValueError as error:
             return JSONResponse({"error": str(error)}, status_code=400)
         if not await store.use_link(claim.nonce, at):
@@ -375,12 +382,6 @@ def link_router(
         return JSONResponse({"alert_id": claim.alert_id, "action": claim.action.value})
 
     return router
-
-
-async def form_fields(request: Request) -> dict[str, str]:
-    """An HTML form's fields (application/x-www-form-urlencoded), first value of each."""
-    fields = parse_qs((await request.body()).decode("utf-8", "replace"))
-    return {name: values[0] for name, values in fields.items()}
 
 
 def chosen_action(form: dict[str, str]) -> AckAction:
