@@ -204,8 +204,9 @@ def trend_chart(
     points: Sequence[EvidenceResult], alert: PlateletAlert, withdrawn: bool = False, *, zone: tzinfo
 ) -> str:
     """The chart of the alert page alone, as SVG (or a line saying there is nothing to plot)."""
-    shown = chart(points, alert, withdrawn, zone=zone) if points else None
-    return str(_PAGES.get_template("_chart.html").module.trend(shown))  # type: ignore[attr-defined]
+    return _render(
+        "chart.html", chart=chart(points, alert, withdrawn, zone=zone) if points else None
+    )
 
 
 def board_order(
