@@ -140,8 +140,15 @@ class Settings(BaseSettings):
     notifier_escalation_interval_seconds: float = Field(default=5.0, gt=0)
     notifier_link_secret: SecretStr | None = Field(
         default=None,
-        description="HMAC key for the action links in pages; unset, a random one per process "
-        "(links then stop working when the notifier restarts).",
+        description="HMAC key for the action links in pages, the one that signs: the first of "
+        "notifier_link_secrets; unset with them, a random one per process (links then stop "
+        "working when the notifier restarts).",
+    )
+    notifier_link_secrets: list[SecretStr] = Field(
+        default_factory=list,
+        description="HMAC keys for action links (JSON list), after notifier_link_secret if set: "
+        "the first signs, any is accepted; to rotate, put a new key first and drop the old one "
+        "once its links have expired.",
     )
     notifier_public_url: str | None = Field(
         default=None,
@@ -169,8 +176,14 @@ class Settings(BaseSettings):
     )
     notifier_session_secret: SecretStr | None = Field(
         default=None,
-        description="HMAC key for console session cookies, never the link secret; unset, a "
-        "random one per process (sessions then end when the notifier restarts).",
+        description="HMAC key for console session cookies, never a link key, the one that "
+        "signs: the first of notifier_session_secrets; unset with them, a random one per "
+        "process (sessions then end when the notifier restarts).",
+    )
+    notifier_session_secrets: list[SecretStr] = Field(
+        default_factory=list,
+        description="HMAC keys for console sessions (JSON list), after notifier_session_secret "
+        "if set: the first signs, any is accepted, as for the link keys.",
     )
     notifier_console_session_hours: float = Field(default=12.0, gt=0)
     notifier_console_refresh_seconds: float = Field(default=30.0, gt=0)
@@ -256,6 +269,16 @@ class Settings(BaseSettings):
         pairs = (entry.split("|") for entry in self.ingest_local_platelet_codes)
         return frozenset((system, code) for system, code in pairs)
 
+    @property
+    def notifier_link_keys(self) -> list[bytes]:
+        """The configured link keys, the signing one first; none configured: empty."""
+        return _keys(self.notifier_link_secret, self.notifier_link_secrets)
+
+    @property
+    def notifier_session_keys(self) -> list[bytes]:
+        """The configured session keys, the signing one first; none configured: empty."""
+        return _keys(self.notifier_session_secret, self.notifier_session_secrets)
+
     def topic(self, topic: Topic) -> str:
         """The physical topic name for a contract topic, within this deployment's namespace."""
         return f"{self.topic_prefix}{topic.value}"
@@ -263,3 +286,7 @@ class Settings(BaseSettings):
     def group_id(self, service: str) -> str:
         """Consumer group (and faust app id) of a service, within this deployment's namespace."""
         return f"{self.topic_prefix}plateletwatch-{service}"
+
+
+def _keys(first: SecretStr | None, rest: list[SecretStr]) -> list[bytes]:
+    return [key.get_secret_value().encode() for key in ([first] if first else []) + rest]

@@ -4,8 +4,8 @@ import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from schemas import AckAction, AlertKind, PlateletAlert, ResultStatus
-from services.notifier.alert_page import Step, alert_page, closed_line, link_actions, trend_chart
+from schemas import AckAction, AlertKind, PlateletAlert, ResultStatus, Thresholds
+from services.notifier.web.views import Step, alert_page, closed_line, link_actions, trend_chart
 from tests.alert_factory import DAY, NIGHT, count, persistent_severe
 from tests.alert_factory import refractory as refractory_alert
 from tests.conftest import unlabelled
@@ -15,12 +15,15 @@ PARIS = ZoneInfo("Europe/Paris")
 
 
 def refractory() -> PlateletAlert:
-    """The baseline (25, 13 Nov) before prednisolone (14 Nov), then 18 and a corrected 21."""
+    """The baseline (25, 13 Nov) before prednisolone (14 Nov), then 18 and a corrected 21;
+    judged by the adult limits, critical below 20 and refractory below 30."""
     alert = refractory_alert(evidence={"note": "first-line: prednisolone"})
     results = (count(18, NIGHT - DAY), count(21, NIGHT, "R@8", status=ResultStatus.CORRECTED))
     baseline = (count(25, NIGHT - 15 * DAY),)
     evidence = alert.evidence.model_copy(update={"results": results, "preceding": baseline})
-    return alert.model_copy(update={"evidence": evidence, "value_10e9_per_l": 21})
+    limits = Thresholds(critical_below_10e9_per_l=20, refractory_below_10e9_per_l=30)
+    rule = alert.rule.model_copy(update={"thresholds": limits})
+    return alert.model_copy(update={"evidence": evidence, "value_10e9_per_l": 21, "rule": rule})
 
 
 def test_the_chart_has_a_point_per_count_the_limits_and_the_treatments() -> None:
@@ -29,11 +32,24 @@ def test_the_chart_has_a_point_per_count_the_limits_and_the_treatments() -> None
     assert chart.count('<circle class="point') == 3  # the baseline and two counts in evidence
     assert chart.count("corrected") == 2  # the corrected count: hollow, and said in its title
     assert "<title>critical (20 x10^9/L)</title>" in chart
-    assert "<title>30 (30 x10^9/L)</title>" in chart
+    assert "<title>refractory (30 x10^9/L)</title>" in chart
     assert ">prednisolone from 14 Nov 2026</title>" in chart
     assert "<title>21 10*9/L on 28 Nov 2026 03:10 +01:00 (corrected)</title>" in chart
     assert ">13 Nov 2026</text>" in chart  # the axis starts on the baseline's local day
     assert 'aria-label="Platelet counts over time, oldest first: 25, 18, 21 x10^9/L"' in chart
+
+
+def test_an_alert_without_thresholds_draws_its_evidence_limit_as_the_critical_line() -> None:
+    """Alerts raised before rules version 2026-11-28.2 carry no thresholds."""
+    older = refractory().model_copy(update={"rule": refractory_alert().rule})
+    points = [*older.evidence.preceding, *older.evidence.results]
+    chart = trend_chart(points, older, zone=UTC)
+    assert "<title>critical (30 x10^9/L)</title>" in chart  # evidence.limit_10e9_per_l
+    assert "refractory (" not in chart
+    unlimited = older.model_copy(
+        update={"evidence": older.evidence.model_copy(update={"limit_10e9_per_l": None})}
+    )
+    assert "<title>critical" not in trend_chart(points, unlimited, zone=UTC)
 
 
 def test_lower_counts_are_drawn_lower_on_a_log_axis() -> None:

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from schemas import AckAction
 from services.config import Settings
 from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.links import sign_link
+from services.notifier.domain.links import sign_link
 from services.notifier.store import NotifierStore
 from tests.conftest import AUTH, REPO, wait_for, with_paging
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.cli import main
-from services.notifier.console_auth import (
+from services.notifier.web.auth import (
     ConsoleUsersError,
     hash_password,
     load_console_users,
@@ -78,6 +78,14 @@ def test_a_session_is_signed_expires_and_carries_its_own_csrf_token() -> None:
     body, _, signature = session.token.partition(".")
     assert session_from(SECRET, body[:-2] + "xx." + signature, NOW) is None
     assert session_from(SECRET, "garbage", NOW) is None
+
+
+def test_a_session_survives_a_new_key_put_first_and_ends_with_its_key_dropped() -> None:
+    session = start_session(SECRET, "dr.ada", NOW, timedelta(hours=12))
+    assert session_from([b"new-console-key", SECRET], session.token, NOW) is not None
+    assert session_from([b"new-console-key"], session.token, NOW) is None
+    fresh = start_session([b"new-console-key", SECRET], "dr.ada", NOW, timedelta(hours=12))
+    assert session_from(SECRET, fresh.token, NOW) is None  # signed with the first key
 
 
 def test_hash_password_prints_a_hash_the_users_file_accepts(

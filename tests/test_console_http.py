@@ -10,10 +10,10 @@ import httpx
 from fastapi import FastAPI
 
 from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.console import console_router
-from services.notifier.console_auth import ConsoleUser, hash_password
 from services.notifier.escalator import Escalator
 from services.notifier.store import NotifierStore
+from services.notifier.web.auth import ConsoleUser, hash_password
+from services.notifier.web.routes import clock, console_router
 from tests.alert_factory import persistent_severe, refractory
 from tests.conftest import unlabelled
 from tests.test_escalator import critical, escalator, paged, two_services
@@ -99,6 +99,21 @@ async def test_the_board_needs_a_sign_in_and_a_wrong_password_is_refused(
         signed_out = await client.post("/v1/console/logout", data={"csrf_token": csrf(board.text)})
         assert signed_out.status_code == 303
         assert (await client.get("/v1/console")).status_code == 303
+
+
+async def test_the_console_reads_the_time_from_the_injected_clock(
+    store: NotifierStore, webhook_receiver: WebhookReceiver
+) -> None:
+    """A session of an hour is refused once the clock the routes read says an hour has passed."""
+    app = console_app(store, escalator(store, webhook_receiver, []), None)
+    later = datetime.now(UTC) + timedelta(hours=1, seconds=1)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://console.test"
+    ) as client:
+        await sign_in(client, "dr.ada", PASSWORD)
+        assert (await client.get("/v1/console")).status_code == 200
+        app.dependency_overrides[clock] = lambda: later
+        assert (await client.get("/v1/console")).headers["location"] == "/v1/console/login"
 
 
 async def test_acknowledging_from_the_console_needs_the_csrf_token_and_stops_the_chain(

@@ -6,8 +6,16 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from schemas import AlertKind, Patient, PatientIdentifier, PlateletAlert, stable_event_id
-from services.notifier.alert_page import Step, alert_page, console_actions
-from services.notifier.console_pages import Level, OpenAlert, audit_page, board_order, board_page
+from services.notifier.web.views import (
+    Level,
+    OpenAlert,
+    Step,
+    alert_page,
+    audit_page,
+    board_order,
+    board_page,
+    console_actions,
+)
 from tests.alert_factory import alert as built
 from tests.alert_factory import count, persistent_severe
 from tests.conftest import unlabelled

@@ -15,9 +15,9 @@ from services.notifier.channels.pagerduty import PagerDutyChannel
 from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.delivery import AlertDelivery, RetryPolicy
+from services.notifier.domain.links import verify_link
 from services.notifier.escalation import load_escalation_policy
 from services.notifier.escalator import Escalator
-from services.notifier.links import verify_link
 from services.notifier.roster import parse_roster
 from services.notifier.store import NotifierStore
 from tests.alert_factory import persistent_severe, refractory

@@ -1,7 +1,7 @@
 """The pages around an action link: what was done, or why a link is refused."""
 
 from schemas import AckAction
-from services.notifier.link_page import SECURITY_HEADERS, done_page, refusal_page
+from services.notifier.web.views import SECURITY_HEADERS, done_page, refusal_page
 
 
 def test_a_refusal_says_why_and_what_to_do() -> None:

@@ -19,10 +19,9 @@ from services.config import Settings
 from services.kafka.broker import EmbeddedTansu
 from services.kafka.topics import ensure_topics
 from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.console_auth import hash_password
-from services.notifier.links import sign_link
+from services.notifier.domain.links import LINK_SALT, SESSION_SALT, sign, sign_link
 from services.notifier.service import create_app
-from services.notifier.signing import sign
+from services.notifier.web.auth import hash_password
 from tests.conftest import AUTH, ServiceProcess, with_paging
 from tests.test_console_http import PASSWORD, SESSION_SECRET, sign_in
 from tests.test_console_http import csrf as csrf_token
@@ -99,9 +98,9 @@ async def test_a_link_key_never_signs_a_session_nor_a_session_key_a_link(
 ) -> None:
     settings = with_console
     expires = int((datetime.now(UTC) + HOUR).timestamp())
-    as_session = sign(SECRET, {"u": "dr.ada", "e": expires, "n": "by-the-link-key"})
+    as_session = sign(SECRET, SESSION_SALT, {"u": "dr.ada", "e": expires, "n": "by-the-link-key"})
     link_payload = {"a": "never-paged", "x": "acknowledge", "r": "r", "e": expires, "n": "n1"}
-    as_link = sign(SESSION_SECRET, link_payload)
+    as_link = sign(SESSION_SECRET, LINK_SALT, link_payload)
     async with running(settings) as notifier:
         await sign_in(notifier, "dr.ada", PASSWORD)
         session = notifier.cookies["plateletwatch_session"]

@@ -17,30 +17,27 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from schemas import AckAction, DeliveryEvent, PlateletAlert, Topic
 from services.config import Settings
 from services.kafka.producer import EventPublisher
-from services.notifier.alert_page import alert_page, link_actions
 from services.notifier.channels.base import Channel
 from services.notifier.channels.email import EmailChannel, SmtpSettings
 from services.notifier.channels.pagerduty import PagerDutyChannel
 from services.notifier.channels.slack import SlackChannel
 from services.notifier.channels.sms import SmsChannel
 from services.notifier.channels.webhook import WebhookChannel
-from services.notifier.console import console_router, ending, form_fields, reassignment, trail
-from services.notifier.console_auth import load_console_users
 from services.notifier.delivery import AlertDelivery, RetryPolicy
 from services.notifier.escalation import load_escalation_policy
 from services.notifier.escalator import Escalator
-from services.notifier.link_page import SECURITY_HEADERS, done_page, refusal_page
-from services.notifier.links import LinkRefused, sign_link, verify_link
 from services.notifier.roster import Person, Roster, RosterError, load_roster
 from services.notifier.store import NotifierStore
+from services.notifier.web.auth import load_console_users
+from services.notifier.web.routes import console_router, link_router
 from services.web import (
     answer_validation_errors_without_inputs,
     api_docs_urls,
@@ -60,13 +57,7 @@ LAG = Gauge(
     "Alert events not yet read on each partition, as the notifier last saw it.",
     ["partition"],
 )
-LINKS_REFUSED = Counter(
-    "plateletwatch_notifier_links_refused_total",
-    "Action links refused: forged, expired or used before.",
-    ["reason"],
-)
 _RETRY_AFTER_FAILURE_SECONDS = 5.0
-_NOT_PAGED = "no such alert was paged"  # a genuine link, but the store does not have its alert
 
 
 def roster_from(settings: Settings) -> Roster:
@@ -121,13 +112,13 @@ def _revealed(secret: SecretStr | None) -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
-def _keys(settings: Settings) -> tuple[bytes, bytes]:
-    """The link and session keys: one per purpose, so a link's signature never passes for a
-    session's, nor a session's for a link's. The same configured value for both is refused
-    (ValueError)."""
-    link = _key(settings.notifier_link_secret, "LINK_SECRET", "action links")
-    session = _key(settings.notifier_session_secret, "SESSION_SECRET", "console sessions")
-    if link == session:
+def _keys(settings: Settings) -> tuple[list[bytes], list[bytes]]:
+    """The link and session keys, each list's signing key first. They sign under different
+    salts, so a link never passes for a session nor a session for a link; still, a key
+    configured for both is refused (ValueError): one key per purpose."""
+    link = _key(settings.notifier_link_keys, "LINK_SECRET", "action links")
+    session = _key(settings.notifier_session_keys, "SESSION_SECRET", "console sessions")
+    if set(link) & set(session):
         raise ValueError(
             "PLATELETWATCH_NOTIFIER_SESSION_SECRET must differ from "
             "PLATELETWATCH_NOTIFIER_LINK_SECRET: one key per purpose"
@@ -135,12 +126,12 @@ def _keys(settings: Settings) -> tuple[bytes, bytes]:
     return link, session
 
 
-def _key(configured: SecretStr | None, setting: str, signs: str) -> bytes:
-    """A configured key; unset, a random one for this process, and what it signs dies with it."""
-    if configured is not None:
-        return configured.get_secret_value().encode()
+def _key(configured: list[bytes], setting: str, signs: str) -> list[bytes]:
+    """The configured keys; none, a random one for this process, and what it signs dies with it."""
+    if configured:
+        return configured
     log.warning("no PLATELETWATCH_NOTIFIER_%s: %s die with this process", setting, signs)
-    return secrets.token_bytes(32)
+    return [secrets.token_bytes(32)]
 
 
 class ActionRequest(BaseModel):
@@ -227,14 +218,14 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         RetryPolicy(settings.notifier_delivery_attempts, settings.notifier_retry_base_seconds),
         publish_delivery,
     )
-    secret, session_secret = _keys(settings)
+    link_keys, session_keys = _keys(settings)
     link_lifetime = timedelta(hours=settings.notifier_link_valid_hours)
     escalator = Escalator(
         store,
         delivery,
         roster_from(settings),
         load_escalation_policy(settings.notifier_escalation_file),
-        secret,
+        link_keys[0],
         settings.notifier_public_url or f"http://{settings.bind_host}:{settings.notifier_port}",
         link_lifetime,
         settings.local_zone,
@@ -282,7 +273,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             store,
             escalator,
             load_console_users(users_file) if users_file is not None else {},
-            session_secret,
+            session_keys,
             proxy_user_header=settings.notifier_console_proxy_user_header,
             session_lifetime=timedelta(hours=settings.notifier_console_session_hours),
             refresh_seconds=settings.notifier_console_refresh_seconds,
@@ -292,71 +283,16 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         )
     )
 
-    def refused(
-        reason: str, html: bool, alert_id: str | None = None, status: int = 403
-    ) -> Response:
-        """The refusal page (or JSON) saying why; 404 where the alert is not in the store."""
-        LINKS_REFUSED.labels(reason=reason).inc()
-        log.warning(
-            "refused an action link%s: %s", f" for alert {alert_id}" if alert_id else "", reason
-        )
-        if html:
-            return HTMLResponse(refusal_page(reason), status, headers=SECURITY_HEADERS)
-        return JSONResponse({"error": reason}, status_code=status)
-
-    @app.get("/v1/links/{token}", response_class=HTMLResponse)
-    async def open_link(token: str) -> Response:
-        """The alert page, with a button per action: opening a link changes nothing."""
-        try:
-            claim = verify_link(secret, token, datetime.now(UTC))
-        except LinkRefused as refusal:
-            return refused(str(refusal), html=True)
-        if await store.link_used(claim.nonce):
-            return refused("the link has been used already", html=True, alert_id=claim.alert_id)
-        steps = await store.escalation(claim.alert_id)
-        if not steps:
-            return refused(_NOT_PAGED, html=True, alert_id=claim.alert_id, status=404)
-        alert = PlateletAlert.model_validate_json(steps[0].alert)
-        now = datetime.now(UTC)
-        buttons = {  # fresh single-use links for this recipient, one per button
-            action: "/v1/links/"
-            + sign_link(secret, claim.alert_id, action, claim.recipient, now, link_lifetime)
-            for action in AckAction
-        }
-        closed, withdrawn = await ending(store, claim.alert_id, settings.local_zone)
-        history = await trail(store, claim.alert_id)
-        body = alert_page(
-            alert,
-            history,
-            link_actions(buttons),
-            closed,
-            withdrawn,
+    app.include_router(
+        link_router(
+            store,
+            escalator,
+            link_keys,
+            link_lifetime,
             birth_date_shown=settings.notifier_show_birth_date,
             zone=settings.local_zone,
         )
-        return HTMLResponse(body, headers=SECURITY_HEADERS)
-
-    @app.post("/v1/links/{token}")
-    async def follow_link(token: str, request: Request) -> Response:
-        """Acknowledge, decline ("not my patient") or resolve, through a link from a page: the
-        button of the page above (answered in HTML), or a client posting directly (JSON)."""
-        html = "text/html" in request.headers.get("accept", "")
-        now = datetime.now(UTC)
-        try:
-            claim = verify_link(secret, token, now)
-        except LinkRefused as refusal:
-            return refused(str(refusal), html)
-        try:
-            to = reassignment(form_fields(await request.body()))
-        except ValueError as error:
-            return JSONResponse({"error": str(error)}, status_code=400)
-        if not await store.use_link(claim.nonce, now):
-            return refused("the link has been used already", html, claim.alert_id)
-        if not await escalator.act(claim.alert_id, claim.action, claim.recipient, now, to):
-            return refused(_NOT_PAGED, html, claim.alert_id, status=404)
-        if html:
-            return HTMLResponse(done_page(claim.action, to), headers=SECURITY_HEADERS)
-        return JSONResponse({"alert_id": claim.alert_id, "action": claim.action.value})
+    )
 
     @app.post("/v1/alerts/{alert_id}/actions", dependencies=[Depends(authorised)])
     async def act_on_alert(alert_id: str, request: ActionRequest) -> JSONResponse:

@@ -3,8 +3,8 @@
 Users come from a YAML file: a name, the services whose alerts they see (paediatric, adult, or
 both) and, unless a trusted reverse proxy authenticates them, a password hash made by
 `plateletwatch hash-password` (PBKDF2-SHA256; the file never holds a password). A signed-in
-browser holds a session cookie signed under the session secret (never the link secret, so
-neither kind of token passes for the other) and naming a row in the store, which sign-out
+browser holds a session cookie signed under the session keys with the session salt (so neither
+a link nor a session token passes for the other) and naming a row in the store, which sign-out
 deletes; every form it posts carries a CSRF token derived from that session, which another site
 cannot read or forge.
 """
@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from services.classifier.rules import Population
-from services.notifier.signing import BadSignature, digest, sign, unsign
+from services.notifier.domain.links import SESSION_SALT, Keys, TokenRefused, sign, unsign
 
 PBKDF2_ITERATIONS = 600_000  # OWASP's 2023 figure for PBKDF2-HMAC-SHA256
 MIN_PASSWORD_LENGTH = 12
@@ -96,28 +96,31 @@ class Session:
 
     @property
     def csrf_token(self) -> str:
-        return _b64(digest(b"csrf", self.token))[:32]
+        return _b64(hmac.new(b"csrf", self.token.encode(), hashlib.sha256).digest())[:32]
 
     def accepts(self, csrf_token: str) -> bool:
         return hmac.compare_digest(csrf_token.encode(), self.csrf_token.encode())
 
 
-def start_session(secret: bytes, user: str, now: datetime, lifetime: timedelta) -> Session:
-    """A new session with its own random id; it counts only once the store holds its row."""
+def start_session(keys: Keys, user: str, now: datetime, lifetime: timedelta) -> Session:
+    """A new session with its own random id, signed with the first key; it counts only once
+    the store holds its row."""
     expires = int((now + lifetime).timestamp())
     session_id = secrets.token_urlsafe(16)
     payload = {"u": user, "e": expires, "n": session_id}
-    return Session(session_id, user, datetime.fromtimestamp(expires, UTC), sign(secret, payload))
+    return Session(
+        session_id, user, datetime.fromtimestamp(expires, UTC), sign(keys, SESSION_SALT, payload)
+    )
 
 
-def session_from(secret: bytes, token: str, now: datetime) -> Session | None:
-    """The session a genuine, unexpired cookie claims; None otherwise. Whether it was ended
-    (signed out) only the store knows."""
+def session_from(keys: Keys, token: str, now: datetime) -> Session | None:
+    """The session a genuine (under any of `keys`), unexpired cookie claims; None otherwise.
+    Whether it was ended (signed out) only the store knows."""
     try:
-        payload = unsign(secret, token)
+        payload = unsign(keys, SESSION_SALT, token)
         expires = datetime.fromtimestamp(int(payload["e"]), UTC)
         session = Session(str(payload["n"]), str(payload["u"]), expires, token)
-    except (BadSignature, KeyError, TypeError, ValueError):
+    except (TokenRefused, KeyError, TypeError, ValueError):
         return None
     return session if now < session.expires_at else None
 
