@@ -7,7 +7,7 @@ on the connection it came from (HL7 v2.5 chapter 2, original acknowledgment mode
 - AE with ERR segments when content was refused (an OBX, DG1 or PRB that cannot be read
   safely, a message too large, a message a reader failed on): the message is dead-lettered, and
   the sender must not resend it unchanged;
-- AR when the message as such is not accepted (a type hl7_oru.READERS has no reader for, an
+- AR when the message as such is not accepted (a type dispatch.READERS has no reader for, an
   unsupported version, no readable MSH), or when Kafka cannot take it: then nothing was stored
   and the sender resends later.
 
@@ -28,10 +28,10 @@ from datetime import UTC, datetime
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
-from services.config import Settings
 from services.ingest.deadletter import KEPT_BYTES_WHEN_TOO_LARGE, RawInput
-from services.ingest.hl7_message import parse
-from services.ingest.hl7_oru import Hl7Result, build_ack, read_message
+from services.ingest.hl7v2.ack import build_ack
+from services.ingest.hl7v2.dispatch import Hl7Result, read_message
+from services.ingest.hl7v2.message import parse
 from services.ingest.outcomes import Rejection, RejectReason
 from services.ingest.pipeline import COULD_NOT_PROCESS, Accepted, IngestPipeline, read_safely
 from services.ingest.treatments import TreatmentTable
@@ -142,19 +142,12 @@ class MllpDecoder:
 
 @dataclass(frozen=True)
 class MllpLimits:
+    """What one MLLP server holds at most (see above); the site sets them (app.mllp_limits)."""
+
     max_message_bytes: int
     idle_timeout_seconds: float
     frame_timeout_seconds: float
     max_connections: int
-
-    @classmethod
-    def of(cls, settings: Settings) -> "MllpLimits":
-        return cls(
-            settings.ingest_mllp_max_message_bytes,
-            settings.ingest_mllp_idle_timeout_seconds,
-            settings.ingest_mllp_frame_timeout_seconds,
-            settings.ingest_mllp_max_connections,
-        )
 
 
 def ack_code(result: Hl7Result, accepted: Accepted) -> str:

@@ -25,7 +25,7 @@ from schemas import (
     stable_event_id,
 )
 from services.ingest.codes import FeedContext
-from services.ingest.json_feed import field_errors
+from services.ingest.json_lab import field_errors
 from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
 from services.ingest.treatments import TreatmentTable
 
