@@ -1,13 +1,16 @@
 """The HL7 v2 ACK that answers a message: MSA with the acknowledgment code, one ERR per problem.
 
-Pure. The ACK echoes the message's delimiters, sender and version when its MSH was readable, else
-uses the defaults (|^~\\& and 2.5.1); text placed in a field is stripped of delimiters and line
+Pure. `ack_code` decides AA, AE or AR (HL7 v2.5 chapter 2, original mode; see mllp.py). The
+ACK echoes the message's delimiters, sender and version when its MSH was readable, else uses
+the defaults (|^~\\& and 2.5.1); text placed in a field is stripped of delimiters and line
 breaks, so whatever a problem quotes cannot break the ACK's structure.
 """
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from services.ingest.hl7v2.dispatch import Hl7Result
+from services.ingest.hl7v2.message import parse
 from services.ingest.outcomes import Rejection, RejectReason
 
 # HL7 table 0357 message error condition codes used in ERR-3.
@@ -24,6 +27,23 @@ ERROR_CODES: dict[RejectReason, tuple[str, str]] = {
     RejectReason.MESSAGE_TOO_LARGE: ("207", "Application internal error"),
     RejectReason.STORE_UNAVAILABLE: ("207", "Application internal error"),
 }
+
+
+def ack_code(result: Hl7Result, refused: Sequence[Rejection]) -> str:
+    """AR if the message as such was not accepted, AE if any of its content was refused
+    (`refused`: including results refused only when storing them), else AA."""
+    if result.ack_code == "AR":
+        return "AR"
+    return "AE" if refused else "AA"
+
+
+def refused_whole(raw: bytes, rejection: Rejection) -> Hl7Result:
+    """The message as far as its MSH can be read (for the ACK's header), refused as a whole."""
+    try:
+        message = parse(raw)
+        return Hl7Result(message.msh.get(10), (rejection,), message)
+    except Exception:  # no readable MSH: the ACK carries no control id
+        return Hl7Result("", (rejection,))
 
 
 def build_ack(result: Hl7Result, code: str, problems: list[Rejection], now: datetime) -> bytes:
