@@ -20,8 +20,8 @@ from pathlib import Path
 from benchmarks.results import record
 from services.config import Settings
 from services.ingest.codes import FeedContext
-from services.ingest.hl7_oru import read_message
-from services.ingest.mllp import END_BLOCK, frame
+from services.ingest.hl7v2.dispatch import read_message
+from services.ingest.hl7v2.mllp import END_BLOCK, frame
 from services.ingest.treatments import load_treatment_table
 from services.kafka.broker import free_loopback_port, provide_broker
 from services.kafka.producer import EventPublisher

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from chaos import ChaosFailure
-from services.ingest.mllp import send_messages
+from services.ingest.hl7v2.mllp import send_messages
 
 RESEND_AFTER_SECONDS = 0.5
 _AUTHORITY = "urn:oid:2.16.840.1.113883.19.5"

@@ -14,11 +14,12 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from services.ingest.codes import FeedContext
-from services.ingest.context_feed import classify_context
 from services.ingest.deadletter import Source, dead_letter
-from services.ingest.fhir_feed import read_fhir
-from services.ingest.hl7_oru import build_ack, read_message
-from services.ingest.json_feed import classify_submission
+from services.ingest.fhir import read_fhir
+from services.ingest.hl7v2.ack import build_ack
+from services.ingest.hl7v2.dispatch import read_message
+from services.ingest.json_context import classify_context
+from services.ingest.json_lab import classify_submission
 from services.ingest.outcomes import Filter, Outcome, Publish, Rejection
 from services.ingest.treatments import load_treatment_table
 

@@ -55,11 +55,7 @@ def _serve(app: object, settings: Settings, port: int) -> None:
 
 
 def cmd_ingest(settings: Settings) -> int:
-    from services.ingest.http_api import create_app
-    from services.ingest.mllp import MllpLimits, MllpServer
-    from services.ingest.pipeline import IngestPipeline
-    from services.ingest.treatments import load_treatment_table
-    from services.kafka.producer import EventPublisher
+    from services.ingest.app import create_app
 
     if not settings.ingest_api_tokens:
         raise ConfigurationError(
@@ -67,31 +63,14 @@ def cmd_ingest(settings: Settings) -> int:
             "the HTTP feeds would accept nobody"
         )
     servers = _verified_bootstrap(settings)
-    treatments = load_treatment_table(settings.ingest_treatment_table_file)
-    publisher = EventPublisher(
-        servers, "plateletwatch-ingest", settings.kafka_produce_timeout_seconds
-    )
-    pipeline = IngestPipeline(settings, publisher)
-    mllp = MllpServer(
-        pipeline, settings.bind_host, settings.ingest_mllp_port, MllpLimits.of(settings), treatments
-    )
-
-    async def start() -> None:
-        await publisher.start()
-        await mllp.start()
-
-    async def stop() -> None:
-        await mllp.stop()
-        await publisher.stop()
-
-    _serve(create_app(settings, pipeline, treatments, start, stop), settings, settings.ingest_port)
+    _serve(create_app(settings, servers), settings, settings.ingest_port)
     return 0
 
 
 def cmd_send(files: list[Path], destination: str) -> int:
     """Send HL7 v2 files over MLLP and print each ACK; non-zero unless every ACK is AA."""
-    from services.ingest.hl7_message import Hl7ParseError, parse, split_messages
-    from services.ingest.mllp import send_messages
+    from services.ingest.hl7v2.message import Hl7ParseError, parse, split_messages
+    from services.ingest.hl7v2.mllp import send_messages
 
     host, _, port = destination.rpartition(":")
     if not host or not port.isdigit():
@@ -169,7 +148,7 @@ def cmd_replay(files: list[Path], rules_file: Path | None) -> int:
     """Alerts as JSON lines on stdout, a summary on stderr; 2 when the arguments are unusable."""
     from services.classifier.replay import Summary, replay
     from services.classifier.rules import load_rules
-    from services.ingest.codes import FeedContext
+    from services.ingest.site import site_context
     from services.ingest.treatments import load_treatment_table
 
     missing = [str(path) for path in files if not path.is_file()]
@@ -180,7 +159,7 @@ def cmd_replay(files: list[Path], rules_file: Path | None) -> int:
         rules = load_rules(rules_file or settings.classifier_rules_file)
     except (OSError, ValidationError, yaml.YAMLError) as error:
         raise ConfigurationError(f"unusable rules file: {error}") from error
-    context = FeedContext.for_site(settings, datetime.now(UTC))
+    context = site_context(settings, datetime.now(UTC))
     treatments = load_treatment_table(settings.ingest_treatment_table_file)
     summary = Summary()
     for alert in replay(files, rules, treatments, context, summary):

@@ -12,9 +12,10 @@ from services.classifier.replay import Summary, replay
 from services.classifier.rules import load_rules
 from services.classifier.state import decode, encode
 from services.config import Settings
+from services.ingest import site
 from services.ingest.codes import FeedContext
-from services.ingest.fhir_feed import read_fhir
-from services.ingest.hl7_oru import read_message
+from services.ingest.fhir import read_fhir
+from services.ingest.hl7v2.dispatch import read_message
 from services.ingest.outcomes import Publish
 from services.ingest.treatments import load_treatment_table
 
@@ -32,7 +33,7 @@ def in_site_zone(settings: Settings) -> Settings:
 
 
 def site_context() -> FeedContext:
-    return FeedContext.for_site(in_site_zone(Settings()), RECEIVED)
+    return site.site_context(in_site_zone(Settings()), RECEIVED)
 
 
 def oru(mrn: str, filler: str, value: str, collected: str, status: str = "F") -> bytes:

@@ -15,8 +15,8 @@ import pytest
 from schemas import DeadLetter, LabResult, Topic
 from services.config import Settings
 from services.ingest.codes import FeedContext
-from services.ingest.fhir_feed import read_fhir
-from services.ingest.hl7_oru import read_message
+from services.ingest.fhir import read_fhir
+from services.ingest.hl7v2.dispatch import read_message
 from services.ingest.outcomes import Publish, Rejection, RejectReason
 from services.ingest.treatments import load_treatment_table
 from tests.conftest import AUTH, REPO, read_topic, run_cli, settings_env

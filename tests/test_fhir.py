@@ -8,7 +8,7 @@ import pytest
 
 from schemas import LabResult, MedicationEvent, ProcedureEvent, ResultStatus, TransfusionEvent
 from services.ingest.codes import FeedContext
-from services.ingest.fhir_feed import EntryOutcome, read_fhir
+from services.ingest.fhir import EntryOutcome, read_fhir
 from services.ingest.outcomes import Filter, Publish, Rejection, RejectReason
 from services.ingest.treatments import load_treatment_table
 

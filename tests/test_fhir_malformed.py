@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.ingest.fhir_feed import read_fhir
+from services.ingest.fhir import read_fhir
 from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
 from tests.test_fhir import CONTEXT, PATIENT, TREATMENTS, bundle, observation, treatment
 

@@ -8,8 +8,9 @@ import pytest
 
 from schemas import LabResult, ResultStatus
 from services.ingest.codes import FeedContext
-from services.ingest.hl7_message import Hl7ParseError, parse, split_messages, unescape
-from services.ingest.hl7_oru import Hl7Result, build_ack, read_message
+from services.ingest.hl7v2.ack import build_ack
+from services.ingest.hl7v2.dispatch import Hl7Result, read_message
+from services.ingest.hl7v2.message import Hl7ParseError, parse, split_messages, unescape
 from services.ingest.outcomes import Filter, Publish, Rejection, RejectReason
 from services.ingest.treatments import load_treatment_table
 

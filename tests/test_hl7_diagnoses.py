@@ -8,9 +8,10 @@ from pydantic import BaseModel
 
 from schemas import DiagnosisEvent, LabResult, Topic
 from services.config import Settings
-from services.ingest.hl7_message import parse
-from services.ingest.hl7_oru import Hl7Result, build_ack, read_message
-from services.ingest.mllp import MllpLimits, MllpServer
+from services.ingest.hl7v2.ack import build_ack
+from services.ingest.hl7v2.dispatch import Hl7Result, read_message
+from services.ingest.hl7v2.message import parse
+from services.ingest.hl7v2.mllp import MllpLimits, MllpServer
 from services.ingest.outcomes import Filter, Publish, Rejection, RejectReason
 from services.ingest.pipeline import IngestPipeline
 from tests.test_hl7 import CONTEXT, OBR, PID, RECEIVED, TREATMENTS, platelet_obx

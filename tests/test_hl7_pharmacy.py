@@ -21,9 +21,10 @@ from schemas import (
 from services.classifier.replay import Summary, replay
 from services.classifier.rules import load_rules
 from services.ingest.codes import FeedContext
-from services.ingest.hl7_message import parse
-from services.ingest.hl7_oru import Hl7Result, build_ack, read_message
-from services.ingest.mllp import MllpServer, send_messages
+from services.ingest.hl7v2.ack import build_ack
+from services.ingest.hl7v2.dispatch import Hl7Result, read_message
+from services.ingest.hl7v2.message import parse
+from services.ingest.hl7v2.mllp import MllpServer, send_messages
 from services.ingest.outcomes import Filter, Publish, Rejection, RejectReason
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.treatments import load_treatment_table

@@ -12,9 +12,9 @@ import pytest
 
 from schemas import DeadLetter, LabResult, Topic, clinical_context_adapter
 from services.config import Settings
-from services.ingest.hl7_message import parse
+from services.ingest.hl7v2.message import parse
+from services.ingest.hl7v2.mllp import END_BLOCK, frame, send_messages
 from services.ingest.http_api import create_app
-from services.ingest.mllp import END_BLOCK, frame, send_messages
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.treatments import load_treatment_table
 from services.kafka.broker import EmbeddedTansu

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import uvicorn
 
+from services.ingest.hl7v2.mllp import MllpLimits, MllpServer, send_messages
 from services.ingest.http_api import create_app
-from services.ingest.mllp import MllpLimits, MllpServer, send_messages
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.treatments import load_treatment_table
 from services.kafka.client_logs import keep_patient_data_out_of_client_logs

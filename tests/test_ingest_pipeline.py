@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError
 
 from schemas import DeadLetter, Topic
 from services.ingest.deadletter import KEPT_BYTES_WHEN_TOO_LARGE
-from services.ingest.json_feed import classify_submission
+from services.ingest.json_lab import classify_submission
 from services.ingest.outcomes import Filter, Publish, Rejection, RejectReason
 from services.ingest.pipeline import MAX_ERRORS_KEPT, IngestPipeline, read_safely
 from tests.conftest import REPO, Kafka, wait_for

@@ -8,7 +8,7 @@ import pytest
 from schemas import LabResult
 from services.ingest.codes import FeedContext
 from services.ingest.deadletter import dead_letter
-from services.ingest.json_feed import classify_submission
+from services.ingest.json_lab import classify_submission
 from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
 from services.ingest.units import UnknownUnitError, parse_value, to_10e9_per_l
 

@@ -3,7 +3,7 @@
 import hashlib
 
 from services.ingest.deadletter import KEPT_BYTES_WHEN_TOO_LARGE, RawInput
-from services.ingest.mllp import MllpDecoder, frame
+from services.ingest.hl7v2.mllp import MllpDecoder, frame
 
 
 def test_a_frame_split_across_reads() -> None:

@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from schemas import Topic
-from services.ingest.hl7_message import Segment, parse
-from services.ingest.mllp import END_BLOCK, MllpLimits, MllpServer, frame, send_messages
+from services.ingest.hl7v2.message import Segment, parse
+from services.ingest.hl7v2.mllp import END_BLOCK, MllpLimits, MllpServer, frame, send_messages
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.treatments import load_treatment_table
 from tests.conftest import Kafka
@@ -95,7 +95,7 @@ async def test_a_reader_failing_unexpectedly_gets_ae_and_the_connection_stays_op
         raise RuntimeError("surprise")
 
     with monkeypatch.context() as patch:
-        patch.setattr("services.ingest.mllp.read_message", crash)
+        patch.setattr("services.ingest.hl7v2.mllp.read_message", crash)
         reader, writer = await asyncio.open_connection("127.0.0.1", mllp.server.port)
         writer.write(frame(message(platelet_obx())))
         ack = (await asyncio.wait_for(reader.readuntil(END_BLOCK), 5)).strip(b"\x0b\x1c\r")

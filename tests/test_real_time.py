@@ -18,7 +18,7 @@ import pytest
 
 from schemas import LabResult, MedicationEvent, PlateletAlert, Topic, clinical_context_adapter
 from services.config import Settings
-from services.ingest.mllp import send_messages
+from services.ingest.hl7v2.mllp import send_messages
 from tests.conftest import (
     AUTH,
     ServiceProcess,

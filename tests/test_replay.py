@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from schemas import PlateletAlert
-from services.ingest.mllp import frame
+from services.ingest.hl7v2.mllp import frame
 from tests.conftest import REPO, run_cli
 from tests.test_engine import result
 from tests.test_hl7 import message, platelet_obx

@@ -14,7 +14,7 @@ from schemas import (
     TreatmentCategory,
 )
 from services.ingest.codes import FeedContext
-from services.ingest.context_feed import classify_context
+from services.ingest.json_context import classify_context
 from services.ingest.outcomes import Filter, Publish, Rejection, RejectReason
 from services.ingest.treatments import load_treatment_table
 

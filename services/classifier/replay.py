@@ -21,9 +21,9 @@ from schemas import LabResult, PlateletAlert, clinical_context_adapter
 from services.classifier.engine import History, apply
 from services.classifier.rules import Rules
 from services.ingest.codes import FeedContext
-from services.ingest.fhir_feed import read_fhir
-from services.ingest.hl7_message import split_messages
-from services.ingest.hl7_oru import read_message
+from services.ingest.fhir import read_fhir
+from services.ingest.hl7v2.dispatch import read_message
+from services.ingest.hl7v2.message import split_messages
 from services.ingest.outcomes import Event, Filter, Outcome, Publish, Rejection, RejectReason
 from services.ingest.treatments import TreatmentTable
 

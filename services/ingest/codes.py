@@ -3,8 +3,6 @@
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
-from services.config import Settings
-
 LOINC_SYSTEMS = frozenset({"http://loinc.org", "LN", "LOINC", "2.16.840.1.113883.6.1"})
 
 # LOINC codes meaning "platelet count" (see ../shared/design/CLINICAL.md). 11125-2 (morphology) and
@@ -17,21 +15,15 @@ PLATELET_COUNT_LOINC = frozenset(
 
 @dataclass(frozen=True)
 class FeedContext:
-    """What a feed parser needs besides the input: site configuration and the arrival time."""
+    """What a feed parser needs besides the input: the site's settings and the arrival time.
+
+    Plain values, so the readers stay free of the configuration system: the glue builds one
+    per input (site.site_context)."""
 
     received_at: datetime
     local_zone: tzinfo
     local_platelet_codes: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     fhir_reference_authority: str | None = None
-
-    @classmethod
-    def for_site(cls, settings: Settings, received_at: datetime) -> "FeedContext":
-        return cls(
-            received_at=received_at,
-            local_zone=settings.local_zone,
-            local_platelet_codes=settings.local_platelet_codes,
-            fhir_reference_authority=settings.ingest_fhir_reference_authority,
-        )
 
 
 def is_platelet_count(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal
 
-from services.ingest.fhir_feed import EntryOutcome, parse_fhir_json
+from services.ingest.fhir import EntryOutcome, parse_fhir_json
 from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
 
 PROBLEM_JSON = "application/problem+json"

@@ -26,9 +26,8 @@ from starlette.exceptions import HTTPException
 
 from services.config import Settings
 from services.ingest.codes import FeedContext
-from services.ingest.context_feed import CONTEXT_BODY_SCHEMA, classify_context
 from services.ingest.deadletter import Source
-from services.ingest.fhir_feed import EntryOutcome, read_fhir
+from services.ingest.fhir import EntryOutcome, read_fhir
 from services.ingest.http_answers import (
     FHIR_MEDIA_TYPES,
     Answer,
@@ -43,7 +42,8 @@ from services.ingest.http_answers import (
     unavailable,
     unsupported_media_type,
 )
-from services.ingest.json_feed import LabResultSubmission, classify_submission
+from services.ingest.json_context import CONTEXT_BODY_SCHEMA, classify_context
+from services.ingest.json_lab import LabResultSubmission, classify_submission
 from services.ingest.outcomes import Outcome
 from services.ingest.pipeline import (
     COULD_NOT_PROCESS,

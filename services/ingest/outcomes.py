@@ -7,6 +7,8 @@ one Outcome per result or treatment it holds; the glue publishes, counts and dea
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pydantic import ValidationError
+
 from schemas import DiagnosisEvent, LabResult, MedicationEvent, ProcedureEvent, TransfusionEvent
 
 Event = LabResult | MedicationEvent | ProcedureEvent | TransfusionEvent | DiagnosisEvent
@@ -57,6 +59,14 @@ Outcome = Publish | Filter | Rejection
 def field_rejection(reason: RejectReason, location: str, message: str) -> Rejection:
     """A rejection about one field, with the location also given as a field error."""
     return Rejection(reason, message, ({"loc": location, "msg": message},), location)
+
+
+def field_errors(error: ValidationError) -> tuple[dict[str, str], ...]:
+    """pydantic errors as plain location/message pairs, without echoing the input values."""
+    return tuple(
+        {"loc": ".".join(str(part) for part in e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in error.errors(include_input=False, include_url=False)
+    )
 
 
 class FieldRefused(ValueError):

@@ -24,6 +24,7 @@ from services.config import Settings
 from services.ingest.codes import FeedContext
 from services.ingest.deadletter import KEPT_BYTES_WHEN_TOO_LARGE, RawInput, Source, dead_letter
 from services.ingest.outcomes import Event, Filter, Outcome, Publish, Rejection, RejectReason
+from services.ingest.site import site_context
 from services.kafka.producer import EventTooLargeError
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class IngestPipeline:
 
     def context(self) -> FeedContext:
         """Site configuration for parsing one input received now."""
-        return FeedContext.for_site(self._settings, datetime.now(UTC))
+        return site_context(self._settings, datetime.now(UTC))
 
     async def accept(
         self,

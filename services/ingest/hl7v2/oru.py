@@ -1,16 +1,11 @@
-"""HL7 v2 ORU^R01 (versions 2.3 to 2.5.1) to lab-result outcomes, and the ACK that answers it. Pure.
+"""HL7 v2 ORU^R01 (versions 2.3 to 2.5.1) to lab-result outcomes. Pure.
 
-`read_message` checks MSH and hands the message to the reader READERS registers for its type:
-ORU^R01 here, diagnoses (hl7_diagnoses.py) for ADT^A08 and ADT^A31, administrations
-(hl7_pharmacy.py) for RAS^O17 and RDS^O13; any other type is refused.
-
-Each OBX becomes one outcome: a platelet count is published, anything else is filtered, and a
-platelet OBX that cannot be read safely (unknown unit, no patient, no collection time) is
-rejected with an ERR naming the segment and field. The message is acknowledged AA only when it
-has no rejection and every event was stored; the glue decides the latter.
+dispatch.read_message checks MSH and hands an ORU^R01 to `read_oru`. Each OBX becomes one
+outcome: a platelet count is published, anything else is filtered, and a platelet OBX that
+cannot be read safely (unknown unit, no patient, no collection time) is rejected with an ERR
+naming the segment and field. The DG1 and PRB an ORU carries are read as diagnoses.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -23,77 +18,21 @@ from schemas import (
     ResultStatus,
 )
 from services.ingest.codes import FeedContext, is_platelet_count
-from services.ingest.hl7_diagnoses import read_adt_diagnoses, read_diagnoses
-from services.ingest.hl7_fields import no_patient, read_patient, refusing_bad_fields
-from services.ingest.hl7_message import Hl7Message, Hl7ParseError, Segment, parse
-from services.ingest.hl7_pharmacy import read_administrations
+from services.ingest.hl7v2.diagnoses import read_diagnoses
+from services.ingest.hl7v2.fields import no_patient, read_patient, refusing_bad_fields
+from services.ingest.hl7v2.message import Hl7Message, Segment
 from services.ingest.lab_results import lab_result
 from services.ingest.outcomes import (
     FieldRefused,
     Filter,
     Outcome,
     Publish,
-    Rejection,
     RejectReason,
     field_rejection,
 )
 from services.ingest.status import HL7_RESULT_STATUS, NOT_MEASURED, RETRACTING
 from services.ingest.times import ImplausibleTimeError, parse_hl7_timestamp
-from services.ingest.treatments import TreatmentTable
 from services.ingest.units import UnknownUnitError, UnreadableValueError, platelet_count
-
-SUPPORTED_VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1"})
-
-# HL7 table 0357 message error condition codes used in ERR-3.
-ERROR_CODES: dict[RejectReason, tuple[str, str]] = {
-    RejectReason.UNPARSEABLE_HL7: ("100", "Segment sequence error"),
-    RejectReason.NO_PATIENT_IDENTIFIER: ("101", "Required field missing"),
-    RejectReason.NO_COLLECTION_TIME: ("101", "Required field missing"),
-    RejectReason.UNREADABLE_VALUE: ("102", "Data type error"),
-    RejectReason.INVALID_FIELDS: ("102", "Data type error"),
-    RejectReason.UNKNOWN_UNIT: ("103", "Table value not found"),
-    RejectReason.UNKNOWN_STATUS: ("103", "Table value not found"),
-    RejectReason.UNSUPPORTED_MESSAGE: ("200", "Unsupported message type"),
-    RejectReason.UNSUPPORTED_VERSION: ("203", "Unsupported version id"),
-    RejectReason.MESSAGE_TOO_LARGE: ("207", "Application internal error"),
-    RejectReason.STORE_UNAVAILABLE: ("207", "Application internal error"),
-}
-# The whole message is unacceptable (AR) rather than in error (AE) for these.
-_MESSAGE_LEVEL = frozenset(
-    {
-        RejectReason.UNPARSEABLE_HL7,
-        RejectReason.UNSUPPORTED_MESSAGE,
-        RejectReason.UNSUPPORTED_VERSION,
-    }
-)
-
-
-@dataclass(frozen=True)
-class Hl7Result:
-    """Everything ingest decided about one message."""
-
-    control_id: str
-    outcomes: tuple[Outcome, ...]
-    message: Hl7Message | None = None
-
-    @property
-    def rejections(self) -> list[Rejection]:
-        return [o for o in self.outcomes if isinstance(o, Rejection)]
-
-    @property
-    def events(self) -> list[LabResult]:
-        return [
-            o.event
-            for o in self.outcomes
-            if isinstance(o, Publish) and isinstance(o.event, LabResult)
-        ]
-
-    @property
-    def ack_code(self) -> str:
-        rejections = self.rejections
-        if not rejections:
-            return "AA"
-        return "AR" if any(r.reason in _MESSAGE_LEVEL for r in rejections) else "AE"
 
 
 @dataclass
@@ -103,36 +42,6 @@ class _Group:
     obr: Segment | None
     observations: list[Segment] = field(default_factory=list)
     specimens: list[Segment] = field(default_factory=list)
-
-
-def read_message(raw: bytes, context: FeedContext, treatments: TreatmentTable) -> Hl7Result:
-    """Parse and classify one message of an accepted type (READERS); never raises for bad
-    input: it becomes a rejection. `treatments` recognises what a pharmacy message gives."""
-    try:
-        message = parse(raw)
-    except Hl7ParseError as error:
-        return Hl7Result("", (Rejection(RejectReason.UNPARSEABLE_HL7, str(error), location="MSH"),))
-    msh = message.msh
-    control_id = msh.get(10)
-    message_type = (msh.get(9, 1), msh.get(9, 2))
-    reader = READERS.get(message_type)
-    if reader is None:
-        accepted = ", ".join("^".join(kind) for kind in READERS)
-        text = f"only {accepted} are accepted, not {'^'.join(message_type)[:20]}"
-        return Hl7Result(
-            control_id,
-            (Rejection(RejectReason.UNSUPPORTED_MESSAGE, text, location="MSH-9"),),
-            message,
-        )
-    version = msh.get(12)
-    if version not in SUPPORTED_VERSIONS:
-        text = f"HL7 version {version[:20]!r} is not supported (2.3 to 2.5.1 are)"
-        return Hl7Result(
-            control_id,
-            (Rejection(RejectReason.UNSUPPORTED_VERSION, text, location="MSH-12"),),
-            message,
-        )
-    return Hl7Result(control_id, tuple(reader(message, context, treatments)), message)
 
 
 # Where each model field comes from, to name the HL7 field when a value breaks an event limit.
@@ -159,24 +68,9 @@ def _observations(message: Hl7Message, context: FeedContext) -> list[Outcome]:
     return outcomes
 
 
-def _oru(message: Hl7Message, context: FeedContext, _: TreatmentTable) -> list[Outcome]:
+def read_oru(message: Hl7Message, context: FeedContext) -> list[Outcome]:
     """An ORU^R01: its observations, then any diagnoses (DG1, PRB) it carries."""
     return [*_observations(message, context), *read_diagnoses(message, context)]
-
-
-def _adt(message: Hl7Message, context: FeedContext, _: TreatmentTable) -> list[Outcome]:
-    return read_adt_diagnoses(message, context)
-
-
-Reader = Callable[[Hl7Message, FeedContext, TreatmentTable], list[Outcome]]
-# The reader of each accepted MSH-9 message type and trigger event; any other is refused (AR).
-READERS: dict[tuple[str, str], Reader] = {
-    ("ORU", "R01"): _oru,
-    ("ADT", "A08"): _adt,
-    ("ADT", "A31"): _adt,
-    ("RAS", "O17"): read_administrations,
-    ("RDS", "O13"): read_administrations,
-}
 
 
 def _groups_in_order(message: Hl7Message) -> list[_PatientGroup]:
@@ -401,68 +295,3 @@ def _ward(message: Hl7Message, pid: Segment | None) -> str | None:
         elif segment.name == "PV1" and after_pid:
             return segment.get(3, 1)[:64] or None
     return None
-
-
-def build_ack(result: Hl7Result, code: str, problems: list[Rejection], now: datetime) -> bytes:
-    """An ACK for the message: MSA with `code`, and one ERR per problem (v2.5 layout)."""
-    message = result.message
-    d = message.delimiters if message else None
-    field_sep, comp = (d.field, d.component) if d else ("|", "^")
-    encoding = f"{d.component}{d.repetition}{d.escape}{d.subcomponent}" if d else "^~\\&"
-    msh = message.msh if message else None
-    sending = (msh.raw(5), msh.raw(6), msh.raw(3), msh.raw(4)) if msh else ("", "", "", "")
-    version = msh.raw(12) if msh else "2.5.1"
-    control_id = result.control_id
-    trigger = _clean(msh.get(9, 2), field_sep)[:3] if msh else ""
-    stamp = now.strftime("%Y%m%d%H%M%S%z")
-    segments = [
-        field_sep.join(
-            [
-                "MSH",
-                encoding,
-                sending[0],
-                sending[1],
-                sending[2],
-                sending[3],
-                stamp,
-                "",
-                f"ACK{comp}{trigger or 'R01'}{comp}ACK",
-                f"ACK{now:%Y%m%d%H%M%S%f}"[:20],
-                "P",
-                version,
-            ]
-        ),
-        field_sep.join(["MSA", code, control_id, _ack_text(problems)]),
-    ]
-    for problem in problems:
-        error_code, error_text = ERROR_CODES.get(
-            problem.reason, ("207", "Application internal error")
-        )
-        location = problem.location.replace("-", comp) if problem.location else ""
-        segments.append(
-            field_sep.join(
-                [
-                    "ERR",
-                    "",
-                    location,
-                    comp.join([error_code, error_text, "HL70357"]),
-                    "E",
-                    "",
-                    "",
-                    "",
-                    _clean(problem.message, field_sep),
-                ]
-            )
-        )
-    return ("\r".join(segments) + "\r").encode("utf-8")
-
-
-def _ack_text(problems: list[Rejection]) -> str:
-    return _clean(problems[0].message, "|")[:80] if problems else ""
-
-
-def _clean(text: str, field_sep: str) -> str:
-    """Text safe inside one HL7 field: no delimiters, no line breaks."""
-    for character in (field_sep, "^", "~", "\\", "&", "\r", "\n"):
-        text = text.replace(character, " ")
-    return text

@@ -27,6 +27,7 @@ from services.ingest.outcomes import (
     Publish,
     Rejection,
     RejectReason,
+    field_errors,
     field_rejection,
 )
 from services.ingest.status import NOT_MEASURED, RETRACTING
@@ -56,14 +57,6 @@ class LabResultSubmission(BaseModel):
     verified_at: ClinicalTime | None = None
     location: str | None = Field(
         default=None, max_length=64, description="The patient's ward or unit, for routing."
-    )
-
-
-def field_errors(error: ValidationError) -> tuple[dict[str, str], ...]:
-    """pydantic errors as plain location/message pairs, without echoing the input values."""
-    return tuple(
-        {"loc": ".".join(str(part) for part in e["loc"]), "msg": e["msg"], "type": e["type"]}
-        for e in error.errors(include_input=False, include_url=False)
     )
 
 

@@ -7,7 +7,7 @@ on the connection it came from (HL7 v2.5 chapter 2, original acknowledgment mode
 - AE with ERR segments when content was refused (an OBX, DG1 or PRB that cannot be read
   safely, a message too large, a message a reader failed on): the message is dead-lettered, and
   the sender must not resend it unchanged;
-- AR when the message as such is not accepted (a type hl7_oru.READERS has no reader for, an
+- AR when the message as such is not accepted (a type dispatch.READERS has no reader for, an
   unsupported version, no readable MSH), or when Kafka cannot take it: then nothing was stored
   and the sender resends later.
 
@@ -28,12 +28,11 @@ from datetime import UTC, datetime
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
-from services.config import Settings
 from services.ingest.deadletter import KEPT_BYTES_WHEN_TOO_LARGE, RawInput
-from services.ingest.hl7_message import parse
-from services.ingest.hl7_oru import Hl7Result, build_ack, read_message
+from services.ingest.hl7v2.ack import ack_code, build_ack, refused_whole
+from services.ingest.hl7v2.dispatch import Hl7Result, read_message
 from services.ingest.outcomes import Rejection, RejectReason
-from services.ingest.pipeline import COULD_NOT_PROCESS, Accepted, IngestPipeline, read_safely
+from services.ingest.pipeline import COULD_NOT_PROCESS, IngestPipeline, read_safely
 from services.ingest.treatments import TreatmentTable
 
 log = logging.getLogger(__name__)
@@ -142,27 +141,12 @@ class MllpDecoder:
 
 @dataclass(frozen=True)
 class MllpLimits:
+    """What one MLLP server holds at most (see above); the site sets them (app.mllp_limits)."""
+
     max_message_bytes: int
     idle_timeout_seconds: float
     frame_timeout_seconds: float
     max_connections: int
-
-    @classmethod
-    def of(cls, settings: Settings) -> "MllpLimits":
-        return cls(
-            settings.ingest_mllp_max_message_bytes,
-            settings.ingest_mllp_idle_timeout_seconds,
-            settings.ingest_mllp_frame_timeout_seconds,
-            settings.ingest_mllp_max_connections,
-        )
-
-
-def ack_code(result: Hl7Result, accepted: Accepted) -> str:
-    """AR if the message as such was not accepted, AE if any of its content was refused
-    (including results refused only when storing them), else AA."""
-    if result.ack_code == "AR":
-        return "AR"
-    return "AE" if accepted.rejections else "AA"
 
 
 class MllpServer:
@@ -264,7 +248,7 @@ class MllpServer:
         result = read_safely(
             "hl7v2",
             lambda: read_message(message, context, self._treatments),
-            lambda rejection: _refused_message(message, rejection),
+            lambda rejection: refused_whole(message, rejection),
         )
         try:
             accepted = await self._pipeline.accept(
@@ -276,7 +260,7 @@ class MllpServer:
         except Exception as error:  # any failure at all: the sender must get an answer
             log.error("an HL7 message could not be processed (%s)", type(error).__name__)
             return await self._refuse(RawInput.whole(message), COULD_NOT_PROCESS)
-        return self._ack(result, ack_code(result, accepted), list(accepted.rejections))
+        return self._ack(result, ack_code(result, accepted.rejections), list(accepted.rejections))
 
     async def refuse_oversized(self, oversized: RawInput) -> bytes:
         """AE for a frame over the limit, once its first bytes are dead-lettered."""
@@ -291,7 +275,7 @@ class MllpServer:
 
     async def _refuse(self, raw: RawInput, rejection: Rejection) -> bytes:
         """AE once the input is dead-lettered with `rejection`; AR if it could not be."""
-        result = _refused_message(raw.data, rejection)
+        result = refused_whole(raw.data, rejection)
         context = self._pipeline.context()
         try:
             await self._pipeline.accept(
@@ -310,15 +294,6 @@ class MllpServer:
         except Exception as error:  # an MSH too odd to echo: answer with our own header
             log.error("ACK built without the message's header (%s)", type(error).__name__)
             return build_ack(Hl7Result(result.control_id, result.outcomes), code, problems, now)
-
-
-def _refused_message(raw: bytes, rejection: Rejection) -> Hl7Result:
-    """The message as far as its MSH can be read (for the ACK's header), refused as a whole."""
-    try:
-        message = parse(raw)
-        return Hl7Result(message.msh.get(10), (rejection,), message)
-    except Exception:  # no readable MSH: the ACK carries no control id
-        return Hl7Result("", (rejection,))
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from pydantic import ValidationError
 
 from schemas import Patient, PatientIdentifier
-from services.ingest.hl7_message import Hl7Message, Segment
+from services.ingest.hl7v2.message import Hl7Message, Segment
 from services.ingest.outcomes import (
     FieldRefused,
     Outcome,

@@ -25,8 +25,14 @@ from schemas import (
     stable_event_id,
 )
 from services.ingest.codes import FeedContext
-from services.ingest.json_feed import field_errors
-from services.ingest.outcomes import Filter, Outcome, Publish, Rejection, RejectReason
+from services.ingest.outcomes import (
+    Filter,
+    Outcome,
+    Publish,
+    Rejection,
+    RejectReason,
+    field_errors,
+)
 from services.ingest.treatments import TreatmentTable
 
 # Statuses under which a treatment counts (FHIR's words); "stopped" counts with its ended_at.

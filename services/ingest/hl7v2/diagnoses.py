@@ -16,8 +16,8 @@ from functools import partial
 
 from schemas import Coding, DiagnosisEvent, Patient, stable_event_id
 from services.ingest.codes import FeedContext
-from services.ingest.hl7_fields import no_patient, read_patient, refusing_bad_fields
-from services.ingest.hl7_message import Hl7Message, Segment
+from services.ingest.hl7v2.fields import no_patient, read_patient, refusing_bad_fields
+from services.ingest.hl7v2.message import Hl7Message, Segment
 from services.ingest.outcomes import Filter, Outcome, Publish, RejectReason, field_rejection
 from services.ingest.times import ImplausibleTimeError, parse_hl7_timestamp
 from services.ingest.treatments import SNOMED, canonical_system

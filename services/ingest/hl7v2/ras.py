@@ -1,6 +1,6 @@
 """HL7 v2 pharmacy administrations (RAS^O17, RDS^O13) to treatment-context outcomes. Pure.
 
-hl7_oru.read_message checks MSH and hands these messages to `read_administrations`.
+dispatch.read_message checks MSH and hands these messages to `read_administrations`.
 
 Each RXA (an administration) becomes one outcome, read as the FHIR feed reads a
 MedicationAdministration: a treatment the table recognises in RXA-5 is published as a
@@ -26,8 +26,8 @@ from functools import partial
 
 from schemas import Coding, Dose, MedicationEvent, Patient, TransfusionEvent, stable_event_id
 from services.ingest.codes import FeedContext
-from services.ingest.hl7_fields import no_patient, read_patient, refusing_bad_fields
-from services.ingest.hl7_message import Hl7Message, Segment
+from services.ingest.hl7v2.fields import no_patient, read_patient, refusing_bad_fields
+from services.ingest.hl7v2.message import Hl7Message, Segment
 from services.ingest.outcomes import (
     FieldRefused,
     Filter,
