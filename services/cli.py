@@ -133,7 +133,7 @@ def cmd_classifier(settings: Settings) -> int:
 
 
 def cmd_notifier(settings: Settings) -> int:
-    from services.notifier.service import create_app
+    from services.notifier.app import create_app
 
     if settings.notifier_webhook_url is None and settings.notifier_roster_file is None:
         raise ConfigurationError(
@@ -150,7 +150,7 @@ def cmd_notifier(settings: Settings) -> int:
 
 
 def cmd_demo_pager(settings: Settings) -> int:
-    from services.notifier.channels.webhook_receiver import WebhookReceiver
+    from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
 
     receiver = WebhookReceiver(settings.bind_host, settings.demo_receiver_port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

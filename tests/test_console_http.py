@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.console import console_router
 from services.notifier.console_auth import ConsoleUser, hash_password
-from services.notifier.escalator import Escalator
-from services.notifier.store import NotifierStore
+from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
+from services.notifier.delivery.escalator import Escalator
+from services.notifier.store.repository import NotifierStore
 from tests.alert_factory import persistent_severe, refractory
 from tests.conftest import unlabelled
 from tests.test_escalator import critical, escalator, paged, two_services

@@ -8,9 +8,9 @@ from schemas import AckAction
 from services.classifier.engine import History, apply
 from services.classifier.rules import load_rules
 from services.kafka.broker import free_loopback_port
-from services.notifier.channels.base import DeliveryError
-from services.notifier.channels.email import EmailChannel, SmtpSettings
-from services.notifier.message import Page, render_page
+from services.notifier.delivery.channels.base import DeliveryError
+from services.notifier.delivery.channels.email import EmailChannel, SmtpSettings
+from services.notifier.domain.message import Page, render_page
 from tests.conftest import SmtpReceiver
 from tests.test_engine import result
 

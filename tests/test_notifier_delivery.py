@@ -22,11 +22,16 @@ from schemas import (
 )
 from services.classifier.engine import History, apply
 from services.classifier.rules import load_rules
-from services.notifier.channels.webhook import WebhookChannel, signature
-from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.delivery import AlertDelivery, PublishDelivery, Recipient, RetryPolicy
-from services.notifier.message import render_page
-from services.notifier.store import CLAIM_LEASE, NotifierStore
+from services.notifier.delivery.attempts import (
+    AlertDelivery,
+    PublishDelivery,
+    Recipient,
+    RetryPolicy,
+)
+from services.notifier.delivery.channels.webhook import WebhookChannel, signature
+from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
+from services.notifier.domain.message import render_page
+from services.notifier.store.repository import CLAIM_LEASE, NotifierStore
 from tests.alert_factory import (
     DAY,
     NIGHT,

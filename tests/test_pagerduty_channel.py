@@ -8,9 +8,9 @@ import pytest
 from schemas import AckAction
 from services.classifier.engine import History, apply
 from services.classifier.rules import load_rules
-from services.notifier.channels.base import DeliveryError
-from services.notifier.channels.pagerduty import PagerDutyChannel
-from services.notifier.message import Page, render_page
+from services.notifier.delivery.channels.base import DeliveryError
+from services.notifier.delivery.channels.pagerduty import PagerDutyChannel
+from services.notifier.domain.message import Page, render_page
 from tests.pagerduty_server import PagerDutyEvents
 from tests.test_engine import result
 

@@ -22,8 +22,8 @@ from schemas import (
     ProcedureEvent,
     ResultStatus,
 )
+from services.notifier.domain.message import UNIT, headline, render_page
 from services.notifier.link_page import page
-from services.notifier.message import UNIT, headline, render_page
 from services.notifier.wall_clock import shown_at, shown_on
 
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 400, 240, 40, 12, 16, 24  # phone-sized units

@@ -46,9 +46,9 @@ from services.notifier.console_pages import (
     board_page,
     login_page,
 )
-from services.notifier.escalator import Escalator
+from services.notifier.delivery.escalator import Escalator
 from services.notifier.link_page import BOARD_HEADERS, SECURITY_HEADERS, page
-from services.notifier.store import (
+from services.notifier.store.repository import (
     WITHDRAWN,
     BoardEntry,
     EscalationRecord,

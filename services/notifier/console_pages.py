@@ -16,8 +16,8 @@ from urllib.parse import quote
 from schemas import AlertKind, PlateletAlert
 from services.classifier.rules import Population
 from services.notifier.alert_page import Step, history_table, patient_label, table
+from services.notifier.domain.message import UNIT, kind_name
 from services.notifier.link_page import page
-from services.notifier.message import UNIT, kind_name
 from services.notifier.wall_clock import offset, shown_at
 
 KIND_NAMES = {  # the kind filter's choices; each alert is named by message.kind_name

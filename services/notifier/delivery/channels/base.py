@@ -4,7 +4,7 @@ own (PagerDuty) add."""
 from typing import Protocol, runtime_checkable
 
 from schemas import AckAction
-from services.notifier.message import Page
+from services.notifier.domain.message import Page
 
 
 class DeliveryError(Exception):

@@ -7,8 +7,8 @@ The incident's summary is the page's one line; no evidence leaves for the cloud.
 from typing import Any
 
 from schemas import AckAction, AlertKind
-from services.notifier.channels.http import post
-from services.notifier.message import Page
+from services.notifier.delivery.channels.http import post
+from services.notifier.domain.message import Page
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 

@@ -12,8 +12,8 @@ import hmac
 import json
 import time
 
-from services.notifier.channels.http import post
-from services.notifier.message import Page
+from services.notifier.delivery.channels.http import post
+from services.notifier.domain.message import Page
 
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:

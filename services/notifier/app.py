@@ -26,21 +26,21 @@ from schemas import AckAction, DeliveryEvent, PlateletAlert, Topic
 from services.config import Settings
 from services.kafka.producer import EventPublisher
 from services.notifier.alert_page import alert_page, link_actions
-from services.notifier.channels.base import Channel
-from services.notifier.channels.email import EmailChannel, SmtpSettings
-from services.notifier.channels.pagerduty import PagerDutyChannel
-from services.notifier.channels.slack import SlackChannel
-from services.notifier.channels.sms import SmsChannel
-from services.notifier.channels.webhook import WebhookChannel
 from services.notifier.console import console_router, ending, form_fields, reassignment, trail
 from services.notifier.console_auth import load_console_users
-from services.notifier.delivery import AlertDelivery, RetryPolicy
-from services.notifier.escalation import load_escalation_policy
-from services.notifier.escalator import Escalator
+from services.notifier.delivery.attempts import AlertDelivery, RetryPolicy
+from services.notifier.delivery.channels.base import Channel
+from services.notifier.delivery.channels.email import EmailChannel, SmtpSettings
+from services.notifier.delivery.channels.pagerduty import PagerDutyChannel
+from services.notifier.delivery.channels.slack import SlackChannel
+from services.notifier.delivery.channels.sms import SmsChannel
+from services.notifier.delivery.channels.webhook import WebhookChannel
+from services.notifier.delivery.escalator import Escalator
+from services.notifier.domain.escalation import load_escalation_policy
+from services.notifier.domain.roster import Person, Roster, RosterError, load_roster
 from services.notifier.link_page import SECURITY_HEADERS, done_page, refusal_page
 from services.notifier.links import LinkRefused, sign_link, verify_link
-from services.notifier.roster import Person, Roster, RosterError, load_roster
-from services.notifier.store import NotifierStore
+from services.notifier.store.repository import NotifierStore
 from services.web import (
     answer_validation_errors_without_inputs,
     api_docs_urls,

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas import AlertKind
-from services.notifier.roster import Tier
+from services.notifier.domain.roster import Tier
 from services.timezones import ZoneName
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -119,7 +119,7 @@ def load_escalation_policy(path: Path | None = None) -> EscalationPolicy:
     text = (
         path.read_text(encoding="utf-8")
         if path is not None
-        else resources.files(__package__)
+        else resources.files("services.notifier")
         .joinpath("default_escalation.yaml")
         .read_text(encoding="utf-8")
     )

@@ -18,12 +18,18 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import AckAction, AlertKind, DeliveryStep, PlateletAlert
 from services.classifier.rules import Population
-from services.notifier.delivery import AlertDelivery, Recipient
-from services.notifier.escalation import EscalationPolicy, schedule
+from services.notifier.delivery.attempts import AlertDelivery, Recipient
+from services.notifier.domain.escalation import EscalationPolicy, schedule
+from services.notifier.domain.message import render_page
+from services.notifier.domain.roster import Roster, Tier
 from services.notifier.links import sign_link
-from services.notifier.message import render_page
-from services.notifier.roster import Roster, Tier
-from services.notifier.store import PENDING, SUPERSEDED, WITHDRAWN, EscalationRecord, NotifierStore
+from services.notifier.store.repository import (
+    PENDING,
+    SUPERSEDED,
+    WITHDRAWN,
+    EscalationRecord,
+    NotifierStore,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Slack-compatible incoming webhook (Slack, Mattermost, Rocket.Chat): the page's one line and
 its action links as a message. The address is the incoming-webhook URL of the channel."""
 
-from services.notifier.channels.http import post
-from services.notifier.message import Page
+from services.notifier.delivery.channels.http import post
+from services.notifier.domain.message import Page
 
 
 class SlackChannel:

@@ -2,8 +2,8 @@
 gateway, with a bearer token if one is set. The message is the page's summary (what happened,
 the patient id, the acknowledge link); the address is the phone or pager number."""
 
-from services.notifier.channels.http import post
-from services.notifier.message import Page
+from services.notifier.delivery.channels.http import post
+from services.notifier.domain.message import Page
 
 
 class SmsChannel:

@@ -23,9 +23,9 @@ from schemas import (
     PlateletAlert,
     stable_event_id,
 )
-from services.notifier.channels.base import Channel, DeliveryError, FollowsUp
-from services.notifier.message import Page
-from services.notifier.store import NotifierStore
+from services.notifier.delivery.channels.base import Channel, DeliveryError, FollowsUp
+from services.notifier.domain.message import Page
+from services.notifier.store.repository import NotifierStore
 
 log = logging.getLogger(__name__)
 

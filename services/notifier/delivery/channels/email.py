@@ -11,8 +11,8 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from services.notifier.channels.base import DeliveryError
-from services.notifier.message import Page
+from services.notifier.delivery.channels.base import DeliveryError
+from services.notifier.domain.message import Page
 
 
 @dataclass(frozen=True)
