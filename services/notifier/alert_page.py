@@ -22,7 +22,8 @@ from schemas import (
     ProcedureEvent,
     ResultStatus,
 )
-from services.notifier.domain.message import UNIT, headline, render_page
+from services.notifier.domain.message import UNIT, headline
+from services.notifier.domain.message import render_message as render_page
 from services.notifier.link_page import page
 from services.notifier.wall_clock import shown_at, shown_on
 

@@ -41,7 +41,7 @@ _CHANGED = {ResultStatus.CORRECTED: "corrected", ResultStatus.AMENDED: "amended"
 
 
 @dataclass(frozen=True)
-class Page:
+class Message:
     """A rendered page; `idempotency_key` (the alert_id) lets a receiver drop a resend.
 
     `line` says what happened; `summary` adds the acknowledge link, for one-line channels;
@@ -79,13 +79,13 @@ def headline(alert: PlateletAlert) -> str:
     return name
 
 
-def render_page(
+def render_message(
     alert: PlateletAlert,
     actions: Mapping[AckAction, str] | None = None,
     why_you: str = "",
     *,
     zone: tzinfo,
-) -> Page:
+) -> Message:
     """The page for an alert, its times in `zone`; `actions` are the signed links the
     recipient can act through; `why_you` tells a stand-in why the page came to them (a gap
     in the roster)."""
@@ -110,7 +110,7 @@ def render_page(
     links = {action.value: url for action, url in (actions or {}).items()}
     ack = links.get(AckAction.ACKNOWLEDGE.value)
     summary = f"{line}. Acknowledge: {ack}" if ack else line
-    return Page(
+    return Message(
         idempotency_key=alert.alert_id,
         alert_id=alert.alert_id,
         kind=alert.kind,
