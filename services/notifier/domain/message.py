@@ -1,4 +1,5 @@
-"""What a page says: one line a clinician can act on at 3 a.m., plus the full alert for machines.
+"""What a pager message says: one line a clinician can act on at 3 a.m., plus the full alert
+for machines.
 
 Pure. Every time is shown in the deployment's zone with its offset (the caller passes the zone);
 the line names the patient's population and ward, the trend with its times, and every treatment
@@ -42,7 +43,7 @@ _CHANGED = {ResultStatus.CORRECTED: "corrected", ResultStatus.AMENDED: "amended"
 
 @dataclass(frozen=True)
 class Message:
-    """A rendered page; `idempotency_key` (the alert_id) lets a receiver drop a resend.
+    """A rendered pager message; `idempotency_key` (the alert_id) lets a receiver drop a resend.
 
     `line` says what happened; `summary` adds the acknowledge link, for one-line channels;
     `actions` are the signed links by action; `body` is the JSON a webhook receives."""
@@ -86,8 +87,8 @@ def render_message(
     *,
     zone: tzinfo,
 ) -> Message:
-    """The page for an alert, its times in `zone`; `actions` are the signed links the
-    recipient can act through; `why_you` tells a stand-in why the page came to them (a gap
+    """The pager message for an alert, its times in `zone`; `actions` are the signed links the
+    recipient can act through; `why_you` tells a stand-in why the message came to them (a gap
     in the roster)."""
     patient = alert.patient.identifier.key
     if alert.kind is AlertKind.WITHDRAWN:

@@ -233,7 +233,6 @@ class NotifierStore:
                         EscalationRow.claimed_until == row.claimed_until,
                     )
                     .values(claimed_until=now + CLAIM_LEASE)
-                    .execution_options(synchronize_session=False)
                 )
                 if _changed(taken) == 1:
                     claimed.append(_level(row))

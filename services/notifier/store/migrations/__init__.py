@@ -7,6 +7,7 @@ is recognised and stamped at the initial revision, not created again. A failing 
 and rolls back: the database stays as it was.
 """
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -16,6 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 INITIAL = "0001"
 _SCHEMA_LOCK = 0x706C7477  # "pltw": the advisory lock held while migrating
+logging.getLogger("alembic.runtime.plugins").setLevel(
+    logging.WARNING
+)  # a line per plugin, each start
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -27,6 +31,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 async def upgrade(engine: AsyncEngine) -> None:
+    """Migrate the engine's database to the newest revision, in one transaction."""
     async with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             await connection.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
