@@ -5,6 +5,11 @@ PostgreSQL advisory lock, SQLite's write lock), so none fails on a table another
 created. A database made by the notifier before migrations existed (tables, no alembic_version)
 is recognised and stamped at the initial revision, not created again. A failing revision raises
 and rolls back: the database stays as it was.
+
+A change to store/tables.py needs a revision beside it: versions/NNNN_what_changed.py with
+`revision = "NNNN"` and `down_revision` the one before, shaped as 0001 is.
+tests/test_store_migrations.py fails, on SQLite and PostgreSQL, until the revisions build exactly
+the tables the models describe.
 """
 
 import logging
