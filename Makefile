@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml requirements/dev.txt
 
 install: $(STAMP) ## create .venv and install the project with its pinned dependencies
 
-run: $(STAMP) ## start everything: embedded broker, topics, ingest, classifier, notifier, demo pager
+run: $(STAMP) ## migrate the notifier's database, then start everything: embedded broker, topics, ingest, classifier, notifier, demo pager
+	$(BIN)/plateletwatch db upgrade
 	$(BIN)/plateletwatch run
 
 lint: $(STAMP) ## ruff (lint + format) and mypy on services/, schemas/, chaos/ and fuzz/

@@ -23,7 +23,7 @@ from pathlib import Path
 from chaos import ChaosFailure
 from chaos.harness import REPO, Plan, run_chaos
 from services.kafka.broker import provide_broker
-from services.notifier.channels.webhook_receiver import log as receiver_log
+from services.notifier.delivery.channels.webhook_receiver import log as receiver_log
 
 
 def _plan(argv: list[str] | None) -> tuple[Plan, Path]:

@@ -53,8 +53,8 @@ from services.config import Settings
 from services.kafka.apache_kafka import LocalApacheKafka
 from services.kafka.broker import free_loopback_port
 from services.kafka.topics import ensure_topics
-from services.notifier.channels.webhook_receiver import ReceivedPage, WebhookReceiver
-from services.notifier.channels.webhook_receiver import log as receiver_log
+from services.notifier.delivery.channels.webhook_receiver import ReceivedPage, WebhookReceiver
+from services.notifier.delivery.channels.webhook_receiver import log as receiver_log
 
 KILLS = ("broker", "classifier", "notifier")
 # services/classifier/store.py logs this once a worker has read its partitions' histories back.

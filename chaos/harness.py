@@ -34,7 +34,7 @@ from chaos.lab import Ingest, mrn, send_all
 from services.config import Settings
 from services.kafka.broker import Broker, free_loopback_port
 from services.kafka.topics import ensure_topics
-from services.notifier.channels.webhook_receiver import ReceivedPage, WebhookReceiver
+from services.notifier.delivery.channels.webhook_receiver import ReceivedPage, WebhookReceiver
 from services.processes import die_with_parent, stop_processes
 
 REPO = Path(__file__).resolve().parents[1]

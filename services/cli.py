@@ -112,7 +112,7 @@ def cmd_classifier(settings: Settings) -> int:
 
 
 def cmd_notifier(settings: Settings) -> int:
-    from services.notifier.service import create_app
+    from services.notifier.app import create_app
 
     if settings.notifier_webhook_url is None and settings.notifier_roster_file is None:
         raise ConfigurationError(
@@ -128,8 +128,31 @@ def cmd_notifier(settings: Settings) -> int:
     return 0
 
 
+def cmd_db_upgrade(settings: Settings) -> int:
+    """Migrate the notifier's database to the newest revision, as the notifier does at start;
+    a database made before migrations is stamped, not created again. 1 if it fails."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from services.notifier.store.repository import NotifierStore
+
+    async def upgrade() -> None:
+        store = NotifierStore(settings.notifier_database_url)
+        try:
+            await store.start()
+        finally:
+            await store.stop()
+
+    try:
+        asyncio.run(upgrade())
+    except (OSError, SQLAlchemyError) as error:
+        print(f"plateletwatch db upgrade: {error}", file=sys.stderr)
+        return 1
+    print("the notifier's database is at the newest revision")
+    return 0
+
+
 def cmd_demo_pager(settings: Settings) -> int:
-    from services.notifier.channels.webhook_receiver import WebhookReceiver
+    from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
 
     receiver = WebhookReceiver(settings.bind_host, settings.demo_receiver_port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -244,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         help="read a console user's password (prompted, or from stdin) and print its hash "
         "for the console users file",
     )
+    db = commands.add_parser("db", help="the notifier's database")
+    db_actions = db.add_subparsers(dest="action", required=True)
+    db_actions.add_parser(
+        "upgrade", help="migrate it to the newest revision (the notifier does so at start)"
+    )
     send = commands.add_parser("send", help="send HL7 v2 files over MLLP and print each ACK")
     send.add_argument("files", nargs="+", type=Path, help="files of one or more messages")
     send.add_argument("--to", required=True, metavar="HOST:PORT", help="the MLLP listener")
@@ -275,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     keep_patient_data_out_of_client_logs()
+    if args.command == "db":
+        return cmd_db_upgrade(settings)
     try:
         return _SERVICES[args.command][0](settings)
     except (ConfigurationError, TopicMismatchError) as error:

@@ -45,8 +45,8 @@ from services.kafka.broker import (
 )
 from services.kafka.producer import EventPublisher
 from services.kafka.topics import ensure_topics
-from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.store import NotifierStore
+from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
+from services.notifier.store.repository import NotifierStore
 from services.processes import stop_processes, wait_until_ready
 from tests.postgres_server import PostgresUnavailable, provide_postgres
 

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from schemas import AckAction, AlertKind, PlateletAlert, ResultStatus, Thresholds
+from services.notifier.store.tables import Closing
 from services.notifier.web.views import Step, alert_page, closed_line, link_actions, trend_chart
 from tests.alert_factory import DAY, NIGHT, count, persistent_severe
 from tests.alert_factory import refractory as refractory_alert
@@ -93,14 +94,19 @@ def test_a_persistent_severe_alert_is_named_for_what_was_measured() -> None:
 
 def test_how_paging_ended_is_told_in_local_time_and_a_superseded_alert_is_not_withdrawn() -> None:
     at = datetime(2026, 11, 28, 2, 48, tzinfo=UTC)
-    assert closed_line("acknowledge", "dr.ada", at, PARIS) == (
+    assert closed_line(Closing.ACKNOWLEDGED, "dr.ada", at, PARIS) == (
         "Acknowledged by dr.ada at 28 Nov 03:48 +01:00"
     )
-    superseded = closed_line("superseded", "classifier", at, PARIS)
+    superseded = closed_line(Closing.SUPERSEDED, "classifier", at, PARIS)
     assert superseded.startswith("Superseded at 28 Nov 03:48 +01:00")
     assert "withdrawn" not in superseded.lower()
     gone = alert_page(
-        refractory(), [], "", closed_line("withdrawn", "classifier", at, PARIS), True, zone=PARIS
+        refractory(),
+        [],
+        "",
+        closed_line(Closing.WITHDRAWN, "classifier", at, PARIS),
+        True,
+        zone=PARIS,
     )
     assert "Withdrawn by classifier at 28 Nov 03:48 +01:00" in gone
     assert AlertKind.WITHDRAWN.value in gone  # its counts are drawn as withdrawn

@@ -16,9 +16,9 @@ from pydantic import SecretStr
 
 from schemas import AckAction
 from services.config import Settings
-from services.notifier.channels.webhook_receiver import WebhookReceiver
+from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
 from services.notifier.domain.links import sign_link
-from services.notifier.store import NotifierStore
+from services.notifier.store.repository import NotifierStore
 from tests.conftest import AUTH, REPO, wait_for, with_paging
 
 pytestmark = [

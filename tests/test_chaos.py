@@ -14,7 +14,7 @@ import pytest
 from chaos.harness import Plan, lost_patients, repeated_pages, run_chaos
 from chaos.lab import mrn
 from services.kafka.broker import Broker
-from services.notifier.channels.webhook_receiver import ReceivedPage
+from services.notifier.delivery.channels.webhook_receiver import ReceivedPage
 
 PATIENTS = 100
 

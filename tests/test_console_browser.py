@@ -15,9 +15,9 @@ import pytest
 import uvicorn
 from playwright.sync_api import sync_playwright
 
-from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.escalator import Escalator
-from services.notifier.store import NotifierStore
+from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
+from services.notifier.delivery.escalator import Escalator
+from services.notifier.store.repository import NotifierStore
 from tests.test_alert_page_browser import (  # noqa: F401 - pytestmark: Chromium is needed
     ARTIFACTS,
     accessibility_problems,

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.escalator import Escalator
-from services.notifier.store import NotifierStore
+from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
+from services.notifier.delivery.escalator import Escalator
+from services.notifier.store.repository import NotifierStore
 from services.notifier.web.auth import ConsoleUser, hash_password
 from services.notifier.web.routes import clock, console_router
 from tests.alert_factory import persistent_severe, refractory

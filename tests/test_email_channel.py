@@ -8,18 +8,18 @@ from schemas import AckAction
 from services.classifier.engine import History, apply
 from services.classifier.rules import load_rules
 from services.kafka.broker import free_loopback_port
-from services.notifier.channels.base import DeliveryError
-from services.notifier.channels.email import EmailChannel, SmtpSettings
-from services.notifier.message import Page, render_page
+from services.notifier.delivery.channels.base import DeliveryError
+from services.notifier.delivery.channels.email import EmailChannel, SmtpSettings
+from services.notifier.domain.message import Message, render_message
 from tests.conftest import SmtpReceiver
 from tests.test_engine import result
 
 LINKS = {action: f"https://notifier.example/v1/links/{action.value}" for action in AckAction}
 
 
-def page() -> Page:
+def page() -> Message:
     alert = apply(History(), result(9), load_rules(), datetime.now(UTC))[0]
-    return render_page(alert, LINKS, zone=UTC)
+    return render_message(alert, LINKS, zone=UTC)
 
 
 def channel(port: int) -> EmailChannel:

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas import AlertKind
-from services.notifier.escalation import load_escalation_policy, schedule
+from services.notifier.domain.escalation import load_escalation_policy, schedule
 
 POLICY = load_escalation_policy()
 TUESDAY_NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

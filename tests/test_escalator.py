@@ -10,16 +10,16 @@ from prometheus_client import REGISTRY
 from schemas import AckAction, DeliveryEvent, Patient, PatientIdentifier, PlateletAlert
 from services.classifier.engine import History, apply
 from services.classifier.rules import load_rules
-from services.notifier.channels.base import Channel
-from services.notifier.channels.pagerduty import PagerDutyChannel
-from services.notifier.channels.webhook import WebhookChannel
-from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.delivery import AlertDelivery, RetryPolicy
+from services.notifier.delivery.attempts import AlertDelivery, RetryPolicy
+from services.notifier.delivery.channels.base import Channel
+from services.notifier.delivery.channels.pagerduty import PagerDutyChannel
+from services.notifier.delivery.channels.webhook import WebhookChannel
+from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
+from services.notifier.delivery.escalator import Escalator
+from services.notifier.domain.escalation import load_escalation_policy
 from services.notifier.domain.links import verify_link
-from services.notifier.escalation import load_escalation_policy
-from services.notifier.escalator import Escalator
-from services.notifier.roster import parse_roster
-from services.notifier.store import NotifierStore
+from services.notifier.domain.roster import parse_roster
+from services.notifier.store.repository import NotifierStore
 from tests.alert_factory import persistent_severe, refractory
 from tests.pagerduty_server import PagerDutyEvents
 from tests.test_engine import result

@@ -15,7 +15,7 @@ import pytest
 from chaos.failover import FailoverPlan, paged_again, recovery_seconds, run_failover
 from chaos.lab import mrn
 from services.kafka.apache_kafka import LocalApacheKafka, unavailable_reason
-from services.notifier.channels.webhook_receiver import ReceivedPage
+from services.notifier.delivery.channels.webhook_receiver import ReceivedPage
 from tests.postgres_server import find_binaries
 
 needs_cluster = pytest.mark.skipif(

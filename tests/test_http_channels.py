@@ -8,19 +8,19 @@ import pytest
 from schemas import AckAction
 from services.classifier.engine import History, apply
 from services.classifier.rules import load_rules
-from services.notifier.channels.base import DeliveryError
-from services.notifier.channels.slack import SlackChannel
-from services.notifier.channels.sms import SmsChannel
-from services.notifier.channels.webhook import WebhookChannel
-from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.message import Page, render_page
+from services.notifier.delivery.channels.base import DeliveryError
+from services.notifier.delivery.channels.slack import SlackChannel
+from services.notifier.delivery.channels.sms import SmsChannel
+from services.notifier.delivery.channels.webhook import WebhookChannel
+from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
+from services.notifier.domain.message import Message, render_message
 from tests.test_engine import result
 
 LINKS = {action: f"https://notifier.example/v1/links/{action.value}" for action in AckAction}
 
 
-def page() -> Page:
-    return render_page(
+def page() -> Message:
+    return render_message(
         apply(History(), result(9), load_rules(), datetime.now(UTC))[0], LINKS, zone=UTC
     )
 

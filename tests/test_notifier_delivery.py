@@ -22,11 +22,16 @@ from schemas import (
 )
 from services.classifier.engine import History, apply
 from services.classifier.rules import load_rules
-from services.notifier.channels.webhook import WebhookChannel, signature
-from services.notifier.channels.webhook_receiver import WebhookReceiver
-from services.notifier.delivery import AlertDelivery, PublishDelivery, Recipient, RetryPolicy
-from services.notifier.message import render_page
-from services.notifier.store import CLAIM_LEASE, NotifierStore
+from services.notifier.delivery.attempts import (
+    AlertDelivery,
+    PublishDelivery,
+    Recipient,
+    RetryPolicy,
+)
+from services.notifier.delivery.channels.webhook import WebhookChannel, signature
+from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
+from services.notifier.domain.message import render_message
+from services.notifier.store.repository import CLAIM_LEASE, NotifierStore
 from tests.alert_factory import (
     DAY,
     NIGHT,
@@ -50,7 +55,7 @@ class _Pager:
         self.recipient = Recipient("hematology-on-call", "webhook", url)
 
     async def handle(self, alert: PlateletAlert) -> bool:
-        page = render_page(alert, zone=UTC)
+        page = render_message(alert, zone=UTC)
         return await self.delivery.page(alert, page, self.recipient)
 
 
@@ -235,32 +240,32 @@ def test_every_time_on_a_page_is_local_with_its_offset() -> None:
     critical = alert(
         AlertKind.CRITICAL_LOW, [count(45, NIGHT - 18 * HOUR - 10 * MINUTE), count(12, NIGHT)]
     )
-    line = render_page(critical, zone=PARIS).line
+    line = render_message(critical, zone=PARIS).line
     assert f"collected {SPAN}" in line
     assert "; trend 45 (27 Nov 09:00 +01:00) -> 12 (28 Nov 03:10 +01:00)" in line
     assert "2026-11-28" not in line
     assert "+00:00" not in line
     summer = alert(AlertKind.CRITICAL_LOW, [count(12, datetime(2026, 7, 1, 1, 5, tzinfo=UTC))])
-    assert "collected 1 Jul 03:05 +02:00" in render_page(summer, zone=PARIS).line
-    assert "collected 1 Jul 01:05 +00:00" in render_page(summer, zone=UTC).line
+    assert "collected 1 Jul 03:05 +02:00" in render_message(summer, zone=PARIS).line
+    assert "collected 1 Jul 01:05 +00:00" in render_message(summer, zone=UTC).line
 
 
 def test_a_critical_page_names_the_patients_population_and_ward() -> None:
     critical = alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT)], location="HAEM-7")
-    line = render_page(critical, zone=PARIS).line
+    line = render_message(critical, zone=PARIS).line
     assert line.startswith(
         "CRITICAL LOW platelets: 12 x10^9/L (reported 12 10*9/L) for patient HOSP|42 "
         f"(adult, ward HAEM-7), collected {SPAN}"
     )
     nowhere = alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT)], population="paediatric")
-    assert "for patient HOSP|42 (paediatric), collected" in render_page(nowhere, zone=PARIS).line
+    assert "for patient HOSP|42 (paediatric), collected" in render_message(nowhere, zone=PARIS).line
     unknown = alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT)], population=None)
-    assert "for patient HOSP|42, collected" in render_page(unknown, zone=PARIS).line
+    assert "for patient HOSP|42, collected" in render_message(unknown, zone=PARIS).line
 
 
 def test_a_persistent_severe_page_says_how_low_for_how_long_not_persistent_itp() -> None:
     untreated = persistent_severe()
-    line = render_page(untreated, zone=PARIS).line
+    line = render_message(untreated, zone=PARIS).line
     assert line.startswith("Platelets < 30 for 7 days, no first-line therapy on record: 18 x10^9/L")
     assert "Persistent" not in line
     assert "; trend 25 (21 Nov 03:10 +01:00) -> 22 (24 Nov 03:10 +01:00) -> 18 (28 Nov" in line
@@ -271,7 +276,7 @@ def test_a_persistent_severe_page_says_how_low_for_how_long_not_persistent_itp()
             )
         }
     )
-    line = render_page(transfused, zone=PARIS).line
+    line = render_message(transfused, zone=PARIS).line
     assert ", no first-line therapy on record:" in line
     assert "; treatments on record: platelets on 26 Nov" in line
 
@@ -285,7 +290,7 @@ def test_persistent_severe_with_first_line_therapy_on_record_does_not_say_untrea
             ),
         }
     )
-    line = render_page(treated, zone=PARIS).line
+    line = render_message(treated, zone=PARIS).line
     assert line.startswith("Platelets < 30 for 7 days: 18 x10^9/L")
     assert "no first-line" not in line
     assert "untreated" not in line
@@ -293,7 +298,7 @@ def test_persistent_severe_with_first_line_therapy_on_record_does_not_say_untrea
 
 
 def test_a_refractory_page_gives_the_baseline_and_the_therapy_dates() -> None:
-    line = render_page(
+    line = render_message(
         refractory(
             evidence={
                 "treatments": (
@@ -317,7 +322,7 @@ def test_a_refractory_page_gives_the_baseline_and_the_therapy_dates() -> None:
 
 def test_a_long_trend_keeps_its_start_and_its_end() -> None:
     counts = [count(v, NIGHT - (7 - n) * DAY) for n, v in enumerate((90, 70, 50, 40, 30, 20, 12))]
-    line = render_page(alert(AlertKind.CRITICAL_LOW, counts), zone=PARIS).line
+    line = render_message(alert(AlertKind.CRITICAL_LOW, counts), zone=PARIS).line
     assert "; trend 90 (21 Nov 03:10 +01:00) -> ... -> 30 (" in line
     assert line.count(" -> ") == 4  # the first, then the last three
 
@@ -345,7 +350,7 @@ def test_a_withdrawal_says_which_count_was_wrong_and_what_it_became(
         if now is None
         else PlateletCount(value_10e9_per_l=now, original_value=f"{now:g}", original_unit="10*9/L"),
     )
-    page = render_page(withdrawal_of(paged, correction), zone=PARIS)
+    page = render_message(withdrawal_of(paged, correction), zone=PARIS)
     assert page.line == (
         "WITHDRAWN: the CRITICAL LOW platelets page for patient HOSP|42 was wrong: the count "
         f"of 12 x10^9/L collected {SPAN} {said}"
@@ -356,7 +361,7 @@ def test_a_withdrawal_says_which_count_was_wrong_and_what_it_became(
 
 def test_a_withdrawal_without_a_correction_gives_the_classifiers_reason() -> None:
     paged = persistent_severe()
-    page = render_page(withdrawal_of(paged, None, "the evidence no longer holds"), zone=PARIS)
+    page = render_message(withdrawal_of(paged, None, "the evidence no longer holds"), zone=PARIS)
     assert page.line == (
         "WITHDRAWN: the Platelets < 30 for 7 days page for patient HOSP|42 was wrong: "
         "the evidence no longer holds"
@@ -373,7 +378,7 @@ def test_a_page_names_the_route_and_dose_of_each_medication() -> None:
             "dose": Dose(value=8, unit="mg"),
         }
     )
-    line = render_page(
+    line = render_message(
         alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT)], evidence={"treatments": (given,)}),
         zone=PARIS,
     ).line
@@ -384,7 +389,7 @@ def test_a_smear_estimate_is_labelled_as_an_estimate() -> None:
     estimate = count(12, NIGHT).model_copy(
         update={"code": Coding(system="http://loinc.org", code="49497-1")}
     )
-    line = render_page(alert(AlertKind.CRITICAL_LOW, [estimate]), zone=PARIS).line
+    line = render_message(alert(AlertKind.CRITICAL_LOW, [estimate]), zone=PARIS).line
     assert "12 x10^9/L (smear estimate; reported 12 10*9/L)" in line
-    counted = render_page(alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT)]), zone=PARIS).line
+    counted = render_message(alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT)]), zone=PARIS).line
     assert "estimate" not in counted

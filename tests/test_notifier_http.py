@@ -18,9 +18,9 @@ from schemas import AckAction
 from services.config import Settings
 from services.kafka.broker import EmbeddedTansu
 from services.kafka.topics import ensure_topics
-from services.notifier.channels.webhook_receiver import WebhookReceiver
+from services.notifier.app import create_app
+from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
 from services.notifier.domain.links import LINK_SALT, SESSION_SALT, sign, sign_link
-from services.notifier.service import create_app
 from services.notifier.web.auth import hash_password
 from tests.conftest import AUTH, ServiceProcess, with_paging
 from tests.test_console_http import PASSWORD, SESSION_SECRET, sign_in

@@ -64,7 +64,7 @@ def test_every_service_starts_without_the_dev_only_packages() -> None:
     script = (
         "import sys\n"
         f"sys.modules.update(dict.fromkeys({blocked!r}))\n"  # None: importing them fails
-        "import services.cli, services.web, services.notifier.service, "
+        "import services.cli, services.web, services.notifier.app, "
         "services.classifier.worker, services.ingest.app\n"
     )
     ran = subprocess.run(

@@ -8,9 +8,9 @@ import pytest
 from schemas import AckAction
 from services.classifier.engine import History, apply
 from services.classifier.rules import load_rules
-from services.notifier.channels.base import DeliveryError
-from services.notifier.channels.pagerduty import PagerDutyChannel
-from services.notifier.message import Page, render_page
+from services.notifier.delivery.channels.base import DeliveryError
+from services.notifier.delivery.channels.pagerduty import PagerDutyChannel
+from services.notifier.domain.message import Message, render_message
 from tests.pagerduty_server import PagerDutyEvents
 from tests.test_engine import result
 
@@ -25,8 +25,8 @@ def pagerduty() -> Iterator[PagerDutyEvents]:
     events.stop()
 
 
-def page() -> Page:
-    return render_page(apply(History(), result(9), load_rules(), datetime.now(UTC))[0], zone=UTC)
+def page() -> Message:
+    return render_message(apply(History(), result(9), load_rules(), datetime.now(UTC))[0], zone=UTC)
 
 
 async def test_a_resent_page_is_the_same_incident(pagerduty: PagerDutyEvents) -> None:

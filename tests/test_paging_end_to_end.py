@@ -15,7 +15,7 @@ import pytest
 
 from schemas import DeliveryEvent, Topic
 from services.config import Settings
-from services.notifier.channels.webhook_receiver import WebhookReceiver
+from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
 from tests.conftest import (
     AUTH,
     SmtpReceiver,

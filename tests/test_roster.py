@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from services.notifier.roster import Roster, RosterError, load_roster, parse_roster
+from services.notifier.domain.roster import Roster, RosterError, load_roster, parse_roster
 
 PEOPLE = """
 timezone: Europe/London

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 from schemas import EvidenceResult, PlateletAlert, ProcedureEvent, ResultStatus
-from services.notifier.message import UNIT
+from services.notifier.domain.message import UNIT
 from services.notifier.wall_clock import shown_at, shown_on
 
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 400, 240, 40, 12, 16, 24  # phone-sized units

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from functools import cache
 from importlib.resources import files
 from typing import Annotated, cast
@@ -24,15 +24,11 @@ from prometheus_client import Counter
 
 from schemas import AckAction, AlertKind, PlateletAlert
 from services.classifier.rules import Population
+from services.notifier.clock import Clock, utc_now
+from services.notifier.delivery.escalator import Escalator
 from services.notifier.domain.links import Keys, LinkRefused, sign_link, verify_link
-from services.notifier.escalator import Escalator
-from services.notifier.store import (
-    WITHDRAWN,
-    BoardEntry,
-    EscalationRecord,
-    NotifierStore,
-    as_utc,
-)
+from services.notifier.store.repository import BoardEntry, EscalationRecord, NotifierStore, as_utc
+from services.notifier.store.tables import Closing
 from services.notifier.web.auth import (
     ConsoleUser,
     Session,
@@ -79,10 +75,12 @@ _NOT_PAGED = "no such alert was paged"  # a genuine link, but the store does not
 _ASSET_HEADERS = {"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"}
 
 
-def clock() -> datetime:
-    """The time now, in UTC: every route reads it here, once per request, so a deployment has
-    one clock and a test sets it with `app.dependency_overrides[clock]`."""
-    return datetime.now(UTC)
+def clock(request: Request) -> datetime:
+    """The time now: every route reads it here, once per request, from the app's one clock
+    (`app.state.clock`, set by create_app; the UTC wall clock where none is set). A test may
+    also set it with `app.dependency_overrides[clock]`."""
+    now: Clock = getattr(request.app.state, "clock", utc_now)
+    return now()
 
 
 Now = Annotated[datetime, Depends(clock)]
@@ -408,7 +406,7 @@ async def ending(store: NotifierStore, alert_id: str, zone: tzinfo) -> tuple[str
     if closure is None:
         return None, False
     said = closed_line(closure.how, closure.by, as_utc(closure.closed_at), zone)
-    return said, closure.how == WITHDRAWN
+    return said, closure.how == Closing.WITHDRAWN
 
 
 async def trail(store: NotifierStore, alert_id: str) -> list[Step]:

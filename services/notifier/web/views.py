@@ -18,7 +18,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from schemas import AckAction, AlertKind, EvidenceResult, Patient, PlateletAlert
 from services.classifier.rules import Population
-from services.notifier.message import UNIT, headline, kind_name, render_page
+from services.notifier.domain.message import UNIT, headline, kind_name, render_message
+from services.notifier.store.tables import Closing, LevelState
 from services.notifier.wall_clock import offset, shown_at
 from services.notifier.web.chart import chart
 
@@ -37,7 +38,6 @@ KIND_NAMES = {  # the kind filter's choices; each alert is named by message.kind
     AlertKind.PERSISTENT_SEVERE: "Sustained low count",
     AlertKind.REFRACTORY: "Refractory",
 }
-PAGED, PENDING = "paged", "pending"
 _BUTTONS = {
     AckAction.ACKNOWLEDGE: "Acknowledge",
     AckAction.NOT_MY_PATIENT: "Not my patient",
@@ -48,7 +48,11 @@ _DONE = {
     AckAction.NOT_MY_PATIENT: "Passed on: the next on call is being paged.",
     AckAction.RESOLVE: "Resolved: the escalation has stopped.",
 }
-_ENDED = {"acknowledge": "Acknowledged", "resolve": "Resolved", "withdrawn": "Withdrawn"}
+_ENDED = {
+    Closing.ACKNOWLEDGED: "Acknowledged",
+    Closing.RESOLVED: "Resolved",
+    Closing.WITHDRAWN: "Withdrawn",
+}
 _PAGES = Environment(
     loader=PackageLoader("services.notifier.web", "templates"),
     autoescape=True,
@@ -91,11 +95,11 @@ class OpenAlert:
 
     @property
     def last_paged(self) -> Level | None:
-        return next((lv for lv in reversed(self.levels) if lv.state == PAGED), None)
+        return next((lv for lv in reversed(self.levels) if lv.state == LevelState.PAGED), None)
 
     @property
     def next_due(self) -> Level | None:
-        return next((lv for lv in self.levels if lv.state == PENDING), None)
+        return next((lv for lv in self.levels if lv.state == LevelState.PENDING), None)
 
 
 @dataclass(frozen=True)
@@ -134,12 +138,12 @@ def console_actions(alert_id: str, csrf_token: str) -> list[ActionForm]:
     ]
 
 
-def closed_line(how: str, by: str, at: datetime, zone: tzinfo) -> str:
+def closed_line(how: Closing, by: str, at: datetime, zone: tzinfo) -> str:
     """How an alert's paging ended, for its page: "Acknowledged by dr.ada at 28 Nov 03:48
     +01:00"; a superseded alert says a newer alert took over (it was not wrong)."""
-    if how == "superseded":
+    if how == Closing.SUPERSEDED:
         return f"Superseded at {shown_at(at, zone)}: a newer alert took over its paging"
-    return f"{_ENDED.get(how, how)} by {by} at {shown_at(at, zone)}"
+    return f"{_ENDED[how]} by {by} at {shown_at(at, zone)}"
 
 
 def patient_label(patient: Patient, birth_date_shown: bool) -> str:
@@ -187,7 +191,7 @@ def alert_page(
         title=f"{alert.kind.value}, alert {alert.alert_id}",  # no patient: see the module
         alert=alert,
         patient=patient_label(alert.patient, birth_date_shown),
-        line=render_page(alert, zone=zone).line,
+        line=render_message(alert, zone=zone).line,
         closed=closed,
         actions=() if withdrawn else actions,
         withdrawn=withdrawn,

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas import AlertKind
-from services.notifier.roster import Tier
+from services.notifier.domain.roster import Tier
 from services.timezones import ZoneName
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -29,13 +29,15 @@ class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Step(_Entry):
+class ChainTier(_Entry):
+    """A tier of the chain and how long it has to acknowledge before the next is paged."""
+
     tier: Tier
     ack_within_minutes: float = Field(gt=0)
 
 
 class KindPolicy(_Entry):
-    chain: tuple[Step, ...] = Field(min_length=1)
+    chain: tuple[ChainTier, ...] = Field(min_length=1)
     business_hours_only: bool = False
 
 
@@ -92,9 +94,9 @@ def schedule(policy: EscalationPolicy, kind: AlertKind, raised_at: datetime) -> 
     rule = policy.kinds[kind]
     at = next_business_moment(policy, raised_at) if rule.business_hours_only else raised_at
     dues = []
-    for level, step in enumerate(rule.chain):
-        dues.append(Due(level, step.tier, at))
-        at += timedelta(minutes=step.ack_within_minutes)
+    for level, chain_tier in enumerate(rule.chain):
+        dues.append(Due(level, chain_tier.tier, at))
+        at += timedelta(minutes=chain_tier.ack_within_minutes)
     dues.append(Due(len(rule.chain), "fallback", at))
     return dues
 
@@ -119,7 +121,7 @@ def load_escalation_policy(path: Path | None = None) -> EscalationPolicy:
     text = (
         path.read_text(encoding="utf-8")
         if path is not None
-        else resources.files(__package__)
+        else resources.files("services.notifier")
         .joinpath("default_escalation.yaml")
         .read_text(encoding="utf-8")
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from services.notifier.channels.base import DeliveryError
+from services.notifier.delivery.channels.base import DeliveryError
 
 
 async def post(

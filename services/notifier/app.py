@@ -14,28 +14,24 @@ import secrets
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import AckAction, DeliveryEvent, PlateletAlert, Topic
 from services.config import Settings
 from services.kafka.producer import EventPublisher
-from services.notifier.channels.base import Channel
-from services.notifier.channels.email import EmailChannel, SmtpSettings
-from services.notifier.channels.pagerduty import PagerDutyChannel
-from services.notifier.channels.slack import SlackChannel
-from services.notifier.channels.sms import SmsChannel
-from services.notifier.channels.webhook import WebhookChannel
-from services.notifier.delivery import AlertDelivery, RetryPolicy
-from services.notifier.escalation import load_escalation_policy
-from services.notifier.escalator import Escalator
-from services.notifier.roster import Person, Roster, RosterError, load_roster
-from services.notifier.store import NotifierStore
+from services.notifier.clock import Clock, utc_now
+from services.notifier.delivery.attempts import AlertDelivery, RetryPolicy
+from services.notifier.delivery.channels.registry import channels_from
+from services.notifier.delivery.escalator import Escalator
+from services.notifier.domain.escalation import load_escalation_policy
+from services.notifier.domain.roster import Person, Roster, RosterError, load_roster
+from services.notifier.store.repository import NotifierStore
 from services.notifier.web.auth import load_console_users
 from services.notifier.web.routes import console_router, link_router
 from services.web import (
@@ -75,43 +71,6 @@ def roster_from(settings: Settings) -> Roster:
     return Roster.everyone_to(pager)
 
 
-def channels_from(settings: Settings) -> dict[str, Channel]:
-    """Webhook, PagerDuty and Slack always; e-mail and SMS when their servers are configured."""
-    timeout = settings.notifier_webhook_timeout_seconds
-    signing = _revealed(settings.notifier_webhook_secret)
-    channels: dict[str, Channel] = {
-        "webhook": WebhookChannel(
-            timeout,
-            signing.encode() if signing else None,
-            full_alert=settings.notifier_webhook_full_alert,
-        ),
-        "pagerduty": PagerDutyChannel(timeout, settings.notifier_pagerduty_events_url),
-        "slack": SlackChannel(timeout),
-    }
-    if settings.notifier_sms_gateway_url is not None:
-        channels["sms"] = SmsChannel(
-            settings.notifier_sms_gateway_url,
-            timeout,
-            _revealed(settings.notifier_sms_gateway_token),
-        )
-    if settings.notifier_smtp_host is not None:
-        smtp = SmtpSettings(
-            host=settings.notifier_smtp_host,
-            port=settings.notifier_smtp_port,
-            sender=settings.notifier_smtp_sender,
-            use_tls=settings.notifier_smtp_security == "tls",
-            start_tls=settings.notifier_smtp_security == "starttls",
-            username=settings.notifier_smtp_username,
-            password=_revealed(settings.notifier_smtp_password),
-        )
-        channels["email"] = EmailChannel(smtp)
-    return channels
-
-
-def _revealed(secret: SecretStr | None) -> str | None:
-    return secret.get_secret_value() if secret is not None else None
-
-
 def _keys(settings: Settings) -> tuple[list[bytes], list[bytes]]:
     """The link and session keys, each list's signing key first. They sign under different
     salts, so a link never passes for a session nor a session for a link; still, a key
@@ -142,10 +101,13 @@ class ActionRequest(BaseModel):
 
 
 class AlertConsumer:
-    def __init__(self, settings: Settings, bootstrap_servers: str, escalator: Escalator) -> None:
+    def __init__(
+        self, settings: Settings, bootstrap_servers: str, escalator: Escalator, clock: Clock
+    ) -> None:
         self._settings = settings
         self._bootstrap_servers = bootstrap_servers
         self._escalator = escalator
+        self._clock = clock
         self.started = False
 
     async def run(self) -> None:
@@ -183,7 +145,7 @@ class AlertConsumer:
             log.error("skipping an undecodable alert event: %d errors", error.error_count())
             return True
         try:
-            await self._escalator.receive(alert, datetime.now(UTC))
+            await self._escalator.receive(alert, self._clock())
         except Exception:
             ALERTS_CONSUMED.labels(outcome="retrying").inc()
             log.exception("handling alert %s failed; retrying", alert.alert_id)
@@ -202,7 +164,9 @@ def _stop_process_if_failed(task: "asyncio.Task[None]") -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
+def create_app(settings: Settings, bootstrap_servers: str, clock: Clock = utc_now) -> FastAPI:
+    """The notifier, composed: its store (migrated at start), channels, delivery, escalator and
+    consumer, and its HTTP routes. `clock` is the one the escalator and delivery read."""
     store = NotifierStore(settings.notifier_database_url)
     publisher = EventPublisher(
         bootstrap_servers, "plateletwatch-notifier", settings.kafka_produce_timeout_seconds
@@ -217,6 +181,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         channels,
         RetryPolicy(settings.notifier_delivery_attempts, settings.notifier_retry_base_seconds),
         publish_delivery,
+        clock,
     )
     link_keys, session_keys = _keys(settings)
     link_lifetime = timedelta(hours=settings.notifier_link_valid_hours)
@@ -229,8 +194,9 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         settings.notifier_public_url or f"http://{settings.bind_host}:{settings.notifier_port}",
         link_lifetime,
         settings.local_zone,
+        clock,
     )
-    consumer = AlertConsumer(settings, bootstrap_servers, escalator)
+    consumer = AlertConsumer(settings, bootstrap_servers, escalator, clock)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -258,6 +224,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
     app = FastAPI(
         title="PlateletWatch notifier", lifespan=lifespan, **api_docs_urls(settings.api_docs)
     )
+    app.state.clock = clock  # the web routes' `now` (services/notifier/web/routes.py)
     answer_validation_errors_without_inputs(app)
     # A consumer that lost its broker retries quietly and would look ready: the publisher's
     # watch asks the broker every few seconds.
@@ -297,7 +264,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
     @app.post("/v1/alerts/{alert_id}/actions", dependencies=[Depends(authorised)])
     async def act_on_alert(alert_id: str, request: ActionRequest) -> JSONResponse:
         """The same actions for systems and consoles that authenticate with a bearer token."""
-        if not await escalator.act(alert_id, request.action, request.by, datetime.now(UTC)):
+        if not await escalator.act(alert_id, request.action, request.by, clock()):
             return JSONResponse({"error": "no alert with that id was paged"}, status_code=404)
         return JSONResponse({"alert_id": alert_id, "action": request.action.value})
 

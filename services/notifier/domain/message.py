@@ -1,4 +1,5 @@
-"""What a page says: one line a clinician can act on at 3 a.m., plus the full alert for machines.
+"""What a pager message says: one line a clinician can act on at 3 a.m., plus the full alert
+for machines.
 
 Pure. Every time is shown in the deployment's zone with its offset (the caller passes the zone);
 the line names the patient's population and ward, the trend with its times, and every treatment
@@ -41,8 +42,8 @@ _CHANGED = {ResultStatus.CORRECTED: "corrected", ResultStatus.AMENDED: "amended"
 
 
 @dataclass(frozen=True)
-class Page:
-    """A rendered page; `idempotency_key` (the alert_id) lets a receiver drop a resend.
+class Message:
+    """A rendered pager message; `idempotency_key` (the alert_id) lets a receiver drop a resend.
 
     `line` says what happened; `summary` adds the acknowledge link, for one-line channels;
     `actions` are the signed links by action; `body` is the JSON a webhook receives."""
@@ -79,15 +80,15 @@ def headline(alert: PlateletAlert) -> str:
     return name
 
 
-def render_page(
+def render_message(
     alert: PlateletAlert,
     actions: Mapping[AckAction, str] | None = None,
     why_you: str = "",
     *,
     zone: tzinfo,
-) -> Page:
-    """The page for an alert, its times in `zone`; `actions` are the signed links the
-    recipient can act through; `why_you` tells a stand-in why the page came to them (a gap
+) -> Message:
+    """The pager message for an alert, its times in `zone`; `actions` are the signed links the
+    recipient can act through; `why_you` tells a stand-in why the message came to them (a gap
     in the roster)."""
     patient = alert.patient.identifier.key
     if alert.kind is AlertKind.WITHDRAWN:
@@ -110,7 +111,7 @@ def render_page(
     links = {action.value: url for action, url in (actions or {}).items()}
     ack = links.get(AckAction.ACKNOWLEDGE.value)
     summary = f"{line}. Acknowledge: {ack}" if ack else line
-    return Page(
+    return Message(
         idempotency_key=alert.alert_id,
         alert_id=alert.alert_id,
         kind=alert.kind,

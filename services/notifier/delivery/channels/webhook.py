@@ -1,9 +1,9 @@
-"""Webhook channel: POST the page as JSON. 2xx is delivered; 429/5xx/network errors are retried.
+"""Webhook channel: POST the message as JSON. 2xx is delivered; 429/5xx/network errors are retried.
 
 The JSON holds the whole alert (evidence, date of birth) for a receiver inside the hospital;
 configured not to, it holds the summary, the action links and the ids only. With a secret
 configured, each request is signed: `X-PlateletWatch-Signature: t=<unix time>,
-v1=<hex HMAC-SHA256 of "<t>.<body>">`, so a receiver can tell a page from PlateletWatch from a
+v1=<hex HMAC-SHA256 of "<t>.<body>">`, so a receiver can tell a message from PlateletWatch from a
 forgery and refuse an old one replayed.
 """
 
@@ -12,8 +12,8 @@ import hmac
 import json
 import time
 
-from services.notifier.channels.http import post
-from services.notifier.message import Page
+from services.notifier.delivery.channels.http import post
+from services.notifier.domain.message import Message
 
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -31,21 +31,21 @@ class WebhookChannel:
         self._secret = secret
         self._full_alert = full_alert
 
-    async def deliver(self, page: Page, address: str) -> str:
-        content = page.body if self._full_alert else _summary_only(page)
+    async def deliver(self, message: Message, address: str) -> str:
+        content = message.body if self._full_alert else _summary_only(message)
         body = json.dumps(content).encode()
-        headers = {"Content-Type": "application/json", "Idempotency-Key": page.idempotency_key}
+        headers = {"Content-Type": "application/json", "Idempotency-Key": message.idempotency_key}
         if self._secret is not None:
             headers["X-PlateletWatch-Signature"] = signature(self._secret, int(time.time()), body)
         response = await post(address, "webhook", self._timeout, content=body, headers=headers)
         return f"HTTP {response.status_code}"
 
 
-def _summary_only(page: Page) -> dict[str, object]:
+def _summary_only(message: Message) -> dict[str, object]:
     return {
-        "summary": page.summary,
-        "actions": page.actions,
-        "alert_id": page.alert_id,
-        "kind": page.kind.value,
-        "withdraws_alert_id": page.withdraws_alert_id,
+        "summary": message.summary,
+        "actions": message.actions,
+        "alert_id": message.alert_id,
+        "kind": message.kind.value,
+        "withdraws_alert_id": message.withdraws_alert_id,
     }

@@ -1,9 +1,9 @@
 """SMS or pager gateway over HTTP: POST {"to": number, "message": text} to the configured
-gateway, with a bearer token if one is set. The message is the page's summary (what happened,
+gateway, with a bearer token if one is set. The message is the message's summary (what happened,
 the patient id, the acknowledge link); the address is the phone or pager number."""
 
-from services.notifier.channels.http import post
-from services.notifier.message import Page
+from services.notifier.delivery.channels.http import post
+from services.notifier.domain.message import Message
 
 
 class SmsChannel:
@@ -14,8 +14,8 @@ class SmsChannel:
         self._timeout = timeout_seconds
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    async def deliver(self, page: Page, address: str) -> str:
-        body = {"to": address, "message": page.summary}
+    async def deliver(self, message: Message, address: str) -> str:
+        body = {"to": address, "message": message.summary}
         response = await post(
             self._url, "SMS gateway", self._timeout, json=body, headers=self._headers
         )

@@ -1,4 +1,4 @@
-"""E-mail channel: the page's one line and its action links, over SMTP (aiosmtplib).
+"""E-mail channel: the message's one line and its action links, over SMTP (aiosmtplib).
 
 An e-mail leaves the hospital's systems more easily than a pager message, so it carries the
 summary (patient id, kind, value, collection time) and the links, never the alert's full
@@ -11,8 +11,8 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from services.notifier.channels.base import DeliveryError
-from services.notifier.message import Page
+from services.notifier.delivery.channels.base import DeliveryError
+from services.notifier.domain.message import Message
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,11 @@ class EmailChannel:
     def __init__(self, smtp: SmtpSettings) -> None:
         self._smtp = smtp
 
-    async def deliver(self, page: Page, address: str) -> str:
+    async def deliver(self, message: Message, address: str) -> str:
         smtp = self._smtp
         try:
             _, answer = await aiosmtplib.send(
-                _message(page, smtp.sender, address),
+                _email(message, smtp.sender, address),
                 hostname=smtp.host,
                 port=smtp.port,
                 use_tls=smtp.use_tls,
@@ -59,15 +59,15 @@ class EmailChannel:
         return f"SMTP {answer}".strip()
 
 
-def _message(page: Page, sender: str, recipient: str) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = recipient
-    message["Subject"] = page.line
-    message["X-PlateletWatch-Alert"] = page.alert_id
-    lines = [page.line, ""]
+def _email(message: Message, sender: str, recipient: str) -> EmailMessage:
+    email = EmailMessage()
+    email["From"] = sender
+    email["To"] = recipient
+    email["Subject"] = message.line
+    email["X-PlateletWatch-Alert"] = message.alert_id
+    lines = [message.line, ""]
     lines += [
-        f"{action.replace('_', ' ').capitalize()}: {url}" for action, url in page.actions.items()
+        f"{action.replace('_', ' ').capitalize()}: {url}" for action, url in message.actions.items()
     ]
-    message.set_content("\n".join(lines) + "\n")
-    return message
+    email.set_content("\n".join(lines) + "\n")
+    return email

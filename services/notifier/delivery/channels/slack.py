@@ -1,8 +1,8 @@
-"""Slack-compatible incoming webhook (Slack, Mattermost, Rocket.Chat): the page's one line and
+"""Slack-compatible incoming webhook (Slack, Mattermost, Rocket.Chat): the message's one line and
 its action links as a message. The address is the incoming-webhook URL of the channel."""
 
-from services.notifier.channels.http import post
-from services.notifier.message import Page
+from services.notifier.delivery.channels.http import post
+from services.notifier.domain.message import Message
 
 
 class SlackChannel:
@@ -11,11 +11,11 @@ class SlackChannel:
     def __init__(self, timeout_seconds: float) -> None:
         self._timeout = timeout_seconds
 
-    async def deliver(self, page: Page, address: str) -> str:
+    async def deliver(self, message: Message, address: str) -> str:
         links = " · ".join(
             f"<{url}|{action.replace('_', ' ').capitalize()}>"
-            for action, url in page.actions.items()
+            for action, url in message.actions.items()
         )
-        text = f"{page.line}\n{links}" if links else page.line
+        text = f"{message.line}\n{links}" if links else message.line
         response = await post(address, "Slack", self._timeout, json={"text": text})
         return f"HTTP {response.status_code}"

@@ -11,19 +11,21 @@ quietly closes the earlier one's paging as superseded: nobody is told it was wro
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import cast
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import AckAction, AlertKind, DeliveryStep, PlateletAlert
 from services.classifier.rules import Population
-from services.notifier.delivery import AlertDelivery, Recipient
+from services.notifier.clock import Clock, utc_now
+from services.notifier.delivery.attempts import AlertDelivery, Recipient
+from services.notifier.domain.escalation import EscalationPolicy, schedule
 from services.notifier.domain.links import sign_link
-from services.notifier.escalation import EscalationPolicy, schedule
-from services.notifier.message import render_page
-from services.notifier.roster import Roster, Tier
-from services.notifier.store import PENDING, SUPERSEDED, WITHDRAWN, EscalationRecord, NotifierStore
+from services.notifier.domain.message import render_message
+from services.notifier.domain.roster import Roster, Tier
+from services.notifier.store.repository import EscalationRecord, NotifierStore
+from services.notifier.store.tables import Closing, LevelState
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +76,10 @@ class Escalator:
         link_base_url: str,
         link_valid_for: timedelta,
         zone: tzinfo,
+        clock: Clock = utc_now,
     ) -> None:
-        """`zone` is the deployment's (PLATELETWATCH_LOCAL_TIMEZONE): pages show times in it."""
+        """`zone` is the deployment's (PLATELETWATCH_LOCAL_TIMEZONE): messages show times in it;
+        `clock` times the escalation rounds of `run`."""
         self._store = store
         self._delivery = delivery
         self._roster = roster
@@ -84,6 +88,7 @@ class Escalator:
         self._base_url = link_base_url.rstrip("/")
         self._valid_for = link_valid_for
         self._zone = zone
+        self._clock = clock
 
     async def receive(self, alert: PlateletAlert, now: datetime) -> None:
         """Start paging for a new alert, refresh a re-emitted one, or withdraw one; close the
@@ -93,16 +98,15 @@ class Escalator:
             await self._withdraw(alert, now)
             return
         steps = [(d.level, d.tier, d.at) for d in schedule(self._policy, alert.kind, now)]
-        if not await self._store.open_escalation(alert.alert_id, alert.model_dump_json(), steps):
-            # Re-emitted with new evidence (a correction that still meets the rule): the
-            # levels still to come page with it; the chain's timing is unchanged.
-            await self._store.update_alert(alert.alert_id, alert.model_dump_json())
+        # Re-emitted with new evidence (a correction that still meets the rule), the stored
+        # alert is replaced: the levels still to come page with it; their timing is unchanged.
+        await self._store.open_escalation(alert.alert_id, alert.model_dump_json(), steps)
         if alert.supersedes_alert_id is not None:
             await self._supersede(alert.supersedes_alert_id, alert, now)
         await self.fire_due(now)
 
     async def fire_due(self, now: datetime) -> int:
-        """Page every level now due; the number paged."""
+        """Message every level now due; the number paged."""
         due = await self._store.claim_due_escalations(now)
         for step in due:
             await self._fire(step, now)
@@ -143,13 +147,12 @@ class Escalator:
             return True
         if action is AckAction.NOT_MY_PATIENT:
             await self._delivery.record(alert, DeliveryStep.DECLINED, who, None)
-            pending = [s.level for s in steps if s.state == PENDING]
+            pending = [s.level for s in steps if s.state is LevelState.PENDING]
             if pending:
                 await self._store.bring_forward(alert_id, min(pending), now)
                 await self.fire_due(now)
             return True
-        await self._store.cancel_escalation(alert_id)
-        if await self._store.close_alert(alert_id, action.value, by, now):
+        if await self._store.close(alert_id, Closing(action.value), by, now):
             await self._time_to_ack(alert, action, now)
         step = DeliveryStep.ACKED if action is AckAction.ACKNOWLEDGE else DeliveryStep.RESOLVED
         await self._delivery.record(alert, step, who, None)
@@ -160,7 +163,7 @@ class Escalator:
         """Fire due levels until cancelled; a failing round is logged and retried."""
         while True:
             try:
-                await self.fire_due(datetime.now(UTC))
+                await self.fire_due(self._clock())
             except Exception:
                 log.exception("an escalation round failed; retrying")
             await asyncio.sleep(interval_seconds)
@@ -190,26 +193,25 @@ class Escalator:
             detail = f"level {step.level}: {step.tier}"
             await self._delivery.record(alert, DeliveryStep.ESCALATED, recipient, detail)
         links = self._links(alert.alert_id, role, now)
-        page = render_page(alert, links, gap_note, zone=self._zone)
-        delivered = await self._delivery.page(alert, page, recipient)
-        await self._store.finish_escalation_step(step.id)
-        if not delivered:  # do not wait out the window for a page that never arrived
-            await self._store.bring_forward(alert.alert_id, step.level + 1, now)
+        message = render_message(alert, links, gap_note, zone=self._zone)
+        delivered = await self._delivery.page(alert, message, recipient)
+        # Undelivered, the next level is due now: no waiting out the window for a message that
+        # never arrived.
+        await self._store.finish_escalation_step(step, delivered=delivered, now=now)
 
     async def _withdraw(self, withdrawal: PlateletAlert, now: datetime) -> None:
         withdrawn = withdrawal.withdraws_alert_id or ""
-        await self._store.cancel_escalation(withdrawn)
-        await self._store.close_alert(withdrawn, WITHDRAWN, "classifier", now)
+        await self._store.close(withdrawn, Closing.WITHDRAWN, "classifier", now)
         chain = await self._store.escalation(withdrawn)
         if chain:  # the withdrawn alert's own timeline says so, and why
             original = PlateletAlert.model_validate_json(chain[0].alert)
             classifier = Recipient("classifier", "", "")
             reason = withdrawal.withdrawal_reason
             await self._delivery.record(original, DeliveryStep.WITHDRAWN, classifier, reason)
-        page = render_page(withdrawal, zone=self._zone)
+        message = render_message(withdrawal, zone=self._zone)
         for channel, address in await self._store.paged_addresses(withdrawn):
             await self._delivery.page(
-                withdrawal, page, Recipient("paged earlier", channel, address)
+                withdrawal, message, Recipient("paged earlier", channel, address)
             )
 
     async def _supersede(self, older_id: str, newer: PlateletAlert, now: datetime) -> None:
@@ -220,13 +222,12 @@ class Escalator:
         if not chain:  # never paged here: nothing to close
             return
         older = PlateletAlert.model_validate_json(chain[0].alert)
-        await self._store.cancel_escalation(older_id)
-        if await self._store.close_alert(older_id, SUPERSEDED, "classifier", now):
+        if await self._store.close(older_id, Closing.SUPERSEDED, "classifier", now):
             SUPERSEDED_ALERTS.labels(alert_kind=older.kind.value).inc()
             paged = await self._store.paged_addresses(older_id)
             await self._delivery.follow_up(older, AckAction.RESOLVE, paged)
         trail = await self._store.audit_trail(older_id)
-        if any(row.step == DeliveryStep.SUPERSEDED.value for row in trail):
+        if any(row.step is DeliveryStep.SUPERSEDED for row in trail):
             return  # a redelivery of the newer alert
         detail = f"superseded by the {newer.kind.value} alert {newer.alert_id}"
         classifier = Recipient("classifier", "", "")

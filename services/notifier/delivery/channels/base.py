@@ -4,11 +4,11 @@ own (PagerDuty) add."""
 from typing import Protocol, runtime_checkable
 
 from schemas import AckAction
-from services.notifier.message import Page
+from services.notifier.domain.message import Message
 
 
 class DeliveryError(Exception):
-    """A page did not get through. `retryable` says whether trying again may help."""
+    """A message did not get through. `retryable` says whether trying again may help."""
 
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
@@ -16,16 +16,17 @@ class DeliveryError(Exception):
 
 
 class Channel(Protocol):
-    """Sends one page to one address; raises DeliveryError on failure, returns a short receipt."""
+    """Sends one message to one address; raises DeliveryError on failure, returns a short
+    receipt."""
 
     name: str
 
-    async def deliver(self, page: Page, address: str) -> str: ...
+    async def deliver(self, message: Message, address: str) -> str: ...
 
 
 @runtime_checkable
 class FollowsUp(Protocol):
-    """A channel whose page lives on at the receiving end (an incident): it is told when the
+    """A channel whose message lives on at the receiving end (an incident): it is told when the
     alert is acknowledged or resolved in PlateletWatch."""
 
     async def follow_up(self, alert_id: str, address: str, action: AckAction) -> str: ...

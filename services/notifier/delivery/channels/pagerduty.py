@@ -1,14 +1,14 @@
-"""PagerDuty Events API v2: a page triggers an incident whose dedup_key is the alert id, so a
+"""PagerDuty Events API v2: a message triggers an incident whose dedup_key is the alert id, so a
 resend never opens a second one; an acknowledgement in PlateletWatch acknowledges it, and a
 withdrawn alert resolves it. The address is the PagerDuty service's integration (routing) key.
-The incident's summary is the page's one line; no evidence leaves for the cloud.
+The incident's summary is the message's one line; no evidence leaves for the cloud.
 """
 
 from typing import Any
 
 from schemas import AckAction, AlertKind
-from services.notifier.channels.http import post
-from services.notifier.message import Page
+from services.notifier.delivery.channels.http import post
+from services.notifier.domain.message import Message
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
@@ -20,22 +20,22 @@ class PagerDutyChannel:
         self._timeout = timeout_seconds
         self._url = events_url
 
-    async def deliver(self, page: Page, address: str) -> str:
-        if page.kind is AlertKind.WITHDRAWN:
-            return await self._send(address, "resolve", page.withdraws_alert_id or "")
+    async def deliver(self, message: Message, address: str) -> str:
+        if message.kind is AlertKind.WITHDRAWN:
+            return await self._send(address, "resolve", message.withdraws_alert_id or "")
         event: dict[str, Any] = {
             "payload": {
-                "summary": page.line[:1024],
+                "summary": message.line[:1024],
                 "source": "plateletwatch",
-                "severity": "critical" if page.kind is AlertKind.CRITICAL_LOW else "warning",
-                "component": page.kind.value,
+                "severity": "critical" if message.kind is AlertKind.CRITICAL_LOW else "warning",
+                "component": message.kind.value,
             },
             "links": [
                 {"href": url, "text": action.replace("_", " ").capitalize()}
-                for action, url in page.actions.items()
+                for action, url in message.actions.items()
             ],
         }
-        return await self._send(address, "trigger", page.alert_id, event)
+        return await self._send(address, "trigger", message.alert_id, event)
 
     async def follow_up(self, alert_id: str, address: str, action: AckAction) -> str:
         """Mirror an acknowledge or resolve taken in PlateletWatch on the incident."""

@@ -1,9 +1,10 @@
-"""Getting one page to one person: dedupe, send with retries, record each step.
+"""Getting one message to one person: dedupe, send with retries, record each step.
 
 Each step is an audit row and a DeliveryEvent on notifier.deliveries.v1. Only `_send_with_retries`
 knows the retry policy (exponential backoff with jitter, bounded attempts). If recording a step
-fails, `page` raises and the caller tries again later: a page that did not go out is sent then, one
-that did is not sent again (its DeliveryEvent may then be missing from Kafka; the audit row is not).
+fails, `page` raises and the caller tries again later: a message that did not go out is sent then,
+one that did is not sent again (its DeliveryEvent may then be missing from Kafka; the audit row is
+not).
 """
 
 import asyncio
@@ -11,7 +12,6 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from prometheus_client import Counter, Histogram
 
@@ -23,15 +23,16 @@ from schemas import (
     PlateletAlert,
     stable_event_id,
 )
-from services.notifier.channels.base import Channel, DeliveryError, FollowsUp
-from services.notifier.message import Page
-from services.notifier.store import NotifierStore
+from services.notifier.clock import Clock, utc_now
+from services.notifier.delivery.channels.base import Channel, DeliveryError, FollowsUp
+from services.notifier.domain.message import Message
+from services.notifier.store.repository import NotifierStore
 
 log = logging.getLogger(__name__)
 
 DELIVERIES = Counter(
     "plateletwatch_notifier_deliveries_total",
-    "Page delivery attempts, by channel and outcome.",
+    "Message delivery attempts, by channel and outcome.",
     ["channel", "outcome"],
 )
 DUPLICATES = Counter(
@@ -71,7 +72,7 @@ PublishDelivery = Callable[[str, DeliveryEvent], Awaitable[None]]
 
 
 class AlertDelivery:
-    """Sends one rendered page to one recipient, at most once per (alert, channel, address)."""
+    """Sends one rendered message to one recipient, at most once per (alert, channel, address)."""
 
     def __init__(
         self,
@@ -79,35 +80,37 @@ class AlertDelivery:
         channels: dict[str, Channel],
         retry: RetryPolicy,
         publish: PublishDelivery,
+        clock: Clock = utc_now,
     ) -> None:
         self._store = store
         self._channels = channels
         self._retry = retry
         self._publish = publish
+        self._clock = clock
 
-    async def page(self, alert: PlateletAlert, page: Page, recipient: Recipient) -> bool:
-        """True once the page has reached the recipient, now or before, or is being sent by
+    async def page(self, alert: PlateletAlert, message: Message, recipient: Recipient) -> bool:
+        """True once the message has reached the recipient, now or before, or is being sent by
         another process (then it is not sent again); False if it could not be delivered, and
         the claim is released for a retry."""
         claimed = await self._store.claim_page(
-            alert.alert_id, recipient.channel, recipient.address, datetime.now(UTC)
+            alert.alert_id, recipient.channel, recipient.address, self._clock()
         )
         if not claimed:
             DUPLICATES.labels(channel=recipient.channel).inc()
             return True
         delivered = False
         try:
-            delivered = await self._send_with_retries(alert, page, recipient)
+            delivered = await self._send_with_retries(alert, message, recipient)
         finally:
             if not delivered:
-                # Release the claim (also when recording a step failed before the page
+                # Release the claim (also when recording a step failed before the message
                 # went out), so the redelivered alert is paged rather than skipped.
                 await self._store.finish_page(
                     alert.alert_id,
                     recipient.channel,
                     recipient.address,
                     delivered=False,
-                    now=datetime.now(UTC),
+                    now=self._clock(),
                 )
         return delivered
 
@@ -131,7 +134,7 @@ class AlertDelivery:
         await self._step(alert, step, recipient, 1, detail)
 
     async def _send_with_retries(
-        self, alert: PlateletAlert, page: Page, recipient: Recipient
+        self, alert: PlateletAlert, message: Message, recipient: Recipient
     ) -> bool:
         channel = self._channels.get(recipient.channel)
         if channel is None:
@@ -143,12 +146,12 @@ class AlertDelivery:
                 await asyncio.sleep(self._retry.delay_before(attempt))
             await self._step(alert, DeliveryStep.SENT, recipient, attempt, None)
             try:
-                receipt = await channel.deliver(page, recipient.address)
+                receipt = await channel.deliver(message, recipient.address)
             except DeliveryError as error:
                 DELIVERIES.labels(channel=channel.name, outcome="failed").inc()
                 await self._step(alert, DeliveryStep.FAILED, recipient, attempt, str(error))
                 log.warning(
-                    "page for alert %s via %s failed (attempt %d): %s",
+                    "message for alert %s via %s failed (attempt %d): %s",
                     alert.alert_id,
                     channel.name,
                     attempt,
@@ -158,13 +161,13 @@ class AlertDelivery:
                     return False
                 continue
             DELIVERIES.labels(channel=channel.name, outcome="delivered").inc()
-            # Marked before anything else can fail: a delivered page is never sent again.
+            # Marked before anything else can fail: a delivered message is never sent again.
             await self._store.finish_page(
                 alert.alert_id,
                 recipient.channel,
                 recipient.address,
                 delivered=True,
-                now=datetime.now(UTC),
+                now=self._clock(),
             )
             step = (
                 DeliveryStep.WITHDRAWN
@@ -174,7 +177,7 @@ class AlertDelivery:
             await self._step(alert, step, recipient, attempt, receipt)
             if alert.result_verified_at is not None:
                 VERIFIED_TO_PAGE.labels(alert_kind=alert.kind.value).observe(
-                    (datetime.now(UTC) - alert.result_verified_at).total_seconds()
+                    (self._clock() - alert.result_verified_at).total_seconds()
                 )
             return True
         return False
@@ -187,7 +190,7 @@ class AlertDelivery:
         attempt: int,
         detail: str | None,
     ) -> None:
-        now = datetime.now(UTC)
+        now = self._clock()
         await self._store.record(
             alert.alert_id, step, recipient.channel, recipient.role, attempt, detail, now
         )

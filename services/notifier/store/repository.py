@@ -1,0 +1,512 @@
+"""The notifier's SQL store: which messages went out, the escalation timers, used action links,
+console sessions, and the audit trail of every step. It hands back frozen dataclasses, never
+ORM rows, so nothing outside this module holds a database session.
+
+SQLite file by default, PostgreSQL by URL. A message is claimed before it is sent: the unique key
+(alert_id, channel, address) plus a short lease means that two notifier replicas, or one that
+restarted, never both send the same message; a claim abandoned by a crash is retaken after the
+lease. Escalation levels are rows with a due time, claimed the same way, so timers survive a
+restart and fire once. Each method is one transaction: it happens entirely or not at all.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, distinct, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from schemas import DeliveryStep
+from services.notifier.store.migrations import upgrade
+from services.notifier.store.tables import (
+    AuditRow,
+    Base,
+    Closing,
+    ClosureRow,
+    ConsoleSessionRow,
+    EscalationRow,
+    LevelState,
+    PageRow,
+    PageStatus,
+    ReassignmentRow,
+    UsedLinkRow,
+)
+
+CLAIM_LEASE = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class EscalationRecord:
+    """One level of an alert's chain; `alert` is the alert event's JSON, which messages render
+    from."""
+
+    id: int
+    alert_id: str
+    level: int
+    tier: str
+    due_at: datetime
+    state: LevelState
+    claimed_until: datetime
+    alert: str
+
+
+@dataclass(frozen=True)
+class ClosureRecord:
+    alert_id: str
+    how: Closing
+    by: str
+    closed_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    id: int
+    alert_id: str
+    step: DeliveryStep
+    channel: str
+    recipient: str
+    attempt: int
+    detail: str | None
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class BoardEntry:
+    chain: list[EscalationRecord]  # by level; each holds the alert
+    closure: ClosureRecord | None
+    reassigned_to: str | None
+
+
+class NotifierStore:
+    def __init__(self, database_url: str) -> None:
+        url = make_url(database_url)
+        if url.get_backend_name() == "sqlite" and url.database:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        self._engine: AsyncEngine = create_async_engine(url)
+        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+
+    async def start(self) -> None:
+        """Bring the schema up to date by migration (store/migrations.upgrade): replicas
+        starting together take turns; a failed migration raises and the notifier does not
+        start."""
+        await upgrade(self._engine)
+
+    async def stop(self) -> None:
+        await self._engine.dispose()
+
+    async def claim_page(self, alert_id: str, channel: str, address: str, now: datetime) -> bool:
+        """True if this process may send the message now; False if it was sent or is being
+        sent."""
+        async with self._sessions.begin() as session:
+            claim = {
+                "alert_id": alert_id,
+                "channel": channel,
+                "address": address,
+                "status": PageStatus.CLAIMED,
+                "claimed_until": now + CLAIM_LEASE,
+            }
+            if await _insert_if_new(session, PageRow, claim):
+                return True
+            retaken = await session.execute(
+                update(PageRow)
+                .where(
+                    PageRow.alert_id == alert_id,
+                    PageRow.channel == channel,
+                    PageRow.address == address,
+                    PageRow.status != PageStatus.DELIVERED,
+                    PageRow.claimed_until < now,
+                )
+                .values(claimed_until=now + CLAIM_LEASE)
+            )
+            return _changed(retaken) == 1
+
+    async def finish_page(
+        self, alert_id: str, channel: str, address: str, *, delivered: bool, now: datetime
+    ) -> None:
+        """Mark a claimed message delivered, or release the claim so a later attempt may retake
+        it. A message once delivered stays delivered: releasing it afterwards changes nothing."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(PageRow)
+                .where(
+                    PageRow.alert_id == alert_id,
+                    PageRow.channel == channel,
+                    PageRow.address == address,
+                    PageRow.status != PageStatus.DELIVERED,
+                )
+                .values(
+                    status=PageStatus.DELIVERED if delivered else PageStatus.FAILED,
+                    claimed_until=now,
+                )
+            )
+
+    async def record(
+        self,
+        alert_id: str,
+        step: DeliveryStep,
+        channel: str,
+        recipient: str,
+        attempt: int,
+        detail: str | None,
+        occurred_at: datetime,
+    ) -> None:
+        async with self._sessions.begin() as session:
+            session.add(
+                AuditRow(
+                    alert_id=alert_id,
+                    step=step,
+                    channel=channel,
+                    recipient=recipient,
+                    attempt=attempt,
+                    detail=detail,
+                    occurred_at=occurred_at,
+                )
+            )
+
+    async def audit_trail(self, alert_id: str) -> list[AuditRecord]:
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(AuditRow).where(AuditRow.alert_id == alert_id).order_by(AuditRow.id)
+            )
+            return [_audit(row) for row in rows]
+
+    async def paged_addresses(self, alert_id: str) -> list[tuple[str, str]]:
+        """(channel, address) of every message delivered for an alert: whom a withdrawal
+        tells."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(PageRow.channel, PageRow.address).where(
+                    PageRow.alert_id == alert_id, PageRow.status == PageStatus.DELIVERED
+                )
+            )
+            return [(channel, address) for channel, address in rows]
+
+    async def open_escalation(
+        self, alert_id: str, alert_json: str, steps: Sequence[tuple[int, str, datetime]]
+    ) -> bool:
+        """Store an alert's chain (level, tier, due; at least one); False if it was opened
+        before, and then the alert is replaced by this newer version (re-emitted with new
+        evidence: the levels still to come message with it, the page shows it)."""
+        async with self._sessions.begin() as session:
+            levels = _pending_levels(alert_id, alert_json, steps)
+            if await _insert_if_new(session, EscalationRow, *levels):
+                return True
+            await session.execute(
+                update(EscalationRow)
+                .where(EscalationRow.alert_id == alert_id)
+                .values(alert=alert_json)
+            )
+            return False
+
+    async def claim_due_escalations(self, now: datetime) -> list[EscalationRecord]:
+        """Pending levels due by `now`, each claimed for a lease so only one process fires it."""
+        async with self._sessions.begin() as session:
+            due = await session.scalars(
+                select(EscalationRow)
+                .where(
+                    EscalationRow.state == LevelState.PENDING,
+                    EscalationRow.due_at <= now,
+                    EscalationRow.claimed_until <= now,
+                )
+                .order_by(EscalationRow.due_at, EscalationRow.level)
+            )
+            claimed = []
+            for row in due.all():
+                taken = await session.execute(
+                    update(EscalationRow)
+                    .where(
+                        EscalationRow.id == row.id,
+                        EscalationRow.state == LevelState.PENDING,
+                        EscalationRow.claimed_until == row.claimed_until,
+                    )
+                    .values(claimed_until=now + CLAIM_LEASE)
+                )
+                if _changed(taken) == 1:
+                    claimed.append(_level(row))
+            return claimed
+
+    async def finish_escalation_step(
+        self, step: EscalationRecord, *, delivered: bool, now: datetime
+    ) -> None:
+        """Mark a fired level paged; if its message was not delivered, make the next level due
+        now rather than waiting out the window."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(EscalationRow)
+                .where(EscalationRow.id == step.id)
+                .values(state=LevelState.PAGED)
+            )
+            if not delivered:
+                await _bring_forward(session, step.alert_id, step.level + 1, now)
+
+    async def bring_forward(self, alert_id: str, level: int, now: datetime) -> None:
+        """Make level `level` due now (the level before failed or was declined)."""
+        async with self._sessions.begin() as session:
+            await _bring_forward(session, alert_id, level, now)
+
+    async def close(self, alert_id: str, how: Closing, by: str, now: datetime) -> bool:
+        """Stop an alert's chain and record how its paging ended; False if it had ended already
+        (the first closing counts; the chain is stopped either way)."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(EscalationRow)
+                .where(
+                    EscalationRow.alert_id == alert_id,
+                    EscalationRow.state == LevelState.PENDING,
+                )
+                .values(state=LevelState.CANCELLED)
+            )
+            closure = {"alert_id": alert_id, "how": how, "by": by, "closed_at": now}
+            return await _insert_if_new(session, ClosureRow, closure)
+
+    async def escalation(self, alert_id: str) -> list[EscalationRecord]:
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(EscalationRow)
+                .where(EscalationRow.alert_id == alert_id)
+                .order_by(EscalationRow.level)
+            )
+            return [_level(row) for row in rows]
+
+    async def reassign(
+        self,
+        alert_id: str,
+        population: str,
+        by: str,
+        steps: Sequence[tuple[str, datetime]],
+        now: datetime,
+    ) -> None:
+        """Hand an alert's chain to another service: what was still to page is cancelled and
+        a new chain (tier, due) follows the levels already paged."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(EscalationRow)
+                .where(
+                    EscalationRow.alert_id == alert_id,
+                    EscalationRow.state == LevelState.PENDING,
+                )
+                .values(state=LevelState.CANCELLED)
+            )
+            chain = list(
+                await session.scalars(
+                    select(EscalationRow)
+                    .where(EscalationRow.alert_id == alert_id)
+                    .order_by(EscalationRow.level)
+                )
+            )
+            session.add(
+                ReassignmentRow(alert_id=alert_id, population=population, by=by, reassigned_at=now)
+            )
+            after = chain[-1].level + 1
+            numbered = [(after + n, tier, due_at) for n, (tier, due_at) in enumerate(steps)]
+            session.add_all(
+                EscalationRow(**level)
+                for level in _pending_levels(alert_id, chain[-1].alert, numbered)
+            )
+
+    async def reassigned_to(self, alert_id: str) -> str | None:
+        """The service the alert was last handed to, if it was."""
+        async with self._sessions() as session:
+            return await session.scalar(
+                select(ReassignmentRow.population)
+                .where(ReassignmentRow.alert_id == alert_id)
+                .order_by(ReassignmentRow.id.desc())
+                .limit(1)
+            )
+
+    async def board(self, acknowledged_since: datetime) -> list[BoardEntry]:
+        """Alerts still open: not resolved, withdrawn or superseded, and not acknowledged before
+        `acknowledged_since`; each with its chain and how it closed, if it did."""
+        finished = select(ClosureRow.alert_id).where(
+            (ClosureRow.how != Closing.ACKNOWLEDGED) | (ClosureRow.closed_at < acknowledged_since)
+        )
+        async with self._sessions() as session:
+            levels = await session.scalars(
+                select(EscalationRow)
+                .where(EscalationRow.alert_id.not_in(finished))
+                .order_by(EscalationRow.alert_id, EscalationRow.level)
+            )
+            chains: dict[str, list[EscalationRecord]] = {}
+            for level in levels:
+                chains.setdefault(level.alert_id, []).append(_level(level))
+            closures = {
+                c.alert_id: _closure(c)
+                for c in await session.scalars(
+                    select(ClosureRow).where(ClosureRow.alert_id.in_(list(chains)))
+                )
+            }
+            handed = {
+                r.alert_id: r.population  # in id order: the last hand-over wins
+                for r in await session.scalars(
+                    select(ReassignmentRow)
+                    .where(ReassignmentRow.alert_id.in_(list(chains)))
+                    .order_by(ReassignmentRow.id)
+                )
+            }
+        return [
+            BoardEntry(chain, closures.get(alert_id), handed.get(alert_id))
+            for alert_id, chain in chains.items()
+        ]
+
+    async def closure(self, alert_id: str) -> ClosureRecord | None:
+        async with self._sessions() as session:
+            row = await session.get(ClosureRow, alert_id)
+            return None if row is None else _closure(row)
+
+    async def first_delivery_at(self, alert_id: str) -> datetime | None:
+        async with self._sessions() as session:
+            first = await session.scalar(
+                select(func.min(AuditRow.occurred_at)).where(
+                    AuditRow.alert_id == alert_id, AuditRow.step == DeliveryStep.DELIVERED
+                )
+            )
+        return None if first is None else as_utc(first)
+
+    async def open_alerts(self) -> tuple[int, int]:
+        """(alerts paged and not yet acknowledged, resolved, withdrawn or superseded; of those,
+        how many have no level left to page: past their final escalation)."""
+        open_ids = select(EscalationRow.alert_id).where(
+            EscalationRow.alert_id.not_in(select(ClosureRow.alert_id))
+        )
+        still_pending = select(EscalationRow.alert_id).where(
+            EscalationRow.state == LevelState.PENDING
+        )
+        async with self._sessions() as session:
+            unacknowledged = await session.scalar(
+                select(func.count(distinct(EscalationRow.alert_id))).where(
+                    EscalationRow.alert_id.in_(open_ids)
+                )
+            )
+            exhausted = await session.scalar(
+                select(func.count(distinct(EscalationRow.alert_id))).where(
+                    EscalationRow.alert_id.in_(open_ids),
+                    EscalationRow.alert_id.not_in(still_pending),
+                )
+            )
+        return int(unacknowledged or 0), int(exhausted or 0)
+
+    async def link_used(self, nonce: str) -> bool:
+        async with self._sessions() as session:
+            return await session.get(UsedLinkRow, nonce) is not None
+
+    async def use_link(self, nonce: str, now: datetime) -> bool:
+        """True the first time a link's nonce is used; False ever after (a replay)."""
+        async with self._sessions.begin() as session:
+            return await _insert_if_new(session, UsedLinkRow, {"nonce": nonce, "used_at": now})
+
+    async def open_session(
+        self, session_id: str, user: str, expires_at: datetime, now: datetime
+    ) -> None:
+        """Record a new console session, and forget those expired by `now` (their cookies are
+        refused on their expiry anyway)."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                delete(ConsoleSessionRow).where(ConsoleSessionRow.expires_at <= now)
+            )
+            session.add(ConsoleSessionRow(id=session_id, user_name=user, expires_at=expires_at))
+
+    async def session_open(self, session_id: str, user: str) -> bool:
+        """True while the session was opened for `user` and not ended."""
+        async with self._sessions() as session:
+            found = await session.get(ConsoleSessionRow, session_id)
+            return found is not None and found.user_name == user
+
+    async def end_session(self, session_id: str) -> None:
+        """Sign out: the session's cookie is refused from now on, wherever it is presented."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                delete(ConsoleSessionRow).where(ConsoleSessionRow.id == session_id)
+            )
+
+
+async def _insert_if_new(session: AsyncSession, table: type[Base], *rows: dict[str, Any]) -> bool:
+    """Insert the rows within the session's transaction; False, and none inserted, when a
+    unique key says the first exists already (ON CONFLICT DO NOTHING: the transaction goes on)."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    first, *rest = rows
+    inserted = await session.execute(insert(table).values(first).on_conflict_do_nothing())
+    if _changed(inserted) != 1:
+        return False
+    if rest:
+        await session.execute(insert(table), rest)
+    return True
+
+
+async def _bring_forward(session: AsyncSession, alert_id: str, level: int, now: datetime) -> None:
+    await session.execute(
+        update(EscalationRow)
+        .where(
+            EscalationRow.alert_id == alert_id,
+            EscalationRow.level == level,
+            EscalationRow.state == LevelState.PENDING,
+        )
+        .values(due_at=now, claimed_until=now)
+    )
+
+
+def _changed(result: object) -> int:
+    return int(getattr(result, "rowcount", 0))
+
+
+def _pending_levels(
+    alert_id: str, alert_json: str, steps: Sequence[tuple[int, str, datetime]]
+) -> list[dict[str, Any]]:
+    """Rows for chain levels (level, tier, due) still to page, each claimable once due."""
+    return [
+        {
+            "alert_id": alert_id,
+            "level": level,
+            "tier": tier,
+            "due_at": due_at,
+            "state": LevelState.PENDING,
+            "claimed_until": due_at,
+            "alert": alert_json,
+        }
+        for level, tier, due_at in steps
+    ]
+
+
+def _level(row: EscalationRow) -> EscalationRecord:
+    return EscalationRecord(
+        row.id,
+        row.alert_id,
+        row.level,
+        row.tier,
+        as_utc(row.due_at),
+        row.state,
+        as_utc(row.claimed_until),
+        row.alert,
+    )
+
+
+def _closure(row: ClosureRow) -> ClosureRecord:
+    return ClosureRecord(row.alert_id, row.how, row.by, as_utc(row.closed_at))
+
+
+def _audit(row: AuditRow) -> AuditRecord:
+    return AuditRecord(
+        row.id,
+        row.alert_id,
+        row.step,
+        row.channel,
+        row.recipient,
+        row.attempt,
+        row.detail,
+        as_utc(row.occurred_at),
+    )
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back the UTC times it was given without their zone: put it back."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
