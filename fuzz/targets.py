@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from schemas import Source
 from services.ingest.codes import FeedContext
 from services.ingest.context_feed import classify_context
-from services.ingest.deadletter import Source, dead_letter
+from services.ingest.deadletter import dead_letter
 from services.ingest.fhir_feed import read_fhir
 from services.ingest.hl7_oru import build_ack, read_message
 from services.ingest.json_feed import classify_submission

@@ -40,6 +40,7 @@ from schemas import (
     Patient,
     PlateletAlert,
     PlateletCount,
+    Population,
     ProcedureEvent,
     ResultStatus,
     RuleRef,
@@ -50,7 +51,6 @@ from schemas import (
     stable_event_id,
 )
 from services.classifier.rules import (
-    Population,
     PopulationRules,
     Rules,
     adulthood,

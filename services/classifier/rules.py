@@ -8,14 +8,18 @@ from datetime import date, datetime, timedelta
 from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import DEFAULT_LINES, TherapyLine, Thresholds, TreatmentCategory, TreatmentEvent
-
-Population = Literal["paediatric", "adult"]
+from schemas import (
+    DEFAULT_LINES,
+    Population,
+    TherapyLine,
+    Thresholds,
+    TreatmentCategory,
+    TreatmentEvent,
+)
 
 
 class _Rule(BaseModel):

@@ -24,10 +24,10 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from schemas import Source
 from services.config import Settings
 from services.ingest.codes import FeedContext
 from services.ingest.context_feed import CONTEXT_BODY_SCHEMA, classify_context
-from services.ingest.deadletter import Source
 from services.ingest.fhir_feed import EntryOutcome, read_fhir
 from services.ingest.http_answers import (
     FHIR_MEDIA_TYPES,

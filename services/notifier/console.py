@@ -21,8 +21,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from prometheus_client import Counter
 
-from schemas import AckAction, AlertKind, PlateletAlert
-from services.classifier.rules import Population
+from schemas import AckAction, AlertKind, PlateletAlert, Population
 from services.notifier.alert_page import (
     STYLE,
     Step,

@@ -13,8 +13,7 @@ from datetime import datetime, timedelta, tzinfo
 from html import escape
 from urllib.parse import quote
 
-from schemas import AlertKind, PlateletAlert
-from services.classifier.rules import Population
+from schemas import AlertKind, PlateletAlert, Population
 from services.notifier.alert_page import Step, history_table, patient_label, table
 from services.notifier.link_page import page
 from services.notifier.message import UNIT, kind_name
