@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from schemas.export import drifted_files, write_schemas
 from services.build_info import describe as describe_release
 from services.config import Settings
+from services.kafka.admin import TopicMismatchError, ensure_topics
 from services.kafka.client_logs import keep_patient_data_out_of_client_logs
-from services.kafka.topics import TopicMismatchError, ensure_topics
 from services.notifier.console_auth import MIN_PASSWORD_LENGTH, hash_password
 
 EXIT_CONFIGURATION_ERROR = 2

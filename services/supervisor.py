@@ -28,8 +28,8 @@ from pathlib import Path
 import httpx
 
 from services.config import Settings
+from services.kafka.admin import ensure_topics
 from services.kafka.broker import Broker, BrokerKind, provide_broker
-from services.kafka.topics import ensure_topics
 from services.processes import RestartBackoff, die_with_parent, stop_processes, wait_until_ready
 
 _STARTUP_TIMEOUT_SECONDS = 90.0

@@ -16,8 +16,8 @@ from pydantic import SecretStr
 
 from schemas import AckAction
 from services.config import Settings
+from services.kafka.admin import ensure_topics
 from services.kafka.broker import EmbeddedTansu
-from services.kafka.topics import ensure_topics
 from services.notifier.channels.webhook_receiver import WebhookReceiver
 from services.notifier.console_auth import hash_password
 from services.notifier.links import sign_link
