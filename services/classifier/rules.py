@@ -9,7 +9,6 @@ from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import (
@@ -20,6 +19,7 @@ from schemas import (
     TreatmentCategory,
     TreatmentEvent,
 )
+from services.config import load_yaml_model
 
 
 class _Rule(BaseModel):
@@ -143,12 +143,7 @@ class Rules(_Rule):
 
 def load_rules(path: Path | None = None) -> Rules:
     """Read a rules file; without a path, the defaults shipped beside this module."""
-    text = (
-        path.read_text(encoding="utf-8")
-        if path is not None
-        else resources.files(__package__).joinpath("default_rules.yaml").read_text(encoding="utf-8")
-    )
-    return Rules.model_validate(yaml.safe_load(text))
+    return load_yaml_model(Rules, path or resources.files(__package__) / "default_rules.yaml")
 
 
 def population_at(birth_date: date | None, collected_at: datetime) -> Population:
