@@ -36,7 +36,7 @@ _STARTUP_TIMEOUT_SECONDS = 90.0
 # Only for `run` on loopback when no token is configured; printed in the banner.
 DEMO_TOKEN = "demo-token"
 # Likewise for the console when no users file is configured: the example file's demo user.
-DEMO_USERS = Path(__file__).resolve().parent.parent / "examples" / "console-users.yaml"
+DEMO_USERS = Path(__file__).resolve().parents[2] / "examples" / "console-users.yaml"
 DEMO_USER, DEMO_PASSWORD = "haem.registrar", "change me before use"
 
 

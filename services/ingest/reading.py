@@ -1,0 +1,57 @@
+"""Ingest's public reading API: one function per feed format, raw bytes in, outcomes out. Pure.
+
+Tools that read inputs as the services do (the offline replay) call these, not ingest's feed
+modules, which may move. Each returns what the feed's reader returns for the same bytes: one
+Outcome per result, treatment or diagnosis held (Publish, Filter or Rejection); none raises on
+bad input, which becomes a Rejection with its reason.
+"""
+
+from collections.abc import Iterator
+
+from services.ingest.codes import FeedContext
+from services.ingest.context_feed import classify_context
+from services.ingest.fhir_feed import read_fhir
+from services.ingest.hl7_message import split_messages
+from services.ingest.hl7_oru import read_message
+from services.ingest.json_feed import classify_submission
+from services.ingest.outcomes import Event, Filter, Outcome, Publish, Rejection, RejectReason
+from services.ingest.treatments import TreatmentTable, load_treatment_table
+
+__all__ = [
+    "Event",
+    "FeedContext",
+    "Filter",
+    "Outcome",
+    "Publish",
+    "RejectReason",
+    "Rejection",
+    "TreatmentTable",
+    "load_treatment_table",
+    "read_fhir_json",
+    "read_hl7v2",
+    "read_json_context",
+    "read_json_lab_result",
+]
+
+
+def read_hl7v2(raw: bytes, context: FeedContext, treatments: TreatmentTable) -> Iterator[Outcome]:
+    """Every outcome of every HL7 v2 message in `raw` (messages separated by blank lines, or
+    MLLP-framed), in order, one message read at a time; bytes holding no MSH segment give none."""
+    for message in split_messages(raw):
+        yield from read_message(message, context, treatments).outcomes
+
+
+def read_fhir_json(raw: bytes, context: FeedContext, treatments: TreatmentTable) -> list[Outcome]:
+    """One outcome per entry of a FHIR R4 Bundle, or one for a single resource; an invalid entry
+    is a Rejection of its own and never blocks the entries beside it."""
+    return [entry.outcome for entry in read_fhir(raw, context, treatments)]
+
+
+def read_json_lab_result(raw: bytes, context: FeedContext) -> Outcome:
+    """The outcome of one body of the plain JSON lab feed."""
+    return classify_submission(raw, context)
+
+
+def read_json_context(raw: bytes, context: FeedContext, treatments: TreatmentTable) -> Outcome:
+    """The outcome of one body of the JSON clinical context feed (a treatment or a diagnosis)."""
+    return classify_context(raw, context, treatments)
