@@ -26,10 +26,11 @@ install: $(STAMP) ## create .venv and install the project with its pinned depend
 run: $(STAMP) ## start everything: embedded broker, topics, ingest, classifier, notifier, demo pager
 	$(BIN)/plateletwatch run
 
-lint: $(STAMP) ## ruff (lint + format) and mypy on services/, schemas/, chaos/ and fuzz/
+lint: $(STAMP) ## ruff (lint + format), mypy on services/, schemas/, chaos/ and fuzz/, and the import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 check-schemas: $(STAMP) ## fail if schemas/json/ has drifted from the pydantic models
 	$(BIN)/plateletwatch schemas --check
