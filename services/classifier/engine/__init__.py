@@ -31,36 +31,20 @@ from schemas import (
 )
 from services.classifier.engine.history import (
     DIAGNOSES_KEPT,
-    SEEN_EVENTS_KEPT,
     TREATMENTS_KEPT,
     VALUES_KEPT,
     History,
-    Raised,
-    Sent,
-    Value,
     forget_beyond_horizon,
     record_result,
     record_treatment,
     shrink,
-    treatment_start,
 )
 from services.classifier.engine.reconcile import reconcile
 from services.classifier.engine.scans import Scans
 from services.classifier.rules import Rules
 
-__all__ = [
-    "DIAGNOSES_KEPT",
-    "SEEN_EVENTS_KEPT",
-    "TREATMENTS_KEPT",
-    "VALUES_KEPT",
-    "History",
-    "Raised",
-    "Sent",
-    "Value",
-    "apply",
-    "shrink",
-    "treatment_start",
-]
+# The public API: the worker, the state codec, replay and the tests import these.
+__all__ = ["DIAGNOSES_KEPT", "TREATMENTS_KEPT", "VALUES_KEPT", "History", "apply", "shrink"]
 
 
 def apply(
