@@ -27,10 +27,11 @@ run: $(STAMP) ## migrate the notifier's database, then start everything: embedde
 	$(BIN)/plateletwatch db upgrade
 	$(BIN)/plateletwatch run
 
-lint: $(STAMP) ## ruff (lint + format) and mypy on services/, schemas/, chaos/ and fuzz/
+lint: $(STAMP) ## ruff (lint + format), mypy on services/, schemas/, chaos/ and fuzz/, and the import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 check-schemas: $(STAMP) ## fail if schemas/json/ has drifted from the pydantic models
 	$(BIN)/plateletwatch schemas --check

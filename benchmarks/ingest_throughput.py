@@ -23,9 +23,9 @@ from services.ingest.codes import FeedContext
 from services.ingest.hl7v2.dispatch import read_message
 from services.ingest.hl7v2.mllp import END_BLOCK, frame
 from services.ingest.treatments import load_treatment_table
+from services.kafka.admin import ensure_topics
 from services.kafka.broker import free_loopback_port, provide_broker
 from services.kafka.producer import EventPublisher
-from services.kafka.topics import ensure_topics
 from services.processes import stop_processes, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]

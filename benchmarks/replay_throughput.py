@@ -21,10 +21,10 @@ from pathlib import Path
 
 from benchmarks.results import record
 from schemas import Coding, LabResult, Patient, PatientIdentifier, PlateletCount, stable_event_id
-from services.classifier.replay import Summary, replay
 from services.classifier.rules import load_rules
 from services.ingest.codes import FeedContext
 from services.ingest.treatments import load_treatment_table
+from services.tools.replay import Summary, replay
 
 PATIENTS = int(os.environ.get("BENCH_PATIENTS", "10000"))
 PER_PATIENT = int(os.environ.get("BENCH_RESULTS_PER_PATIENT", "36"))  # a year's worth

@@ -50,9 +50,9 @@ from chaos.lab import (
 )
 from schemas import Topic
 from services.config import Settings
+from services.kafka.admin import ensure_topics
 from services.kafka.apache_kafka import LocalApacheKafka
 from services.kafka.broker import free_loopback_port
-from services.kafka.topics import ensure_topics
 from services.notifier.delivery.channels.webhook_receiver import ReceivedPage, WebhookReceiver
 from services.notifier.delivery.channels.webhook_receiver import log as receiver_log
 

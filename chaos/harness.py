@@ -32,8 +32,8 @@ import httpx
 from chaos import ChaosFailure
 from chaos.lab import Ingest, mrn, send_all
 from services.config import Settings
+from services.kafka.admin import ensure_topics
 from services.kafka.broker import Broker, free_loopback_port
-from services.kafka.topics import ensure_topics
 from services.notifier.delivery.channels.webhook_receiver import ReceivedPage, WebhookReceiver
 from services.processes import die_with_parent, stop_processes
 

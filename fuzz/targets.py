@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from schemas import Source
 from services.ingest.codes import FeedContext
-from services.ingest.deadletter import Source, dead_letter
+from services.ingest.deadletter import dead_letter
 from services.ingest.fhir import read_fhir
 from services.ingest.hl7v2.ack import build_ack
 from services.ingest.hl7v2.dispatch import read_message

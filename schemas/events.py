@@ -26,6 +26,13 @@ from pydantic_core import TzInfo
 
 SCHEMA_VERSION: Literal[1] = 1
 
+Source = Literal["hl7v2", "fhir", "json"]
+"""The feed an event came in by: HL7 v2 (MLLP), FHIR R4 (HTTP) or PlateletWatch's own JSON."""
+
+Population = Literal["paediatric", "adult"]
+"""A patient's age group at collection (paediatric under 18 years): each has its own rules and
+its own on-call team."""
+
 # Plausible clinical times. Anything outside is a sender's error (a year 9999, an offset of
 # +24:00) and would break date arithmetic downstream, so ingest refuses it with the reason.
 EARLIEST_DATE = date(1900, 1, 1)
@@ -195,7 +202,7 @@ class LabResult(_Event):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: EventId
-    source: Literal["hl7v2", "fhir", "json"]
+    source: Source
     patient: Patient
     result_id: Identifier = Field(
         description="The lab's identity for this result, stable across resends."
@@ -270,7 +277,7 @@ class Dose(_Event):
 class _ContextEvent(_Event):
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: EventId
-    source: Literal["hl7v2", "fhir", "json"]
+    source: Source
     patient: Patient
     category: TreatmentCategory
     line: TherapyLine | None = Field(
@@ -327,7 +334,7 @@ class DiagnosisEvent(_Event):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: EventId
-    source: Literal["hl7v2", "fhir", "json"]
+    source: Source
     patient: Patient
     kind: Literal["diagnosis"] = "diagnosis"
     diagnosis_id: Identifier = Field(
@@ -446,7 +453,7 @@ class PlateletAlert(_Event):
     alert_id: str = Field(description="Stable identity of the alert: the dedupe key downstream.")
     kind: AlertKind
     patient: Patient
-    population: Literal["paediatric", "adult"] | None = Field(
+    population: Population | None = Field(
         default=None, description="Age group at collection (paediatric < 18 y): routes the page."
     )
     location: str | None = Field(
@@ -533,7 +540,7 @@ class DeadLetter(_Event):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: str
-    source: Literal["hl7v2", "fhir", "json", "classifier"]
+    source: Literal[Source, "classifier"]
     reason_code: str = Field(description="A short, bounded code such as unknown_unit.")
     reason: str = Field(
         description="Why it was refused, in words an integration engineer can act on."

@@ -1,6 +1,13 @@
 """Topic names are part of the contract: they carry a version suffix and every one is keyed by
 patient (assigning authority + MRN), except ingest's dead-letter topic, whose inputs may have
-none."""
+none.
+
+The classifier's state changelog and faust's leader topic are named here too, free of faust, so
+that `plateletwatch topics` can create them before any worker starts: the changelog must have
+exactly as many partitions as the topics that feed it (a patient's record lives on the partition
+of their events). The changelog keeps the name faust gave its table's, so a deployment upgraded
+from the faust table keeps its patients' histories.
+"""
 
 from enum import StrEnum
 
@@ -12,3 +19,16 @@ class Topic(StrEnum):
     NOTIFIER_DELIVERIES = "notifier.deliveries.v1"
     INGEST_DEADLETTER = "ingest.deadletter.v1"
     CLASSIFIER_DEADLETTER = "classifier.deadletter.v1"
+
+
+PATIENT_STATE_TABLE = "patient-state"
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """<app id>-<table>-changelog, as faust named a table's changelog."""
+    return f"{app_id}-{table}-changelog"
+
+
+def leader_topic(app_id: str) -> str:
+    """faust's single-partition topic used to elect the partition-assignment leader."""
+    return f"{app_id}-__assignor-__leader"

@@ -1,4 +1,9 @@
-"""The `plateletwatch` command: one entry point for every service and tool."""
+"""The `plateletwatch` command: one entry point for every service and tool.
+
+A dispatcher: it parses the arguments, reads the settings and hands over to a service's
+composition root or to a tool in services/tools/, printing a ConfigurationError instead of a
+traceback (exit status 2).
+"""
 
 import argparse
 import asyncio
@@ -7,7 +12,6 @@ import getpass
 import logging
 import signal
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -15,16 +19,12 @@ from pydantic import ValidationError
 
 from schemas.export import drifted_files, write_schemas
 from services.build_info import describe as describe_release
-from services.config import Settings
+from services.config import ConfigurationError, Settings
+from services.kafka.admin import TopicMismatchError, ensure_topics
 from services.kafka.client_logs import keep_patient_data_out_of_client_logs
-from services.kafka.topics import TopicMismatchError, ensure_topics
 from services.notifier.web.auth import MIN_PASSWORD_LENGTH, hash_password
 
 EXIT_CONFIGURATION_ERROR = 2
-
-
-class ConfigurationError(Exception):
-    """Something the operator must fix before the service can start; printed, not a traceback."""
 
 
 def _bootstrap_servers(settings: Settings) -> str:
@@ -68,47 +68,15 @@ def cmd_ingest(settings: Settings) -> int:
 
 
 def cmd_send(files: list[Path], destination: str) -> int:
-    """Send HL7 v2 files over MLLP and print each ACK; non-zero unless every ACK is AA."""
-    from services.ingest.hl7v2.message import Hl7ParseError, parse, split_messages
-    from services.ingest.hl7v2.mllp import send_messages
+    from services.tools.send import send_files
 
-    host, _, port = destination.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigurationError(f"--to {destination!r} is not HOST:PORT")
-    all_accepted = True
-    for path in files:
-        messages = split_messages(path.read_bytes())
-        if not messages:
-            print(f"{path}: no HL7 message (no MSH segment) found")
-            all_accepted = False
-            continue
-        acks = asyncio.run(send_messages(host, int(port), messages))
-        for number, ack in enumerate(acks, start=1):
-            try:
-                parsed = parse(ack)
-            except Hl7ParseError:
-                print(f"{path} #{number}: unreadable ACK {ack[:60]!r}")
-                all_accepted = False
-                continue
-            msa = parsed.first("MSA")
-            code = msa.get(1) if msa else "??"
-            errors = [err.get(8) or err.get(3, 2) for err in parsed.all("ERR")]
-            print(f"{path} #{number}: {code} {msa.get(2) if msa else ''}".rstrip())
-            for error in errors:
-                print(f"    ERR {error}")
-            all_accepted = all_accepted and code == "AA"
-    return 0 if all_accepted else 1
+    return send_files(files, destination)
 
 
 def cmd_classifier(settings: Settings) -> int:
-    from services.classifier.rules import load_rules
-    from services.classifier.worker import create_app, run_worker
+    from services.classifier.app import run_classifier
 
-    servers = _verified_bootstrap(settings)
-    rules = load_rules(settings.classifier_rules_file)
-    settings.classifier_data_dir.mkdir(parents=True, exist_ok=True)  # faust's working files
-    run_worker(create_app(settings, servers, rules), settings.log_level)
-    return 0
+    return run_classifier(settings, _verified_bootstrap(settings))
 
 
 def cmd_notifier(settings: Settings) -> int:
@@ -162,43 +130,22 @@ def cmd_demo_pager(settings: Settings) -> int:
 
 
 def cmd_run(settings: Settings) -> int:
-    from services.supervisor import run_everything
+    from services.tools.supervisor import run_everything
 
     return run_everything(settings)
 
 
 def cmd_replay(files: list[Path], rules_file: Path | None) -> int:
     """Alerts as JSON lines on stdout, a summary on stderr; 2 when the arguments are unusable."""
-    from services.classifier.replay import Summary, replay
-    from services.classifier.rules import load_rules
-    from services.ingest.site import site_context
-    from services.ingest.treatments import load_treatment_table
+    from services.tools.replay import replay_files
 
-    missing = [str(path) for path in files if not path.is_file()]
-    if missing:
-        raise ConfigurationError(f"no such file: {', '.join(missing)}")
-    settings = Settings()
-    try:
-        rules = load_rules(rules_file or settings.classifier_rules_file)
-    except (OSError, ValidationError, yaml.YAMLError) as error:
-        raise ConfigurationError(f"unusable rules file: {error}") from error
-    context = site_context(settings, datetime.now(UTC))
-    treatments = load_treatment_table(settings.ingest_treatment_table_file)
-    summary = Summary()
-    for alert in replay(files, rules, treatments, context, summary):
-        print(alert.model_dump_json())
-    for line in summary.lines():
-        print(line, file=sys.stderr)
-    return 0
+    return replay_files(files, rules_file)
 
 
 def cmd_topics(settings: Settings) -> int:
-    servers = _bootstrap_servers(settings)
-    created = asyncio.run(ensure_topics(settings, servers, create=True))
-    for name in created:
-        print(f"created {name}")
-    print(f"all topics present with {settings.partitions} partitions")
-    return 0
+    from services.tools.topics import create_topics
+
+    return create_topics(settings, _bootstrap_servers(settings))
 
 
 def cmd_hash_password() -> int:

@@ -2,14 +2,26 @@
 
 Precedence, highest first: environment, the file named by PLATELETWATCH_CONFIG_FILE, defaults.
 `KAFKA_BOOTSTRAP_SERVERS` is also honoured without the prefix, as every Kafka tool does.
+The YAML files services read (rules, treatment codes, escalation policy) go through one loader,
+`load_yaml_model`.
 """
 
 import os
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    HttpUrl,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +33,21 @@ from schemas import Topic
 from services.timezones import ZoneName
 
 CONFIG_FILE_ENV = "PLATELETWATCH_CONFIG_FILE"
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ConfigurationError(Exception):
+    """Something the operator must fix before the service can start; printed, not a traceback."""
+
+
+def load_yaml_model(model: type[ModelT], source: Path | Traversable) -> ModelT:
+    """The YAML file `source` (a path, or a file shipped in a package) read as `model`.
+
+    Raises OSError when it cannot be read, yaml.YAMLError when it is not YAML and pydantic's
+    ValidationError when it does not fit the model: callers say which file was unusable.
+    """
+    return model.model_validate(yaml.safe_load(source.read_text(encoding="utf-8")))
 
 
 class Settings(BaseSettings):

@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 
 from schemas import DeadLetter, Topic
 from services.config import Settings
+from services.kafka.admin import ensure_topics
 from services.kafka.apache_kafka import LocalApacheKafka, unavailable_reason
 from services.kafka.broker import (
     Broker,
@@ -44,7 +45,6 @@ from services.kafka.broker import (
     started,
 )
 from services.kafka.producer import EventPublisher
-from services.kafka.topics import ensure_topics
 from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
 from services.notifier.store.repository import NotifierStore
 from services.processes import stop_processes, wait_until_ready

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from schemas import LabResult, PlateletAlert, clinical_context_adapter
 from services.classifier.engine import History, apply
-from services.classifier.replay import Summary, replay
 from services.classifier.rules import load_rules
 from services.classifier.state import decode, encode
 from services.config import Settings
@@ -18,6 +17,7 @@ from services.ingest.fhir import read_fhir
 from services.ingest.hl7v2.dispatch import read_message
 from services.ingest.outcomes import Publish
 from services.ingest.treatments import load_treatment_table
+from services.tools.replay import Summary, replay
 
 ZONE = "Europe/Paris"  # DST starts 2026-03-29 02:00 (+01:00 -> +02:00), ends 2026-10-25 03:00
 RULES = load_rules()

@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from schemas import DeadLetter, Topic
 from services.config import Settings
 from services.kafka import producer as producer_module
+from services.kafka.admin import ensure_topics, required_topics
 from services.kafka.apache_kafka import (
     KAFKA_JARS_ENV,
     KafkaUnavailableError,
@@ -26,7 +27,6 @@ from services.kafka.apache_kafka import (
 )
 from services.kafka.broker import Broker, BrokerKind, provide_broker
 from services.kafka.producer import EventPublisher
-from services.kafka.topics import ensure_topics, required_topics
 from tests.conftest import run_cli, settings_env, started_kafka
 
 ON_KAFKA = pytest.mark.parametrize("broker", ["kafka"], indirect=True)

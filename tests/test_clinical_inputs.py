@@ -16,10 +16,10 @@ from schemas import (
     stable_event_id,
 )
 from services.classifier.engine import DIAGNOSES_KEPT, History, apply
-from services.classifier.replay import Summary, replay
 from services.classifier.rules import Rules, load_rules
 from services.ingest.codes import FeedContext
 from services.ingest.treatments import load_treatment_table
+from services.tools.replay import Summary, replay
 from tests.real_time_corpus import oru
 from tests.test_engine import ADULT, RULES, T0, feed, flat, result, treatment
 from tests.test_hl7_diagnoses import adt, dg1

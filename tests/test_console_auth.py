@@ -15,7 +15,7 @@ from services.notifier.web.auth import (
     session_from,
     start_session,
 )
-from services.supervisor import DEMO_PASSWORD
+from services.tools.supervisor import DEMO_PASSWORD
 
 SECRET = b"console-secret"
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)

@@ -323,7 +323,7 @@ def test_a_condition_without_a_patient_identifier_is_refused() -> None:
 def test_conditions_in_ndjson_are_read_by_replay(tmp_path: Any) -> None:
     import json
 
-    from services.classifier.replay import _read
+    from services.tools.replay import _read
     from tests.test_fhir import CONTEXT, TREATMENTS
 
     alone = condition(

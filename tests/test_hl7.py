@@ -495,9 +495,9 @@ def test_the_labs_own_flags_and_the_loinc_code_are_kept() -> None:
 
 
 def test_a_replay_of_structured_numerics_pages_exactly_as_the_numeric_form(tmp_path: Path) -> None:
-    from services.classifier.replay import Summary, replay
     from services.classifier.rules import load_rules
     from services.ingest.treatments import load_treatment_table
+    from services.tools.replay import Summary, replay
 
     def oru(order: str, collected: str, obx: str) -> bytes:
         obr = OBR.replace("FL-77", order).replace("20261125074000", collected)

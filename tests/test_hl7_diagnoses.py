@@ -320,9 +320,9 @@ async def test_over_mllp_a_diagnosis_goes_to_the_clinical_context_topic_keyed_by
 
 
 def test_replay_reads_adt_files(tmp_path: Path) -> None:
-    from services.classifier.replay import Summary, replay
     from services.classifier.rules import load_rules
     from services.ingest.treatments import load_treatment_table
+    from services.tools.replay import Summary, replay
 
     path = tmp_path / "adt.hl7"
     path.write_bytes(adt(dg1()) + b"\n\n" + adt(prb(), event="A31", control="ADT0002"))

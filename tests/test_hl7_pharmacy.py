@@ -18,7 +18,6 @@ from schemas import (
     TransfusionEvent,
     TreatmentCategory,
 )
-from services.classifier.replay import Summary, replay
 from services.classifier.rules import load_rules
 from services.ingest.codes import FeedContext
 from services.ingest.hl7v2.ack import build_ack
@@ -28,6 +27,7 @@ from services.ingest.hl7v2.mllp import MllpServer, send_messages
 from services.ingest.outcomes import Filter, Publish, Rejection, RejectReason
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.treatments import load_treatment_table
+from services.tools.replay import Summary, replay
 from tests.conftest import REPO, Kafka
 from tests.real_time_corpus import oru, site_context
 from tests.test_mllp_server import LIMITS, msa

@@ -17,9 +17,9 @@ from services.ingest.hl7v2.mllp import END_BLOCK, frame, send_messages
 from services.ingest.http_api import create_app
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.treatments import load_treatment_table
+from services.kafka.admin import ensure_topics
 from services.kafka.broker import EmbeddedTansu
 from services.kafka.producer import EventPublisher
-from services.kafka.topics import ensure_topics
 from tests.conftest import AUTH, consume_until, read_topic, wait_for
 from tests.test_hl7 import message, platelet_obx
 

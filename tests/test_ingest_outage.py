@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 from services.config import Settings
+from services.kafka.admin import ensure_topics
 from services.kafka.broker import EmbeddedTansu
-from services.kafka.topics import ensure_topics
 from tests.conftest import AUTH
 
 pytestmark = [

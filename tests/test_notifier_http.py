@@ -16,8 +16,8 @@ from pydantic import SecretStr
 
 from schemas import AckAction
 from services.config import Settings
+from services.kafka.admin import ensure_topics
 from services.kafka.broker import EmbeddedTansu
-from services.kafka.topics import ensure_topics
 from services.notifier.app import create_app
 from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
 from services.notifier.domain.links import LINK_SALT, SESSION_SALT, sign, sign_link

@@ -129,9 +129,9 @@ def test_ndjson_diagnosis_events_are_read_like_treatments(tmp_path: Path) -> Non
     from datetime import UTC, datetime
 
     from schemas import Coding, DiagnosisEvent, Patient, PatientIdentifier
-    from services.classifier.replay import _read
     from services.ingest.codes import FeedContext
     from services.ingest.treatments import load_treatment_table
+    from services.tools.replay import _read
 
     received = datetime(2026, 11, 25, tzinfo=UTC)
     diagnosis = DiagnosisEvent(

@@ -20,7 +20,7 @@ import pytest
 from services.config import Settings
 from services.kafka.broker import Broker, BrokerKind, free_loopback_port
 from services.processes import RestartBackoff, stop_processes
-from services.supervisor import (
+from services.tools.supervisor import (
     DEMO_PASSWORD,
     DEMO_USER,
     Child,

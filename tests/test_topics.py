@@ -5,7 +5,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas import Topic
 from services.config import Settings
-from services.kafka.topics import (
+from services.kafka.admin import (
     TopicMismatchError,
     TopicSpec,
     describe_problems,

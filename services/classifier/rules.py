@@ -8,14 +8,18 @@ from datetime import date, datetime, timedelta
 from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import DEFAULT_LINES, TherapyLine, Thresholds, TreatmentCategory, TreatmentEvent
-
-Population = Literal["paediatric", "adult"]
+from schemas import (
+    DEFAULT_LINES,
+    Population,
+    TherapyLine,
+    Thresholds,
+    TreatmentCategory,
+    TreatmentEvent,
+)
+from services.config import load_yaml_model
 
 
 class _Rule(BaseModel):
@@ -139,12 +143,7 @@ class Rules(_Rule):
 
 def load_rules(path: Path | None = None) -> Rules:
     """Read a rules file; without a path, the defaults shipped beside this module."""
-    text = (
-        path.read_text(encoding="utf-8")
-        if path is not None
-        else resources.files(__package__).joinpath("default_rules.yaml").read_text(encoding="utf-8")
-    )
-    return Rules.model_validate(yaml.safe_load(text))
+    return load_yaml_model(Rules, path or resources.files(__package__) / "default_rules.yaml")
 
 
 def population_at(birth_date: date | None, collected_at: datetime) -> Population:

@@ -29,12 +29,12 @@ from pydantic import ValidationError
 
 import services.build_info  # noqa: F401 - registers plateletwatch_build_info
 from schemas import LabResult, Topic, clinical_context_adapter
+from schemas.topics import PATIENT_STATE_TABLE, changelog_topic
 from services.classifier.dead_letters import classifier_dead_letter
 from services.classifier.engine import History, apply
 from services.classifier.rules import Rules
 from services.classifier.state import PatientState, StateTooLargeError, encode_within
 from services.classifier.store import Patients, PatientStore
-from services.classifier.topology import PATIENT_STATE_TABLE, changelog_topic
 from services.config import Settings
 
 log = logging.getLogger(__name__)

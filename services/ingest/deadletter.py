@@ -9,12 +9,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
-from schemas import DeadLetter, stable_event_id
+from schemas import DeadLetter, Source, stable_event_id
 from services.ingest.outcomes import Rejection
-
-Source = Literal["hl7v2", "fhir", "json"]
 
 # What a dead letter keeps of an input too large to keep whole.
 KEPT_BYTES_WHEN_TOO_LARGE = 64 * 1024

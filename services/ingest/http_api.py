@@ -24,9 +24,9 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from schemas import Source
 from services.config import Settings
 from services.ingest.codes import FeedContext
-from services.ingest.deadletter import Source
 from services.ingest.fhir import EntryOutcome, read_fhir
 from services.ingest.http_answers import (
     FHIR_MEDIA_TYPES,

@@ -2,8 +2,7 @@
 
 from datetime import datetime
 
-from schemas import Coding, LabResult, Patient, PlateletCount, ResultStatus, stable_event_id
-from services.ingest.deadletter import Source
+from schemas import Coding, LabResult, Patient, PlateletCount, ResultStatus, Source, stable_event_id
 from services.ingest.status import REPLACING
 
 

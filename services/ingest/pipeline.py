@@ -19,10 +19,10 @@ from typing import Protocol, TypeVar, get_args
 from prometheus_client import Counter
 from pydantic import BaseModel
 
-from schemas import LabResult, Topic
+from schemas import LabResult, Source, Topic
 from services.config import Settings
 from services.ingest.codes import FeedContext
-from services.ingest.deadletter import KEPT_BYTES_WHEN_TOO_LARGE, RawInput, Source, dead_letter
+from services.ingest.deadletter import KEPT_BYTES_WHEN_TOO_LARGE, RawInput, dead_letter
 from services.ingest.outcomes import Event, Filter, Outcome, Publish, Rejection, RejectReason
 from services.ingest.site import site_context
 from services.kafka.producer import EventTooLargeError

@@ -14,10 +14,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict
 
 from schemas import TherapyLine, TreatmentCategory
+from services.config import load_yaml_model
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
@@ -144,9 +144,6 @@ def canonical_system(system: str) -> str:
 
 def load_treatment_table(path: Path | None = None) -> TreatmentTable:
     """Read the table; without a path, the one shipped beside this module."""
-    text = (
-        path.read_text(encoding="utf-8")
-        if path is not None
-        else resources.files(__package__).joinpath("treatment_codes.yaml").read_text("utf-8")
+    return load_yaml_model(
+        TreatmentTable, path or resources.files(__package__) / "treatment_codes.yaml"
     )
-    return TreatmentTable.model_validate(yaml.safe_load(text))

@@ -16,8 +16,7 @@ from typing import cast
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from schemas import AckAction, AlertKind, DeliveryStep, PlateletAlert
-from services.classifier.rules import Population
+from schemas import AckAction, AlertKind, DeliveryStep, PlateletAlert, Population
 from services.notifier.clock import Clock, utc_now
 from services.notifier.delivery.attempts import AlertDelivery, Recipient
 from services.notifier.domain.escalation import EscalationPolicy, schedule

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas import AlertKind
+from services.config import load_yaml_model
 from services.notifier.domain.roster import Tier
 from services.timezones import ZoneName
 
@@ -118,11 +118,5 @@ def next_business_moment(policy: EscalationPolicy, at: datetime) -> datetime:
 
 def load_escalation_policy(path: Path | None = None) -> EscalationPolicy:
     """Read a policy file; without a path, the defaults shipped beside this module."""
-    text = (
-        path.read_text(encoding="utf-8")
-        if path is not None
-        else resources.files("services.notifier")
-        .joinpath("default_escalation.yaml")
-        .read_text(encoding="utf-8")
-    )
-    return EscalationPolicy.model_validate(yaml.safe_load(text))
+    default = resources.files("services.notifier") / "default_escalation.yaml"
+    return load_yaml_model(EscalationPolicy, path or default)

@@ -24,7 +24,7 @@ import recurring_ical_events
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.classifier.rules import Population
+from schemas import Population
 from services.timezones import ZoneName
 
 Tier = Literal["primary", "secondary", "attending"]

@@ -21,7 +21,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from services.classifier.rules import Population
+from schemas import Population
 from services.notifier.domain.links import SESSION_SALT, Keys, TokenRefused, sign, unsign
 
 PBKDF2_ITERATIONS = 600_000  # OWASP's 2023 figure for PBKDF2-HMAC-SHA256

@@ -22,8 +22,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from prometheus_client import Counter
 
-from schemas import AckAction, AlertKind, PlateletAlert
-from services.classifier.rules import Population
+from schemas import AckAction, AlertKind, PlateletAlert, Population
 from services.notifier.clock import Clock, utc_now
 from services.notifier.delivery.escalator import Escalator
 from services.notifier.domain.links import Keys, LinkRefused, sign_link, verify_link

@@ -16,8 +16,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from schemas import AckAction, AlertKind, EvidenceResult, Patient, PlateletAlert
-from services.classifier.rules import Population
+from schemas import AckAction, AlertKind, EvidenceResult, Patient, PlateletAlert, Population
 from services.notifier.domain.message import UNIT, headline, kind_name, render_message
 from services.notifier.store.tables import Closing, LevelState
 from services.notifier.wall_clock import offset, shown_at

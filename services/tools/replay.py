@@ -1,5 +1,8 @@
 """Offline replay: the classifier's engine over files, no broker. Pure apart from reading files.
 
+A tool beside the services, not part of the classifier: it reads inputs through ingest's public
+reading API (services/ingest/reading.py) and runs the classifier's engine on them.
+
 Inputs, in the order given: HL7 v2 files (messages separated by blank lines or MLLP-framed),
 FHIR R4 Bundles or resources (JSON, Conditions included), or NDJSON of PlateletWatch events (lab
 results, treatment context and diagnoses) or FHIR resources. The same ingest parsers and the same
@@ -9,23 +12,34 @@ trust the result.
 
 import gc
 import json
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
 from pydantic import ValidationError
 
 from schemas import LabResult, PlateletAlert, clinical_context_adapter
 from services.classifier.engine import History, apply
-from services.classifier.rules import Rules
-from services.ingest.codes import FeedContext
-from services.ingest.fhir import read_fhir
-from services.ingest.hl7v2.dispatch import read_message
-from services.ingest.hl7v2.message import split_messages
-from services.ingest.outcomes import Event, Filter, Outcome, Publish, Rejection, RejectReason
-from services.ingest.treatments import TreatmentTable
+from services.classifier.rules import Rules, load_rules
+from services.config import ConfigurationError, Settings
+from services.ingest.reading import (
+    Event,
+    FeedContext,
+    Filter,
+    Outcome,
+    Publish,
+    Rejection,
+    RejectReason,
+    TreatmentTable,
+    load_treatment_table,
+    read_fhir_json,
+    read_hl7v2,
+    site_context,
+)
 
 
 @dataclass
@@ -58,8 +72,7 @@ def _read(path: Path, context: FeedContext, treatments: TreatmentTable) -> Itera
     with path.open("rb") as file:
         head = file.read(4096).lstrip(b"\xef\xbb\xbf\x0b \r\n\t")
     if head[:3] == b"MSH":
-        for message in split_messages(path.read_bytes()):
-            yield from map(_unwrapped, read_message(message, context, treatments).outcomes)
+        yield from map(_unwrapped, read_hl7v2(path.read_bytes(), context, treatments))
         return
     with path.open(encoding="utf-8-sig", errors="replace") as lines:  # bad bytes: a rejection
         first = next((line for line in lines if not line.isspace()), None)
@@ -71,9 +84,7 @@ def _read(path: Path, context: FeedContext, treatments: TreatmentTable) -> Itera
                 if not line.isspace():
                     yield _ndjson_line(line, number, path, context, treatments)
             return
-    yield from (
-        _unwrapped(entry.outcome) for entry in read_fhir(path.read_bytes(), context, treatments)
-    )
+    yield from map(_unwrapped, read_fhir_json(path.read_bytes(), context, treatments))
 
 
 def _is_json_object(line: str) -> bool:
@@ -90,8 +101,8 @@ def _ndjson_line(
     keys (a diagnosis event has a "kind" and no "category")."""
     try:
         if '"resourceType"' in line:
-            (entry,) = read_fhir(line.encode(), context, treatments)
-            return _unwrapped(entry.outcome)
+            (outcome,) = read_fhir_json(line.encode(), context, treatments)
+            return _unwrapped(outcome)
         if '"result_id"' in line:
             return LabResult.model_validate_json(line)
         if '"category"' in line or '"kind"' in line:
@@ -149,3 +160,26 @@ def replay(
     finally:
         if collecting:
             gc.enable()
+
+
+def replay_files(files: list[Path], rules_file: Path | None) -> int:
+    """`plateletwatch replay`: alerts as JSON lines on stdout, a summary on stderr.
+
+    Raises ConfigurationError naming a missing input file or an unusable rules file.
+    """
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise ConfigurationError(f"no such file: {', '.join(missing)}")
+    settings = Settings()
+    try:
+        rules = load_rules(rules_file or settings.classifier_rules_file)
+    except (OSError, ValidationError, yaml.YAMLError) as error:
+        raise ConfigurationError(f"unusable rules file: {error}") from error
+    context = site_context(settings, datetime.now(UTC))
+    treatments = load_treatment_table(settings.ingest_treatment_table_file)
+    summary = Summary()
+    for alert in replay(files, rules, treatments, context, summary):
+        print(alert.model_dump_json())
+    for line in summary.lines():
+        print(line, file=sys.stderr)
+    return 0

@@ -1,4 +1,6 @@
-"""Create and verify every topic PlateletWatch uses, with explicit partition counts.
+"""Topic administration: create and verify every topic PlateletWatch uses, with explicit
+partition counts (the classifier's internal topics are named by schemas.topics, so this module
+knows no service).
 
 Services verify at start and refuse to run against a topic whose partition count differs from the
 configured one (co-partitioning by patient would silently break), naming each mismatch.
@@ -10,7 +12,7 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas import Topic
-from services.classifier.topology import PATIENT_STATE_TABLE, changelog_topic, leader_topic
+from schemas.topics import PATIENT_STATE_TABLE, changelog_topic, leader_topic
 from services.config import Settings
 
 _TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code

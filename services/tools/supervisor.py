@@ -28,15 +28,15 @@ from pathlib import Path
 import httpx
 
 from services.config import Settings
+from services.kafka.admin import ensure_topics
 from services.kafka.broker import Broker, BrokerKind, provide_broker
-from services.kafka.topics import ensure_topics
 from services.processes import RestartBackoff, die_with_parent, stop_processes, wait_until_ready
 
 _STARTUP_TIMEOUT_SECONDS = 90.0
 # Only for `run` on loopback when no token is configured; printed in the banner.
 DEMO_TOKEN = "demo-token"
 # Likewise for the console when no users file is configured: the example file's demo user.
-DEMO_USERS = Path(__file__).resolve().parent.parent / "examples" / "console-users.yaml"
+DEMO_USERS = Path(__file__).resolve().parents[2] / "examples" / "console-users.yaml"
 DEMO_USER, DEMO_PASSWORD = "haem.registrar", "change me before use"
 
 

@@ -1,0 +1,373 @@
+"""One patient's history as the classifier keeps it, and its (de)serialisation. Pure.
+
+The history holds the platelet counts by collection time (each with its arrival order), the
+treatments and diagnoses on record and the alerts already sent. It is bounded: values and
+treatments beyond the rules' horizon, or beyond VALUES_KEPT and TREATMENTS_KEPT, are forgotten
+oldest first, and `shrink` gives up the older half when a record no longer fits its changelog.
+`History.from_json` reads every form written before (issues 13 and 14); a stored context event
+that no longer validates is left out rather than failing the patient.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from schemas import (
+    AlertKind,
+    ClinicalContextEvent,
+    Comparator,
+    Correction,
+    DiagnosisEvent,
+    LabResult,
+    PlateletCount,
+    Population,
+    ProcedureEvent,
+    ResultStatus,
+    TreatmentEvent,
+    clinical_context_adapter,
+)
+from services.classifier.rules import Rules, population_at
+
+if TYPE_CHECKING:
+    from services.classifier.engine.scans import Scans
+
+COUNTING = frozenset({ResultStatus.FINAL, ResultStatus.CORRECTED, ResultStatus.AMENDED})
+_RETRACTING = frozenset({ResultStatus.ENTERED_IN_ERROR, ResultStatus.WRONG_PATIENT})
+SEEN_EVENTS_KEPT = 1000
+# Beyond the horizon, a bound on what one patient's history holds (a count every hour, or a
+# flood of treatments, must not outgrow a changelog record): the oldest go first, in batches
+# of a tenth so that the one-step path is left only once per batch.
+VALUES_KEPT = 500
+TREATMENTS_KEPT = 100
+DIAGNOSES_KEPT = 50
+
+
+def code_of(result: LabResult) -> tuple[str, str]:
+    return _shared_code(result.code.system, result.code.code)
+
+
+@lru_cache(maxsize=256)
+def _shared_code(system: str, code: str) -> tuple[str, str]:
+    """One tuple per distinct code (ingest passes platelet codes only: a handful), shared by
+    every count that has it: a year of counts would otherwise hold one copy each."""
+    return system, code
+
+
+@dataclass(slots=True)
+class Value:
+    """One platelet count in the history, reduced to what rules and evidence need; `seq` is its
+    arrival order for this patient, `population` the patient's age group at collection."""
+
+    result_id: str
+    event_id: str
+    number: float  # 10^9/L; the count as reported is kept too, for the evidence
+    comparator: Comparator | None
+    original_value: str
+    original_unit: str
+    status: ResultStatus
+    at: datetime
+    verified_at: datetime | None
+    seq: int
+    population: Population
+    code: tuple[str, str] | None = None  # (system, code): 49497-1 is a smear estimate
+    flags: tuple[str, ...] = ()  # the lab's own (HL7 table 0078)
+
+    @property
+    def count(self) -> PlateletCount:
+        return PlateletCount(
+            value_10e9_per_l=self.number,
+            comparator=self.comparator,
+            original_value=self.original_value,
+            original_unit=self.original_unit,
+        )
+
+    @classmethod
+    def of(
+        cls, result: LabResult, count: PlateletCount, seq: int, population: Population
+    ) -> "Value":
+        return cls(
+            result.result_id,
+            result.event_id,
+            count.value_10e9_per_l,
+            count.comparator,
+            count.original_value,
+            count.original_unit,
+            result.status,
+            result.collected_at,
+            result.verified_at,
+            seq,
+            population,
+            code_of(result),
+            result.abnormal_flags,
+        )
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.result_id,
+            self.event_id,
+            self.number,
+            self.comparator,
+            self.original_value,
+            self.original_unit,
+            self.status.value,
+            self.at.isoformat(),
+            self.verified_at.isoformat() if self.verified_at else None,
+            self.seq,
+            self.population,
+            list(self.code) if self.code else None,
+            list(self.flags),
+        ]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> "Value":
+        rid, eid, number, comparator, original, unit, status, at, verified, seq, population = data[
+            :11
+        ]
+        code, flags = (data[11], data[12]) if len(data) > 11 else (None, ())  # before issue 14
+        return cls(
+            rid,
+            eid,
+            number,
+            comparator,
+            original,
+            unit,
+            ResultStatus(status),
+            datetime.fromisoformat(at).astimezone(UTC),  # stored before times were held in UTC
+            datetime.fromisoformat(verified).astimezone(UTC) if verified else None,
+            seq,
+            population,
+            _shared_code(code[0], code[1]) if code else None,
+            tuple(flags),
+        )
+
+
+class Sent(StrEnum):
+    """Where an alert already sent stands."""
+
+    ACTIVE = "active"
+    WITHDRAWN = "withdrawn"  # a value it rested on was wrong: everyone paged was told
+    SUPERSEDED = "superseded"  # a refractory alert took over: closed, never withdrawn
+
+
+@dataclass(slots=True)
+class Raised:
+    """An alert sent: its identity, the events and results its evidence held when last sent."""
+
+    alert_id: str
+    kind: AlertKind
+    anchor_result_id: str
+    evidence_key: tuple[str, ...]  # event ids: a change re-sends the alert
+    results: tuple[str, ...]  # result ids: only a correction of one of these withdraws it
+    state: Sent = Sent.ACTIVE
+
+
+@dataclass(slots=True)
+class History:
+    """What the classifier keeps per patient; bounded by the rules' horizon."""
+
+    patient_key: str = ""  # the patient's identifier key, part of every alert id
+    location: str | None = None  # the ward or unit last reported, for routing pages
+    values: dict[str, Value] = field(default_factory=dict)
+    treatments: dict[str, TreatmentEvent] = field(default_factory=dict)
+    diagnoses: dict[str, DiagnosisEvent] = field(default_factory=dict)  # on record, by id
+    raised: dict[str, Raised] = field(default_factory=dict)
+    seen: dict[str, None] | None = None  # applied, no value held; oldest first; mostly none
+    seq: int = 0
+    suppressed_repeats: int = 0
+    late_values: int = 0
+    scans: "Scans | None" = None  # derived, not stored: rebuilt by the next full evaluation
+
+    def has_applied(self, event: LabResult | ClinicalContextEvent) -> bool:
+        """An event applied before: its id is remembered, or it is the source of a value held
+        (values carry their event id, so the common case costs no extra entry)."""
+        if self.seen is not None and event.event_id in self.seen:
+            return True
+        if isinstance(event, LabResult):
+            value = self.values.get(event.result_id)
+            return value is not None and value.event_id == event.event_id
+        return False
+
+    def remember(self, event_id: str) -> None:
+        """Remember an applied event that leaves no value of its own, within a bound."""
+        if self.seen is None:
+            self.seen = {}
+        self.seen[event_id] = None
+        if len(self.seen) > SEEN_EVENTS_KEPT:
+            del self.seen[next(iter(self.seen))]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready form for the patient's changelog record."""
+        return {
+            "patient_key": self.patient_key,
+            "location": self.location,
+            "values": [v.to_json() for v in self.values.values()],
+            "treatments": [t.model_dump(mode="json") for t in self.treatments.values()],
+            "diagnoses": [d.model_dump(mode="json") for d in self.diagnoses.values()],
+            "raised": [
+                [
+                    r.alert_id,
+                    r.kind.value,
+                    r.anchor_result_id,
+                    list(r.evidence_key),
+                    r.state.value,
+                    list(r.results),
+                ]
+                for r in self.raised.values()
+            ],
+            "seen": list(self.seen or ()),
+            "seq": self.seq,
+            "suppressed_repeats": self.suppressed_repeats,
+            "late_values": self.late_values,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "History":
+        history = cls(
+            patient_key=data["patient_key"],
+            location=data.get("location"),
+            seen=dict.fromkeys(data["seen"]) or None,
+            seq=data["seq"],
+            suppressed_repeats=data["suppressed_repeats"],
+            late_values=data["late_values"],
+        )
+        for raw in data["values"]:
+            value = Value.from_json(raw)
+            history.values[value.result_id] = value
+        for raw in (*data["treatments"], *data.get("diagnoses", ())):
+            try:
+                context = clinical_context_adapter.validate_python(raw)
+            except ValidationError:
+                continue  # stored before ingest bounded it (a time in 2206): left out, not fatal
+            if isinstance(context, DiagnosisEvent):
+                history.diagnoses[context.diagnosis_id] = context
+            else:
+                history.treatments[context.event_id] = context
+        for alert_id, kind, anchor, key, state, *results in data["raised"]:
+            # Written before issue 13: a withdrawn flag, and the anchor as the only result known.
+            if isinstance(state, bool):
+                state = Sent.WITHDRAWN if state else Sent.ACTIVE
+            held = tuple(results[0]) if results else (anchor,)
+            history.raised[alert_id] = Raised(
+                alert_id, AlertKind(kind), anchor, tuple(key), held, Sent(state)
+            )
+        return history
+
+
+def treatment_start(treatment: TreatmentEvent) -> datetime:
+    return treatment.performed_at if isinstance(treatment, ProcedureEvent) else treatment.started_at
+
+
+def record_result(history: History, result: LabResult, rules: Rules) -> dict[str, Correction]:
+    """Put a result in the history; return, by result id, the values it corrected or removed.
+
+    A correction takes the place of the value it corrects in arrival order too: correcting
+    yesterday's count does not make it a late value."""
+    replaced = {result.result_id}
+    if result.replaces_result_id:
+        replaced.add(result.replaces_result_id)
+    previous = [history.values.pop(rid) for rid in replaced if rid in history.values]
+    for old in previous:
+        history.remember(old.event_id)
+    population = population_at(result.patient.birth_date, result.collected_at)
+    counting = result.status in COUNTING or (
+        result.status is ResultStatus.PRELIMINARY
+        and rules.populations[population].critical_low.page_preliminary
+    )
+    if result.count is not None and counting:
+        if previous:
+            seq = min(old.seq for old in previous)
+        else:
+            history.seq += 1
+            seq = history.seq
+        history.values[result.result_id] = Value.of(result, result.count, seq, population)
+    elif previous and result.status not in _RETRACTING:
+        history.values[result.result_id] = previous[0]  # a non-counting update keeps the value
+        return {}
+    now = None if result.status in _RETRACTING else result.count
+    return {
+        old.result_id: Correction(
+            result_id=old.result_id,
+            collected_at=old.at,
+            status=result.status,
+            was=old.count,
+            now=now,
+        )
+        for old in previous
+    }
+
+
+def record_treatment(history: History, treatment: TreatmentEvent) -> None:
+    """Put a treatment in the history, in place of an earlier record of it (same treatment_id);
+    one the sender withdrew (entered in error, not done) only takes the earlier one out. Alerts
+    already sent on it stand: a withdrawal is for a count that was wrong."""
+    if treatment.treatment_id is not None:
+        for event_id in [
+            e for e, t in history.treatments.items() if t.treatment_id == treatment.treatment_id
+        ]:
+            del history.treatments[event_id]
+    if treatment.on_record:
+        history.treatments[treatment.event_id] = treatment
+
+
+def forget_beyond_horizon(history: History, rules: Rules) -> None:
+    """Forget values and treatments older than the horizon before the newest value, and the
+    oldest beyond VALUES_KEPT and TREATMENTS_KEPT. In batches: only once the oldest is past the
+    horizon by a tenth more (or the history a tenth fuller than kept), so that a patient followed
+    for long does not leave the one-step path at every value."""
+    if len(history.values) > VALUES_KEPT:
+        by_age = sorted(history.values.values(), key=lambda v: (v.at, v.result_id))
+        _forget_values(history, {v.result_id for v in by_age[: -VALUES_KEPT * 9 // 10]})
+    if len(history.treatments) > TREATMENTS_KEPT:
+        by_start = sorted(history.treatments.values(), key=treatment_start)
+        for treatment in by_start[: -TREATMENTS_KEPT * 9 // 10]:
+            del history.treatments[treatment.event_id]
+    if not history.values:
+        return
+    newest = max(v.at for v in history.values.values())
+    oldest = oldest_time(history)
+    if oldest is None or newest <= forgetting_due_after(oldest, rules):
+        return
+    cutoff = newest - timedelta(days=rules.horizon_days)
+    _forget_values(history, {rid for rid, v in history.values.items() if v.at < cutoff})
+    for event_id in [e for e, t in history.treatments.items() if treatment_start(t) < cutoff]:
+        del history.treatments[event_id]
+
+
+def shrink(history: History) -> bool:
+    """Forget the older half of the values (and the alerts resting on them), of the treatments
+    and of the remembered event ids: what a history that no longer fits its changelog record
+    gives up, oldest first, rather than the patient being set aside. False once nothing is left
+    to forget. The next event takes the full path."""
+    if not (history.values or history.treatments or history.seen):
+        return False
+    by_age = sorted(history.values.values(), key=lambda v: (v.at, v.result_id))
+    _forget_values(history, {v.result_id for v in by_age[: (len(by_age) + 1) // 2]})
+    by_start = sorted(history.treatments.values(), key=treatment_start)
+    for treatment in by_start[: (len(by_start) + 1) // 2]:
+        del history.treatments[treatment.event_id]
+    if history.seen:
+        kept = list(history.seen)[len(history.seen) // 2 :]
+        history.seen = dict.fromkeys(kept) or None
+    history.scans = None
+    return True
+
+
+def _forget_values(history: History, expired: set[str]) -> None:
+    for rid in expired:
+        del history.values[rid]
+    for alert_id in [a for a, r in history.raised.items() if r.anchor_result_id in expired]:
+        del history.raised[alert_id]  # expired with its evidence: not a withdrawal
+
+
+def oldest_time(history: History) -> datetime | None:
+    times = [treatment_start(t) for t in history.treatments.values()]
+    times += (v.at for v in history.values.values())
+    return min(times, default=None)
+
+
+def forgetting_due_after(oldest: datetime, rules: Rules) -> datetime:
+    return oldest + timedelta(days=rules.horizon_days * 1.1)
