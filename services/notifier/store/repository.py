@@ -258,14 +258,7 @@ class NotifierStore:
         """Stop an alert's chain and record how its paging ended; False if it had ended already
         (the first closing counts; the chain is stopped either way)."""
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(EscalationRow)
-                .where(
-                    EscalationRow.alert_id == alert_id,
-                    EscalationRow.state == LevelState.PENDING,
-                )
-                .values(state=LevelState.CANCELLED)
-            )
+            await _cancel_pending(session, alert_id)
             closure = {"alert_id": alert_id, "how": how, "by": by, "closed_at": now}
             return await _insert_if_new(session, ClosureRow, closure)
 
@@ -289,14 +282,7 @@ class NotifierStore:
         """Hand an alert's chain to another service: what was still to page is cancelled and
         a new chain (tier, due) follows the levels already paged."""
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(EscalationRow)
-                .where(
-                    EscalationRow.alert_id == alert_id,
-                    EscalationRow.state == LevelState.PENDING,
-                )
-                .values(state=LevelState.CANCELLED)
-            )
+            await _cancel_pending(session, alert_id)
             chain = list(
                 await session.scalars(
                     select(EscalationRow)
@@ -441,6 +427,15 @@ async def _insert_if_new(session: AsyncSession, table: type[Base], *rows: dict[s
     if rest:
         await session.execute(insert(table), rest)
     return True
+
+
+async def _cancel_pending(session: AsyncSession, alert_id: str) -> None:
+    """Every level of the alert's chain still to page will not page."""
+    await session.execute(
+        update(EscalationRow)
+        .where(EscalationRow.alert_id == alert_id, EscalationRow.state == LevelState.PENDING)
+        .values(state=LevelState.CANCELLED)
+    )
 
 
 async def _bring_forward(session: AsyncSession, alert_id: str, level: int, now: datetime) -> None:
