@@ -103,6 +103,7 @@ async def _alerts_per_second(database_url: str, servers: str, settings: Settings
         elapsed = time.perf_counter() - started
         if len(receiver.pages) != ALERTS:
             raise RuntimeError(f"{len(receiver.pages)} pages received for {ALERTS} alerts")
+        await delivery.close()
         return ALERTS / elapsed
     finally:
         await publisher.stop()

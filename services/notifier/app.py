@@ -218,6 +218,7 @@ def create_app(settings: Settings, bootstrap_servers: str, clock: Clock = utc_no
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await delivery.close()
             await publisher.stop()
             await store.stop()
 

@@ -24,7 +24,12 @@ from schemas import (
     stable_event_id,
 )
 from services.notifier.clock import Clock, utc_now
-from services.notifier.delivery.channels.base import Channel, DeliveryError, FollowsUp
+from services.notifier.delivery.channels.base import (
+    Channel,
+    DeliveryError,
+    FollowsUp,
+    HoldsConnections,
+)
 from services.notifier.domain.message import Message
 from services.notifier.store.repository import NotifierStore
 
@@ -126,6 +131,12 @@ class AlertDelivery:
                 await channel.follow_up(alert.alert_id, address, action)
             except DeliveryError as error:
                 log.warning("%s could not be told of %s: %s", channel_name, action.value, error)
+
+    async def close(self) -> None:
+        """Close the channels' open connections (the notifier is stopping)."""
+        for channel in self._channels.values():
+            if isinstance(channel, HoldsConnections):
+                await channel.close()
 
     async def record(
         self, alert: PlateletAlert, step: DeliveryStep, recipient: Recipient, detail: str | None

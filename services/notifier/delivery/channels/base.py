@@ -30,3 +30,11 @@ class FollowsUp(Protocol):
     alert is acknowledged or resolved in PlateletWatch."""
 
     async def follow_up(self, alert_id: str, address: str, action: AckAction) -> str: ...
+
+
+@runtime_checkable
+class HoldsConnections(Protocol):
+    """A channel that keeps connections open between messages (the HTTP ones): closed when the
+    notifier stops."""
+
+    async def close(self) -> None: ...

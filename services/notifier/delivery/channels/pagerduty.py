@@ -7,7 +7,7 @@ The incident's summary is the message's one line; no evidence leaves for the clo
 from typing import Any
 
 from schemas import AckAction, AlertKind
-from services.notifier.delivery.channels.http import post
+from services.notifier.delivery.channels.http import HttpPoster
 from services.notifier.domain.message import Message
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -17,7 +17,7 @@ class PagerDutyChannel:
     name = "pagerduty"
 
     def __init__(self, timeout_seconds: float, events_url: str = EVENTS_URL) -> None:
-        self._timeout = timeout_seconds
+        self._http = HttpPoster("PagerDuty", timeout_seconds)
         self._url = events_url
 
     async def deliver(self, message: Message, address: str) -> str:
@@ -46,5 +46,8 @@ class PagerDutyChannel:
         self, routing_key: str, action: str, dedup_key: str, extra: dict[str, Any] | None = None
     ) -> str:
         event = {"routing_key": routing_key, "event_action": action, "dedup_key": dedup_key}
-        response = await post(self._url, "PagerDuty", self._timeout, json=event | (extra or {}))
+        response = await self._http.post(self._url, json=event | (extra or {}))
         return f"PagerDuty {action}: {response.json().get('message', 'accepted')}"
+
+    async def close(self) -> None:
+        await self._http.close()

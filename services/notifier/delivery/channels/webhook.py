@@ -12,7 +12,7 @@ import hmac
 import json
 import time
 
-from services.notifier.delivery.channels.http import post
+from services.notifier.delivery.channels.http import HttpPoster
 from services.notifier.domain.message import Message
 
 
@@ -27,7 +27,7 @@ class WebhookChannel:
     def __init__(
         self, timeout_seconds: float, secret: bytes | None = None, *, full_alert: bool = True
     ) -> None:
-        self._timeout = timeout_seconds
+        self._http = HttpPoster("webhook", timeout_seconds)
         self._secret = secret
         self._full_alert = full_alert
 
@@ -37,8 +37,11 @@ class WebhookChannel:
         headers = {"Content-Type": "application/json", "Idempotency-Key": message.idempotency_key}
         if self._secret is not None:
             headers["X-PlateletWatch-Signature"] = signature(self._secret, int(time.time()), body)
-        response = await post(address, "webhook", self._timeout, content=body, headers=headers)
+        response = await self._http.post(address, content=body, headers=headers)
         return f"HTTP {response.status_code}"
+
+    async def close(self) -> None:
+        await self._http.close()
 
 
 def _summary_only(message: Message) -> dict[str, object]:
