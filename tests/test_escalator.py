@@ -170,13 +170,14 @@ async def test_open_alerts_and_time_to_acknowledge_are_measured(
         "plateletwatch_notifier_page_to_ack_seconds_count", alert_kind="critical_low"
     )
     await chain.receive(critical(), NOW)
+    await chain.escalation_round(NOW)
     assert _sample("plateletwatch_notifier_unacknowledged_alerts") == 1
     assert _sample("plateletwatch_notifier_alerts_past_final_escalation") == 0
-    await chain.fire_due(NOW + 30 * MINUTE)  # everyone paged, the fallback included
-    await chain.fire_due(NOW + 31 * MINUTE)
+    await chain.escalation_round(NOW + 30 * MINUTE)  # everyone paged, the fallback included
+    await chain.escalation_round(NOW + 31 * MINUTE)
     assert _sample("plateletwatch_notifier_alerts_past_final_escalation") == 1
     await act(chain, link(webhook_receiver, AckAction.ACKNOWLEDGE), NOW + 32 * MINUTE)
-    await chain.fire_due(NOW + 33 * MINUTE)
+    await chain.escalation_round(NOW + 33 * MINUTE)
     assert _sample("plateletwatch_notifier_unacknowledged_alerts") == 0
     assert _sample("plateletwatch_notifier_alerts_past_final_escalation") == 0
     acked = _sample("plateletwatch_notifier_page_to_ack_seconds_count", alert_kind="critical_low")

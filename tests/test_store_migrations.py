@@ -2,11 +2,13 @@
 tables the models describe, a database made before migrations is stamped rather than rebuilt,
 and `plateletwatch db upgrade` runs them. On SQLite and PostgreSQL (`notifier_database_url`)."""
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -35,6 +37,13 @@ async def _inspect(url: str) -> tuple[list[Any], str | None]:
         await engine.dispose()
 
 
+def _migrate_to(revision: str) -> Callable[[Connection], None]:
+    def migrate(connection: Connection) -> None:
+        command.upgrade(alembic_config(connection), revision)
+
+    return migrate
+
+
 def _head() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
@@ -55,8 +64,9 @@ async def test_a_database_made_before_migrations_is_stamped_and_keeps_its_rows(
     notifier_database_url: str,
 ) -> None:
     engine = create_async_engine(notifier_database_url)
-    async with engine.begin() as connection:  # as the notifier's create_all made it
-        await connection.run_sync(Base.metadata.create_all)
+    async with engine.begin() as connection:  # as the notifier's create_all made it: 0001
+        await connection.run_sync(_migrate_to("0001"))
+        await connection.execute(text("DROP TABLE alembic_version"))
         await connection.execute(
             text("INSERT INTO closures VALUES ('a1', 'acknowledge', 'dr.ada', :at)"),
             {"at": NOW},
@@ -71,6 +81,51 @@ async def test_a_database_made_before_migrations_is_stamped_and_keeps_its_rows(
     drift, revision = await _inspect(notifier_database_url)
     assert drift == []
     assert revision == _head()
+
+
+async def test_a_database_at_0001_upgrades_with_each_alerts_open_state_from_its_closures(
+    notifier_database_url: str,
+) -> None:
+    engine = create_async_engine(notifier_database_url)
+    async with engine.begin() as connection:
+        await connection.run_sync(_migrate_to("0001"))
+        levels = [
+            ("paging", 0, "paged"),
+            ("paging", 1, "pending"),
+            ("exhausted", 0, "paged"),
+            ("resolved", 0, "paged"),
+            ("resolved", 1, "cancelled"),
+            ("acknowledged", 0, "paged"),
+        ]
+        for alert_id, level, state in levels:
+            await connection.execute(
+                text(
+                    "INSERT INTO escalations (alert_id, level, tier, due_at, state,"
+                    " claimed_until, alert) VALUES (:a, :l, 'primary', :at, :s, :at, '{}')"
+                ),
+                {"a": alert_id, "l": level, "s": state, "at": NOW},
+            )
+        await connection.execute(
+            text(
+                "INSERT INTO closures VALUES ('resolved', 'resolve', 'dr.ada', :at),"
+                " ('acknowledged', 'acknowledge', 'dr.ada', :at)"
+            ),
+            {"at": NOW},
+        )
+    await engine.dispose()
+    store = NotifierStore(notifier_database_url)
+    await store.start()
+    try:
+        assert await store.open_alerts() == (2, 1)  # paging and exhausted; exhausted past final
+        board = await store.board(acknowledged_since=NOW - timedelta(hours=1))
+        on_board = [entry.chain[0].alert_id for entry in board]
+        assert on_board == ["acknowledged", "exhausted", "paging"]
+        await store.close("paging", Closing.RESOLVED, "dr.ada", NOW)
+        assert await store.open_alerts() == (1, 1)
+    finally:
+        await store.stop()
+    drift, revision = await _inspect(notifier_database_url)
+    assert (drift, revision) == ([], _head())
 
 
 def test_db_upgrade_migrates_the_configured_database(

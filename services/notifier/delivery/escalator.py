@@ -109,10 +109,16 @@ class Escalator:
         due = await self._store.claim_due_escalations(now)
         for step in due:
             await self._fire(step, now)
+        return len(due)
+
+    async def escalation_round(self, now: datetime) -> int:
+        """Fire what is due, then count the open alerts (all replicas', from the store) into
+        the gauges: once a round, not once an alert. The number paged."""
+        paged = await self.fire_due(now)
         unacknowledged, exhausted = await self._store.open_alerts()
         UNACKNOWLEDGED.set(unacknowledged)
         PAST_FINAL_ESCALATION.set(exhausted)
-        return len(due)
+        return paged
 
     async def act(
         self,
@@ -162,7 +168,7 @@ class Escalator:
         """Fire due levels until cancelled; a failing round is logged and retried."""
         while True:
             try:
-                await self.fire_due(self._clock())
+                await self.escalation_round(self._clock())
             except Exception:
                 log.exception("an escalation round failed; retrying")
             await asyncio.sleep(interval_seconds)

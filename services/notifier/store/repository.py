@@ -198,7 +198,8 @@ class NotifierStore:
         before, and then the alert is replaced by this newer version (re-emitted with new
         evidence: the levels still to come message with it, the page shows it)."""
         async with self._sessions.begin() as session:
-            levels = _pending_levels(alert_id, alert_json, steps)
+            closed = await session.get(ClosureRow, alert_id) is not None  # withdrawn first
+            levels = _pending_levels(alert_id, alert_json, steps, is_open=not closed)
             if await _insert_if_new(session, EscalationRow, *levels):
                 return True
             await session.execute(
@@ -259,6 +260,11 @@ class NotifierStore:
         (the first closing counts; the chain is stopped either way)."""
         async with self._sessions.begin() as session:
             await _cancel_pending(session, alert_id)
+            await session.execute(
+                update(EscalationRow)
+                .where(EscalationRow.alert_id == alert_id, EscalationRow.is_open)
+                .values(is_open=False)
+            )
             closure = {"alert_id": alert_id, "how": how, "by": by, "closed_at": now}
             return await _insert_if_new(session, ClosureRow, closure)
 
@@ -295,10 +301,8 @@ class NotifierStore:
             )
             after = chain[-1].level + 1
             numbered = [(after + n, tier, due_at) for n, (tier, due_at) in enumerate(steps)]
-            session.add_all(
-                EscalationRow(**level)
-                for level in _pending_levels(alert_id, chain[-1].alert, numbered)
-            )
+            levels = _pending_levels(alert_id, chain[-1].alert, numbered, chain[-1].is_open)
+            session.add_all(EscalationRow(**level) for level in levels)
 
     async def reassigned_to(self, alert_id: str) -> str | None:
         """The service the alert was last handed to, if it was."""
@@ -312,18 +316,19 @@ class NotifierStore:
 
     async def board(self, acknowledged_since: datetime) -> list[BoardEntry]:
         """Alerts still open: not resolved, withdrawn or superseded, and not acknowledged before
-        `acknowledged_since`; each with its chain and how it closed, if it did."""
-        finished = select(ClosureRow.alert_id).where(
-            (ClosureRow.how != Closing.ACKNOWLEDGED) | (ClosureRow.closed_at < acknowledged_since)
+        `acknowledged_since`; each with its chain and how it closed, if it did. Read by index:
+        the open levels, and the closures since `acknowledged_since`."""
+        recently_acknowledged = select(ClosureRow.alert_id).where(
+            ClosureRow.closed_at >= acknowledged_since, ClosureRow.how == Closing.ACKNOWLEDGED
         )
         async with self._sessions() as session:
-            levels = await session.scalars(
-                select(EscalationRow)
-                .where(EscalationRow.alert_id.not_in(finished))
-                .order_by(EscalationRow.alert_id, EscalationRow.level)
+            open_levels = await session.scalars(select(EscalationRow).where(EscalationRow.is_open))
+            levels = list(open_levels)
+            levels += await session.scalars(
+                select(EscalationRow).where(EscalationRow.alert_id.in_(recently_acknowledged))
             )
             chains: dict[str, list[EscalationRecord]] = {}
-            for level in levels:
+            for level in sorted(levels, key=lambda row: (row.alert_id, row.level)):
                 chains.setdefault(level.alert_id, []).append(_level(level))
             closures = {
                 c.alert_id: _closure(c)
@@ -361,22 +366,16 @@ class NotifierStore:
     async def open_alerts(self) -> tuple[int, int]:
         """(alerts paged and not yet acknowledged, resolved, withdrawn or superseded; of those,
         how many have no level left to page: past their final escalation)."""
-        open_ids = select(EscalationRow.alert_id).where(
-            EscalationRow.alert_id.not_in(select(ClosureRow.alert_id))
-        )
         still_pending = select(EscalationRow.alert_id).where(
-            EscalationRow.state == LevelState.PENDING
+            EscalationRow.is_open, EscalationRow.state == LevelState.PENDING
         )
         async with self._sessions() as session:
             unacknowledged = await session.scalar(
-                select(func.count(distinct(EscalationRow.alert_id))).where(
-                    EscalationRow.alert_id.in_(open_ids)
-                )
+                select(func.count(distinct(EscalationRow.alert_id))).where(EscalationRow.is_open)
             )
             exhausted = await session.scalar(
                 select(func.count(distinct(EscalationRow.alert_id))).where(
-                    EscalationRow.alert_id.in_(open_ids),
-                    EscalationRow.alert_id.not_in(still_pending),
+                    EscalationRow.is_open, EscalationRow.alert_id.not_in(still_pending)
                 )
             )
         return int(unacknowledged or 0), int(exhausted or 0)
@@ -455,9 +454,10 @@ def _changed(result: object) -> int:
 
 
 def _pending_levels(
-    alert_id: str, alert_json: str, steps: Sequence[tuple[int, str, datetime]]
+    alert_id: str, alert_json: str, steps: Sequence[tuple[int, str, datetime]], is_open: bool
 ) -> list[dict[str, Any]]:
-    """Rows for chain levels (level, tier, due) still to page, each claimable once due."""
+    """Rows for chain levels (level, tier, due) still to page, each claimable once due; not
+    open when the alert's paging had ended already."""
     return [
         {
             "alert_id": alert_id,
@@ -467,6 +467,7 @@ def _pending_levels(
             "state": LevelState.PENDING,
             "claimed_until": due_at,
             "alert": alert_json,
+            "is_open": is_open,
         }
         for level, tier, due_at in steps
     ]

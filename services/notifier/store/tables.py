@@ -8,7 +8,7 @@ evolves only by migration (store/migrations); a model changed without one fails 
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import DateTime, Enum, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, Enum, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from schemas import DeliveryStep
@@ -72,7 +72,11 @@ class EscalationRow(Base):
     """One level of an alert's escalation chain: who (a tier) and when, until acknowledged."""
 
     __tablename__ = "escalations"
-    __table_args__ = (UniqueConstraint("alert_id", "level"),)
+    # The due levels are claimed by (state, due_at): pending ones, not every level ever paged.
+    __table_args__ = (
+        UniqueConstraint("alert_id", "level"),
+        Index("ix_escalations_state_due_at", "state", "due_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alert_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -82,6 +86,9 @@ class EscalationRow(Base):
     state: Mapped[LevelState] = mapped_column(_state(LevelState))
     claimed_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     alert: Mapped[str] = mapped_column(Text)  # the alert event, JSON: messages render from it
+    # False once the alert's paging has ended (a closures row): what is open is found by this
+    # index, at a cost that grows with the open alerts, not with every chain ever stored.
+    is_open: Mapped[bool] = mapped_column(Boolean, index=True)
 
 
 class ClosureRow(Base):
@@ -92,7 +99,7 @@ class ClosureRow(Base):
     alert_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     how: Mapped[Closing] = mapped_column(_state(Closing))
     by: Mapped[str] = mapped_column(Text)
-    closed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class ReassignmentRow(Base):
