@@ -50,10 +50,51 @@ ALERTS_CONSUMED = Counter(
 )
 LAG = Gauge(
     "plateletwatch_notifier_consumer_lag",
-    "Alert events not yet read on each partition, as the notifier last saw it.",
+    "Alert events not yet handled on each partition: the broker's log-end offset minus the "
+    "notifier group's committed offset, polled every few seconds.",
     ["partition"],
 )
 _RETRY_AFTER_FAILURE_SECONDS = 5.0
+LAG_POLL_SECONDS = 5.0
+
+
+def partition_lag(
+    end: dict[TopicPartition, int],
+    committed: dict[TopicPartition, int | None],
+    beginning: dict[TopicPartition, int],
+) -> dict[int, int]:
+    """Records waiting on each partition: from the group's committed offset (or, none committed
+    yet, the log's start) to the log's end."""
+    lag = {}
+    for partition, log_end in end.items():
+        start = committed.get(partition)
+        start = beginning.get(partition, 0) if start is None else start
+        lag[partition.partition] = max(0, log_end - start)
+    return lag
+
+
+async def broker_lag(consumer: AIOKafkaConsumer) -> dict[int, int]:
+    """The lag of the consumer's assigned partitions as the broker has it: it grows while the
+    consumer is stuck (retrying one alert, say), unlike the high-water mark of its last fetch."""
+    partitions = list(consumer.assignment())
+    if not partitions:
+        return {}
+    end = await consumer.end_offsets(partitions)
+    beginning = await consumer.beginning_offsets(partitions)
+    committed = {partition: await consumer.committed(partition) for partition in partitions}
+    return partition_lag(end, committed, beginning)
+
+
+async def watch_lag(consumer: AIOKafkaConsumer, interval_seconds: float) -> None:
+    """Set the lag gauge from the broker every `interval_seconds` until cancelled; a failed poll
+    is logged and the gauge keeps its last value."""
+    while True:
+        try:
+            for partition, waiting in (await broker_lag(consumer)).items():
+                LAG.labels(partition=str(partition)).set(waiting)
+        except Exception as error:
+            log.warning("consumer lag could not be read from the broker: %r", error)
+        await asyncio.sleep(interval_seconds)
 
 
 def roster_from(settings: Settings) -> Roster:
@@ -119,21 +160,22 @@ class AlertConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
+        lag: asyncio.Task[None] | None = None
         try:
             await consumer.start()
             self.started = True
+            lag = asyncio.create_task(watch_lag(consumer, LAG_POLL_SECONDS), name="consumer-lag")
             async for message in consumer:
                 partition = TopicPartition(message.topic, message.partition)
-                highwater = consumer.highwater(partition)
-                if highwater is not None:
-                    LAG.labels(partition=str(message.partition)).set(
-                        max(0, highwater - message.offset - 1)
-                    )
                 while not await self._handle(message.value):  # noqa: ASYNC110 - a timed retry
                     await asyncio.sleep(_RETRY_AFTER_FAILURE_SECONDS)
                 await consumer.commit({partition: message.offset + 1})
         finally:
             self.started = False
+            if lag is not None:
+                lag.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lag
             await consumer.stop()
 
     async def _handle(self, raw: bytes | None) -> bool:
