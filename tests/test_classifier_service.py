@@ -143,6 +143,36 @@ async def test_results_and_treatments_through_the_broker(
     assert refractory[0].evidence.baseline_10e9_per_l == 10
 
 
+async def test_a_backlog_classified_in_batches_pages_each_patient_as_replay_does(
+    topics: Settings, start_service, tmp_path: Path
+) -> None:
+    """The worker applies events in batches and writes each patient's record once per batch: a
+    backlog published before it starts puts many events of one patient into one batch. Per
+    patient, the alerts (ids and kinds) are exactly the offline replay's, none twice."""
+    events = interleaved(120)
+    await publish(topics, events)
+    ndjson = tmp_path / "events.ndjson"
+    ndjson.write_text("".join(e.model_dump_json() + "\n" for e in events))
+    replay = await asyncio.to_thread(run_cli, "replay", str(ndjson), env=settings_env(topics))
+    assert replay.returncode == 0, replay.stderr
+    replayed_alerts = [PlateletAlert.model_validate_json(x) for x in replay.stdout.splitlines()]
+    expected = {(a.alert_id, a.kind.value) for a in replayed_alerts}
+    assert {"critical_low", "refractory", "withdrawn"} <= {kind for _, kind in expected}
+    worker = start_service("classifier", topics)
+    worker.wait_ready(f"http://{topics.bind_host}:{topics.classifier_port}/readyz")
+    await alerts_until(topics, expected, 90)
+    await asyncio.sleep(2)  # anything wrongly added arrives by now
+    records = await read_all(
+        topics.kafka_bootstrap_servers or "", topics.topic(Topic.PLATELET_ALERTS)
+    )
+    alerts = [PlateletAlert.model_validate_json(r.value) for r in records]
+    assert len({a.alert_id for a in alerts}) == len(alerts), "an alert was sent twice"
+    by_patient = {(a.patient.identifier.key, a.alert_id, a.kind.value) for a in alerts}
+    assert by_patient == {
+        (a.patient.identifier.key, a.alert_id, a.kind.value) for a in replayed_alerts
+    }
+
+
 async def test_sigkill_mid_stream_loses_and_duplicates_no_alert(
     topics: Settings, start_service, tmp_path: Path
 ) -> None:
