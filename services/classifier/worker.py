@@ -135,15 +135,15 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
         *inputs, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
     )
 
-    def raw_topic(name: str) -> Any:
-        return app.topic(
-            name, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
-        )
-
-    alerts = raw_topic(settings.topic(Topic.PLATELET_ALERTS))
-    dead_letters = raw_topic(settings.topic(Topic.CLASSIFIER_DEADLETTER))
+    alerts = settings.topic(Topic.PLATELET_ALERTS)
+    dead_letters = settings.topic(Topic.CLASSIFIER_DEADLETTER)
     state_topic = changelog_topic(app_id, PATIENT_STATE_TABLE)
-    changelog = raw_topic(state_topic)
+
+    async def send(topic: str, key: bytes, value: bytes, partition: int | None = None) -> Any:
+        """Hand a record to faust's producer (acks=all), straight to the Kafka client: faust's
+        topic layer costs more than the engine per record. Returns the acknowledgement future."""
+        return await app.producer.send(topic, key, value, partition, None, None)
+
     store = PatientStore(bootstrap_servers, state_topic)
 
     def assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
@@ -159,7 +159,7 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
         raw = message.value or b""  # a record with no value (a deletion marker) too
         letter = classifier_dead_letter(raw, message.topic, reason_code, reason, datetime.now(UTC))
         batch.writes.append(
-            await dead_letters.send(key=message.key, value=letter.model_dump_json().encode())
+            await send(dead_letters, message.key, letter.model_dump_json().encode())
         )
         dead_lettered[reason_code].inc()
 
@@ -214,7 +214,7 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
             SHRUNK.inc()
             log.warning("a patient's history outgrew its record; its oldest half was forgotten")
         for alert in emitted:
-            batch.writes.append(await alerts.send(key=key, value=alert.model_dump_json().encode()))
+            batch.writes.append(await send(alerts, key, alert.model_dump_json().encode()))
             alerted[alert.kind].inc()
         state.stored = stored
         patients[key] = state
@@ -236,7 +236,7 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
             outcome = await classify_one(message, kind, patients, batch)
             counted[kind, outcome].inc()
         for (key, partition), stored in batch.records.items():
-            batch.writes.append(await changelog.send(key=key, value=stored, partition=partition))
+            batch.writes.append(await send(state_topic, key, stored, partition))
         await asyncio.gather(*batch.writes)
         for kind, message in last.values():
             _record_lag(app, kind, message)
@@ -304,4 +304,7 @@ def _restore(patients: Patients, key: bytes, state: PatientState) -> None:
 def run_worker(app: faust.App, log_level: str) -> None:
     """Run until SIGTERM/SIGINT; faust owns the event loop and stops the app cleanly."""
     worker = faust.Worker(app, loglevel=log_level, quiet=True)
+    # At WARNING and above faust's terminal spinner sets the root logger to DEBUG, so that every
+    # debug line of the Kafka client (two per record produced) is formed, then dropped.
+    worker.spinner = None
     worker.execute_from_commandline()
