@@ -65,9 +65,10 @@ tools: ## Debian's prometheus, chromium and postgresql where apt-get runs as roo
 test: lint check-schemas tools ## the whole gate: lint, schema drift, all tests against a real broker
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) ## ingest (MLLP) vs raw producer, replay vs JSON decode, notifier alerts/s; writes bench-results.json
+bench: $(STAMP) ## ingest vs raw producer, replay vs JSON decode, classifier vs raw consumer, notifier alerts/s; writes bench-results.json
 	$(BIN)/python -m benchmarks.ingest_throughput
 	$(BIN)/python -m benchmarks.replay_throughput
+	$(BIN)/python -m benchmarks.classifier_throughput
 	$(BIN)/python -m benchmarks.notifier_throughput
 
 chaos: $(STAMP) ## SIGKILL every service again and again under load; 0 lost, 0 paged twice; writes chaos-results.json

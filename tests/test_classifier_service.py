@@ -2,12 +2,14 @@
 SIGKILL mid-stream that neither loses nor duplicates an alert (compared with the offline replay)."""
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas import (
     DeadLetter,
@@ -23,6 +25,7 @@ from services.classifier.rules import load_rules
 from services.classifier.store import PatientStore
 from services.classifier.worker import create_app, is_ready
 from services.config import Settings
+from services.kafka.lag import group_lag
 from services.kafka.producer import EventPublisher
 from tests.conftest import consume_until, read_all, run_cli, settings_env
 from tests.test_engine import result, splenectomy, treatment
@@ -141,6 +144,88 @@ async def test_results_and_treatments_through_the_broker(
     ]
     assert refractory[0].evidence.note == "first-line: Privigen"
     assert refractory[0].evidence.baseline_10e9_per_l == 10
+
+
+async def test_a_backlog_classified_in_batches_pages_each_patient_as_replay_does(
+    topics: Settings, start_service, tmp_path: Path
+) -> None:
+    """The worker applies events in batches and writes each patient's record once per batch: a
+    backlog published before it starts puts many events of one patient into one batch. Per
+    patient, the alerts (ids and kinds) are exactly the offline replay's, none twice."""
+    events = interleaved(120)
+    await publish(topics, events)
+    ndjson = tmp_path / "events.ndjson"
+    ndjson.write_text("".join(e.model_dump_json() + "\n" for e in events))
+    replay = await asyncio.to_thread(run_cli, "replay", str(ndjson), env=settings_env(topics))
+    assert replay.returncode == 0, replay.stderr
+    replayed_alerts = [PlateletAlert.model_validate_json(x) for x in replay.stdout.splitlines()]
+    expected = {(a.alert_id, a.kind.value) for a in replayed_alerts}
+    assert {"critical_low", "refractory", "withdrawn"} <= {kind for _, kind in expected}
+    worker = start_service("classifier", topics)
+    worker.wait_ready(f"http://{topics.bind_host}:{topics.classifier_port}/readyz")
+    await alerts_until(topics, expected, 90)
+    await asyncio.sleep(2)  # anything wrongly added arrives by now
+    records = await read_all(
+        topics.kafka_bootstrap_servers or "", topics.topic(Topic.PLATELET_ALERTS)
+    )
+    alerts = [PlateletAlert.model_validate_json(r.value) for r in records]
+    assert len({a.alert_id for a in alerts}) == len(alerts), "an alert was sent twice"
+    by_patient = {(a.patient.identifier.key, a.alert_id, a.kind.value) for a in alerts}
+    assert by_patient == {
+        (a.patient.identifier.key, a.alert_id, a.kind.value) for a in replayed_alerts
+    }
+    metrics = f"http://{topics.bind_host}:{topics.classifier_port}/metrics"
+    assert await lag_reported(
+        metrics, lambda lag: len(lag) == 2 * topics.partitions and not any(lag)
+    )
+
+
+async def lag_reported(metrics_url: str, wanted: Callable[[list[float]], bool]) -> bool:
+    """Whether the classifier's consumer-lag gauges come to satisfy `wanted` within 30 s (the
+    worker asks the broker every few seconds)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    async with httpx.AsyncClient() as client:
+        while asyncio.get_running_loop().time() < deadline:
+            text = (await client.get(metrics_url)).text
+            lag = [
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("plateletwatch_classifier_consumer_lag{")
+            ]
+            if wanted(lag):
+                return True
+            await asyncio.sleep(1)
+    return False
+
+
+async def test_consumer_lag_is_the_log_end_minus_what_the_group_committed(
+    topics: Settings,
+) -> None:
+    """Measured: the lag gauge read the high-water mark of the worker's last fetch, so a stalled
+    consumer reported the lag it had when it stopped. Asked of the broker, a group that has
+    committed nothing lags by every record, a commit takes off what it covers, and records
+    nobody reads add to it."""
+    servers = topics.kafka_bootstrap_servers or ""
+    topic = topics.topic(Topic.LAB_RESULTS)
+    results = [e for e in story(1) if isinstance(e, LabResult)]  # one patient: one partition
+    await publish(topics, results)  # one at a time: one record per batch
+    partitions = [(topic, p) for p in range(topics.partitions)]
+    group = topics.group_id("lag-reader")
+    lag = await group_lag(servers, group, partitions)
+    assert sum(lag.values()) == len(results)
+    (busy,) = [tp for tp, behind in lag.items() if behind]
+    committer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group)
+    await committer.start()
+    try:
+        committer.assign([TopicPartition(*busy)])
+        await committer.commit({TopicPartition(*busy): 1})
+    finally:
+        await committer.stop()
+    assert await group_lag(servers, group, partitions) == {
+        tp: len(results) - 1 if tp == busy else 0 for tp in partitions
+    }
+    await publish(topics, results[:2])
+    assert sum((await group_lag(servers, group, partitions)).values()) == len(results) + 1
 
 
 async def test_sigkill_mid_stream_loses_and_duplicates_no_alert(

@@ -6,8 +6,10 @@ the consumer group; the histories are the classifier's own (services/classifier/
 record per patient in a compacted changelog, written to the partition of the events it came
 from, read back whole when a partition is assigned.
 
-Processing is at-least-once. An event's alerts and the patient's new record are acknowledged by
-Kafka before the event is done, so faust can commit its offset only after both are durable;
+Processing is at-least-once, a batch of events at a time (faust's take_events): the patients'
+histories stay live in memory, each event's alerts are sent as it is applied, each patient's
+new record is sent once per batch, and the batch is done only once Kafka has acknowledged all of
+them, so faust can commit its offsets only after everything they caused is durable;
 after a crash an event may be applied again, the engine recognises it, and a re-sent alert
 carries the same alert_id, the notifier's dedupe key. An event that cannot be decoded or applied,
 or that would grow the history past its limit, is dead-lettered and the patient's state stays as
@@ -15,20 +17,24 @@ it was. If Kafka refuses a write the process exits: a supervisor restarts it fro
 commit, never from a state the changelog does not have.
 """
 
+import asyncio
 import logging
 import os
 import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.exceptions import ConsumerNotStarted
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from pydantic import ValidationError
 
 import services.build_info  # noqa: F401 - registers plateletwatch_build_info
-from schemas import LabResult, Topic, clinical_context_adapter
+from schemas import AlertKind, LabResult, Topic, clinical_context_adapter
 from schemas.topics import PATIENT_STATE_TABLE, changelog_topic
 from services.classifier.dead_letters import classifier_dead_letter
 from services.classifier.engine import History, apply
@@ -36,6 +42,7 @@ from services.classifier.rules import Rules
 from services.classifier.state import PatientState, StateTooLargeError, encode_within
 from services.classifier.store import Patients, PatientStore
 from services.config import Settings
+from services.kafka.lag import group_lag
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +63,43 @@ DEAD_LETTERS = Counter(
     "Events set aside on classifier.deadletter.v1, by reason; the worker went on.",
     ["reason"],
 )
-for _reason in ("undecodable_event", "no_patient_key", "engine_error", "patient_state_limit"):
-    DEAD_LETTERS.labels(reason=_reason)  # at 0 from the start: the alert rule sees the first one
+# Label children bound once (at 0 from the start: an alert rule sees the first increase).
+dead_lettered = {
+    reason: DEAD_LETTERS.labels(reason=reason)
+    for reason in ("undecodable_event", "no_patient_key", "engine_error", "patient_state_limit")
+}
+alerted = {kind: ALERTS.labels(alert_kind=kind.value) for kind in AlertKind}
+counted = {
+    (kind, outcome): EVENTS.labels(kind=kind, outcome=outcome)
+    for kind in ("lab_result", "clinical_context")
+    for outcome in ("evaluated", "duplicate", "dead_lettered")
+}
 SHRUNK = Counter(
     "plateletwatch_classifier_histories_shrunk_total",
     "Times a patient's history outgrew its changelog record and its oldest half was forgotten.",
 )
 LAG = Gauge(
     "plateletwatch_classifier_consumer_lag",
-    "Events not yet read on each input partition, as the classifier last saw it.",
+    "Events on each input partition the group has not committed yet, as the broker has it.",
     ["input", "partition"],
 )
 
 _EXIT_NOT_DURABLE = 70  # EX_SOFTWARE: Kafka refused a write; restart from the last commit
+# A batch is what the consumer has at hand, up to BATCH_EVENTS, waiting at most BATCH_SECONDS for
+# more; the producer lingers a few ms so that a batch's writes travel in few requests.
+BATCH_EVENTS = 500
+BATCH_SECONDS = 0.01
+PRODUCER_LINGER_SECONDS = 0.005
+LAG_POLL_SECONDS = 5.0
 
 
-def _record_lag(app: faust.App, kind: str, message: Any) -> None:
-    """Events behind this one on its partition (partitions are few: a bounded label)."""
-    highwater = app.consumer.highwater(message.tp)
-    if highwater is not None:
-        behind = max(0, highwater - message.offset - 1)
-        LAG.labels(input=kind, partition=str(message.partition)).set(behind)
+@dataclass(slots=True)
+class Batch:
+    """What a batch of events must have acknowledged before its offsets may be committed: the
+    writes sent so far, and each patient's latest record, sent once at the end."""
+
+    writes: list[asyncio.Future[Any]] = field(default_factory=list)
+    records: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
 
 
 def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faust.App:
@@ -95,6 +118,7 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
         broker_heartbeat_interval=settings.classifier_session_timeout_seconds / 4,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_linger=PRODUCER_LINGER_SECONDS,
         web_enabled=True,
         web_bind=settings.bind_host,
         web_host=settings.bind_host,
@@ -106,15 +130,15 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
         *inputs, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
     )
 
-    def raw_topic(name: str) -> Any:
-        return app.topic(
-            name, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
-        )
-
-    alerts = raw_topic(settings.topic(Topic.PLATELET_ALERTS))
-    dead_letters = raw_topic(settings.topic(Topic.CLASSIFIER_DEADLETTER))
+    alerts = settings.topic(Topic.PLATELET_ALERTS)
+    dead_letters = settings.topic(Topic.CLASSIFIER_DEADLETTER)
     state_topic = changelog_topic(app_id, PATIENT_STATE_TABLE)
-    changelog = raw_topic(state_topic)
+
+    async def send(topic: str, key: bytes, value: bytes, partition: int | None = None) -> Any:
+        """Hand a record to faust's producer (acks=all), straight to the Kafka client: faust's
+        topic layer costs more than the engine per record. Returns the acknowledgement future."""
+        return await app.producer.send(topic, key, value, partition, None, None)
+
     store = PatientStore(bootstrap_servers, state_topic)
 
     def assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
@@ -126,15 +150,17 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
     app.on_partitions_assigned.connect(assigned)  # type: ignore[arg-type]  # faust's stub
     app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
 
-    async def set_aside(message: Any, reason_code: str, reason: str) -> None:
+    async def set_aside(message: Any, reason_code: str, reason: str, batch: Batch) -> None:
         raw = message.value or b""  # a record with no value (a deletion marker) too
         letter = classifier_dead_letter(raw, message.topic, reason_code, reason, datetime.now(UTC))
-        await _durably(dead_letters.send(key=message.key, value=letter.model_dump_json().encode()))
-        DEAD_LETTERS.labels(reason=reason_code).inc()
+        batch.writes.append(
+            await send(dead_letters, message.key, letter.model_dump_json().encode())
+        )
+        dead_lettered[reason_code].inc()
 
-    async def classify_one(message: Any, kind: str, patients: Patients) -> str:
-        """Apply one event (`kind`: lab_result or clinical_context); return its outcome for the
-        events counter."""
+    async def classify_one(message: Any, kind: str, patients: Patients, batch: Batch) -> str:
+        """Apply one event (`kind`: lab_result or clinical_context), sending its alerts; return
+        its outcome for the events counter. The patient's new record is left in `batch`."""
         try:
             decoded = (
                 LabResult.model_validate_json(message.value)
@@ -146,12 +172,15 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
                 "dead-lettering an undecodable %s event: %d errors", kind, error.error_count()
             )
             await set_aside(
-                message, "undecodable_event", f"not a {kind} event ({error.error_count()} errors)"
+                message,
+                "undecodable_event",
+                f"not a {kind} event ({error.error_count()} errors)",
+                batch,
             )
             return "dead_lettered"
         key = message.key
         if not key:
-            await set_aside(message, "no_patient_key", "the event has no patient key")
+            await set_aside(message, "no_patient_key", "the event has no patient key", batch)
             return "dead_lettered"
         state = patients.get(key) or PatientState(History(), None)
         duplicate = state.history.has_applied(decoded)
@@ -162,7 +191,7 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
         except StateTooLargeError as error:
             _restore(patients, key, state)
             log.error("dead-lettering a %s event: the patient's history cannot fit", kind)
-            await set_aside(message, "patient_state_limit", str(error))
+            await set_aside(message, "patient_state_limit", str(error), batch)
             return "dead_lettered"
         except Exception as error:  # one patient's event must not stop the others
             _restore(patients, key, state)
@@ -173,33 +202,41 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
                 message,
                 "engine_error",
                 f"the classifier could not apply it ({type(error).__name__})",
+                batch,
             )
             return "dead_lettered"
         if shrunk:
             SHRUNK.inc()
             log.warning("a patient's history outgrew its record; its oldest half was forgotten")
-        try:
-            for alert in emitted:
-                await _durably(alerts.send(key=key, value=alert.model_dump_json().encode()))
-                ALERTS.labels(alert_kind=alert.kind.value).inc()
-            await _durably(changelog.send(key=key, value=stored, partition=message.partition))
-        except BaseException:  # cancelled too: the event will be delivered again
-            _restore(patients, key, state)  # not durable: it must be applied again
-            raise
+        for alert in emitted:
+            batch.writes.append(await send(alerts, key, alert.model_dump_json().encode()))
+            alerted[alert.kind].inc()
         state.stored = stored
         patients[key] = state
+        batch.records[key, message.partition] = stored
         SUPPRESSED.inc(max(0, state.history.suppressed_repeats - suppressed_before))
         return "duplicate" if duplicate else "evaluated"
 
-    @app.agent(patient_events)
-    async def classify(stream: Any) -> None:
-        async for event in stream.events():
+    async def classify_batch(events: Sequence[Any]) -> None:
+        """Apply a batch of events in order, then write each patient's latest record once and
+        wait until Kafka has acknowledged every write of the batch: only then may faust commit
+        the batch's offsets (it acks the events when this returns)."""
+        batch = Batch()
+        for event in events:
             message = event.message
             kind = "lab_result" if message.topic == lab_results else "clinical_context"
-            _record_lag(app, kind, message)
+            patients = await store.patients(message.partition)
+            outcome = await classify_one(message, kind, patients, batch)
+            counted[kind, outcome].inc()
+        for (key, partition), stored in batch.records.items():
+            batch.writes.append(await send(state_topic, key, stored, partition))
+        await asyncio.gather(*batch.writes)
+
+    @app.agent(patient_events)
+    async def classify(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_EVENTS, BATCH_SECONDS):
             try:
-                patients = await store.patients(message.partition)
-                outcome = await classify_one(message, kind, patients)
+                await classify_batch(events)
             except Exception as error:
                 log.critical(
                     "an event could not be made durable (%s); exiting so that the worker "
@@ -208,7 +245,23 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
                 )
                 logging.shutdown()
                 os._exit(_EXIT_NOT_DURABLE)
-            EVENTS.labels(kind=kind, outcome=outcome).inc()
+
+    @app.timer(interval=LAG_POLL_SECONDS)  # type: ignore[untyped-decorator]  # faust has no stub
+    async def poll_lag() -> None:
+        """The lag of this worker's partitions from the broker (log end minus the group's
+        committed offset): it grows while the worker is stalled. Unanswered: kept as it was."""
+        try:
+            mine = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
+        except ConsumerNotStarted:
+            return
+        try:
+            lag = await group_lag(bootstrap_servers, app_id, (tp for tp in mine if tp[0] in inputs))
+        except (KafkaError, TimeoutError, OSError) as error:
+            log.warning("consumer lag not read from the broker (%s)", type(error).__name__)
+            return
+        for (topic, partition), behind in lag.items():
+            kind = "lab_result" if topic == lab_results else "clinical_context"
+            LAG.labels(input=kind, partition=str(partition)).set(behind)
 
     @app.page("/healthz")
     async def healthz(view: Any, request: Any) -> Any:
@@ -240,11 +293,6 @@ def is_ready(app: faust.App, store: PatientStore) -> bool:
     return assigned and not app.rebalancing and store.ready
 
 
-async def _durably(sending: Any) -> None:
-    """Wait until Kafka has acknowledged a record sent through faust's producer."""
-    await (await sending)
-
-
 def _where(error: BaseException) -> str:
     """The exception's type and the line that raised it: never its text or a traceback, which
     may quote the event (pydantic's input_value holds names and birth dates)."""
@@ -264,4 +312,7 @@ def _restore(patients: Patients, key: bytes, state: PatientState) -> None:
 def run_worker(app: faust.App, log_level: str) -> None:
     """Run until SIGTERM/SIGINT; faust owns the event loop and stops the app cleanly."""
     worker = faust.Worker(app, loglevel=log_level, quiet=True)
+    # At WARNING and above faust's terminal spinner sets the root logger to DEBUG, so that every
+    # debug line of the Kafka client (two per record produced) is formed, then dropped.
+    worker.spinner = None
     worker.execute_from_commandline()
