@@ -180,6 +180,43 @@ async def test_a_backlog_classified_in_batches_pages_each_patient_as_replay_does
     )
 
 
+async def test_sigterm_in_the_middle_of_a_batch_loses_none_of_its_events(
+    topics: Settings, start_service, tmp_path: Path
+) -> None:
+    """A stop (SIGTERM, as a rolling deploy sends) while a batch is under way: faust acks a batch's
+    events when its loop body ends, so the body must end only with the batch durable (faust stops
+    an agent by ending its stream, letting the batch in hand finish). Stopped mid-backlog and
+    started again, the worker pages everything replay pages."""
+    events = interleaved(400)
+    expected = await replayed(events, tmp_path, topics)
+    await publish(topics, events)
+    metrics = f"http://{topics.bind_host}:{topics.classifier_port}/metrics"
+    worker = start_service("classifier", topics)
+    worker.wait_ready(f"http://{topics.bind_host}:{topics.classifier_port}/readyz")
+    async with httpx.AsyncClient() as client:
+        for _ in range(1500):  # 30 s at most
+            if done := await events_done(client, metrics):
+                break
+            await asyncio.sleep(0.02)
+    assert 0 < done < len(events), f"{done} of {len(events)} done at the stop: not mid-backlog"
+    worker.process.terminate()
+    worker.process.wait()
+    worker = start_service("classifier", topics)
+    worker.wait_ready(f"http://{topics.bind_host}:{topics.classifier_port}/readyz", 45)
+    seen = await alerts_until(topics, expected, 90)
+    assert alert_set(seen) >= expected
+
+
+async def events_done(client: httpx.AsyncClient, metrics_url: str) -> float:
+    """Events the classifier has consumed so far, by its own counter."""
+    text = (await client.get(metrics_url)).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("plateletwatch_classifier_events_total{")
+    )
+
+
 async def lag_reported(metrics_url: str, wanted: Callable[[list[float]], bool]) -> bool:
     """Whether the classifier's consumer-lag gauges come to satisfy `wanted` within 30 s (the
     worker asks the broker every few seconds)."""
