@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, distinct, event, func, select, update
+from sqlalchemy import ColumnElement, delete, distinct, event, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -121,13 +121,7 @@ class NotifierStore:
                 return True
             retaken = await session.execute(
                 update(PageRow)
-                .where(
-                    PageRow.alert_id == alert_id,
-                    PageRow.channel == channel,
-                    PageRow.address == address,
-                    PageRow.status != PageStatus.DELIVERED,
-                    PageRow.claimed_until < now,
-                )
+                .where(*_undelivered(alert_id, channel, address), PageRow.claimed_until < now)
                 .values(claimed_until=now + CLAIM_LEASE)
             )
             return _changed(retaken) == 1
@@ -140,12 +134,7 @@ class NotifierStore:
         async with self._sessions.begin() as session:
             await session.execute(
                 update(PageRow)
-                .where(
-                    PageRow.alert_id == alert_id,
-                    PageRow.channel == channel,
-                    PageRow.address == address,
-                    PageRow.status != PageStatus.DELIVERED,
-                )
+                .where(*_undelivered(alert_id, channel, address))
                 .values(
                     status=PageStatus.DELIVERED if delivered else PageStatus.FAILED,
                     claimed_until=now,
@@ -438,6 +427,16 @@ async def _insert_if_new(session: AsyncSession, table: type[Base], *rows: dict[s
     if rest:
         await session.execute(insert(table), rest)
     return True
+
+
+def _undelivered(alert_id: str, channel: str, address: str) -> tuple[ColumnElement[bool], ...]:
+    """The row of one message (an alert to one address on one channel) while not delivered."""
+    return (
+        PageRow.alert_id == alert_id,
+        PageRow.channel == channel,
+        PageRow.address == address,
+        PageRow.status != PageStatus.DELIVERED,
+    )
 
 
 async def _cancel_pending(session: AsyncSession, alert_id: str) -> None:
