@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from schemas import (
     DeadLetter,
@@ -23,7 +24,7 @@ from schemas import (
 )
 from services.classifier.rules import load_rules
 from services.classifier.store import PatientStore
-from services.classifier.worker import create_app, is_ready
+from services.classifier.worker import Batch, create_app, is_ready
 from services.config import Settings
 from services.kafka.lag import group_lag
 from services.kafka.producer import EventPublisher
@@ -124,6 +125,38 @@ async def test_readiness_asked_before_the_consumer_starts_is_not_ready_not_an_er
     app = create_app(settings, "127.0.0.1:9", load_rules())
     store = PatientStore("127.0.0.1:9", "changelog")
     assert is_ready(app, store) is False
+
+
+async def test_a_batch_writes_no_patient_record_before_its_alerts_are_acknowledged() -> None:
+    """A record durable before the alert it caused marks the event applied: killed then, the
+    worker (or the next owner of the partition) would see a duplicate on restart and never send
+    the alert. Found when the failover run lost a patient whose alert partition was changing
+    leader while the changelog's was not."""
+    loop = asyncio.get_running_loop()
+    alert_ack: asyncio.Future[Any] = loop.create_future()
+    batch = Batch(writes=[alert_ack], records={(b"patient-1", 0): b"history"})
+    sent: list[tuple[bytes, int, bytes]] = []
+
+    async def send_record(key: bytes, partition: int, stored: bytes) -> asyncio.Future[Any]:
+        sent.append((key, partition, stored))
+        acknowledged: asyncio.Future[Any] = loop.create_future()
+        acknowledged.set_result(None)
+        return acknowledged
+
+    durable = asyncio.create_task(batch.make_durable(send_record))
+    await asyncio.sleep(0.05)
+    assert sent == []
+    assert not durable.done()
+    alert_ack.set_result(None)
+    await asyncio.wait_for(durable, timeout=5)
+    assert sent == [(b"patient-1", 0, b"history")]
+
+    refused: asyncio.Future[Any] = loop.create_future()
+    refused.set_exception(KafkaError("alerts partition without a leader"))
+    failed = Batch(writes=[refused], records={(b"patient-2", 1): b"history"})
+    with pytest.raises(KafkaError):
+        await failed.make_durable(send_record)
+    assert (b"patient-2", 1, b"history") not in sent
 
 
 async def test_results_and_treatments_through_the_broker(

@@ -8,8 +8,9 @@ from, read back whole when a partition is assigned.
 
 Processing is at-least-once, a batch of events at a time (faust's take_events): the patients'
 histories stay live in memory, each event's alerts are sent as it is applied, each patient's
-new record is sent once per batch, and the batch is done only once Kafka has acknowledged all of
-them, so faust can commit its offsets only after everything they caused is durable;
+new record is sent once per batch after Kafka has acknowledged the batch's alerts (a record never
+runs ahead of the alerts it caused), and the batch is done only once the records are acknowledged
+too, so faust can commit its offsets only after everything they caused is durable;
 after a crash an event may be applied again, the engine recognises it, and a re-sent alert
 carries the same alert_id, the notifier's dedupe key. An event that cannot be decoded or applied,
 or that would grow the history past its limit, is dead-lettered and the patient's state stays as
@@ -21,7 +22,7 @@ import asyncio
 import logging
 import os
 import traceback
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,13 +94,28 @@ PRODUCER_LINGER_SECONDS = 0.005
 LAG_POLL_SECONDS = 5.0
 
 
+RecordSender = Callable[[bytes, int, bytes], Awaitable["asyncio.Future[Any]"]]
+
+
 @dataclass(slots=True)
 class Batch:
     """What a batch of events must have acknowledged before its offsets may be committed: the
-    writes sent so far, and each patient's latest record, sent once at the end."""
+    alerts and dead letters sent so far, and each patient's latest record, sent once at the end."""
 
     writes: list[asyncio.Future[Any]] = field(default_factory=list)
     records: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
+
+    async def make_durable(self, send_record: RecordSender) -> None:
+        """Wait for every alert and dead letter, then send the patients' records and wait for
+        them. Never a record first: a record durable before the alert it caused marks the event
+        applied, and after a crash the event would be a duplicate whose alert is never sent.
+        Raises the first refused write; no record is sent after a refused alert."""
+        await asyncio.gather(*self.writes)
+        acks = [
+            await send_record(key, partition, stored)
+            for (key, partition), stored in self.records.items()
+        ]
+        await asyncio.gather(*acks)
 
 
 def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faust.App:
@@ -218,9 +234,9 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
         return "duplicate" if duplicate else "evaluated"
 
     async def classify_batch(events: Sequence[Any]) -> None:
-        """Apply a batch of events in order, then write each patient's latest record once and
-        wait until Kafka has acknowledged every write of the batch: only then may faust commit
-        the batch's offsets (it acks the events when this returns)."""
+        """Apply a batch of events in order, then make its writes durable (alerts before the
+        records): only then may faust commit the batch's offsets (it acks the events when this
+        returns)."""
         batch = Batch()
         for event in events:
             message = event.message
@@ -228,9 +244,9 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
             patients = await store.patients(message.partition)
             outcome = await classify_one(message, kind, patients, batch)
             counted[kind, outcome].inc()
-        for (key, partition), stored in batch.records.items():
-            batch.writes.append(await send(state_topic, key, stored, partition))
-        await asyncio.gather(*batch.writes)
+        await batch.make_durable(
+            lambda key, partition, stored: send(state_topic, key, stored, partition)
+        )
 
     @app.agent(patient_events)
     async def classify(stream: Any) -> None:
