@@ -156,9 +156,11 @@ class Settings(BaseSettings):
         le=5,
         description="Longest the classifier's consumer lets the broker hold a fetch with no new "
         "records. A broker that answers a waiting fetch only when this runs out (embedded Tansu) "
-        "makes it the floor of result-to-page latency: faust's own 1.5 s gave a 220 ms p50 idle, "
-        "100 ms gave 13 ms. Apache Kafka answers as soon as records arrive, so a short wait only "
-        "costs polls of an idle broker (20 a second at 50 ms, a few hundred bytes each).",
+        "makes it the floor of result-to-page latency: with faust's fixed 1.5 s (and the "
+        "notifier's 0.5 s) an idle pipeline paged in 312-357 ms p50, with 50 ms each in 50-54 ms "
+        "(benchmarks/result_to_page.py). Apache Kafka answers as soon as records arrive, so a "
+        "short wait only costs polls of an idle broker (20 a second at 50 ms, a few hundred bytes "
+        "each).",
     )
 
     notifier_database_url: str = "sqlite+aiosqlite:///.plateletwatch/notifier.sqlite3"
