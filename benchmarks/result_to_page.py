@@ -17,7 +17,9 @@ Three phases, one after the other on the same pipeline:
 A phase's results are sent at a fixed pace whatever the answers, and it ends once every result
 is paged: a pipeline that falls behind shows as latency, not as a slower sender. Should no new
 page arrive for BENCH_STALL_SECONDS (default 60) while some are owed, the bench stops, says how
-many are missing and keeps the services' logs.
+many are missing and keeps the services' logs. `..._accepted_per_s` is the pace ingest really
+answered 202 at: below the pace sent, ingest (or the machine) did not keep up, and results that
+got no answer were sent again (`result_to_page_resent_by_error`).
 
 Run with `make bench` (figures merged into bench-results.json).
 """
@@ -35,6 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -139,13 +142,13 @@ class PageClock:
 
 class Lab:
     """Sends results to ingest as a lab does: again, after a short pause, when the connection
-    fails (up to RESENDS times), counting the resends."""
+    fails or no answer comes (up to RESENDS times), counting the resends by error."""
 
     RESENDS = 5
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
-        self.resent = 0
+        self.resent: Counter[str] = Counter()
 
     async def send(self, body: bytes) -> float:
         """The moment ingest answered 202; RuntimeError for any other answer or none."""
@@ -156,7 +159,7 @@ class Lab:
             except httpx.TransportError as error:
                 if resend == self.RESENDS:
                     raise RuntimeError(f"no answer from ingest: {error!r}") from error
-                self.resent += 1
+                self.resent[type(error).__name__] += 1
                 await asyncio.sleep(0.1)
         if answer.status_code != 202:
             raise RuntimeError(f"ingest answered {answer.status_code}: {answer.text[:200]}")
@@ -277,7 +280,7 @@ async def measure(ingest: str, receiver: WebhookReceiver) -> dict[str, object]:
         "result_to_page_rate_per_s": FAST_RATE,
         "result_to_page_accepted_per_s": round(fast_rate, 1),
         "result_to_page_seconds": FAST_SECONDS,
-        "result_to_page_resent": lab.resent,
+        "result_to_page_resent_by_error": dict(lab.resent),
     }
 
 

@@ -50,7 +50,7 @@ async def test_the_classifier_consumer_fetches_with_the_configured_wait(
     app = create_app(settings, settings.kafka_bootstrap_servers or "", load_rules())
     wait_at_most(app, settings.classifier_fetch_max_wait_seconds)
     # The consumer faust's worker starts, built by the same call it makes on start.
-    consumer = app.consumer._thread._create_consumer(asyncio.get_running_loop())  # type: ignore[attr-defined]
+    consumer = app.consumer._thread._create_consumer(asyncio.get_running_loop())
     await consumer.start()
     try:
         assert consumer._fetcher._fetch_max_wait_ms == 70 != FAUST_FIXED_WAIT_MS
