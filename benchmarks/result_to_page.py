@@ -276,7 +276,7 @@ async def measure(ingest: str, receiver: WebhookReceiver) -> dict[str, object]:
         "result_to_page_p99_first_minute_ms": _ms(percentile(first, 0.99)),
         "result_to_page_p99_last_minute_ms": _ms(percentile(last, 0.99)),
         "result_to_page_max_ms": _ms(max(latencies)),
-        "result_to_page_drift_window_s": window,
+        "result_to_page_drift_window_s": round(window, 1),
         "result_to_page_rate_per_s": FAST_RATE,
         "result_to_page_accepted_per_s": round(fast_rate, 1),
         "result_to_page_seconds": FAST_SECONDS,
