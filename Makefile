@@ -70,6 +70,7 @@ bench: $(STAMP) ## ingest vs raw producer, replay vs JSON decode, classifier vs 
 	$(BIN)/python -m benchmarks.replay_throughput
 	$(BIN)/python -m benchmarks.classifier_throughput
 	$(BIN)/python -m benchmarks.notifier_throughput
+	$(BIN)/python -m benchmarks.result_to_page
 
 chaos: $(STAMP) ## SIGKILL every service again and again under load; 0 lost, 0 paged twice; writes chaos-results.json
 	$(BIN)/python -m chaos

@@ -150,6 +150,18 @@ class Settings(BaseSettings):
         gt=0,
         description="Consumer-group session and rebalance timeout; bounds how long a join takes.",
     )
+    classifier_fetch_max_wait_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        le=5,
+        description="Longest the classifier's consumer lets the broker hold a fetch with no new "
+        "records. A broker that answers a waiting fetch only when this runs out (embedded Tansu) "
+        "makes it the floor of result-to-page latency: with faust's fixed 1.5 s (and the "
+        "notifier's 0.5 s) an idle pipeline paged in 312-357 ms p50, with 50 ms each in 50-54 ms "
+        "(benchmarks/result_to_page.py). Apache Kafka answers as soon as records arrive, so a "
+        "short wait only costs polls of an idle broker (20 a second at 50 ms, a few hundred bytes "
+        "each).",
+    )
 
     notifier_database_url: str = "sqlite+aiosqlite:///.plateletwatch/notifier.sqlite3"
     notifier_webhook_url: HttpUrl | None = Field(
@@ -163,6 +175,15 @@ class Settings(BaseSettings):
     )
     notifier_escalation_file: Path | None = Field(
         default=None, description="Escalation chains per alert kind; default: the shipped policy."
+    )
+    notifier_fetch_max_wait_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        le=5,
+        description="Longest the notifier's alert consumer lets the broker hold a fetch with no "
+        "new alerts: on embedded Tansu, which does not answer a waiting fetch early, the floor "
+        "of alert-to-page latency (aiokafka's own default is 500 ms); on Apache Kafka only the "
+        "pace of polls while idle, as for classifier_fetch_max_wait_seconds.",
     )
     notifier_escalation_interval_seconds: float = Field(default=5.0, gt=0)
     notifier_link_secret: SecretStr | None = Field(

@@ -159,6 +159,7 @@ class AlertConsumer:
             client_id="plateletwatch-notifier",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=round(self._settings.notifier_fetch_max_wait_seconds * 1000),
         )
         lag: asyncio.Task[None] | None = None
         try:
