@@ -90,9 +90,11 @@ LAG = Gauge(
 
 _EXIT_NOT_DURABLE = 70  # EX_SOFTWARE: Kafka refused a write; restart from the last commit
 # A batch is what the consumer has at hand, up to BATCH_EVENTS, waiting at most BATCH_SECONDS for
-# more. Its writes go out at its end, at most WRITE_BATCH_BYTES per partition in one record batch
+# more: live traffic goes in small batches within 10 ms, a backlog in large ones, so that the wait
+# for each batch's acknowledgements is rare (2,000 rather than 500: 287 -> 258 us of CPU an event).
+# Its writes go out at its end, at most WRITE_BATCH_BYTES per partition in one record batch
 # (below Kafka's default max.message.bytes, about 1 MB), so that they travel in one request.
-BATCH_EVENTS = 500
+BATCH_EVENTS = 2000
 BATCH_SECONDS = 0.01
 WRITE_BATCH_BYTES = 256_000
 LAG_POLL_SECONDS = 5.0
