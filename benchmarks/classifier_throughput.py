@@ -5,7 +5,9 @@ The events (results and treatments for BENCH_CLASSIFIER_PATIENTS patients, BENCH
 in all, in arrival order across patients) are published once; then (a) a plain consumer reads
 and decodes them all, and (b) the real `plateletwatch classifier` process, started afterwards,
 classifies them all: its rate is counted from the moment it is ready to the moment its events
-counter (read from /metrics) reaches the total, less what it had done before it was ready.
+counter (read from /metrics) reaches the total, less what it had done before it was ready. The
+worker's CPU time over the same span (from /proc) gives its CPU per event, which holds still when
+other processes share the machine and the rates do not.
 
 Run with `make bench` (figures merged into bench-results.json); PLATELETWATCH_BROKER=kafka runs it
 on Apache Kafka from its jars.
@@ -37,7 +39,7 @@ from tests.test_engine import result
 REPO = Path(__file__).resolve().parents[1]
 PATIENTS = int(os.environ.get("BENCH_CLASSIFIER_PATIENTS", "10000"))
 EVENTS = int(os.environ.get("BENCH_CLASSIFIER_EVENTS", "100000"))
-TARGET_RATIO = 0.10
+TARGET_SHARE = ">= 0.1"
 EVENTS_COUNTER = "plateletwatch_classifier_events_total"
 
 
@@ -119,8 +121,15 @@ def events_counted(metrics_url: str) -> int:
     )
 
 
-def classifier_rate(settings: Settings, total: int) -> tuple[float, float]:
-    """Events per second for the real classifier process, and the seconds it took."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def classifier_rate(settings: Settings, total: int) -> tuple[float, float, float]:
+    """Events per second for the real classifier process, the seconds it took, and its CPU
+    microseconds per event."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
@@ -137,6 +146,7 @@ def classifier_rate(settings: Settings, total: int) -> tuple[float, float]:
     try:
         wait_until_ready("classifier", f"{base}/readyz", worker, time.monotonic() + 120)
         started = time.perf_counter()
+        cpu_started = cpu_seconds(worker.pid)
         before = events_counted(f"{base}/metrics")
         done = before
         while done < total:
@@ -145,7 +155,8 @@ def classifier_rate(settings: Settings, total: int) -> tuple[float, float]:
             time.sleep(0.2)
             done = events_counted(f"{base}/metrics")
         seconds = time.perf_counter() - started
-        return (total - before) / seconds, seconds
+        cpu = cpu_seconds(worker.pid) - cpu_started
+        return (total - before) / seconds, seconds, cpu * 1e6 / (total - before)
     finally:
         stop_processes([worker], grace_seconds=20)
 
@@ -163,7 +174,7 @@ def main() -> None:
         asyncio.run(ensure_topics(settings, broker.bootstrap_servers, create=True))
         asyncio.run(publish(settings, events))
         raw = asyncio.run(raw_consume_decode(settings, len(events)))
-        classified, seconds = classifier_rate(settings, len(events))
+        classified, seconds, cpu_per_event = classifier_rate(settings, len(events))
     record(
         {
             "classifier_bench_measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -178,9 +189,10 @@ def main() -> None:
             "raw_consume_decode_events_per_s": round(raw),
             "classifier_broker_events_per_s": round(classified),
             "classifier_broker_seconds": round(seconds, 1),
+            "classifier_broker_cpu_us_per_event": round(cpu_per_event),
             "classifier_broker_share_of_raw": round(classified / raw, 3),
-            "classifier_broker_share_target": TARGET_RATIO,
-        }
+        },
+        {"classifier_broker_share_of_raw": TARGET_SHARE},
     )
 
 

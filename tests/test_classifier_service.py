@@ -127,36 +127,56 @@ async def test_readiness_asked_before_the_consumer_starts_is_not_ready_not_an_er
     assert is_ready(app, store) is False
 
 
+class HeldWrites:
+    """Writes whose acknowledgements the test hands out: each `send` returns one future,
+    resolved (or failed) by the test, for the records it sent."""
+
+    def __init__(self) -> None:
+        self.kept: list[tuple[str, bytes | None, bytes]] = []
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.acks: list[asyncio.Future[Any]] = []
+
+    def add(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
+        self.kept.append((topic, key, value))
+
+    async def send(self) -> list[asyncio.Future[Any]]:
+        if not self.kept:
+            return []
+        self.sent.extend(self.kept)
+        self.kept.clear()
+        self.acks.append(asyncio.get_running_loop().create_future())
+        return [self.acks[-1]]
+
+
 async def test_a_batch_writes_no_patient_record_before_its_alerts_are_acknowledged() -> None:
     """A record durable before the alert it caused marks the event applied: killed then, the
     worker (or the next owner of the partition) would see a duplicate on restart and never send
     the alert. Found when the failover run lost a patient whose alert partition was changing
     leader while the changelog's was not."""
-    loop = asyncio.get_running_loop()
-    alert_ack: asyncio.Future[Any] = loop.create_future()
-    batch = Batch(writes=[alert_ack], records={(b"patient-1", 0): b"history"})
-    sent: list[tuple[bytes, int, bytes]] = []
-
-    async def send_record(key: bytes, partition: int, stored: bytes) -> asyncio.Future[Any]:
-        sent.append((key, partition, stored))
-        acknowledged: asyncio.Future[Any] = loop.create_future()
-        acknowledged.set_result(None)
-        return acknowledged
-
-    durable = asyncio.create_task(batch.make_durable(send_record))
+    writes = HeldWrites()
+    batch = Batch(writes, records={(b"patient-1", 0): b"history"})
+    writes.add("alerts", b"patient-1", b"alert")
+    durable = asyncio.create_task(batch.make_durable("changelog"))
     await asyncio.sleep(0.05)
-    assert sent == []
+    assert writes.sent == [("alerts", b"patient-1", b"alert")]
+    writes.acks[0].set_result(None)
+    await asyncio.sleep(0.05)
+    assert writes.sent[1:] == [("changelog", b"patient-1", b"history")]
     assert not durable.done()
-    alert_ack.set_result(None)
+    writes.acks[1].set_result(None)
     await asyncio.wait_for(durable, timeout=5)
-    assert sent == [(b"patient-1", 0, b"history")]
 
-    refused: asyncio.Future[Any] = loop.create_future()
-    refused.set_exception(KafkaError("alerts partition without a leader"))
-    failed = Batch(writes=[refused], records={(b"patient-2", 1): b"history"})
+    refused = HeldWrites()
+    failed = Batch(refused, records={(b"patient-2", 1): b"history"})
+    refused.add("alerts", b"patient-2", b"alert")
+    failing = asyncio.create_task(failed.make_durable("changelog"))
+    await asyncio.sleep(0.05)
+    refused.acks[0].set_exception(KafkaError("alerts partition without a leader"))
     with pytest.raises(KafkaError):
-        await failed.make_durable(send_record)
-    assert (b"patient-2", 1, b"history") not in sent
+        await failing
+    assert refused.sent == [("alerts", b"patient-2", b"alert")]
 
 
 async def test_results_and_treatments_through_the_broker(

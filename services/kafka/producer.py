@@ -54,15 +54,17 @@ def _log_fallback_once(bootstrap_servers: str, error: Exception) -> None:
 
 
 async def start_durable_producer(
-    bootstrap_servers: str, client_id: str, timeout_seconds: float
+    bootstrap_servers: str, client_id: str, timeout_seconds: float, batch_bytes: int = 16_384
 ) -> AIOKafkaProducer:
-    """Start a producer with acks=all, idempotent where the broker supports it."""
+    """Start a producer with acks=all, idempotent where the broker supports it; `batch_bytes`
+    bounds one partition's record batch (a single larger record still goes, alone)."""
     common = {
         "bootstrap_servers": bootstrap_servers,
         "client_id": client_id,
         "acks": "all",
         "request_timeout_ms": int(timeout_seconds * 1000),
         "linger_ms": 0,  # senders wait for each ACK: batching delay would only add latency
+        "max_batch_size": batch_bytes,
     }
     producer = AIOKafkaProducer(enable_idempotence=True, **common)
     try:
