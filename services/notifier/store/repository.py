@@ -94,7 +94,7 @@ class NotifierStore:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         self._engine: AsyncEngine = create_async_engine(url)
         if url.get_backend_name() == "sqlite":
-            event.listen(self._engine.sync_engine, "connect", _write_ahead_log)
+            event.listen(self._engine.sync_engine, "connect", _synchronous_full)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
 
     async def start(self) -> None:
@@ -405,12 +405,10 @@ class NotifierStore:
             )
 
 
-def _write_ahead_log(connection: Any, _: object) -> None:
-    """SQLite in write-ahead-log mode, still synchronous=FULL: a commit is one append and one
-    fsync of the log rather than a rollback journal written, synced and deleted, and is as
-    durable (a page's claim survives a power cut). Readers no longer block the writer."""
+def _synchronous_full(connection: Any, _: object) -> None:
+    """Every SQLite commit synced before it returns (a page's claim survives a power cut); the
+    file's write-ahead-log mode is set once, by the migration (store/migrations)."""
     cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
 
