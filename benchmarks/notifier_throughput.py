@@ -1,9 +1,10 @@
 """Notifier capacity: distinct alerts paged per second through the notifier's real path.
 
-Each alert goes through `Escalator.receive`, what the alert consumer calls for every record: the
-chain stored, its first level claimed and fired, the message rendered and POSTed by the webhook
-channel to a loopback WebhookReceiver, every step an audit row and a DeliveryEvent acknowledged by
-the broker (EventPublisher, the notifier's own). The Kafka consume and commit of the alerts
+Alerts go through `Escalator.receive_many` in batches of the consumer's ALERT_BATCH, as the
+alert consumer hands over what it fetched: the chains stored, their first levels claimed and
+fired, each message rendered and POSTed by the webhook channel to a loopback WebhookReceiver,
+every step an audit row and a DeliveryEvent acknowledged by the broker (EventPublisher, the
+notifier's own). The Kafka consume and commit of the alerts
 themselves are left out: they cost the same per record whatever the notifier does with it.
 
 The store is first filled with BENCH_NOTIFIER_HISTORY closed chains, so a cost that grows with
@@ -32,6 +33,7 @@ from services.config import Settings
 from services.kafka.admin import ensure_topics
 from services.kafka.broker import provide_broker
 from services.kafka.producer import EventPublisher
+from services.notifier.app import ALERT_BATCH
 from services.notifier.delivery.attempts import AlertDelivery, RetryPolicy
 from services.notifier.delivery.channels.webhook import WebhookChannel
 from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
@@ -45,7 +47,7 @@ from tests.postgres_server import PostgresUnavailable, provide_postgres
 
 ALERTS = int(os.environ.get("BENCH_NOTIFIER_ALERTS", "2000"))
 HISTORY = int(os.environ.get("BENCH_NOTIFIER_HISTORY", "5000"))
-TARGET_ALERTS_PER_S = 300
+TARGET = ">= 300"  # issue 17, on each store
 
 
 def _alert(n: int) -> PlateletAlert:
@@ -98,8 +100,8 @@ async def _alerts_per_second(database_url: str, servers: str, settings: Settings
         alerts = [_alert(n) for n in range(ALERTS)]
         now = datetime.now(UTC)
         started = time.perf_counter()
-        for one in alerts:
-            await escalator.receive(one, now)
+        for first in range(0, len(alerts), ALERT_BATCH):
+            await escalator.receive_many(alerts[first : first + ALERT_BATCH], now)
         elapsed = time.perf_counter() - started
         if len(receiver.pages) != ALERTS:
             raise RuntimeError(f"{len(receiver.pages)} pages received for {ALERTS} alerts")
@@ -129,7 +131,7 @@ def main() -> None:
     figures: dict[str, object] = {
         "notifier_alerts": ALERTS,
         "notifier_history_chains": HISTORY,
-        "notifier_alerts_per_s_target": TARGET_ALERTS_PER_S,
+        "notifier_alert_batch": ALERT_BATCH,
     }
     with provide_broker(settings.kafka_bootstrap_servers, requested=settings.broker) as broker:
         servers = broker.bootstrap_servers
@@ -145,7 +147,8 @@ def main() -> None:
                 figures["notifier_alerts_per_s_postgresql"] = round(rate, 1)
         except PostgresUnavailable as reason:
             print(f"notifier on PostgreSQL skipped: {reason}")
-    record(figures)
+    targets = {key: TARGET for key in figures if key.startswith("notifier_alerts_per_s_")}
+    record(figures, targets)
 
 
 if __name__ == "__main__":

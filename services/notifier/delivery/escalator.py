@@ -7,10 +7,16 @@ moment; a gap pages the fallback and is recorded as such. A page that cannot be 
 resolve cancels what is left; a withdrawn alert also cancels, and tells everyone who was paged.
 An alert that supersedes an earlier one (refractory after persistent-severe) pages as usual and
 quietly closes the earlier one's paging as superseded: nobody is told it was wrong.
+
+Alerts come in batches (what the consumer has fetched): their chains are stored together and
+the levels due are paged concurrently, at most PAGES_AT_ONCE at a time, so the store
+group-commits their steps and a slow recipient delays only its own page. A withdrawal or a
+superseding alert is handled alone, in its place in the batch.
 """
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import cast
 
@@ -27,6 +33,8 @@ from services.notifier.store.repository import EscalationRecord, NotifierStore
 from services.notifier.store.tables import Closing, LevelState
 
 log = logging.getLogger(__name__)
+
+PAGES_AT_ONCE = 64  # levels paged concurrently by one round: channel connections, store writes
 
 ESCALATIONS = Counter(
     "plateletwatch_notifier_escalations_total",
@@ -89,6 +97,33 @@ class Escalator:
         self._zone = zone
         self._clock = clock
 
+    async def receive_many(self, alerts: Sequence[PlateletAlert], now: datetime) -> None:
+        """`receive` for a batch of alerts, in order: the plain new (or re-emitted) alerts
+        between two withdrawals or superseding alerts have their chains stored together and
+        then one round fires what is due. Idempotent as `receive`; raises if any alert failed
+        (the whole batch may then be received again)."""
+        opening: list[PlateletAlert] = []
+        for alert in alerts:
+            if alert.kind is AlertKind.WITHDRAWN or alert.supersedes_alert_id is not None:
+                await self._open_all(opening, now)
+                opening = []
+                await self.receive(alert, now)
+            else:
+                opening.append(alert)
+        await self._open_all(opening, now)
+
+    async def _open_all(self, alerts: Sequence[PlateletAlert], now: datetime) -> None:
+        if not alerts:
+            return
+        await asyncio.gather(*(self._open(alert, now) for alert in alerts))
+        await self.fire_due(now)
+
+    async def _open(self, alert: PlateletAlert, now: datetime) -> None:
+        steps = [(d.level, d.tier, d.at) for d in schedule(self._policy, alert.kind, now)]
+        # Re-emitted with new evidence (a correction that still meets the rule), the stored
+        # alert is replaced: the levels still to come page with it; their timing is unchanged.
+        await self._store.open_escalation(alert.alert_id, alert.model_dump_json(), steps)
+
     async def receive(self, alert: PlateletAlert, now: datetime) -> None:
         """Start paging for a new alert, refresh a re-emitted one, or withdraw one; close the
         paging of the alert a new one supersedes. Idempotent: a redelivered alert pages, and
@@ -96,19 +131,29 @@ class Escalator:
         if alert.kind is AlertKind.WITHDRAWN:
             await self._withdraw(alert, now)
             return
-        steps = [(d.level, d.tier, d.at) for d in schedule(self._policy, alert.kind, now)]
-        # Re-emitted with new evidence (a correction that still meets the rule), the stored
-        # alert is replaced: the levels still to come page with it; their timing is unchanged.
-        await self._store.open_escalation(alert.alert_id, alert.model_dump_json(), steps)
+        await self._open(alert, now)
         if alert.supersedes_alert_id is not None:
             await self._supersede(alert.supersedes_alert_id, alert, now)
         await self.fire_due(now)
 
     async def fire_due(self, now: datetime) -> int:
-        """Message every level now due; the number paged."""
+        """Message every level now due, at most PAGES_AT_ONCE at a time; the number paged.
+        Every level is tried even when one fails; then the first failure is raised (the levels
+        that failed stay claimed and fire again once their lease lapses)."""
         due = await self._store.claim_due_escalations(now)
-        for step in due:
-            await self._fire(step, now)
+        if not due:
+            return 0
+        handed = await self._store.reassignments([step.alert_id for step in due])
+        slots = asyncio.Semaphore(PAGES_AT_ONCE)
+
+        async def fire(step: EscalationRecord) -> None:
+            async with slots:
+                await self._fire(step, handed.get(step.alert_id), now)
+
+        outcomes = await asyncio.gather(*(fire(step) for step in due), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return len(due)
 
     async def escalation_round(self, now: datetime) -> int:
@@ -173,9 +218,9 @@ class Escalator:
                 log.exception("an escalation round failed; retrying")
             await asyncio.sleep(interval_seconds)
 
-    async def _fire(self, step: EscalationRecord, now: datetime) -> None:
+    async def _fire(self, step: EscalationRecord, reassigned: str | None, now: datetime) -> None:
+        """Page the level's tier (of the service the alert was `reassigned` to, if it was)."""
         alert = PlateletAlert.model_validate_json(step.alert)
-        reassigned = await self._store.reassigned_to(alert.alert_id)
         population = cast(Population, reassigned or alert.population or "adult")
         gap = False
         if step.tier == "fallback":

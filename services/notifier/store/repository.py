@@ -7,9 +7,16 @@ SQLite file by default, PostgreSQL by URL. A message is claimed before it is sen
 restarted, never both send the same message; a claim abandoned by a crash is retaken after the
 lease. Escalation levels are rows with a due time, claimed the same way, so timers survive a
 restart and fire once. Each method is one transaction: it happens entirely or not at all.
+
+The writes of the paging path (claims, audit rows, chains, level states) are group-committed:
+those issued while a commit is under way wait for it and then share the next transaction, so
+pages sent concurrently cost one commit (one fsync on SQLite) per round, not one each. Each
+caller still returns only once its write is committed. If a shared transaction fails, its
+writes are tried again one transaction each, so one failing write fails only its caller.
 """
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +50,56 @@ from services.notifier.store.tables import (
 )
 
 CLAIM_LEASE = timedelta(minutes=2)
+
+Write = Callable[[AsyncSession], Awaitable[Any]]
+
+
+class GroupCommit:
+    """Runs writes in shared transactions: one transaction at a time, each holding every write
+    that arrived while the one before committed."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._waiting: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._committing: asyncio.Task[None] | None = None
+
+    async def run(self, write: Write) -> Any:
+        """What `write` returned, once its transaction has committed; raises what it raised
+        (the write is then not committed)."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((write, done))
+        if self._committing is None:
+            self._committing = asyncio.create_task(self._commit_all())
+        return await done
+
+    async def _commit_all(self) -> None:
+        batch: list[tuple[Write, asyncio.Future[Any]]] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._commit(batch)
+        except BaseException:  # cancelled (the notifier stopping): nobody waits forever
+            for _, done in batch + self._waiting:
+                done.cancel()
+            self._waiting = []
+            raise
+        finally:
+            self._committing = None
+
+    async def _commit(self, batch: list[tuple[Write, asyncio.Future[Any]]]) -> None:
+        try:
+            async with self._sessions.begin() as session:
+                results = [await write(session) for write, _ in batch]
+        except Exception as error:
+            if len(batch) > 1:  # alone, each failing write fails only its caller
+                for one in batch:
+                    await self._commit([one])
+            elif not batch[0][1].done():
+                batch[0][1].set_exception(error)
+            return
+        for (_, done), result in zip(batch, results, strict=True):
+            if not done.done():
+                done.set_result(result)
 
 
 @dataclass(frozen=True)
@@ -96,6 +153,7 @@ class NotifierStore:
         if url.get_backend_name() == "sqlite":
             event.listen(self._engine.sync_engine, "connect", _synchronous_full)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        self._writes = GroupCommit(self._sessions)
 
     async def start(self) -> None:
         """Bring the schema up to date by migration (store/migrations.upgrade): replicas
@@ -109,7 +167,8 @@ class NotifierStore:
     async def claim_page(self, alert_id: str, channel: str, address: str, now: datetime) -> bool:
         """True if this process may send the message now; False if it was sent or is being
         sent."""
-        async with self._sessions.begin() as session:
+
+        async def claim_(session: AsyncSession) -> bool:
             claim = {
                 "alert_id": alert_id,
                 "channel": channel,
@@ -126,12 +185,15 @@ class NotifierStore:
             )
             return _changed(retaken) == 1
 
+        return bool(await self._writes.run(claim_))
+
     async def finish_page(
         self, alert_id: str, channel: str, address: str, *, delivered: bool, now: datetime
     ) -> None:
         """Mark a claimed message delivered, or release the claim so a later attempt may retake
         it. A message once delivered stays delivered: releasing it afterwards changes nothing."""
-        async with self._sessions.begin() as session:
+
+        async def finish(session: AsyncSession) -> None:
             await session.execute(
                 update(PageRow)
                 .where(*_undelivered(alert_id, channel, address))
@@ -140,6 +202,8 @@ class NotifierStore:
                     claimed_until=now,
                 )
             )
+
+        await self._writes.run(finish)
 
     async def record(
         self,
@@ -151,18 +215,21 @@ class NotifierStore:
         detail: str | None,
         occurred_at: datetime,
     ) -> None:
-        async with self._sessions.begin() as session:
-            session.add(
-                AuditRow(
-                    alert_id=alert_id,
-                    step=step,
-                    channel=channel,
-                    recipient=recipient,
-                    attempt=attempt,
-                    detail=detail,
-                    occurred_at=occurred_at,
-                )
+        """An audit row: one step of one alert's paging."""
+
+        async def add(session: AsyncSession) -> None:
+            row = AuditRow(
+                alert_id=alert_id,
+                step=step,
+                channel=channel,
+                recipient=recipient,
+                attempt=attempt,
+                detail=detail,
+                occurred_at=occurred_at,
             )
+            session.add(row)  # inserted at the commit, with the rest of the transaction
+
+        await self._writes.run(add)
 
     async def audit_trail(self, alert_id: str) -> list[AuditRecord]:
         async with self._sessions() as session:
@@ -188,7 +255,8 @@ class NotifierStore:
         """Store an alert's chain (level, tier, due; at least one); False if it was opened
         before, and then the alert is replaced by this newer version (re-emitted with new
         evidence: the levels still to come message with it, the page shows it)."""
-        async with self._sessions.begin() as session:
+
+        async def open_(session: AsyncSession) -> bool:
             closed = await session.get(ClosureRow, alert_id) is not None  # withdrawn first
             levels = _pending_levels(alert_id, alert_json, steps, is_open=not closed)
             if await _insert_if_new(session, EscalationRow, *levels):
@@ -200,9 +268,12 @@ class NotifierStore:
             )
             return False
 
+        return bool(await self._writes.run(open_))
+
     async def claim_due_escalations(self, now: datetime) -> list[EscalationRecord]:
         """Pending levels due by `now`, each claimed for a lease so only one process fires it."""
-        async with self._sessions.begin() as session:
+
+        async def claim(session: AsyncSession) -> list[EscalationRecord]:
             due = await session.scalars(
                 select(EscalationRow)
                 .where(
@@ -227,12 +298,15 @@ class NotifierStore:
                     claimed.append(_level(row))
             return claimed
 
+        return list(await self._writes.run(claim))
+
     async def finish_escalation_step(
         self, step: EscalationRecord, *, delivered: bool, now: datetime
     ) -> None:
         """Mark a fired level paged; if its message was not delivered, make the next level due
         now rather than waiting out the window."""
-        async with self._sessions.begin() as session:
+
+        async def finish(session: AsyncSession) -> None:
             await session.execute(
                 update(EscalationRow)
                 .where(EscalationRow.id == step.id)
@@ -240,6 +314,8 @@ class NotifierStore:
             )
             if not delivered:
                 await _bring_forward(session, step.alert_id, step.level + 1, now)
+
+        await self._writes.run(finish)
 
     async def bring_forward(self, alert_id: str, level: int, now: datetime) -> None:
         """Make level `level` due now (the level before failed or was declined)."""
@@ -297,13 +373,18 @@ class NotifierStore:
 
     async def reassigned_to(self, alert_id: str) -> str | None:
         """The service the alert was last handed to, if it was."""
+        return (await self.reassignments([alert_id])).get(alert_id)
+
+    async def reassignments(self, alert_ids: Sequence[str]) -> dict[str, str]:
+        """The service each of these alerts was last handed to, for those that were: one
+        query for a whole round of levels."""
         async with self._sessions() as session:
-            return await session.scalar(
-                select(ReassignmentRow.population)
-                .where(ReassignmentRow.alert_id == alert_id)
-                .order_by(ReassignmentRow.id.desc())
-                .limit(1)
+            rows = await session.execute(
+                select(ReassignmentRow.alert_id, ReassignmentRow.population)
+                .where(ReassignmentRow.alert_id.in_(set(alert_ids)))
+                .order_by(ReassignmentRow.id)
             )
+            return {alert_id: population for alert_id, population in rows}  # the last wins
 
     async def board(self, acknowledged_since: datetime) -> list[BoardEntry]:
         """Alerts still open: not resolved, withdrawn or superseded, and not acknowledged before
