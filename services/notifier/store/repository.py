@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, distinct, event, func, select, update
+from sqlalchemy import ColumnElement, delete, distinct, event, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -167,25 +167,57 @@ class NotifierStore:
     async def claim_page(self, alert_id: str, channel: str, address: str, now: datetime) -> bool:
         """True if this process may send the message now; False if it was sent or is being
         sent."""
+        return (await self.claim_pages([(alert_id, channel, address)], now))[0]
 
-        async def claim_(session: AsyncSession) -> bool:
-            claim = {
-                "alert_id": alert_id,
-                "channel": channel,
-                "address": address,
-                "status": PageStatus.CLAIMED,
-                "claimed_until": now + CLAIM_LEASE,
-            }
-            if await _insert_if_new(session, PageRow, claim):
-                return True
-            retaken = await session.execute(
-                update(PageRow)
-                .where(*_undelivered(alert_id, channel, address), PageRow.claimed_until < now)
-                .values(claimed_until=now + CLAIM_LEASE)
+    async def claim_pages(
+        self, messages: Sequence[tuple[str, str, str]], now: datetime
+    ) -> list[bool]:
+        """`claim_page` for many messages (alert_id, channel, address) in one transaction of
+        two statements; a message listed twice is claimed at most once."""
+        keys = list(dict.fromkeys(messages))
+        if not keys:
+            return []
+
+        async def claim(session: AsyncSession) -> set[tuple[str, str, str]]:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            key_columns = (PageRow.alert_id, PageRow.channel, PageRow.address)
+            claims = [
+                {
+                    "alert_id": alert_id,
+                    "channel": channel,
+                    "address": address,
+                    "status": PageStatus.CLAIMED,
+                    "claimed_until": now + CLAIM_LEASE,
+                }
+                for alert_id, channel, address in keys
+            ]
+            new = await session.execute(
+                insert(PageRow).on_conflict_do_nothing().returning(*key_columns), claims
             )
-            return _changed(retaken) == 1
+            claimed = {(a, c, d) for a, c, d in new}
+            lapsed = [key for key in keys if key not in claimed]
+            if lapsed:
+                retaken = await session.execute(
+                    update(PageRow)
+                    .where(
+                        tuple_(*key_columns).in_(lapsed),
+                        PageRow.status != PageStatus.DELIVERED,
+                        PageRow.claimed_until < now,
+                    )
+                    .values(claimed_until=now + CLAIM_LEASE)
+                    .returning(*key_columns)
+                    .execution_options(synchronize_session=False)
+                )
+                claimed |= {(a, c, d) for a, c, d in retaken}
+            return claimed
 
-        return bool(await self._writes.run(claim_))
+        claimed: set[tuple[str, str, str]] = await self._writes.run(claim)
+        answers = []
+        for key in messages:
+            answers.append(key in claimed)
+            claimed.discard(key)  # listed twice: the second is not sent
+        return answers
 
     async def finish_page(
         self, alert_id: str, channel: str, address: str, *, delivered: bool, now: datetime
@@ -255,65 +287,88 @@ class NotifierStore:
         """Store an alert's chain (level, tier, due; at least one); False if it was opened
         before, and then the alert is replaced by this newer version (re-emitted with new
         evidence: the levels still to come message with it, the page shows it)."""
+        return (await self.open_escalations([(alert_id, alert_json, steps)]))[0]
 
-        async def open_(session: AsyncSession) -> bool:
-            closed = await session.get(ClosureRow, alert_id) is not None  # withdrawn first
-            levels = _pending_levels(alert_id, alert_json, steps, is_open=not closed)
-            if await _insert_if_new(session, EscalationRow, *levels):
-                return True
-            await session.execute(
-                update(EscalationRow)
-                .where(EscalationRow.alert_id == alert_id)
-                .values(alert=alert_json)
+    async def open_escalations(
+        self, chains: Sequence[tuple[str, str, Sequence[tuple[int, str, datetime]]]]
+    ) -> list[bool]:
+        """`open_escalation` for many alerts (alert_id, alert JSON, steps), in order, in one
+        transaction: the new chains in one statement; an alert opened before (or earlier in
+        the list) has its stored alert replaced."""
+
+        async def open_all(session: AsyncSession) -> list[bool]:
+            ids = {alert_id for alert_id, _, _ in chains}
+            closed = set(
+                await session.scalars(
+                    select(ClosureRow.alert_id).where(ClosureRow.alert_id.in_(ids))
+                )
             )
-            return False
+            opened = set(
+                await session.scalars(
+                    select(EscalationRow.alert_id).where(EscalationRow.alert_id.in_(ids)).distinct()
+                )
+            )
+            answers, levels, replaced = [], [], {}
+            for alert_id, alert_json, steps in chains:
+                answers.append(alert_id not in opened)
+                if alert_id in opened:
+                    replaced[alert_id] = alert_json  # the last version wins
+                    continue
+                opened.add(alert_id)
+                levels += _pending_levels(alert_id, alert_json, steps, alert_id not in closed)
+            if levels:
+                dialect = session.get_bind().dialect.name
+                insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+                # Another replica opening the same alert at this moment: its levels stand.
+                await session.execute(insert(EscalationRow).on_conflict_do_nothing(), levels)
+            for alert_id, alert_json in replaced.items():
+                await session.execute(
+                    update(EscalationRow)
+                    .where(EscalationRow.alert_id == alert_id)
+                    .values(alert=alert_json)
+                )
+            return answers
 
-        return bool(await self._writes.run(open_))
+        return list(await self._writes.run(open_all))
 
     async def claim_due_escalations(self, now: datetime) -> list[EscalationRecord]:
         """Pending levels due by `now`, each claimed for a lease so only one process fires it."""
 
         async def claim(session: AsyncSession) -> list[EscalationRecord]:
-            due = await session.scalars(
-                select(EscalationRow)
+            # One statement: a level another process claims meanwhile no longer matches.
+            taken = await session.scalars(
+                update(EscalationRow)
                 .where(
                     EscalationRow.state == LevelState.PENDING,
                     EscalationRow.due_at <= now,
                     EscalationRow.claimed_until <= now,
                 )
-                .order_by(EscalationRow.due_at, EscalationRow.level)
+                .values(claimed_until=now + CLAIM_LEASE)
+                .returning(EscalationRow)
+                .execution_options(synchronize_session=False)
             )
-            claimed = []
-            for row in due.all():
-                taken = await session.execute(
-                    update(EscalationRow)
-                    .where(
-                        EscalationRow.id == row.id,
-                        EscalationRow.state == LevelState.PENDING,
-                        EscalationRow.claimed_until == row.claimed_until,
-                    )
-                    .values(claimed_until=now + CLAIM_LEASE)
-                )
-                if _changed(taken) == 1:
-                    claimed.append(_level(row))
-            return claimed
+            return sorted(map(_level, taken), key=lambda level: (level.due_at, level.level))
 
         return list(await self._writes.run(claim))
 
-    async def finish_escalation_step(
-        self, step: EscalationRecord, *, delivered: bool, now: datetime
+    async def finish_escalation_steps(
+        self, steps: Sequence[tuple[EscalationRecord, bool]], now: datetime
     ) -> None:
-        """Mark a fired level paged; if its message was not delivered, make the next level due
-        now rather than waiting out the window."""
+        """Mark fired levels (level, delivered) paged, in one transaction; a level whose message
+        was not delivered makes the next level due now rather than waiting out the window."""
+        if not steps:
+            return
 
         async def finish(session: AsyncSession) -> None:
             await session.execute(
                 update(EscalationRow)
-                .where(EscalationRow.id == step.id)
+                .where(EscalationRow.id.in_([step.id for step, _ in steps]))
                 .values(state=LevelState.PAGED)
+                .execution_options(synchronize_session=False)
             )
-            if not delivered:
-                await _bring_forward(session, step.alert_id, step.level + 1, now)
+            for step, delivered in steps:
+                if not delivered:
+                    await _bring_forward(session, step.alert_id, step.level + 1, now)
 
         await self._writes.run(finish)
 
