@@ -22,7 +22,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, distinct, event, func, select, tuple_, update
+from sqlalchemy import (
+    delete,
+    distinct,
+    event,
+    func,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy import (
+    insert as standard_insert,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -54,16 +65,26 @@ CLAIM_LEASE = timedelta(minutes=2)
 Write = Callable[[AsyncSession], Awaitable[Any]]
 
 
+@dataclass(frozen=True)
+class Combined:
+    """A write that runs as one statement with the others of its `kind` in the same
+    transaction: `run_all` gets every such item, in the order they came."""
+
+    kind: str
+    item: Any
+    run_all: Callable[[AsyncSession, list[Any]], Awaitable[None]]
+
+
 class GroupCommit:
     """Runs writes in shared transactions: one transaction at a time, each holding every write
     that arrived while the one before committed."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
-        self._waiting: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._waiting: list[tuple[Write | Combined, asyncio.Future[Any]]] = []
         self._committing: asyncio.Task[None] | None = None
 
-    async def run(self, write: Write) -> Any:
+    async def run(self, write: Write | Combined) -> Any:
         """What `write` returned, once its transaction has committed; raises what it raised
         (the write is then not committed)."""
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -73,7 +94,7 @@ class GroupCommit:
         return await done
 
     async def _commit_all(self) -> None:
-        batch: list[tuple[Write, asyncio.Future[Any]]] = []
+        batch: list[tuple[Write | Combined, asyncio.Future[Any]]] = []
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
@@ -86,10 +107,10 @@ class GroupCommit:
         finally:
             self._committing = None
 
-    async def _commit(self, batch: list[tuple[Write, asyncio.Future[Any]]]) -> None:
+    async def _commit(self, batch: list[tuple[Write | Combined, asyncio.Future[Any]]]) -> None:
         try:
             async with self._sessions.begin() as session:
-                results = [await write(session) for write, _ in batch]
+                results = [await _run(session, write, batch) for write, _ in batch]
         except Exception as error:
             if len(batch) > 1:  # alone, each failing write fails only its caller
                 for one in batch:
@@ -100,6 +121,20 @@ class GroupCommit:
         for (_, done), result in zip(batch, results, strict=True):
             if not done.done():
                 done.set_result(result)
+
+
+async def _run(
+    session: AsyncSession,
+    write: Write | Combined,
+    batch: list[tuple[Write | Combined, asyncio.Future[Any]]],
+) -> Any:
+    """Run one write of the batch; the first of a Combined kind runs every one of that kind."""
+    if not isinstance(write, Combined):
+        return await write(session)
+    kind = [w for w, _ in batch if isinstance(w, Combined) and w.kind == write.kind]
+    if kind[0] is write:
+        await write.run_all(session, [w.item for w in kind])
+    return None
 
 
 @dataclass(frozen=True)
@@ -225,17 +260,9 @@ class NotifierStore:
         """Mark a claimed message delivered, or release the claim so a later attempt may retake
         it. A message once delivered stays delivered: releasing it afterwards changes nothing."""
 
-        async def finish(session: AsyncSession) -> None:
-            await session.execute(
-                update(PageRow)
-                .where(*_undelivered(alert_id, channel, address))
-                .values(
-                    status=PageStatus.DELIVERED if delivered else PageStatus.FAILED,
-                    claimed_until=now,
-                )
-            )
-
-        await self._writes.run(finish)
+        finish = _DELIVER_PAGES if delivered else _RELEASE_PAGES
+        kind = "pages delivered" if delivered else "pages released"
+        await self._writes.run(Combined(kind, ((alert_id, channel, address), now), finish))
 
     async def record(
         self,
@@ -249,19 +276,16 @@ class NotifierStore:
     ) -> None:
         """An audit row: one step of one alert's paging."""
 
-        async def add(session: AsyncSession) -> None:
-            row = AuditRow(
-                alert_id=alert_id,
-                step=step,
-                channel=channel,
-                recipient=recipient,
-                attempt=attempt,
-                detail=detail,
-                occurred_at=occurred_at,
-            )
-            session.add(row)  # inserted at the commit, with the rest of the transaction
-
-        await self._writes.run(add)
+        row = {
+            "alert_id": alert_id,
+            "step": step,
+            "channel": channel,
+            "recipient": recipient,
+            "attempt": attempt,
+            "detail": detail,
+            "occurred_at": occurred_at,
+        }
+        await self._writes.run(Combined("audit", row, _insert_audit))
 
     async def audit_trail(self, alert_id: str) -> list[AuditRecord]:
         async with self._sessions() as session:
@@ -563,14 +587,34 @@ async def _insert_if_new(session: AsyncSession, table: type[Base], *rows: dict[s
     return True
 
 
-def _undelivered(alert_id: str, channel: str, address: str) -> tuple[ColumnElement[bool], ...]:
-    """The row of one message (an alert to one address on one channel) while not delivered."""
-    return (
-        PageRow.alert_id == alert_id,
-        PageRow.channel == channel,
-        PageRow.address == address,
-        PageRow.status != PageStatus.DELIVERED,
-    )
+async def _insert_audit(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    await session.execute(standard_insert(AuditRow), rows)
+
+
+def _finishing(status: PageStatus) -> Callable[[AsyncSession, list[Any]], Awaitable[None]]:
+    """`finish_page` for many messages ((alert_id, channel, address), now) in one statement:
+    marked `status` as of the latest of their times."""
+
+    async def finish(
+        session: AsyncSession, items: list[tuple[tuple[str, str, str], datetime]]
+    ) -> None:
+        await session.execute(
+            update(PageRow)
+            .where(
+                tuple_(PageRow.alert_id, PageRow.channel, PageRow.address).in_(
+                    [key for key, _ in items]
+                ),
+                PageRow.status != PageStatus.DELIVERED,
+            )
+            .values(status=status, claimed_until=max(now for _, now in items))
+            .execution_options(synchronize_session=False)
+        )
+
+    return finish
+
+
+_DELIVER_PAGES = _finishing(PageStatus.DELIVERED)
+_RELEASE_PAGES = _finishing(PageStatus.FAILED)
 
 
 async def _cancel_pending(session: AsyncSession, alert_id: str) -> None:
