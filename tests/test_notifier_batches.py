@@ -83,9 +83,11 @@ async def test_a_write_failing_in_a_shared_transaction_fails_only_its_caller(
         )
     finally:
         await engine.dispose()
-    assert outcomes[0] is None and outcomes[2] is None
+    assert outcomes[0] is None
+    assert outcomes[2] is None
     assert isinstance(outcomes[1], ValueError)
-    assert await store.link_used("first") and await store.link_used("second")
+    assert await store.link_used("first")
+    assert await store.link_used("second")
 
 
 @pytest.mark.parametrize("size", [1, 50])
