@@ -5,6 +5,11 @@ knows the retry policy (exponential backoff with jitter, bounded attempts). If r
 fails, `page` raises and the caller tries again later: a message that did not go out is sent then,
 one that did is not sent again (its DeliveryEvent may then be missing from Kafka; the audit row is
 not).
+
+Messages go out together (`page_many`: the escalator's round): claimed in one transaction, then
+sent concurrently, at most SENDS_AT_ONCE at a time, each through the same steps as alone; the
+store group-commits the steps of those in flight. One message failing, or failing to be
+recorded, stops none of the others.
 """
 
 import asyncio

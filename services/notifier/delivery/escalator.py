@@ -11,8 +11,7 @@ quietly closes the earlier one's paging as superseded: nobody is told it was wro
 Alerts come in batches (what the consumer has fetched): their chains are stored together and
 the levels due in a round are claimed, paged (AlertDelivery.page_many: concurrently) and marked
 paged together, so the store group-commits their steps and a slow recipient delays only its own
-page. A withdrawal or a
-superseding alert is handled alone, in its place in the batch.
+page. A withdrawal or a superseding alert is handled alone, in its place in the batch.
 """
 
 import asyncio
