@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from schemas import (
     AlertKind,
@@ -424,3 +425,13 @@ def test_a_smear_estimate_is_labelled_as_an_estimate() -> None:
     assert "12 x10^9/L (smear estimate; reported 12 10*9/L)" in line
     counted = render_message(alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT)]), zone=PARIS).line
     assert "estimate" not in counted
+
+
+async def test_a_failed_statement_names_none_of_its_values(store: NotifierStore) -> None:
+    """Store errors are logged (a batch that failed, say): they must not carry the values, which
+    hold alerts and their patients."""
+    expires = datetime.now(UTC) + HOUR
+    await store.open_session("s1", "HOSP|42", expires, datetime.now(UTC))
+    with pytest.raises(IntegrityError) as failed:
+        await store.open_session("s1", "HOSP|42", expires, datetime.now(UTC))
+    assert "HOSP|42" not in str(failed.value)

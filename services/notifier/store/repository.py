@@ -184,7 +184,9 @@ class NotifierStore:
         url = make_url(database_url)
         if url.get_backend_name() == "sqlite" and url.database:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        self._engine: AsyncEngine = create_async_engine(url)
+        # A failed statement's error names no parameter: they hold alerts, patients included,
+        # and the error is logged.
+        self._engine: AsyncEngine = create_async_engine(url, hide_parameters=True)
         if url.get_backend_name() == "sqlite":
             event.listen(self._engine.sync_engine, "connect", _synchronous_full)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
