@@ -59,7 +59,7 @@ LAG = Gauge(
     ["partition"],
 )
 _RETRY_AFTER_FAILURE_SECONDS = 5.0
-ALERT_BATCH = 200  # records taken from the consumer at once
+ALERT_BATCH = 500  # records taken from the consumer at once
 _FETCH_WAIT_MS = 1000  # getmany returns at once when records are there; this is the idle wait
 LAG_POLL_SECONDS = 5.0
 

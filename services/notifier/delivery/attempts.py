@@ -86,7 +86,7 @@ class Page:
     recipient: Recipient
 
 
-SENDS_AT_ONCE = 64  # messages in flight at once: channel connections, store writes
+SENDS_AT_ONCE = 128  # messages in flight at once: channel connections, store writes
 
 # Publishes a delivery event keyed by patient, like every other PlateletWatch topic.
 PublishDelivery = Callable[[str, DeliveryEvent], Awaitable[None]]
