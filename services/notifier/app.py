@@ -6,8 +6,8 @@ chains are stored together and their first levels paged concurrently. Offsets ar
 after every alert of the batch has its chain stored and its first level fired, so an alert is
 never skipped; a redelivered alert is recognised by the store and not paged twice. A batch that
 fails is taken again one alert at a time, each retried until it succeeds, so the alerts beside a
-failing one are paged and committed. The
-chain's later levels are timed rows in the store, fired by a loop that survives restarts.
+failing one are paged and committed. The chain's later levels are timed rows in the store, fired
+by a loop that survives restarts.
 """
 
 import asyncio
