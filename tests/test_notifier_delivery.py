@@ -2,11 +2,15 @@
 PostgreSQL)."""
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from schemas import (
     AlertKind,
@@ -163,11 +167,39 @@ async def test_replicas_starting_together_on_an_empty_database_all_start(
     """The first deployment starts every notifier replica at once on an empty database."""
     replicas = [NotifierStore(notifier_database_url) for _ in range(4)]
     try:
-        await asyncio.gather(*(replica.start() for replica in replicas))
+        # A TaskGroup, not gather: one failing start cancels and awaits the others, so none
+        # is left migrating into the next test (Alembic's proxies are process-wide).
+        async with asyncio.TaskGroup() as starting:
+            for replica in replicas:
+                starting.create_task(replica.start())
         assert await replicas[0].claim_page("a1", "webhook", "http://x", datetime.now(UTC))
     finally:
         for replica in replicas:
             await replica.stop()
+
+
+async def test_a_replica_starting_while_another_migrates_sqlite_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """SQLite answers a switch to write-ahead logging with "database is locked", without
+    waiting, while another connection holds the write lock: a replica starting beside one that
+    is migrating (BEGIN IMMEDIATE, as store/migrations does) still starts, once it may."""
+    path = tmp_path / "notifier.sqlite3"
+    migrating = sqlite3.connect(path, isolation_level=None)
+    migrating.execute("CREATE TABLE another_replica_was_here (id INTEGER)")
+    migrating.execute("BEGIN IMMEDIATE")
+    replica = NotifierStore(f"sqlite+aiosqlite:///{path}")
+    try:
+        starting = asyncio.create_task(replica.start())
+        await asyncio.sleep(0.3)  # the other replica's migration takes a while
+        migrating.execute("COMMIT")
+        await starting
+        assert await replica.claim_page("a1", "webhook", "http://x", datetime.now(UTC))
+    finally:
+        migrating.close()
+        await replica.stop()
+    with contextlib.closing(sqlite3.connect(path)) as reopened:
+        assert reopened.execute("PRAGMA journal_mode").fetchone() == ("wal",)  # kept in the file
 
 
 @pytest.mark.parametrize("failing_step", [DeliveryStep.SENT, DeliveryStep.DELIVERED])
@@ -393,3 +425,13 @@ def test_a_smear_estimate_is_labelled_as_an_estimate() -> None:
     assert "12 x10^9/L (smear estimate; reported 12 10*9/L)" in line
     counted = render_message(alert(AlertKind.CRITICAL_LOW, [count(12, NIGHT)]), zone=PARIS).line
     assert "estimate" not in counted
+
+
+async def test_a_failed_statement_names_none_of_its_values(store: NotifierStore) -> None:
+    """Store errors are logged (a batch that failed, say): they must not carry the values, which
+    hold alerts and their patients."""
+    expires = datetime.now(UTC) + HOUR
+    await store.open_session("s1", "HOSP|42", expires, datetime.now(UTC))
+    with pytest.raises(IntegrityError) as failed:
+        await store.open_session("s1", "HOSP|42", expires, datetime.now(UTC))
+    assert "HOSP|42" not in str(failed.value)

@@ -1,9 +1,13 @@
 """The notifier process: consume platelet.alerts.v1, page through the escalation chain, and serve
 the action links and the operations endpoints.
 
-Offsets are committed only after an alert's chain is stored and its first level fired, so an
-alert is never skipped; a redelivered alert is recognised by the store and not paged twice. The
-chain's later levels are timed rows in the store, fired by a loop that survives restarts.
+Alerts are taken in batches, as many as the consumer has fetched (at most ALERT_BATCH): their
+chains are stored together and their first levels paged concurrently. Offsets are committed only
+after every alert of the batch has its chain stored and its first level fired, so an alert is
+never skipped; a redelivered alert is recognised by the store and not paged twice. A batch that
+fails is taken again one alert at a time, each retried until it succeeds, so the alerts beside a
+failing one are paged and committed. The chain's later levels are timed rows in the store, fired
+by a loop that survives restarts.
 """
 
 import asyncio
@@ -55,6 +59,8 @@ LAG = Gauge(
     ["partition"],
 )
 _RETRY_AFTER_FAILURE_SECONDS = 5.0
+ALERT_BATCH = 500  # records taken from the consumer at once
+_FETCH_WAIT_MS = 1000  # getmany returns at once when records are there; this is the idle wait
 LAG_POLL_SECONDS = 5.0
 
 
@@ -166,11 +172,18 @@ class AlertConsumer:
             await consumer.start()
             self.started = True
             lag = asyncio.create_task(watch_lag(consumer, LAG_POLL_SECONDS), name="consumer-lag")
-            async for message in consumer:
-                partition = TopicPartition(message.topic, message.partition)
-                while not await self._handle(message.value):  # noqa: ASYNC110 - a timed retry
-                    await asyncio.sleep(_RETRY_AFTER_FAILURE_SECONDS)
-                await consumer.commit({partition: message.offset + 1})
+            while True:
+                fetched = await consumer.getmany(timeout_ms=_FETCH_WAIT_MS, max_records=ALERT_BATCH)
+                if not fetched:
+                    continue
+                alerts = _decoded([record.value for batch in fetched.values() for record in batch])
+                if not await self._receive_all(alerts):
+                    for alert in alerts:
+                        while not await self._receive(alert):  # noqa: ASYNC110 - a timed retry
+                            await asyncio.sleep(_RETRY_AFTER_FAILURE_SECONDS)
+                await consumer.commit(
+                    {partition: batch[-1].offset + 1 for partition, batch in fetched.items()}
+                )
         finally:
             self.started = False
             if lag is not None:
@@ -179,14 +192,19 @@ class AlertConsumer:
                     await lag
             await consumer.stop()
 
-    async def _handle(self, raw: bytes | None) -> bool:
-        """Handle one alert; False means a transient failure and the same alert is tried again."""
+    async def _receive_all(self, alerts: list[PlateletAlert]) -> bool:
+        """Handle a batch of alerts together; False if any failed (some may have been paged:
+        taken again, they are not paged twice)."""
         try:
-            alert = PlateletAlert.model_validate_json(raw or b"")
-        except ValidationError as error:
-            ALERTS_CONSUMED.labels(outcome="undecodable").inc()
-            log.error("skipping an undecodable alert event: %d errors", error.error_count())
-            return True
+            await self._escalator.receive_many(alerts, self._clock())
+        except Exception:
+            log.exception("handling a batch of %d alerts failed; one at a time now", len(alerts))
+            return False
+        ALERTS_CONSUMED.labels(outcome="handled").inc(len(alerts))
+        return True
+
+    async def _receive(self, alert: PlateletAlert) -> bool:
+        """Handle one alert; False means a transient failure and the same alert is tried again."""
         try:
             await self._escalator.receive(alert, self._clock())
         except Exception:
@@ -195,6 +213,19 @@ class AlertConsumer:
             return False
         ALERTS_CONSUMED.labels(outcome="handled").inc()
         return True
+
+
+def _decoded(raws: list[bytes | None]) -> list[PlateletAlert]:
+    """The alerts among `raws`; an undecodable record is counted, logged without its content
+    and skipped."""
+    alerts = []
+    for raw in raws:
+        try:
+            alerts.append(PlateletAlert.model_validate_json(raw or b""))
+        except ValidationError as error:
+            ALERTS_CONSUMED.labels(outcome="undecodable").inc()
+            log.error("skipping an undecodable alert event: %d errors", error.error_count())
+    return alerts
 
 
 def _stop_process_if_failed(task: "asyncio.Task[None]") -> None:

@@ -5,12 +5,17 @@ knows the retry policy (exponential backoff with jitter, bounded attempts). If r
 fails, `page` raises and the caller tries again later: a message that did not go out is sent then,
 one that did is not sent again (its DeliveryEvent may then be missing from Kafka; the audit row is
 not).
+
+Messages go out together (`page_many`: the escalator's round): claimed in one transaction, then
+sent concurrently, at most SENDS_AT_ONCE at a time, each through the same steps as alone; the
+store group-commits the steps of those in flight. One message failing, or failing to be
+recorded, stops none of the others.
 """
 
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
@@ -72,6 +77,17 @@ class RetryPolicy:
         return random.uniform(0, self.base_seconds * 2 ** (attempt - 2))
 
 
+@dataclass(frozen=True)
+class Page:
+    """One rendered message for one recipient about one alert."""
+
+    alert: PlateletAlert
+    message: Message
+    recipient: Recipient
+
+
+SENDS_AT_ONCE = 128  # messages in flight at once: channel connections, store writes
+
 # Publishes a delivery event keyed by patient, like every other PlateletWatch topic.
 PublishDelivery = Callable[[str, DeliveryEvent], Awaitable[None]]
 
@@ -96,16 +112,41 @@ class AlertDelivery:
     async def page(self, alert: PlateletAlert, message: Message, recipient: Recipient) -> bool:
         """True once the message has reached the recipient, now or before, or is being sent by
         another process (then it is not sent again); False if it could not be delivered, and
-        the claim is released for a retry."""
-        claimed = await self._store.claim_page(
-            alert.alert_id, recipient.channel, recipient.address, self._clock()
+        the claim is released for a retry. Raises if a step could not be recorded."""
+        (outcome,) = await self.page_many([Page(alert, message, recipient)])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def page_many(self, pages: Sequence[Page]) -> list[bool | BaseException]:
+        """`page` for many messages: claimed together, sent concurrently (at most
+        SENDS_AT_ONCE at a time); for each, what `page` returns, or the exception that it
+        would raise. One page failing does not stop the others."""
+        claims = await self._store.claim_pages(
+            [(p.alert.alert_id, p.recipient.channel, p.recipient.address) for p in pages],
+            self._clock(),
         )
-        if not claimed:
-            DUPLICATES.labels(channel=recipient.channel).inc()
-            return True
+        slots = asyncio.Semaphore(SENDS_AT_ONCE)
+
+        async def send(page: Page, claimed: bool) -> bool:
+            if not claimed:
+                DUPLICATES.labels(channel=page.recipient.channel).inc()
+                return True
+            async with slots:
+                return await self._send_claimed(page)
+
+        return list(
+            await asyncio.gather(
+                *(send(page, claimed) for page, claimed in zip(pages, claims, strict=True)),
+                return_exceptions=True,
+            )
+        )
+
+    async def _send_claimed(self, page: Page) -> bool:
+        alert, recipient = page.alert, page.recipient
         delivered = False
         try:
-            delivered = await self._send_with_retries(alert, message, recipient)
+            delivered = await self._send_with_retries(alert, page.message, recipient)
         finally:
             if not delivered:
                 # Release the claim (also when recording a step failed before the message

@@ -7,10 +7,16 @@ moment; a gap pages the fallback and is recorded as such. A page that cannot be 
 resolve cancels what is left; a withdrawn alert also cancels, and tells everyone who was paged.
 An alert that supersedes an earlier one (refractory after persistent-severe) pages as usual and
 quietly closes the earlier one's paging as superseded: nobody is told it was wrong.
+
+Alerts come in batches (what the consumer has fetched): their chains are stored together and
+the levels due in a round are claimed, paged (AlertDelivery.page_many: concurrently) and marked
+paged together, so the store group-commits their steps and a slow recipient delays only its own
+page. A withdrawal or a superseding alert is handled alone, in its place in the batch.
 """
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import cast
 
@@ -18,7 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import AckAction, AlertKind, DeliveryStep, PlateletAlert, Population
 from services.notifier.clock import Clock, utc_now
-from services.notifier.delivery.attempts import AlertDelivery, Recipient
+from services.notifier.delivery.attempts import AlertDelivery, Page, Recipient
 from services.notifier.domain.escalation import EscalationPolicy, schedule
 from services.notifier.domain.links import sign_link
 from services.notifier.domain.message import render_message
@@ -89,6 +95,37 @@ class Escalator:
         self._zone = zone
         self._clock = clock
 
+    async def receive_many(self, alerts: Sequence[PlateletAlert], now: datetime) -> None:
+        """`receive` for a batch of alerts, in order: the plain new (or re-emitted) alerts
+        between two withdrawals or superseding alerts have their chains stored together and
+        then one round fires what is due. Idempotent as `receive`; raises if any alert failed
+        (the whole batch may then be received again)."""
+        opening: list[PlateletAlert] = []
+        for alert in alerts:
+            if alert.kind is AlertKind.WITHDRAWN or alert.supersedes_alert_id is not None:
+                await self._open_all(opening, now)
+                opening = []
+                await self.receive(alert, now)
+            else:
+                opening.append(alert)
+        await self._open_all(opening, now)
+
+    async def _open_all(self, alerts: Sequence[PlateletAlert], now: datetime) -> None:
+        if not alerts:
+            return
+        # Re-emitted with new evidence (a correction that still meets the rule), the stored
+        # alert is replaced: the levels still to come page with it; their timing is unchanged.
+        await self._store.open_escalations([self._chain(alert, now) for alert in alerts])
+        await self.fire_due(now)
+
+    def _chain(
+        self, alert: PlateletAlert, now: datetime
+    ) -> tuple[str, str, list[tuple[int, str, datetime]]]:
+        steps: list[tuple[int, str, datetime]] = [
+            (d.level, d.tier, d.at) for d in schedule(self._policy, alert.kind, now)
+        ]
+        return alert.alert_id, alert.model_dump_json(), steps
+
     async def receive(self, alert: PlateletAlert, now: datetime) -> None:
         """Start paging for a new alert, refresh a re-emitted one, or withdraw one; close the
         paging of the alert a new one supersedes. Idempotent: a redelivered alert pages, and
@@ -96,19 +133,38 @@ class Escalator:
         if alert.kind is AlertKind.WITHDRAWN:
             await self._withdraw(alert, now)
             return
-        steps = [(d.level, d.tier, d.at) for d in schedule(self._policy, alert.kind, now)]
-        # Re-emitted with new evidence (a correction that still meets the rule), the stored
-        # alert is replaced: the levels still to come page with it; their timing is unchanged.
-        await self._store.open_escalation(alert.alert_id, alert.model_dump_json(), steps)
+        await self._store.open_escalations([self._chain(alert, now)])
         if alert.supersedes_alert_id is not None:
             await self._supersede(alert.supersedes_alert_id, alert, now)
         await self.fire_due(now)
 
     async def fire_due(self, now: datetime) -> int:
-        """Message every level now due; the number paged."""
+        """Message every level now due, all together; the number paged. Every level is tried
+        even when one fails; then the first failure is raised (the levels that failed stay
+        claimed and fire again once their lease lapses)."""
         due = await self._store.claim_due_escalations(now)
-        for step in due:
-            await self._fire(step, now)
+        if not due:
+            return 0
+        handed = await self._store.reassignments([step.alert_id for step in due])
+        pages = await asyncio.gather(
+            *(self._page_for(step, handed.get(step.alert_id), now) for step in due),
+            return_exceptions=True,
+        )
+        ready = [
+            (step, page) for step, page in zip(due, pages, strict=True) if isinstance(page, Page)
+        ]
+        outcomes = await self._delivery.page_many([page for _, page in ready])
+        fired = [
+            (step, outcome)
+            for (step, _), outcome in zip(ready, outcomes, strict=True)
+            if isinstance(outcome, bool)
+        ]
+        # Undelivered, the next level is due now: no waiting out the window for a message that
+        # never arrived.
+        await self._store.finish_escalation_steps(fired, now)
+        for failure in [*pages, *outcomes]:
+            if isinstance(failure, BaseException):
+                raise failure
         return len(due)
 
     async def escalation_round(self, now: datetime) -> int:
@@ -173,9 +229,12 @@ class Escalator:
                 log.exception("an escalation round failed; retrying")
             await asyncio.sleep(interval_seconds)
 
-    async def _fire(self, step: EscalationRecord, now: datetime) -> None:
+    async def _page_for(
+        self, step: EscalationRecord, reassigned: str | None, now: datetime
+    ) -> Page:
+        """The message to the level's tier (of the service the alert was `reassigned` to, if it
+        was); a roster gap and an escalation are recorded first."""
         alert = PlateletAlert.model_validate_json(step.alert)
-        reassigned = await self._store.reassigned_to(alert.alert_id)
         population = cast(Population, reassigned or alert.population or "adult")
         gap = False
         if step.tier == "fallback":
@@ -199,10 +258,7 @@ class Escalator:
             await self._delivery.record(alert, DeliveryStep.ESCALATED, recipient, detail)
         links = self._links(alert.alert_id, role, now)
         message = render_message(alert, links, gap_note, zone=self._zone)
-        delivered = await self._delivery.page(alert, message, recipient)
-        # Undelivered, the next level is due now: no waiting out the window for a message that
-        # never arrived.
-        await self._store.finish_escalation_step(step, delivered=delivered, now=now)
+        return Page(alert, message, recipient)
 
     async def _withdraw(self, withdrawal: PlateletAlert, now: datetime) -> None:
         withdrawn = withdrawal.withdraws_alert_id or ""

@@ -7,15 +7,33 @@ SQLite file by default, PostgreSQL by URL. A message is claimed before it is sen
 restarted, never both send the same message; a claim abandoned by a crash is retaken after the
 lease. Escalation levels are rows with a due time, claimed the same way, so timers survive a
 restart and fire once. Each method is one transaction: it happens entirely or not at all.
+
+The writes of the paging path (claims, audit rows, chains, level states) are group-committed:
+those issued while a commit is under way wait for it and then share the next transaction, so
+pages sent concurrently cost one commit (one fsync on SQLite) per round, not one each. Each
+caller still returns only once its write is committed. If a shared transaction fails, its
+writes are tried again one transaction each, so one failing write fails only its caller.
 """
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, distinct, event, func, select, update
+from sqlalchemy import (
+    delete,
+    distinct,
+    event,
+    func,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy import (
+    insert as standard_insert,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -43,6 +61,80 @@ from services.notifier.store.tables import (
 )
 
 CLAIM_LEASE = timedelta(minutes=2)
+
+Write = Callable[[AsyncSession], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Combined:
+    """A write that runs as one statement with the others of its `kind` in the same
+    transaction: `run_all` gets every such item, in the order they came."""
+
+    kind: str
+    item: Any
+    run_all: Callable[[AsyncSession, list[Any]], Awaitable[None]]
+
+
+class GroupCommit:
+    """Runs writes in shared transactions: one transaction at a time, each holding every write
+    that arrived while the one before committed."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._waiting: list[tuple[Write | Combined, asyncio.Future[Any]]] = []
+        self._committing: asyncio.Task[None] | None = None
+
+    async def run(self, write: Write | Combined) -> Any:
+        """What `write` returned, once its transaction has committed; raises what it raised
+        (the write is then not committed)."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((write, done))
+        if self._committing is None:
+            self._committing = asyncio.create_task(self._commit_all())
+        return await done
+
+    async def _commit_all(self) -> None:
+        batch: list[tuple[Write | Combined, asyncio.Future[Any]]] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._commit(batch)
+        except BaseException:  # cancelled (the notifier stopping): nobody waits forever
+            for _, done in batch + self._waiting:
+                done.cancel()
+            self._waiting = []
+            raise
+        finally:
+            self._committing = None
+
+    async def _commit(self, batch: list[tuple[Write | Combined, asyncio.Future[Any]]]) -> None:
+        try:
+            async with self._sessions.begin() as session:
+                results = [await _run(session, write, batch) for write, _ in batch]
+        except Exception as error:
+            if len(batch) > 1:  # alone, each failing write fails only its caller
+                for one in batch:
+                    await self._commit([one])
+            elif not batch[0][1].done():
+                batch[0][1].set_exception(error)
+            return
+        for (_, done), result in zip(batch, results, strict=True):
+            if not done.done():
+                done.set_result(result)
+
+
+async def _run(
+    session: AsyncSession,
+    write: Write | Combined,
+    batch: list[tuple[Write | Combined, asyncio.Future[Any]]],
+) -> Any:
+    """Run one write of the batch; the first of a Combined kind runs every one of that kind."""
+    if not isinstance(write, Combined):
+        return await write(session)
+    kind = [w for w, _ in batch if isinstance(w, Combined) and w.kind == write.kind]
+    if kind[0] is write:
+        await write.run_all(session, [w.item for w in kind])
+    return None
 
 
 @dataclass(frozen=True)
@@ -92,10 +184,13 @@ class NotifierStore:
         url = make_url(database_url)
         if url.get_backend_name() == "sqlite" and url.database:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        self._engine: AsyncEngine = create_async_engine(url)
+        # A failed statement's error names no parameter: they hold alerts, patients included,
+        # and the error is logged.
+        self._engine: AsyncEngine = create_async_engine(url, hide_parameters=True)
         if url.get_backend_name() == "sqlite":
-            event.listen(self._engine.sync_engine, "connect", _write_ahead_log)
+            event.listen(self._engine.sync_engine, "connect", _synchronous_full)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        self._writes = GroupCommit(self._sessions)
 
     async def start(self) -> None:
         """Bring the schema up to date by migration (store/migrations.upgrade): replicas
@@ -109,37 +204,67 @@ class NotifierStore:
     async def claim_page(self, alert_id: str, channel: str, address: str, now: datetime) -> bool:
         """True if this process may send the message now; False if it was sent or is being
         sent."""
-        async with self._sessions.begin() as session:
-            claim = {
-                "alert_id": alert_id,
-                "channel": channel,
-                "address": address,
-                "status": PageStatus.CLAIMED,
-                "claimed_until": now + CLAIM_LEASE,
-            }
-            if await _insert_if_new(session, PageRow, claim):
-                return True
-            retaken = await session.execute(
-                update(PageRow)
-                .where(*_undelivered(alert_id, channel, address), PageRow.claimed_until < now)
-                .values(claimed_until=now + CLAIM_LEASE)
+        return (await self.claim_pages([(alert_id, channel, address)], now))[0]
+
+    async def claim_pages(
+        self, messages: Sequence[tuple[str, str, str]], now: datetime
+    ) -> list[bool]:
+        """`claim_page` for many messages (alert_id, channel, address) in one transaction of
+        two statements; a message listed twice is claimed at most once."""
+        keys = list(dict.fromkeys(messages))
+        if not keys:
+            return []
+
+        async def claim(session: AsyncSession) -> set[tuple[str, str, str]]:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            key_columns = (PageRow.alert_id, PageRow.channel, PageRow.address)
+            claims = [
+                {
+                    "alert_id": alert_id,
+                    "channel": channel,
+                    "address": address,
+                    "status": PageStatus.CLAIMED,
+                    "claimed_until": now + CLAIM_LEASE,
+                }
+                for alert_id, channel, address in keys
+            ]
+            new = await session.execute(
+                insert(PageRow).on_conflict_do_nothing().returning(*key_columns), claims
             )
-            return _changed(retaken) == 1
+            claimed = {(a, c, d) for a, c, d in new}
+            lapsed = [key for key in keys if key not in claimed]
+            if lapsed:
+                retaken = await session.execute(
+                    update(PageRow)
+                    .where(
+                        tuple_(*key_columns).in_(lapsed),
+                        PageRow.status != PageStatus.DELIVERED,
+                        PageRow.claimed_until < now,
+                    )
+                    .values(claimed_until=now + CLAIM_LEASE)
+                    .returning(*key_columns)
+                    .execution_options(synchronize_session=False)
+                )
+                claimed |= {(a, c, d) for a, c, d in retaken}
+            return claimed
+
+        claimed: set[tuple[str, str, str]] = await self._writes.run(claim)
+        answers = []
+        for key in messages:
+            answers.append(key in claimed)
+            claimed.discard(key)  # listed twice: the second is not sent
+        return answers
 
     async def finish_page(
         self, alert_id: str, channel: str, address: str, *, delivered: bool, now: datetime
     ) -> None:
         """Mark a claimed message delivered, or release the claim so a later attempt may retake
         it. A message once delivered stays delivered: releasing it afterwards changes nothing."""
-        async with self._sessions.begin() as session:
-            await session.execute(
-                update(PageRow)
-                .where(*_undelivered(alert_id, channel, address))
-                .values(
-                    status=PageStatus.DELIVERED if delivered else PageStatus.FAILED,
-                    claimed_until=now,
-                )
-            )
+
+        finish = _DELIVER_PAGES if delivered else _RELEASE_PAGES
+        kind = "pages delivered" if delivered else "pages released"
+        await self._writes.run(Combined(kind, ((alert_id, channel, address), now), finish))
 
     async def record(
         self,
@@ -151,18 +276,18 @@ class NotifierStore:
         detail: str | None,
         occurred_at: datetime,
     ) -> None:
-        async with self._sessions.begin() as session:
-            session.add(
-                AuditRow(
-                    alert_id=alert_id,
-                    step=step,
-                    channel=channel,
-                    recipient=recipient,
-                    attempt=attempt,
-                    detail=detail,
-                    occurred_at=occurred_at,
-                )
-            )
+        """An audit row: one step of one alert's paging."""
+
+        row = {
+            "alert_id": alert_id,
+            "step": step,
+            "channel": channel,
+            "recipient": recipient,
+            "attempt": attempt,
+            "detail": detail,
+            "occurred_at": occurred_at,
+        }
+        await self._writes.run(Combined("audit", row, _insert_audit))
 
     async def audit_trail(self, alert_id: str) -> list[AuditRecord]:
         async with self._sessions() as session:
@@ -188,58 +313,90 @@ class NotifierStore:
         """Store an alert's chain (level, tier, due; at least one); False if it was opened
         before, and then the alert is replaced by this newer version (re-emitted with new
         evidence: the levels still to come message with it, the page shows it)."""
-        async with self._sessions.begin() as session:
-            closed = await session.get(ClosureRow, alert_id) is not None  # withdrawn first
-            levels = _pending_levels(alert_id, alert_json, steps, is_open=not closed)
-            if await _insert_if_new(session, EscalationRow, *levels):
-                return True
-            await session.execute(
-                update(EscalationRow)
-                .where(EscalationRow.alert_id == alert_id)
-                .values(alert=alert_json)
+        return (await self.open_escalations([(alert_id, alert_json, steps)]))[0]
+
+    async def open_escalations(
+        self, chains: Sequence[tuple[str, str, Sequence[tuple[int, str, datetime]]]]
+    ) -> list[bool]:
+        """`open_escalation` for many alerts (alert_id, alert JSON, steps), in order, in one
+        transaction: the new chains in one statement; an alert opened before (or earlier in
+        the list) has its stored alert replaced."""
+
+        async def open_all(session: AsyncSession) -> list[bool]:
+            ids = {alert_id for alert_id, _, _ in chains}
+            closed = set(
+                await session.scalars(
+                    select(ClosureRow.alert_id).where(ClosureRow.alert_id.in_(ids))
+                )
             )
-            return False
+            opened = set(
+                await session.scalars(
+                    select(EscalationRow.alert_id).where(EscalationRow.alert_id.in_(ids)).distinct()
+                )
+            )
+            answers, levels, replaced = [], [], {}
+            for alert_id, alert_json, steps in chains:
+                answers.append(alert_id not in opened)
+                if alert_id in opened:
+                    replaced[alert_id] = alert_json  # the last version wins
+                    continue
+                opened.add(alert_id)
+                levels += _pending_levels(alert_id, alert_json, steps, alert_id not in closed)
+            if levels:
+                dialect = session.get_bind().dialect.name
+                insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+                # Another replica opening the same alert at this moment: its levels stand.
+                await session.execute(insert(EscalationRow).on_conflict_do_nothing(), levels)
+            for alert_id, alert_json in replaced.items():
+                await session.execute(
+                    update(EscalationRow)
+                    .where(EscalationRow.alert_id == alert_id)
+                    .values(alert=alert_json)
+                )
+            return answers
+
+        return list(await self._writes.run(open_all))
 
     async def claim_due_escalations(self, now: datetime) -> list[EscalationRecord]:
         """Pending levels due by `now`, each claimed for a lease so only one process fires it."""
-        async with self._sessions.begin() as session:
-            due = await session.scalars(
-                select(EscalationRow)
+
+        async def claim(session: AsyncSession) -> list[EscalationRecord]:
+            # One statement: a level another process claims meanwhile no longer matches.
+            taken = await session.scalars(
+                update(EscalationRow)
                 .where(
                     EscalationRow.state == LevelState.PENDING,
                     EscalationRow.due_at <= now,
                     EscalationRow.claimed_until <= now,
                 )
-                .order_by(EscalationRow.due_at, EscalationRow.level)
+                .values(claimed_until=now + CLAIM_LEASE)
+                .returning(EscalationRow)
+                .execution_options(synchronize_session=False)
             )
-            claimed = []
-            for row in due.all():
-                taken = await session.execute(
-                    update(EscalationRow)
-                    .where(
-                        EscalationRow.id == row.id,
-                        EscalationRow.state == LevelState.PENDING,
-                        EscalationRow.claimed_until == row.claimed_until,
-                    )
-                    .values(claimed_until=now + CLAIM_LEASE)
-                )
-                if _changed(taken) == 1:
-                    claimed.append(_level(row))
-            return claimed
+            return sorted(map(_level, taken), key=lambda level: (level.due_at, level.level))
 
-    async def finish_escalation_step(
-        self, step: EscalationRecord, *, delivered: bool, now: datetime
+        return list(await self._writes.run(claim))
+
+    async def finish_escalation_steps(
+        self, steps: Sequence[tuple[EscalationRecord, bool]], now: datetime
     ) -> None:
-        """Mark a fired level paged; if its message was not delivered, make the next level due
-        now rather than waiting out the window."""
-        async with self._sessions.begin() as session:
+        """Mark fired levels (level, delivered) paged, in one transaction; a level whose message
+        was not delivered makes the next level due now rather than waiting out the window."""
+        if not steps:
+            return
+
+        async def finish(session: AsyncSession) -> None:
             await session.execute(
                 update(EscalationRow)
-                .where(EscalationRow.id == step.id)
+                .where(EscalationRow.id.in_([step.id for step, _ in steps]))
                 .values(state=LevelState.PAGED)
+                .execution_options(synchronize_session=False)
             )
-            if not delivered:
-                await _bring_forward(session, step.alert_id, step.level + 1, now)
+            for step, delivered in steps:
+                if not delivered:
+                    await _bring_forward(session, step.alert_id, step.level + 1, now)
+
+        await self._writes.run(finish)
 
     async def bring_forward(self, alert_id: str, level: int, now: datetime) -> None:
         """Make level `level` due now (the level before failed or was declined)."""
@@ -297,13 +454,18 @@ class NotifierStore:
 
     async def reassigned_to(self, alert_id: str) -> str | None:
         """The service the alert was last handed to, if it was."""
+        return (await self.reassignments([alert_id])).get(alert_id)
+
+    async def reassignments(self, alert_ids: Sequence[str]) -> dict[str, str]:
+        """The service each of these alerts was last handed to, for those that were: one
+        query for a whole round of levels."""
         async with self._sessions() as session:
-            return await session.scalar(
-                select(ReassignmentRow.population)
-                .where(ReassignmentRow.alert_id == alert_id)
-                .order_by(ReassignmentRow.id.desc())
-                .limit(1)
+            rows = await session.execute(
+                select(ReassignmentRow.alert_id, ReassignmentRow.population)
+                .where(ReassignmentRow.alert_id.in_(set(alert_ids)))
+                .order_by(ReassignmentRow.id)
             )
+            return {alert_id: population for alert_id, population in rows}  # the last wins
 
     async def board(self, acknowledged_since: datetime) -> list[BoardEntry]:
         """Alerts still open: not resolved, withdrawn or superseded, and not acknowledged before
@@ -405,12 +567,10 @@ class NotifierStore:
             )
 
 
-def _write_ahead_log(connection: Any, _: object) -> None:
-    """SQLite in write-ahead-log mode, still synchronous=FULL: a commit is one append and one
-    fsync of the log rather than a rollback journal written, synced and deleted, and is as
-    durable (a page's claim survives a power cut). Readers no longer block the writer."""
+def _synchronous_full(connection: Any, _: object) -> None:
+    """Every SQLite commit synced before it returns (a page's claim survives a power cut); the
+    file's write-ahead-log mode is set once, by the migration (store/migrations)."""
     cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
 
@@ -429,14 +589,34 @@ async def _insert_if_new(session: AsyncSession, table: type[Base], *rows: dict[s
     return True
 
 
-def _undelivered(alert_id: str, channel: str, address: str) -> tuple[ColumnElement[bool], ...]:
-    """The row of one message (an alert to one address on one channel) while not delivered."""
-    return (
-        PageRow.alert_id == alert_id,
-        PageRow.channel == channel,
-        PageRow.address == address,
-        PageRow.status != PageStatus.DELIVERED,
-    )
+async def _insert_audit(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    await session.execute(standard_insert(AuditRow), rows)
+
+
+def _finishing(status: PageStatus) -> Callable[[AsyncSession, list[Any]], Awaitable[None]]:
+    """`finish_page` for many messages ((alert_id, channel, address), now) in one statement:
+    marked `status` as of the latest of their times."""
+
+    async def finish(
+        session: AsyncSession, items: list[tuple[tuple[str, str, str], datetime]]
+    ) -> None:
+        await session.execute(
+            update(PageRow)
+            .where(
+                tuple_(PageRow.alert_id, PageRow.channel, PageRow.address).in_(
+                    [key for key, _ in items]
+                ),
+                PageRow.status != PageStatus.DELIVERED,
+            )
+            .values(status=status, claimed_until=max(now for _, now in items))
+            .execution_options(synchronize_session=False)
+        )
+
+    return finish
+
+
+_DELIVER_PAGES = _finishing(PageStatus.DELIVERED)
+_RELEASE_PAGES = _finishing(PageStatus.FAILED)
 
 
 async def _cancel_pending(session: AsyncSession, alert_id: str) -> None:

@@ -30,12 +30,17 @@ class ReceivedPage:
         return next((v for k, v in self.headers.items() if k.lower() == "idempotency-key"), None)
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # concurrent pages connect at once (socketserver's default is 5)
+    daemon_threads = True
+
+
 class WebhookReceiver:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.pages: list[ReceivedPage] = []
         self._refusals: list[int] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server = _Server((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     @property
@@ -88,6 +93,8 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a pager takes pages as they come
+
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 status = receiver._accept(self.path, dict(self.headers.items()), raw)
