@@ -8,7 +8,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
 from schemas import Topic
-from services.notifier.app import broker_lag, partition_lag, watch_lag
+from services.kafka.lag import consumer_lag, partition_lag
+from services.notifier.app import watch_lag
 from tests.alert_factory import persistent_severe
 from tests.conftest import Kafka
 
@@ -16,13 +17,18 @@ from tests.conftest import Kafka
 def test_lag_runs_from_the_committed_offset_or_the_log_start_to_the_log_end() -> None:
     first, second = TopicPartition("alerts", 0), TopicPartition("alerts", 1)
     end = {first: 10, second: 7}
-    assert partition_lag(end, {first: 4, second: None}, {first: 0, second: 2}) == {0: 6, 1: 5}
+    lag = partition_lag(end, {first: 4, second: None}, {first: 0, second: 2})
+    assert lag == {("alerts", 0): 6, ("alerts", 1): 5}
 
 
 async def _publish(kafka: Kafka, count: int, start: int) -> None:
     topic = kafka.settings.topic(Topic.PLATELET_ALERTS)
     for n in range(start, start + count):
         await kafka.publisher.publish(topic, f"patient-{n}", persistent_severe(f"alert-{n}"))
+
+
+async def _waiting(consumer: AIOKafkaConsumer) -> int:
+    return sum((await consumer_lag(consumer, consumer.assignment())).values())
 
 
 def _gauge_total(partitions: int) -> float:
@@ -51,14 +57,14 @@ async def test_lag_grows_while_the_consumer_has_read_alerts_it_cannot_handle(kaf
         while sum(read.values()) < 3:  # read, as a stuck consumer has, and not committed
             for partition, records in (await consumer.getmany(timeout_ms=500)).items():
                 read[partition] = read.get(partition, 0) + len(records)
-        assert sum((await broker_lag(consumer)).values()) == 3
+        assert await _waiting(consumer) == 3
         await _publish(kafka, 2, 3)
-        assert sum((await broker_lag(consumer)).values()) == 5
+        assert await _waiting(consumer) == 5
         async with asyncio.timeout(10):
             while _gauge_total(settings.partitions) != 5:  # noqa: ASYNC110 - set by watch_lag
                 await asyncio.sleep(0.1)
         await consumer.commit({partition: count for partition, count in read.items()})
-        assert sum((await broker_lag(consumer)).values()) == 2  # handled at last
+        assert await _waiting(consumer) == 2  # handled at last
     finally:
         watching.cancel()
         await consumer.stop()

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Gauge
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import AckAction, DeliveryEvent, PlateletAlert, Topic
 from services.config import Settings
+from services.kafka.lag import consumer_lag
 from services.kafka.producer import EventPublisher
 from services.notifier.clock import Clock, utc_now
 from services.notifier.delivery.attempts import AlertDelivery, RetryPolicy
@@ -64,39 +65,15 @@ _FETCH_WAIT_MS = 1000  # getmany returns at once when records are there; this is
 LAG_POLL_SECONDS = 5.0
 
 
-def partition_lag(
-    end: dict[TopicPartition, int],
-    committed: dict[TopicPartition, int | None],
-    beginning: dict[TopicPartition, int],
-) -> dict[int, int]:
-    """Records waiting on each partition: from the group's committed offset (or, none committed
-    yet, the log's start) to the log's end."""
-    lag = {}
-    for partition, log_end in end.items():
-        start = committed.get(partition)
-        start = beginning.get(partition, 0) if start is None else start
-        lag[partition.partition] = max(0, log_end - start)
-    return lag
-
-
-async def broker_lag(consumer: AIOKafkaConsumer) -> dict[int, int]:
-    """The lag of the consumer's assigned partitions as the broker has it: it grows while the
-    consumer is stuck (retrying one alert, say), unlike the high-water mark of its last fetch."""
-    partitions = list(consumer.assignment())
-    if not partitions:
-        return {}
-    end = await consumer.end_offsets(partitions)
-    beginning = await consumer.beginning_offsets(partitions)
-    committed = {partition: await consumer.committed(partition) for partition in partitions}
-    return partition_lag(end, committed, beginning)
-
-
 async def watch_lag(consumer: AIOKafkaConsumer, interval_seconds: float) -> None:
-    """Set the lag gauge from the broker every `interval_seconds` until cancelled; a failed poll
-    is logged and the gauge keeps its last value."""
+    """Set the lag gauge of the consumer's partitions from the broker every `interval_seconds`
+    until cancelled: it grows while the consumer is stuck (retrying one alert, say), unlike the
+    high-water mark of its last fetch. A failed poll is logged; the gauge keeps its last value."""
     while True:
         try:
-            for partition, waiting in (await broker_lag(consumer)).items():
+            for (_, partition), waiting in (
+                await consumer_lag(consumer, consumer.assignment())
+            ).items():
                 LAG.labels(partition=str(partition)).set(waiting)
         except Exception as error:
             log.warning("consumer lag could not be read from the broker: %r", error)
