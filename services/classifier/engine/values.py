@@ -160,10 +160,12 @@ def epoch_seconds(at: datetime) -> float:
     from pydantic and one made here compare slowly: their zones differ). Exact to the
     microsecond until 2100 (a double's spacing is below half a microsecond there), so times
     held are given back exactly and compare as the times do."""
-    epoch = _epoch_in(at.tzinfo)
-    if epoch is None:
-        return (at - _EPOCH).total_seconds()
-    return (at - epoch).total_seconds()
+    zone = at.tzinfo
+    known = _UTC_EPOCHS.get(id(zone))
+    if known is not None and known[0] is zone:  # _epoch_in, inlined: every result comes here
+        return (at - known[1]).total_seconds()
+    epoch = _epoch_in(zone)
+    return (at - (_EPOCH if epoch is None else epoch)).total_seconds()
 
 
 def _instant(seconds: float) -> datetime:
@@ -347,9 +349,8 @@ class Values(MutableMapping[str, Value]):
             self._other(result_id, event_id)
         if verified_at is None:
             verified = _NO_TIME
-        else:  # in the zone of `at`, as it most often is: no offset asked for
-            epoch = _epoch_in(at.tzinfo)
-            verified = (verified_at - (_EPOCH if epoch is None else epoch)).total_seconds()
+        else:  # within half a microsecond, so given back exactly; in the zone of `at` most often,
+            verified = at_seconds + (verified_at - at).total_seconds()  # so no offset is asked
         self._rows += _ROW.pack(number, at_seconds, verified, seq, index, raw)
         if not (_plain(result_id) and _plain(original_value)):
             result_id, original_value = _escaped(result_id), _escaped(original_value)
