@@ -60,6 +60,8 @@ class Summary:
 
 Read = Event | Filter | Rejection
 """An event to replay, or what became of an input that is not one."""
+_NOT_EVENTS = (Filter, Rejection)
+_lab_result = LabResult.__pydantic_validator__.validate_json  # LabResult.model_validate_json
 
 
 def _unwrapped(outcome: Outcome) -> Read:
@@ -104,7 +106,8 @@ def _ndjson_line(
             (outcome,) = read_fhir_json(line.encode(), context, treatments)
             return _unwrapped(outcome)
         if '"result_id"' in line:
-            return LabResult.model_validate_json(line)
+            result: LabResult = _lab_result(line)
+            return result
         if '"category"' in line or '"kind"' in line:
             return clinical_context_adapter.validate_json(line)
         json.loads(line)
@@ -132,9 +135,11 @@ def replay(
     treatments: TreatmentTable,
     context: FeedContext,
     summary: Summary,
+    histories: dict[str, History] | None = None,
 ) -> Iterator[PlateletAlert]:
     """Every alert the engine raises over the inputs, in event order, as it is raised (a long
-    replay holds no list of them); `summary` counts what was read.
+    replay holds no list of them); `summary` counts what was read. `histories`, when given,
+    receives each patient's history by patient key (to see what replay holds).
 
     The cyclic garbage collector is paused meanwhile: the histories are long-lived and acyclic,
     and rescanning them as they grow cost more than half the run on a year of data.
@@ -142,11 +147,11 @@ def replay(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        histories: dict[str, History] = {}
+        histories = {} if histories is None else histories
         replayed_at = datetime.now(UTC)  # every alert of one replay is raised at its start
         for path in paths:
             for event in _read(path, context, treatments):
-                if isinstance(event, Rejection | Filter):
+                if isinstance(event, _NOT_EVENTS):
                     _count(summary, event)
                     continue
                 summary.events += 1

@@ -60,12 +60,11 @@ def apply(
         and scans.rules is rules
         and isinstance(event, LabResult)
         and (history.seen is None or event.event_id not in history.seen)
-    ):  # not applied before unless its value is held, which append_if_newest checks
-        appended = scans.append_if_newest(history, event)
-        if appended is not None:
+    ):  # not applied before unless its value is held, which add_newest checks
+        new = scans.add_newest(history, event)
+        if new is not None:
             if event.location is not None:
                 history.location = event.location
-            new = scans.step(history, appended, late=False)
             if not new:
                 return ()  # the common case: no list to allocate
             wanted = {w.alert_id: w for w in new}
@@ -89,8 +88,7 @@ def apply(
     if not history.has_applied(event):
         history.remember(event.event_id)
     forget_beyond_horizon(history, rules)
-    ordered = sorted(history.values.values(), key=lambda v: (v.at, v.seq))
-    history.scans = Scans(history, rules, ordered)
+    history.scans = Scans(history, rules, history.values.in_order())
     history.suppressed_repeats = history.scans.critical.suppressed
     history.late_values = history.scans.critical.late
     wanted = history.scans.wanted

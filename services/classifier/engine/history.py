@@ -9,9 +9,8 @@ that no longer validates is left out rather than failing the patient.
 """
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -19,17 +18,15 @@ from pydantic import ValidationError
 from schemas import (
     AlertKind,
     ClinicalContextEvent,
-    Comparator,
     Correction,
     DiagnosisEvent,
     LabResult,
-    PlateletCount,
-    Population,
     ProcedureEvent,
     ResultStatus,
     TreatmentEvent,
     clinical_context_adapter,
 )
+from services.classifier.engine.values import Value, Values
 from services.classifier.rules import Rules, population_at
 
 if TYPE_CHECKING:
@@ -44,105 +41,6 @@ SEEN_EVENTS_KEPT = 1000
 VALUES_KEPT = 500
 TREATMENTS_KEPT = 100
 DIAGNOSES_KEPT = 50
-
-
-def code_of(result: LabResult) -> tuple[str, str]:
-    return _shared_code(result.code.system, result.code.code)
-
-
-@lru_cache(maxsize=256)
-def _shared_code(system: str, code: str) -> tuple[str, str]:
-    """One tuple per distinct code (ingest passes platelet codes only: a handful), shared by
-    every count that has it: a year of counts would otherwise hold one copy each."""
-    return system, code
-
-
-@dataclass(slots=True)
-class Value:
-    """One platelet count in the history, reduced to what rules and evidence need; `seq` is its
-    arrival order for this patient, `population` the patient's age group at collection."""
-
-    result_id: str
-    event_id: str
-    number: float  # 10^9/L; the count as reported is kept too, for the evidence
-    comparator: Comparator | None
-    original_value: str
-    original_unit: str
-    status: ResultStatus
-    at: datetime
-    verified_at: datetime | None
-    seq: int
-    population: Population
-    code: tuple[str, str] | None = None  # (system, code): 49497-1 is a smear estimate
-    flags: tuple[str, ...] = ()  # the lab's own (HL7 table 0078)
-
-    @property
-    def count(self) -> PlateletCount:
-        return PlateletCount(
-            value_10e9_per_l=self.number,
-            comparator=self.comparator,
-            original_value=self.original_value,
-            original_unit=self.original_unit,
-        )
-
-    @classmethod
-    def of(
-        cls, result: LabResult, count: PlateletCount, seq: int, population: Population
-    ) -> "Value":
-        return cls(
-            result.result_id,
-            result.event_id,
-            count.value_10e9_per_l,
-            count.comparator,
-            count.original_value,
-            count.original_unit,
-            result.status,
-            result.collected_at,
-            result.verified_at,
-            seq,
-            population,
-            code_of(result),
-            result.abnormal_flags,
-        )
-
-    def to_json(self) -> list[Any]:
-        return [
-            self.result_id,
-            self.event_id,
-            self.number,
-            self.comparator,
-            self.original_value,
-            self.original_unit,
-            self.status.value,
-            self.at.isoformat(),
-            self.verified_at.isoformat() if self.verified_at else None,
-            self.seq,
-            self.population,
-            list(self.code) if self.code else None,
-            list(self.flags),
-        ]
-
-    @classmethod
-    def from_json(cls, data: list[Any]) -> "Value":
-        rid, eid, number, comparator, original, unit, status, at, verified, seq, population = data[
-            :11
-        ]
-        code, flags = (data[11], data[12]) if len(data) > 11 else (None, ())  # before issue 14
-        return cls(
-            rid,
-            eid,
-            number,
-            comparator,
-            original,
-            unit,
-            ResultStatus(status),
-            datetime.fromisoformat(at).astimezone(UTC),  # stored before times were held in UTC
-            datetime.fromisoformat(verified).astimezone(UTC) if verified else None,
-            seq,
-            population,
-            _shared_code(code[0], code[1]) if code else None,
-            tuple(flags),
-        )
 
 
 class Sent(StrEnum):
@@ -171,7 +69,7 @@ class History:
 
     patient_key: str = ""  # the patient's identifier key, part of every alert id
     location: str | None = None  # the ward or unit last reported, for routing pages
-    values: dict[str, Value] = field(default_factory=dict)
+    values: Values = field(default_factory=Values)  # by result id
     treatments: dict[str, TreatmentEvent] = field(default_factory=dict)
     diagnoses: dict[str, DiagnosisEvent] = field(default_factory=dict)  # on record, by id
     raised: dict[str, Raised] = field(default_factory=dict)
@@ -187,8 +85,7 @@ class History:
         if self.seen is not None and event.event_id in self.seen:
             return True
         if isinstance(event, LabResult):
-            value = self.values.get(event.result_id)
-            return value is not None and value.event_id == event.event_id
+            return self.values.event_id_of(event.result_id) == event.event_id
         return False
 
     def remember(self, event_id: str) -> None:
@@ -204,7 +101,7 @@ class History:
         return {
             "patient_key": self.patient_key,
             "location": self.location,
-            "values": [v.to_json() for v in self.values.values()],
+            "values": self.values.to_json(),
             "treatments": [t.model_dump(mode="json") for t in self.treatments.values()],
             "diagnoses": [d.model_dump(mode="json") for d in self.diagnoses.values()],
             "raised": [
@@ -236,7 +133,7 @@ class History:
         )
         for raw in data["values"]:
             value = Value.from_json(raw)
-            history.values[value.result_id] = value
+            history.values[value.result_id] = value  # a result id written twice: the last counts
         for raw in (*data["treatments"], *data.get("diagnoses", ())):
             try:
                 context = clinical_context_adapter.validate_python(raw)
@@ -319,20 +216,19 @@ def forget_beyond_horizon(history: History, rules: Rules) -> None:
     horizon by a tenth more (or the history a tenth fuller than kept), so that a patient followed
     for long does not leave the one-step path at every value."""
     if len(history.values) > VALUES_KEPT:
-        by_age = sorted(history.values.values(), key=lambda v: (v.at, v.result_id))
-        _forget_values(history, {v.result_id for v in by_age[: -VALUES_KEPT * 9 // 10]})
+        _forget_values(history, set(history.values.by_age()[: -VALUES_KEPT * 9 // 10]))
     if len(history.treatments) > TREATMENTS_KEPT:
         by_start = sorted(history.treatments.values(), key=treatment_start)
         for treatment in by_start[: -TREATMENTS_KEPT * 9 // 10]:
             del history.treatments[treatment.event_id]
-    if not history.values:
+    newest = history.values.newest()
+    if newest is None:
         return
-    newest = max(v.at for v in history.values.values())
     oldest = oldest_time(history)
     if oldest is None or newest <= forgetting_due_after(oldest, rules):
         return
     cutoff = newest - timedelta(days=rules.horizon_days)
-    _forget_values(history, {rid for rid, v in history.values.items() if v.at < cutoff})
+    _forget_values(history, history.values.collected_before(cutoff))
     for event_id in [e for e, t in history.treatments.items() if treatment_start(t) < cutoff]:
         del history.treatments[event_id]
 
@@ -344,8 +240,8 @@ def shrink(history: History) -> bool:
     to forget. The next event takes the full path."""
     if not (history.values or history.treatments or history.seen):
         return False
-    by_age = sorted(history.values.values(), key=lambda v: (v.at, v.result_id))
-    _forget_values(history, {v.result_id for v in by_age[: (len(by_age) + 1) // 2]})
+    by_age = history.values.by_age()
+    _forget_values(history, set(by_age[: (len(by_age) + 1) // 2]))
     by_start = sorted(history.treatments.values(), key=treatment_start)
     for treatment in by_start[: (len(by_start) + 1) // 2]:
         del history.treatments[treatment.event_id]
@@ -357,15 +253,16 @@ def shrink(history: History) -> bool:
 
 
 def _forget_values(history: History, expired: set[str]) -> None:
-    for rid in expired:
-        del history.values[rid]
+    history.values.remove(expired)
     for alert_id in [a for a, r in history.raised.items() if r.anchor_result_id in expired]:
         del history.raised[alert_id]  # expired with its evidence: not a withdrawal
 
 
 def oldest_time(history: History) -> datetime | None:
     times = [treatment_start(t) for t in history.treatments.values()]
-    times += (v.at for v in history.values.values())
+    oldest = history.values.oldest()
+    if oldest is not None:
+        times.append(oldest)
     return min(times, default=None)
 
 

@@ -23,8 +23,9 @@ from schemas import (
     TransfusionEvent,
     stable_event_id,
 )
-from services.classifier.engine.history import History, Raised, Sent, Value, treatment_start
+from services.classifier.engine.history import History, Raised, Sent, treatment_start
 from services.classifier.engine.scans import Wanted
+from services.classifier.engine.values import Value
 from services.classifier.rules import Rules, is_below
 
 _RETRACTION_WORDS = {
@@ -113,12 +114,8 @@ def _supersede(history: History) -> str | None:
 
 def _preceding(history: History, first: Value) -> tuple[Value, ...]:
     """The patient's last counts before the evidence, within 30 days: the trend into it."""
-    since = first.at - timedelta(days=30)
-    earlier = sorted(
-        (v for v in history.values.values() if since <= v.at < first.at),
-        key=lambda v: (v.at, v.seq),
-    )
-    return tuple(earlier[-3:])
+    earlier = history.values.in_order(first.at - timedelta(days=30), first.at)
+    return tuple([v for v in earlier if v.at < first.at][-3:])
 
 
 def _on_record(
@@ -156,17 +153,13 @@ def _lab_panics(history: History, want: Wanted) -> str | None:
     week up to the alert: a note for the hematologist, who may know the lab's reasons."""
     since = want.trigger.at - timedelta(days=7)
     evidence = {v.result_id for v in want.evidence}
-    flagged = sorted(
-        (
-            v
-            for v in history.values.values()
-            if since <= v.at <= want.trigger.at
-            and _PANIC_FLAGS.intersection(v.flags)
-            and v.result_id not in evidence
-            and not is_below(v.number, v.comparator, want.limit)
-        ),
-        key=lambda v: (v.at, v.seq),
-    )
+    flagged = [
+        v
+        for v in history.values.in_order(since, want.trigger.at)
+        if _PANIC_FLAGS.intersection(v.flags)
+        and v.result_id not in evidence
+        and not is_below(v.number, v.comparator, want.limit)
+    ]
     notes = [
         f"the lab flagged {_count_text(v.count)} collected {v.at.strftime('%Y-%m-%d %H:%M UTC')} "
         f"{'/'.join(sorted(_PANIC_FLAGS.intersection(v.flags)))}"

@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 
 from schemas import (
     AlertKind,
+    Comparator,
     LabResult,
     MedicationEvent,
     Population,
@@ -25,12 +26,11 @@ from services.classifier.engine.history import (
     COUNTING,
     VALUES_KEPT,
     History,
-    Value,
-    code_of,
     forgetting_due_after,
     oldest_time,
     treatment_start,
 )
+from services.classifier.engine.values import Value, code_of, epoch_seconds
 from services.classifier.rules import (
     PopulationRules,
     Rules,
@@ -332,70 +332,113 @@ class Scans:
         self.refractory: list[Wanted] = []
         self.wanted: dict[str, Wanted] = {}
         self.all_clear = False  # the last value scanned left nothing open (see step)
-        self.newest_at: datetime | None = None  # the last value scanned was collected then
+        # When the last value scanned was collected, and when the oldest time held passes the
+        # horizon, as values.epoch_seconds gives them: compared with every value appended.
+        self.newest_at: float | None = None
         self.birth_date: date | None = None  # the patient's, as the last value appended said
         self.adult_from: date | None = None  # ...and the day they turn 18 (None: unknown)
         oldest = oldest_time(history)
-        self.forgetting_due_after = None if oldest is None else forgetting_due_after(oldest, rules)
+        self.forgetting_due_after = (
+            None if oldest is None else epoch_seconds(forgetting_due_after(oldest, rules))
+        )
         late = _late(ordered)
         for value in ordered:
             self.step(history, value, late=value.result_id in late)
 
-    def append_if_newest(self, history: History, result: LabResult) -> Value | None:
+    def add_newest(self, history: History, result: LabResult) -> Sequence[Wanted] | None:
         """The common case, a counting result collected no earlier than every value known and
-        replacing none, is added here, to be scanned in one step: appending a newest value
-        cannot change an alert the earlier values warranted. Anything else (None) takes the
-        full path, as does a value that pushes the oldest one past the horizon."""
-        count, at, result_id = result.count, result.collected_at, result.result_id
+        replacing none, is added here and scanned in one step: appending a newest value cannot
+        change an alert the earlier values warranted. Returns the alerts it newly warrants, or
+        None, having added nothing, for anything else (the full path), as for a value that
+        pushes the oldest one past the horizon."""
+        count, result_id = result.count, result.result_id
         values, replaces = history.values, result.replaces_result_id
+        if count is None or result.status not in COUNTING or len(values) >= VALUES_KEPT:
+            return None
+        at = result.collected_at
+        at_seconds = epoch_seconds(at)
         if (
-            count is None
-            or result.status not in COUNTING
-            or result_id in values
-            or len(values) >= VALUES_KEPT
-            or (replaces is not None and replaces in values)
-            or (self.newest_at is not None and at < self.newest_at)
-            or (self.forgetting_due_after is not None and at > self.forgetting_due_after)
+            (self.newest_at is not None and at_seconds < self.newest_at)
+            or (self.forgetting_due_after is not None and at_seconds > self.forgetting_due_after)
+            or values.holds(result_id)
+            or (replaces is not None and values.holds(replaces))
         ):
             return None
         history.seq += 1
         birth = result.patient.birth_date
         if birth != self.birth_date:  # demographics corrected, or the first value here
             self.birth_date, self.adult_from = birth, adulthood(birth)
-        value = values[result_id] = Value(  # Value.of, inlined on the path most events take
-            result_id,
+        number, comparator = count.value_10e9_per_l, count.comparator
+        population = population_of(self.adult_from, at)
+        event_id, status, verified_at, code = (
             result.event_id,
-            count.value_10e9_per_l,
-            count.comparator,
-            count.original_value,
-            count.original_unit,
             result.status,
-            at,
             result.verified_at,
-            history.seq,
-            population_of(self.adult_from, at),
             code_of(result),
-            result.abnormal_flags,
+        )
+        original_value, original_unit = count.original_value, count.original_unit
+        flags, seq = result.abnormal_flags, history.seq
+        values.add(
+            result_id,
+            event_id,
+            number,
+            comparator,
+            original_value,
+            original_unit,
+            status,
+            at,
+            verified_at,
+            seq,
+            population,
+            code,
+            flags,
+            at_seconds,
         )
         if self.forgetting_due_after is None:
-            self.forgetting_due_after = forgetting_due_after(at, self.rules)
-        return value
+            self.forgetting_due_after = epoch_seconds(forgetting_due_after(at, self.rules))
+        self.newest_at = at_seconds
+        if self._normal(number, comparator, self.populations[population]):
+            return ()
+        value = Value(
+            result_id,
+            event_id,
+            number,
+            comparator,
+            original_value,
+            original_unit,
+            status,
+            at,
+            verified_at,
+            seq,
+            population,
+            code,
+            flags,
+        )
+        return self._step(history, value, late=False)
 
     def step(self, history: History, value: Value, *, late: bool) -> Sequence[Wanted]:
         """Scan one more value, collected no earlier than all scanned; return the alerts it
         newly warrants. `late`: it arrived after a value collected later."""
-        rule = self.populations[value.population]
-        self.newest_at = value.at
-        if (
-            not self.judging
-            and not late
-            and is_at_or_above(value.number, value.comparator, rule.all_clear_at)
-        ):  # the common normal count: what each scan's step would do, once in a row
-            if not self.all_clear:
-                self.critical.lowest = self.critical.last_page = None
-                self.persistent.run, self.persistent.done = (), False
-                self.all_clear = True
+        self.newest_at = epoch_seconds(value.at)
+        if not late and self._normal(
+            value.number, value.comparator, self.populations[value.population]
+        ):
             return ()
+        return self._step(history, value, late=late)
+
+    def _normal(self, number: float, comparator: Comparator | None, rule: PopulationRules) -> bool:
+        """The common normal count, with no course to judge it against: what each scan's step
+        would do, done once in a row. False: the scans have to step."""
+        if self.judging or not is_at_or_above(number, comparator, rule.all_clear_at):
+            return False
+        if not self.all_clear:
+            self.critical.lowest = self.critical.last_page = None
+            self.persistent.run, self.persistent.done = (), False
+            self.all_clear = True
+        return True
+
+    def _step(self, history: History, value: Value, *, late: bool) -> Sequence[Wanted]:
+        rule = self.populations[value.population]
         self.all_clear = False
         new: list[Wanted] = []
         critical = self.critical.step(history, value, rule, late)
