@@ -6,11 +6,13 @@ PostgreSQL) and a real loopback webhook receiver."""
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from schemas import DeliveryEvent
+from services.notifier.delivery import attempts
 from services.notifier.delivery.channels.webhook_receiver import WebhookReceiver
 from services.notifier.store.repository import GroupCommit, NotifierStore
 from services.notifier.store.tables import UsedLinkRow
@@ -99,3 +101,24 @@ async def test_each_level_of_a_batch_escalates_on_its_own_time(
     assert await chain.fire_due(NOW + 9 * MINUTE) == 0
     assert await chain.fire_due(NOW + 10 * MINUTE) == size
     assert Counter(paged(webhook_receiver)) == {"primary": size, "secondary": size}
+
+
+async def test_pages_are_claimed_a_group_at_a_time_just_before_they_are_sent(
+    store: NotifierStore, webhook_receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claimed all at once and then queued behind the sends before them, the last pages of a
+    big round (a slow gateway: ~47 s a page with retries) outlived their two-minute claim, and
+    another process could take the claim and page the same doctor again."""
+    monkeypatch.setattr(attempts, "SENDS_AT_ONCE", 4)
+    claimed: list[tuple[int, int]] = []  # (messages claimed, pages received before the claim)
+    claim_pages = store.claim_pages
+
+    async def claim_and_note(messages: list[tuple[str, str, str]], now: datetime) -> list[bool]:
+        claimed.append((len(messages), len(webhook_receiver.pages)))
+        return await claim_pages(messages, now)
+
+    monkeypatch.setattr(store, "claim_pages", claim_and_note)
+    alerts = [critical(mrn=str(n)) for n in range(10)]
+    await escalator(store, webhook_receiver, []).receive_many(alerts, NOW)
+    assert claimed == [(4, 0), (4, 4), (2, 8)]
+    assert len(webhook_receiver.pages) == 10

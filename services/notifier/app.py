@@ -5,9 +5,10 @@ Alerts are taken in batches, as many as the consumer has fetched (at most ALERT_
 chains are stored together and their first levels paged concurrently. Offsets are committed only
 after every alert of the batch has its chain stored and its first level fired, so an alert is
 never skipped; a redelivered alert is recognised by the store and not paged twice. A batch that
-fails is taken again one alert at a time, each retried until it succeeds, so the alerts beside a
-failing one are paged and committed. The chain's later levels are timed rows in the store, fired
-by a loop that survives restarts.
+fails is taken again one alert at a time, each retried until its chain is stored, so the alerts
+beside a failing one are paged and committed; a level whose page failed stays claimed and is
+fired by the escalation loop once its claim lapses. The chain's later levels are timed rows in
+the store, fired by that loop, which survives restarts.
 """
 
 import asyncio
@@ -269,9 +270,13 @@ def create_app(settings: Settings, bootstrap_servers: str, clock: Clock = utc_no
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await delivery.close()
-            await publisher.stop()
-            await store.stop()
+            try:
+                await delivery.close()
+            finally:  # the publisher flushes and the store closes even if a channel would not
+                try:
+                    await publisher.stop()
+                finally:
+                    await store.stop()
 
     app = FastAPI(
         title="PlateletWatch notifier", lifespan=lifespan, **api_docs_urls(settings.api_docs)

@@ -6,9 +6,10 @@ fails, `page` raises and the caller tries again later: a message that did not go
 one that did is not sent again (its DeliveryEvent may then be missing from Kafka; the audit row is
 not).
 
-Messages go out together (`page_many`: the escalator's round): claimed in one transaction, then
-sent concurrently, at most SENDS_AT_ONCE at a time, each through the same steps as alone; the
-store group-commits the steps of those in flight. One message failing, or failing to be
+Messages go out together (`page_many`: the escalator's round), SENDS_AT_ONCE at a time: each
+group claimed in one transaction just before it is sent (a claim never waits out its lease in a
+queue), then sent concurrently, each through the same steps as alone; the store group-commits
+the steps of those in flight. One message failing, or failing to be
 recorded, stops none of the others.
 """
 
@@ -86,7 +87,7 @@ class Page:
     recipient: Recipient
 
 
-SENDS_AT_ONCE = 128  # messages in flight at once: channel connections, store writes
+SENDS_AT_ONCE = 128  # messages one call claims and sends at once: channel connections, store writes
 
 # Publishes a delivery event keyed by patient, like every other PlateletWatch topic.
 PublishDelivery = Callable[[str, DeliveryEvent], Awaitable[None]]
@@ -119,21 +120,27 @@ class AlertDelivery:
         return outcome
 
     async def page_many(self, pages: Sequence[Page]) -> list[bool | BaseException]:
-        """`page` for many messages: claimed together, sent concurrently (at most
-        SENDS_AT_ONCE at a time); for each, what `page` returns, or the exception that it
-        would raise. One page failing does not stop the others."""
+        """`page` for many messages, SENDS_AT_ONCE at a time: each group is claimed together
+        just before it is sent, concurrently, so no claim waits in a queue while its lease runs
+        out (a lapsed claim may be taken and sent by another process). For each message, what
+        `page` returns, or the exception that it would raise. One page failing does not stop
+        the others."""
+        outcomes: list[bool | BaseException] = []
+        for start in range(0, len(pages), SENDS_AT_ONCE):
+            outcomes += await self._claim_and_send(pages[start : start + SENDS_AT_ONCE])
+        return outcomes
+
+    async def _claim_and_send(self, pages: Sequence[Page]) -> list[bool | BaseException]:
         claims = await self._store.claim_pages(
             [(p.alert.alert_id, p.recipient.channel, p.recipient.address) for p in pages],
             self._clock(),
         )
-        slots = asyncio.Semaphore(SENDS_AT_ONCE)
 
         async def send(page: Page, claimed: bool) -> bool:
             if not claimed:
                 DUPLICATES.labels(channel=page.recipient.channel).inc()
                 return True
-            async with slots:
-                return await self._send_claimed(page)
+            return await self._send_claimed(page)
 
         return list(
             await asyncio.gather(

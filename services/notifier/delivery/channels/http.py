@@ -45,7 +45,10 @@ class HttpPoster:
     ) -> HttpAnswer:
         """The 2xx answer; raises DeliveryError (retryable or not) for any other outcome."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            # No pool limit: the callers bound what is in flight (AlertDelivery.page_many), and
+            # a wait for a pooled connection would count against the page's timeout.
+            connector = aiohttp.TCPConnector(limit=0)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         try:
             async with self._session.post(url, data=content, json=json, headers=headers) as got:
                 answer = HttpAnswer(got.status, await got.read())
