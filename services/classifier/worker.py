@@ -268,8 +268,8 @@ def create_app(settings: Settings, bootstrap_servers: str, rules: Rules) -> faus
             async for events in stream.take_events(BATCH_EVENTS, BATCH_SECONDS):
                 try:
                     await classify_batch(events, RecordBatches(producer))
-                except Exception as error:
-                    _exit_not_durable(error)
+                except BaseException as error:  # cancelled mid-batch too: take_events would
+                    _exit_not_durable(error)  # ack the batch on its way out, and faust commit it
         finally:
             await producer.stop()
 

@@ -56,8 +56,8 @@ async def group_lag(
         enable_auto_commit=False,
         client_id=f"{group_id}-lag",
     )
-    await reader.start()
     try:
+        await reader.start()
         return await consumer_lag(reader, wanted)
     finally:
         await reader.stop()
