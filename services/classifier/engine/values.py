@@ -228,7 +228,7 @@ class Values(MutableMapping[str, Value]):
         return iter([rid for rid, _ in self._texts()])  # a copy: the caller may delete as it goes
 
     def __contains__(self, result_id: object) -> bool:
-        return isinstance(result_id, str) and self._find(result_id) >= 0
+        return isinstance(result_id, str) and self.holds(result_id)
 
     def __getitem__(self, result_id: str) -> Value:
         index = self._index(result_id)
@@ -248,26 +248,25 @@ class Values(MutableMapping[str, Value]):
         self._joined = self._join(texts)
         if self._other_ids is not None:
             self._other_ids.pop(result_id, None)
-        raw = _uuid_bytes(value.event_id)
-        if raw is None:
-            raw = _NO_UUID
-            self._other(result_id, value.event_id)
-        verified = _NO_TIME if value.verified_at is None else epoch_seconds(value.verified_at)
-        parts = _share(
-            (
-                value.comparator,
-                value.status,
-                value.population,
-                value.code,
-                value.flags,
-                value.original_unit,
-            )
+        parts = (
+            value.comparator,
+            value.status,
+            value.population,
+            value.code,
+            value.flags,
+            value.original_unit,
         )
-        if parts not in self._shared:
-            self._shared.append(parts)
-        row = (epoch_seconds(value.at), verified, value.seq, self._shared.index(parts), raw)
         start = index * _ROW.size
-        self._rows[start : start + _ROW.size] = _ROW.pack(value.number, *row)
+        self._rows[start : start + _ROW.size] = self._row(
+            result_id,
+            value.event_id,
+            value.number,
+            parts,
+            value.at,
+            value.verified_at,
+            value.seq,
+            epoch_seconds(value.at),
+        )
 
     def __delitem__(self, result_id: str) -> None:
         if result_id not in self:
@@ -333,25 +332,9 @@ class Values(MutableMapping[str, Value]):
         """As append, from a Value's fields (and `at` as epoch_seconds gives it), on the path
         most results take: no Value is made."""
         parts = (comparator, status, population, code, flags, original_unit)
-        shared = self._shared
-        if shared and shared[-1] == parts:  # as the count before: the common case
-            index = len(shared) - 1
-        else:
-            parts = _share(parts)
-            try:
-                index = shared.index(parts)
-            except ValueError:
-                index = len(shared)
-                shared.append(parts)
-        raw = _uuid_bytes(event_id)
-        if raw is None:
-            raw = _NO_UUID
-            self._other(result_id, event_id)
-        if verified_at is None:
-            verified = _NO_TIME
-        else:  # within half a microsecond, so given back exactly; in the zone of `at` most often,
-            verified = at_seconds + (verified_at - at).total_seconds()  # so no offset is asked
-        self._rows += _ROW.pack(number, at_seconds, verified, seq, index, raw)
+        self._rows += self._row(
+            result_id, event_id, number, parts, at, verified_at, seq, at_seconds
+        )
         if not (_plain(result_id) and _plain(original_value)):
             result_id, original_value = _escaped(result_id), _escaped(original_value)
         self._joined += f"{result_id}{_MID}{original_value}{_SEP}"
@@ -429,6 +412,39 @@ class Values(MutableMapping[str, Value]):
                 ]
             )
         return rows
+
+    def _row(
+        self,
+        result_id: str,
+        event_id: str,
+        number: float,
+        parts: _Shared,
+        at: datetime,
+        verified_at: datetime | None,
+        seq: int,
+        at_seconds: float,
+    ) -> bytes:
+        """A count's packed row, for `add` and for replacing a count in place: its shared parts
+        found (or added) in `_shared`, an event id that is not a UUID kept as text beside it."""
+        shared = self._shared
+        if shared and shared[-1] == parts:  # as the count before: the common case
+            index = len(shared) - 1
+        else:
+            parts = _share(parts)
+            try:
+                index = shared.index(parts)
+            except ValueError:
+                index = len(shared)
+                shared.append(parts)
+        raw = _uuid_bytes(event_id)
+        if raw is None:
+            raw = _NO_UUID
+            self._other(result_id, event_id)
+        if verified_at is None:
+            verified = _NO_TIME
+        else:  # within half a microsecond, so given back exactly; in the zone of `at` most often,
+            verified = at_seconds + (verified_at - at).total_seconds()  # so no offset is asked
+        return _ROW.pack(number, at_seconds, verified, seq, index, raw)
 
     def _other(self, result_id: str, event_id: str) -> None:
         if self._other_ids is None:
