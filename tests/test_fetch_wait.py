@@ -1,19 +1,13 @@
-"""Fetch waits: configured from the environment, and the classifier's faust consumer fetches
-with the configured wait instead of faust's fixed 1.5 s (a broker that does not answer a waiting
-fetch early made that the floor of result-to-page latency). Speeds live in
-benchmarks/result_to_page.py, not here."""
-
-import asyncio
-from pathlib import Path
+"""Fetch waits: configured from the environment, and the classifier's consumer fetches with the
+configured wait (faust's fixed 1.5 s was the floor of result-to-page latency on a broker that does
+not answer a waiting fetch early). Speeds live in benchmarks/result_to_page.py, not here."""
 
 import pytest
 
-from services.classifier.rules import load_rules
-from services.classifier.worker import create_app
+from services.classifier.service import group_consumer
 from services.config import Settings
-from services.kafka.fetch_wait import wait_at_most
 
-FAUST_FIXED_WAIT_MS = 1500
+AIOKAFKA_DEFAULT_WAIT_MS = 500
 
 
 def test_the_fetch_waits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,18 +35,11 @@ def test_a_wait_of_zero_or_beyond_five_seconds_is_refused() -> None:
 
 @pytest.mark.integration
 @pytest.mark.one_broker(reason="the wait is the client's own; no broker behaviour is tested")
-async def test_the_classifier_consumer_fetches_with_the_configured_wait(
-    topics: Settings, tmp_path: Path
-) -> None:
-    settings = topics.model_copy(
-        update={"classifier_fetch_max_wait_seconds": 0.07, "classifier_data_dir": tmp_path}
-    )
-    app = create_app(settings, settings.kafka_bootstrap_servers or "", load_rules())
-    wait_at_most(app, settings.classifier_fetch_max_wait_seconds)
-    # The consumer faust's worker starts, built by the same call it makes on start.
-    consumer = app.consumer._thread._create_consumer(asyncio.get_running_loop())
+async def test_the_classifier_consumer_fetches_with_the_configured_wait(topics: Settings) -> None:
+    settings = topics.model_copy(update={"classifier_fetch_max_wait_seconds": 0.07})
+    consumer = group_consumer(settings, settings.kafka_bootstrap_servers or "")
     await consumer.start()
     try:
-        assert consumer._fetcher._fetch_max_wait_ms == 70 != FAUST_FIXED_WAIT_MS
+        assert consumer._fetcher._fetch_max_wait_ms == 70 != AIOKAFKA_DEFAULT_WAIT_MS
     finally:
         await consumer.stop()

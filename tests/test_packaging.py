@@ -65,7 +65,7 @@ def test_every_service_starts_without_the_dev_only_packages() -> None:
         "import sys\n"
         f"sys.modules.update(dict.fromkeys({blocked!r}))\n"  # None: importing them fails
         "import services.cli, services.web, services.notifier.app, "
-        "services.classifier.worker, services.ingest.app\n"
+        "services.classifier.service, services.ingest.app\n"
     )
     ran = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60

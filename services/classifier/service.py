@@ -1,0 +1,296 @@
+"""The classifier as a process: a Kafka group consumer feeding `Classifier`, and its HTTP pages.
+
+Why not faust's stream: faust-streaming's reader (a consumer thread, a queue per topic, an event
+object and an acknowledgement per record) cost about 118 us of CPU per event before any
+classification, eight times a plain aiokafka consumer decoding the same events (issue 17;
+robinhood/faust#563 reports the same). The worker reads with one aiokafka group consumer:
+
+- A batch is what one fetch returns (up to BATCH_EVENTS). Its events are classified, its writes
+  made durable (services/classifier/worker.py), and only then are its offsets committed. If Kafka
+  refuses a write the process exits with status 70: a supervisor restarts it from the last
+  commit, never from a state the changelog does not have.
+- Results and clinical context are co-partitioned by patient. The range assignor gives one
+  worker the same partition of both topics, and within a batch each partition's results and
+  context are merged in the order they were written (record timestamps; each topic's own order
+  kept).
+- Rebalances: revoking waits for the batch under way to be committed, then forgets the revoked
+  partitions' histories; the new assignment's histories are read back from the changelog before
+  their events are applied (services/classifier/store.py). A batch fetched just before a
+  revocation keeps only the events of partitions still owned.
+- SIGTERM or SIGINT: the batch under way finishes and is committed, the consumer leaves the group,
+  the producer is flushed, the process exits 0.
+"""
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import os
+import signal
+from collections.abc import Iterable
+from typing import NoReturn
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+
+from schemas import Topic
+from schemas.topics import PATIENT_STATE_TABLE, changelog_topic
+from services.classifier.rules import Rules
+from services.classifier.store import PatientStore
+from services.classifier.worker import Classifier, where
+from services.config import Settings
+from services.kafka.batches import RecordBatches
+from services.kafka.lag import group_lag
+from services.kafka.producer import start_durable_producer
+
+log = logging.getLogger(__name__)
+
+LAG = Gauge(
+    "plateletwatch_classifier_consumer_lag",
+    "Events on each input partition the group has not committed yet, as the broker has it.",
+    ["input", "partition"],
+)
+
+_EXIT_NOT_DURABLE = 70  # EX_SOFTWARE: Kafka refused a write; restart from the last commit
+# A batch is what the consumer has fetched, up to BATCH_EVENTS: live traffic goes in small
+# batches, a backlog in large ones, so that the wait for each batch's acknowledgements is rare.
+# Its writes go out at its end, at most WRITE_BATCH_BYTES per partition in one record batch
+# (below Kafka's default max.message.bytes, about 1 MB), so that they travel in one request.
+BATCH_EVENTS = 2000
+WRITE_BATCH_BYTES = 256_000
+LAG_POLL_SECONDS = 5.0
+_POLL_MS = 200  # how long a poll waits for records before the loop looks for a stop
+
+
+class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no stub
+    """The input partitions this worker owns, kept in step with the group. Revocation waits on
+    `turn`, which a batch holds from its classification to its commit."""
+
+    def __init__(self, store: PatientStore, inputs: tuple[str, ...], turn: asyncio.Lock) -> None:
+        self.owned: set[TopicPartition] = set()
+        self.rebalancing = True  # until the first assignment
+        self._store = store
+        self._inputs = inputs
+        self._turn = turn
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.rebalancing = True
+        async with self._turn:  # the batch under way is committed first
+            gone = [tp for tp in revoked if tp.topic in self._inputs]
+            self.owned.difference_update(gone)
+            self._store.revoke(tp.partition for tp in gone)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        mine = {tp for tp in assigned if tp.topic in self._inputs}
+        self.owned = mine
+        self._store.assign(tp.partition for tp in mine)
+        self.rebalancing = False
+
+
+def group_consumer(settings: Settings, bootstrap_servers: str) -> AIOKafkaConsumer:
+    """The worker's consumer in the classifier's group (not started, not subscribed): offsets
+    committed by the worker, a fetch held by the broker at most the configured wait."""
+    session_ms = round(settings.classifier_session_timeout_seconds * 1000)
+    group_id = settings.group_id("classifier")
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id,
+        client_id=f"{group_id}-reader",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=round(settings.classifier_fetch_max_wait_seconds * 1000),
+        session_timeout_ms=session_ms,
+        rebalance_timeout_ms=session_ms,
+        heartbeat_interval_ms=session_ms // 4,
+        # Range, not round robin: one worker gets the same partition of both inputs.
+        partition_assignment_strategy=(RangePartitionAssignor,),
+    )
+
+
+def in_written_order(
+    fetched: dict[TopicPartition, list[ConsumerRecord]], owned: set[TopicPartition]
+) -> list[ConsumerRecord]:
+    """The records of owned partitions, each partition number's topics merged by timestamp
+    (a patient's result and treatment fetched together are applied as they were written);
+    each topic partition's own order is kept."""
+    by_partition: dict[int, list[list[ConsumerRecord]]] = {}
+    for tp, records in fetched.items():
+        if tp in owned:
+            by_partition.setdefault(tp.partition, []).append(records)
+    ordered: list[ConsumerRecord] = []
+    for runs in by_partition.values():
+        ordered.extend(runs[0] if len(runs) == 1 else heapq.merge(*runs, key=_timestamp))
+    return ordered
+
+
+def _timestamp(record: ConsumerRecord) -> int:
+    return int(record.timestamp)
+
+
+class ClassifierService:
+    """The consumer loop, its lag gauges and its HTTP pages, for one worker process."""
+
+    def __init__(self, settings: Settings, bootstrap_servers: str, rules: Rules) -> None:
+        self._settings = settings
+        self._bootstrap_servers = bootstrap_servers
+        self._group_id = settings.group_id("classifier")
+        self._lab_results = settings.topic(Topic.LAB_RESULTS)
+        self._inputs = (self._lab_results, settings.topic(Topic.CLINICAL_CONTEXT))
+        state_topic = changelog_topic(self._group_id, PATIENT_STATE_TABLE)
+        self.store = PatientStore(bootstrap_servers, state_topic)
+        self._classifier = Classifier(settings, rules, self.store, state_topic)
+        self._turn = asyncio.Lock()
+        self.partitions = Partitions(self.store, self._inputs, self._turn)
+        self._stopping = asyncio.Event()
+        self._consuming = False
+
+    @property
+    def ready(self) -> bool:
+        """Consuming, given partitions by the group, and their histories read back."""
+        return (
+            self._consuming
+            and bool(self.partitions.owned)
+            and not self.partitions.rebalancing
+            and self.store.ready
+        )
+
+    def stop(self) -> None:
+        """Ask the loop to end after the batch under way."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Serve the HTTP pages and classify until `stop`; exits the process (status 70) if a
+        batch cannot be made durable."""
+        pages = web.AppRunner(self._pages(), access_log=None)
+        await pages.setup()
+        try:
+            site = web.TCPSite(pages, self._settings.bind_host, self._settings.classifier_port)
+            await site.start()
+            await self._consume()
+        finally:
+            await pages.cleanup()
+
+    async def _consume(self) -> None:
+        try:
+            producer = await start_durable_producer(
+                self._bootstrap_servers,
+                f"{self._group_id}-writer",
+                self._settings.kafka_produce_timeout_seconds,
+                batch_bytes=WRITE_BATCH_BYTES,
+            )
+        except Exception as error:
+            _exit_not_durable(error)
+        consumer = group_consumer(self._settings, self._bootstrap_servers)
+        consumer.subscribe(self._inputs, listener=self.partitions)
+        lag: asyncio.Task[None] | None = None
+        try:
+            await consumer.start()
+            self._consuming = True
+            lag = asyncio.create_task(self._poll_lag(), name="consumer-lag")
+            while not self._stopping.is_set():
+                fetched = await consumer.getmany(timeout_ms=_POLL_MS, max_records=BATCH_EVENTS)
+                if fetched:
+                    async with self._turn:
+                        await self._classify(consumer, producer, fetched)
+        finally:
+            self._consuming = False
+            if lag is not None:
+                lag.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lag
+            await consumer.stop()
+            await producer.stop()
+
+    async def _classify(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        fetched: dict[TopicPartition, list[ConsumerRecord]],
+    ) -> None:
+        """One batch: classified, made durable, then committed. A commit the group refuses
+        (the partitions moved on in a rebalance) is logged: their next owner applies the batch
+        again, recognising what it has, and a re-sent alert keeps its alert_id."""
+        events = in_written_order(fetched, self.partitions.owned)
+        if not events:
+            return
+        try:
+            await self._classifier.classify_batch(events, RecordBatches(producer))
+        except BaseException as error:  # cancelled midway too: nothing of it may be committed
+            _exit_not_durable(error)
+        offsets = {
+            tp: records[-1].offset + 1
+            for tp, records in fetched.items()
+            if tp in self.partitions.owned
+        }
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as error:
+            log.warning("a batch's offsets were not committed (%s)", type(error).__name__)
+
+    async def _poll_lag(self) -> None:
+        """Every LAG_POLL_SECONDS, the lag of this worker's partitions from the broker (log end
+        minus the group's committed offset): it grows while the worker is stalled. Unanswered:
+        kept as it was."""
+        while True:
+            await asyncio.sleep(LAG_POLL_SECONDS)
+            mine = [(tp.topic, tp.partition) for tp in self.partitions.owned]
+            try:
+                lag = await group_lag(self._bootstrap_servers, self._group_id, mine)
+            except (KafkaError, TimeoutError, OSError) as error:
+                log.warning("consumer lag not read from the broker (%s)", type(error).__name__)
+                continue
+            for (topic, partition), behind in lag.items():
+                kind = "lab_result" if topic == self._lab_results else "clinical_context"
+                LAG.labels(input=kind, partition=str(partition)).set(behind)
+
+    def _pages(self) -> web.Application:
+        pages = web.Application()
+
+        async def healthz(request: web.Request) -> web.Response:
+            return web.json_response({"status": "ok", "service": "classifier"})
+
+        async def readyz(request: web.Request) -> web.Response:
+            ready = self.ready
+            return web.json_response(
+                {"status": "ready" if ready else "not ready", "service": "classifier"},
+                status=200 if ready else 503,
+            )
+
+        async def metrics(request: web.Request) -> web.Response:
+            # aiohttp refuses a charset in content_type=, so the header is set whole.
+            return web.Response(
+                body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
+
+        pages.router.add_get("/healthz", healthz)
+        pages.router.add_get("/readyz", readyz)
+        pages.router.add_get("/metrics", metrics)
+        return pages
+
+
+def run_service(service: ClassifierService) -> None:
+    """Run until SIGTERM/SIGINT, then stop after the batch under way."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, service.stop)
+        await service.run()
+
+    asyncio.run(main())
+
+
+def _exit_not_durable(error: BaseException) -> NoReturn:
+    """Kafka did not take a write: exit, so that the supervisor restarts the worker from the last
+    committed offset, never from a state the changelog does not have."""
+    log.critical(
+        "an event could not be made durable (%s); exiting so that the worker restarts from the "
+        "last committed offset",
+        where(error),
+    )
+    logging.shutdown()
+    os._exit(_EXIT_NOT_DURABLE)
