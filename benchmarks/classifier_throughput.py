@@ -136,7 +136,6 @@ def classifier_rate(settings: Settings, total: int) -> tuple[float, float, float
         "PLATELETWATCH_TOPIC_PREFIX": settings.topic_prefix,
         "PLATELETWATCH_PARTITIONS": str(settings.partitions),
         "PLATELETWATCH_CLASSIFIER_PORT": str(settings.classifier_port),
-        "PLATELETWATCH_CLASSIFIER_DATA_DIR": str(settings.classifier_data_dir),
         "PLATELETWATCH_LOG_LEVEL": "WARNING",
     }
     base = f"http://{settings.bind_host}:{settings.classifier_port}"
@@ -162,11 +161,9 @@ def classifier_rate(settings: Settings, total: int) -> tuple[float, float, float
 
 
 def main() -> None:
-    scratch = Path(f"/tmp/bench-classifier-{uuid.uuid4().hex[:6]}")
     settings = Settings(
         topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
         classifier_port=free_loopback_port(),
-        classifier_data_dir=scratch,
     )
     events = generate(PATIENTS, EVENTS)
     with provide_broker(settings.kafka_bootstrap_servers, requested=settings.broker) as broker:

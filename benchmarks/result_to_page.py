@@ -233,7 +233,6 @@ def pipeline(servers: str, receiver: WebhookReceiver, logs: Path) -> Iterator[st
         "PLATELETWATCH_INGEST_API_TOKENS": json.dumps([TOKEN]),
         "PLATELETWATCH_NOTIFIER_WEBHOOK_URL": receiver.url,
         "PLATELETWATCH_NOTIFIER_DATABASE_URL": f"sqlite+aiosqlite:///{logs / 'notifier.sqlite3'}",
-        "PLATELETWATCH_CLASSIFIER_DATA_DIR": str(logs / "classifier"),
         "PLATELETWATCH_NOTIFIER_LINK_SECRET": secrets.token_urlsafe(32),
         "PLATELETWATCH_NOTIFIER_SESSION_SECRET": secrets.token_urlsafe(32),
     }

@@ -260,7 +260,6 @@ class _Deployment:
             port = self.ingest_ports["ingest"]
         elif command == "classifier":
             env["PLATELETWATCH_CLASSIFIER_PORT"] = str(port)
-            env["PLATELETWATCH_CLASSIFIER_DATA_DIR"] = str(self.workdir / name)
         else:
             env["PLATELETWATCH_NOTIFIER_PORT"] = str(port)
         service = Service(

@@ -306,7 +306,6 @@ def _environment(
         "PLATELETWATCH_NOTIFIER_WEBHOOK_URL": webhook,
         "PLATELETWATCH_NOTIFIER_LINK_SECRET": uuid.uuid4().hex,
         "PLATELETWATCH_NOTIFIER_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'notifier.db'}",
-        "PLATELETWATCH_CLASSIFIER_DATA_DIR": str(workdir / "classifier"),
         "PLATELETWATCH_CLASSIFIER_SESSION_TIMEOUT_SECONDS": "4",
     }
 

@@ -136,7 +136,6 @@ class Settings(BaseSettings):
         default=None,
         description="Rules YAML; unset means the defaults shipped with the classifier.",
     )
-    classifier_data_dir: Path = Path(".plateletwatch/classifier")
     classifier_state_limit_bytes: int = Field(
         default=512_000,
         ge=10_000,

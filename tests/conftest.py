@@ -134,7 +134,6 @@ def settings(broker: Broker, tmp_path: Path) -> Settings:
         classifier_port=free_loopback_port(),
         notifier_port=free_loopback_port(),
         classifier_session_timeout_seconds=4,
-        classifier_data_dir=tmp_path / "classifier",
         notifier_database_url=f"sqlite+aiosqlite:///{tmp_path / 'notifier.sqlite3'}",
         notifier_retry_base_seconds=0.1,
     )

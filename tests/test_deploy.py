@@ -236,12 +236,7 @@ def test_every_container_is_locked_down_and_writes_only_to_its_volumes(
             assert context["readOnlyRootFilesystem"] is True, name
             assert context["capabilities"] == {"drop": ["ALL"]}, name
             mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
-            assert "emptyDir" in volumes[mounts["/tmp"]], name  # Python and faust write there
-    classifier = pods["plateletwatch-classifier"]["containers"][0]
-    data_dir = {e["name"]: e.get("value") for e in classifier["env"]}[
-        "PLATELETWATCH_CLASSIFIER_DATA_DIR"
-    ]
-    assert data_dir in {m["mountPath"] for m in classifier["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]], name  # Python writes there
 
 
 def test_each_service_admits_only_its_own_callers(each_build: list[dict[str, Any]]) -> None:

@@ -103,7 +103,6 @@ def _start_run(tmp_path: Path) -> StartedRun:
         PLATELETWATCH_DEMO_RECEIVER_PORT=str(ports["demo"]),
         PLATELETWATCH_TOPIC_PREFIX=f"run{uuid.uuid4().hex[:8]}.",
         PLATELETWATCH_CLASSIFIER_SESSION_TIMEOUT_SECONDS="4",
-        PLATELETWATCH_CLASSIFIER_DATA_DIR=str(tmp_path / "classifier"),
         PLATELETWATCH_NOTIFIER_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'n.sqlite3'}",
     )
     run = subprocess.Popen(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas import Topic
-from schemas.topics import PATIENT_STATE_TABLE, changelog_topic, leader_topic
+from schemas.topics import PATIENT_STATE_TABLE, changelog_topic
 from services.config import Settings
 
 _TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
@@ -31,7 +31,7 @@ class TopicMismatchError(RuntimeError):
 
 
 def required_topics(settings: Settings) -> list[TopicSpec]:
-    """Every topic of the pipeline, including the classifier's faust changelog and leader topics."""
+    """Every topic of the pipeline, including the classifier's state changelog."""
     classifier_id = settings.group_id("classifier")
     specs = [TopicSpec(settings.topic(topic), settings.partitions) for topic in Topic]
     specs.append(
@@ -41,7 +41,6 @@ def required_topics(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "compact"},
         )
     )
-    specs.append(TopicSpec(leader_topic(classifier_id), 1))
     return specs
 
 
