@@ -155,8 +155,9 @@ class Settings(BaseSettings):
         le=5,
         description="Longest the classifier's consumer lets the broker hold a fetch with no new "
         "records. A broker that answers a waiting fetch only when this runs out (embedded Tansu) "
-        "makes it the floor of result-to-page latency: with faust's fixed 1.5 s (and the "
-        "notifier's 0.5 s) an idle pipeline paged in 312-357 ms p50, with 50 ms each in 50-54 ms "
+        "makes it the floor of result-to-page latency: with the faust classifier's fixed 1.5 s "
+        "(and the notifier's 0.5 s) an idle pipeline paged in 312-357 ms p50, with 50 ms each in "
+        "50-54 ms "
         "(benchmarks/result_to_page.py). Apache Kafka answers as soon as records arrive, so a "
         "short wait only costs polls of an idle broker (20 a second at 50 ms, a few hundred bytes "
         "each).",
@@ -331,7 +332,7 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}{topic.value}"
 
     def group_id(self, service: str) -> str:
-        """Consumer group (and faust app id) of a service, within this deployment's namespace."""
+        """Consumer group of a service, within this deployment's namespace."""
         return f"{self.topic_prefix}plateletwatch-{service}"
 
 
