@@ -26,6 +26,7 @@ from services.classifier.rules import load_rules
 from services.classifier.service import ClassifierService
 from services.classifier.worker import Batch
 from services.config import Settings
+from services.kafka.broker import free_loopback_port
 from services.kafka.lag import group_lag
 from services.kafka.producer import EventPublisher
 from tests.conftest import consume_until, read_all, run_cli, settings_env
@@ -257,6 +258,36 @@ async def test_sigterm_in_the_middle_of_a_batch_loses_none_of_its_events(
     worker.wait_ready(f"http://{topics.bind_host}:{topics.classifier_port}/readyz", 45)
     seen = await alerts_until(topics, expected, 90)
     assert alert_set(seen) >= expected
+
+
+async def test_a_worker_joining_while_events_flow_loses_and_repeats_no_alert(
+    topics: Settings, start_service, tmp_path: Path
+) -> None:
+    """A second worker joining (a scale-up, a rolling deploy) rebalances the group while the
+    first is classifying: the first finishes and commits the batch under way before it gives
+    partitions up, and the second reads their histories back before applying their events.
+    Every alert replay sends is sent, and none twice."""
+    events = interleaved(1600)
+    expected = await replayed(events, tmp_path, topics)
+    backlog, flowing = events[:5000], events[5000:]
+    await publish(topics, backlog)
+    first = start_service("classifier", topics)
+    first.wait_ready(f"http://{topics.bind_host}:{topics.classifier_port}/readyz")
+    sending = asyncio.create_task(publish(topics, flowing))
+    joining = topics.model_copy(update={"classifier_port": free_loopback_port()})
+    second = start_service("classifier", joining)
+    second.wait_ready(f"http://{joining.bind_host}:{joining.classifier_port}/readyz", 60)
+    await sending
+    await alerts_until(topics, expected, 90)
+    await asyncio.sleep(2)  # anything a rebalance would wrongly add arrives by now
+    records = await read_all(
+        topics.kafka_bootstrap_servers or "", topics.topic(Topic.PLATELET_ALERTS)
+    )
+    alerts = [PlateletAlert.model_validate_json(r.value) for r in records]
+    assert len({a.alert_id for a in alerts}) == len(alerts), "an alert was sent twice"
+    assert alert_set(records) == expected
+    assert first.process.poll() is None
+    assert second.process.poll() is None
 
 
 async def events_done(client: httpx.AsyncClient, metrics_url: str) -> float:
