@@ -10,20 +10,20 @@ robinhood/faust#563 reports the same). The worker reads with one aiokafka group 
   refuses a write the process exits with status 70: a supervisor restarts it from the last
   commit, never from a state the changelog does not have.
 - Results and clinical context are co-partitioned by patient. The range assignor gives one
-  worker the same partition of both topics, and within a batch each partition's results and
-  context are merged in the order they were written (record timestamps; each topic's own order
-  kept).
+  worker the same partition of both topics, and a partition's results and context are applied
+  in the order they were written, across fetches (services/classifier/arrival.py): records are
+  held until the other topic has been read as far, and only what was applied is committed. A
+  topic partition with HOLD_AT_MOST records held stops being fetched until they are applied.
 - Rebalances: revoking waits for the batch under way to be committed, then forgets the revoked
   partitions' histories; the new assignment's histories are read back from the changelog before
-  their events are applied (services/classifier/store.py). A batch fetched just before a
-  revocation keeps only the events of partitions still owned.
+  their events are applied (services/classifier/store.py). Records held for revoked partitions
+  are dropped; their next owner fetches them again from the committed offsets.
 - SIGTERM or SIGINT: the batch under way finishes and is committed, the consumer leaves the group,
   the producer is flushed, the process exits 0.
 """
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import os
 import signal
@@ -39,6 +39,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from schemas import Topic
 from schemas.topics import PATIENT_STATE_TABLE, changelog_topic
+from services.classifier.arrival import ArrivalOrder
 from services.classifier.rules import Rules
 from services.classifier.store import PatientStore
 from services.classifier.worker import Classifier, where
@@ -62,6 +63,7 @@ _EXIT_NOT_DURABLE = 70  # EX_SOFTWARE: Kafka refused a write; restart from the l
 # (below Kafka's default max.message.bytes, about 1 MB), so that they travel in one request.
 BATCH_EVENTS = 2000
 WRITE_BATCH_BYTES = 256_000
+HOLD_AT_MOST = 20_000
 LAG_POLL_SECONDS = 5.0
 _POLL_MS = 200  # how long a poll waits for records before the loop looks for a stop
 
@@ -70,10 +72,17 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka h
     """The input partitions this worker owns, kept in step with the group. Revocation waits on
     `turn`, which a batch holds from its classification to its commit."""
 
-    def __init__(self, store: PatientStore, inputs: tuple[str, ...], turn: asyncio.Lock) -> None:
+    def __init__(
+        self,
+        store: PatientStore,
+        held: ArrivalOrder[ConsumerRecord],
+        inputs: tuple[str, ...],
+        turn: asyncio.Lock,
+    ) -> None:
         self.owned: set[TopicPartition] = set()
         self.rebalancing = True  # until the first assignment
         self._store = store
+        self._held = held
         self._inputs = inputs
         self._turn = turn
 
@@ -82,6 +91,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka h
         async with self._turn:  # the batch under way is committed first
             gone = [tp for tp in revoked if tp.topic in self._inputs]
             self.owned.difference_update(gone)
+            self._held.forget(gone)
             self._store.revoke(tp.partition for tp in gone)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -111,26 +121,6 @@ def group_consumer(settings: Settings, bootstrap_servers: str) -> AIOKafkaConsum
     )
 
 
-def in_written_order(
-    fetched: dict[TopicPartition, list[ConsumerRecord]], owned: set[TopicPartition]
-) -> list[ConsumerRecord]:
-    """The records of owned partitions, each partition number's topics merged by timestamp
-    (a patient's result and treatment fetched together are applied as they were written);
-    each topic partition's own order is kept."""
-    by_partition: dict[int, list[list[ConsumerRecord]]] = {}
-    for tp, records in fetched.items():
-        if tp in owned:
-            by_partition.setdefault(tp.partition, []).append(records)
-    ordered: list[ConsumerRecord] = []
-    for runs in by_partition.values():
-        ordered.extend(runs[0] if len(runs) == 1 else heapq.merge(*runs, key=_timestamp))
-    return ordered
-
-
-def _timestamp(record: ConsumerRecord) -> int:
-    return int(record.timestamp)
-
-
 class ClassifierService:
     """The consumer loop, its lag gauges and its HTTP pages, for one worker process."""
 
@@ -144,7 +134,8 @@ class ClassifierService:
         self.store = PatientStore(bootstrap_servers, state_topic)
         self._classifier = Classifier(settings, rules, self.store, state_topic)
         self._turn = asyncio.Lock()
-        self.partitions = Partitions(self.store, self._inputs, self._turn)
+        self._held = ArrivalOrder[ConsumerRecord](*self._inputs)
+        self.partitions = Partitions(self.store, self._held, self._inputs, self._turn)
         self._stopping = asyncio.Event()
         self._consuming = False
 
@@ -193,9 +184,8 @@ class ClassifierService:
             lag = asyncio.create_task(self._poll_lag(), name="consumer-lag")
             while not self._stopping.is_set():
                 fetched = await consumer.getmany(timeout_ms=_POLL_MS, max_records=BATCH_EVENTS)
-                if fetched:
-                    async with self._turn:
-                        await self._classify(consumer, producer, fetched)
+                async with self._turn:
+                    await self._classify(consumer, producer, fetched)
         finally:
             self._consuming = False
             if lag is not None:
@@ -211,21 +201,30 @@ class ClassifierService:
         producer: AIOKafkaProducer,
         fetched: dict[TopicPartition, list[ConsumerRecord]],
     ) -> None:
-        """One batch: classified, made durable, then committed. A commit the group refuses
-        (the partitions moved on in a rebalance) is logged: their next owner applies the batch
-        again, recognising what it has, and a re-sent alert keeps its alert_id."""
-        events = in_written_order(fetched, self.partitions.owned)
+        """One batch: what may be applied of the records held and fetched, classified, made
+        durable, then committed. A commit the group refuses (the partitions moved on in a
+        rebalance) is logged: their next owner applies the batch again, recognising what it has,
+        and a re-sent alert keeps its alert_id."""
+        owned = self.partitions.owned
+        self._held.add({tp: records for tp, records in fetched.items() if tp in owned})
+        read_to_end = {tp: await _read_to_end(consumer, tp) for tp in owned}
+        events = self._held.release(
+            sorted({tp.partition for tp in owned}), lambda tp: read_to_end.get(tp, False)
+        )
+        for tp in owned:  # a partition far ahead of its pair waits for it, fetched no further
+            if self._held.held(tp) >= HOLD_AT_MOST:
+                consumer.pause(tp)
+            elif tp in consumer.paused():
+                consumer.resume(tp)
         if not events:
             return
         try:
             await self._classifier.classify_batch(events, RecordBatches(producer))
         except BaseException as error:  # cancelled midway too: nothing of it may be committed
             _exit_not_durable(error)
-        offsets = {
-            tp: records[-1].offset + 1
-            for tp, records in fetched.items()
-            if tp in self.partitions.owned
-        }
+        offsets: dict[TopicPartition, int] = {}
+        for event in events:
+            offsets[TopicPartition(event.topic, event.partition)] = event.offset + 1
         try:
             await consumer.commit(offsets)
         except KafkaError as error:
@@ -270,6 +269,16 @@ class ClassifierService:
         pages.router.add_get("/readyz", readyz)
         pages.router.add_get("/metrics", metrics)
         return pages
+
+
+async def _read_to_end(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
+    """Whether every record `tp` had at its last fetch response has been fetched; False while
+    that is not known (no fetch response yet, the partition being reassigned)."""
+    try:
+        highwater = consumer.highwater(tp)
+        return highwater is not None and await consumer.position(tp) >= highwater
+    except (AssertionError, KafkaError):  # aiokafka asserts the partition is assigned
+        return False
 
 
 def run_service(service: ClassifierService) -> None:
