@@ -8,6 +8,7 @@ oldest first, and `shrink` gives up the older half when a record no longer fits 
 that no longer validates is left out rather than failing the patient.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -26,7 +27,7 @@ from schemas import (
     TreatmentEvent,
     clinical_context_adapter,
 )
-from services.classifier.engine.values import Value, Values
+from services.classifier.engine.values import JSON_ENCODER, Value, Values, json_text
 from services.classifier.rules import Rules, population_at
 
 if TYPE_CHECKING:
@@ -78,6 +79,11 @@ class History:
     suppressed_repeats: int = 0
     late_values: int = 0
     scans: "Scans | None" = None  # derived, not stored: rebuilt by the next full evaluation
+    # Each treatment's and diagnosis's JSON as last encoded, by event id, with the event it is
+    # of (events are replaced, never changed): see `encoded`. Not stored.
+    context_json: dict[str, tuple[ClinicalContextEvent, str]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def has_applied(self, event: LabResult | ClinicalContextEvent) -> bool:
         """An event applied before: its id is remembered, or it is the source of a value held
@@ -104,22 +110,52 @@ class History:
             "values": self.values.to_json(),
             "treatments": [t.model_dump(mode="json") for t in self.treatments.values()],
             "diagnoses": [d.model_dump(mode="json") for d in self.diagnoses.values()],
-            "raised": [
-                [
-                    r.alert_id,
-                    r.kind.value,
-                    r.anchor_result_id,
-                    list(r.evidence_key),
-                    r.state.value,
-                    list(r.results),
-                ]
-                for r in self.raised.values()
-            ],
+            "raised": self._raised_json(),
             "seen": list(self.seen or ()),
             "seq": self.seq,
             "suppressed_repeats": self.suppressed_repeats,
             "late_values": self.late_values,
         }
+
+    def encoded(self) -> str:
+        """`to_json` as JSON_ENCODER writes it, in the same text, without encoding again what
+        was encoded before: the values held (see Values.encoded), and each treatment and
+        diagnosis, made into JSON once while it stays on record."""
+        known, context_json = self.context_json or {}, {}
+        for event in (*self.treatments.values(), *self.diagnoses.values()):
+            cached = known.get(event.event_id)
+            if cached is None or cached[0] is not event:
+                cached = (event, JSON_ENCODER.encode(event.model_dump(mode="json")))
+            context_json[event.event_id] = cached
+        self.context_json = context_json or None  # what left the record is not kept
+        treatments = ",".join(context_json[e.event_id][1] for e in self.treatments.values())
+        diagnoses = ",".join(context_json[d.event_id][1] for d in self.diagnoses.values())
+        raised = ",".join(
+            f"[{json_text(r.alert_id)},{json_text(r.kind.value)},{json_text(r.anchor_result_id)},"
+            f"{_texts(r.evidence_key)},{json_text(r.state.value)},{_texts(r.results)}]"
+            for r in self.raised.values()
+        )
+        location = "null" if self.location is None else json_text(self.location)
+        return (
+            f'{{"patient_key":{json_text(self.patient_key)},"location":{location},'
+            f'"values":[{self.values.encoded()}],"treatments":[{treatments}],'
+            f'"diagnoses":[{diagnoses}],"raised":[{raised}],"seen":{_texts(self.seen or ())},'
+            f'"seq":{self.seq},"suppressed_repeats":{self.suppressed_repeats},'
+            f'"late_values":{self.late_values}}}'
+        )
+
+    def _raised_json(self) -> list[list[Any]]:
+        return [
+            [
+                r.alert_id,
+                r.kind.value,
+                r.anchor_result_id,
+                list(r.evidence_key),
+                r.state.value,
+                list(r.results),
+            ]
+            for r in self.raised.values()
+        ]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "History":
@@ -152,6 +188,10 @@ class History:
                 alert_id, AlertKind(kind), anchor, tuple(key), held, Sent(state)
             )
         return history
+
+
+def _texts(texts: Iterable[str]) -> str:
+    return f"[{','.join(map(json_text, texts))}]"
 
 
 def treatment_start(treatment: TreatmentEvent) -> datetime:
