@@ -94,6 +94,12 @@ class History:
             return self.values.event_id_of(event.result_id) == event.event_id
         return False
 
+    def is_new(self) -> bool:
+        """Nothing applied yet: no count ever held, nothing else on record."""
+        return self.seq == 0 and not (
+            self.values or self.treatments or self.diagnoses or self.raised or self.seen
+        )
+
     def remember(self, event_id: str) -> None:
         """Remember an applied event that leaves no value of its own, within a bound."""
         if self.seen is None:

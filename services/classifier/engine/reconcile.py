@@ -114,8 +114,8 @@ def _supersede(history: History) -> str | None:
 
 def _preceding(history: History, first: Value) -> tuple[Value, ...]:
     """The patient's last counts before the evidence, within 30 days: the trend into it."""
-    earlier = history.values.in_order(first.at - timedelta(days=30), first.at)
-    return tuple([v for v in earlier if v.at < first.at][-3:])
+    before = first.at - timedelta(microseconds=1)  # times are held to the microsecond
+    return tuple(history.values.in_order(first.at - timedelta(days=30), before, last=3))
 
 
 def _on_record(
@@ -151,6 +151,8 @@ def _evidence_result(value: Value) -> EvidenceResult:
 def _lab_panics(history: History, want: Wanted) -> str | None:
     """The lab's own panic flags (LL, AA, <) on counts our limit did not find critical, in the
     week up to the alert: a note for the hematologist, who may know the lab's reasons."""
+    if not history.values.any_flagged(_PANIC_FLAGS):
+        return None  # the common case: no count held has any of them
     since = want.trigger.at - timedelta(days=7)
     evidence = {v.result_id for v in want.evidence}
     flagged = [

@@ -387,6 +387,11 @@ class Values(MutableMapping[str, Value]):
             result_id, original_value = _escaped(result_id), _escaped(original_value)
         self._joined += f"{result_id}{_MID}{original_value}{_SEP}"
 
+    def any_flagged(self, flags: frozenset[str]) -> bool:
+        """Whether a count held may have one of the lab's `flags`: False means none has (the
+        flags a patient's counts have are among their few shared parts), without making Values."""
+        return any(not flags.isdisjoint(parts[4]) for parts in self._shared)
+
     def event_id_of(self, result_id: str) -> str | None:
         """The event id of the count held for `result_id`, without making its Value."""
         index = self._index(result_id)
@@ -394,9 +399,12 @@ class Values(MutableMapping[str, Value]):
             return None
         return self._event_id(result_id, _ROW.unpack_from(self._rows, index * _ROW.size)[5])
 
-    def in_order(self, since: datetime | None = None, until: datetime | None = None) -> list[Value]:
+    def in_order(
+        self, since: datetime | None = None, until: datetime | None = None, *, last: int = 0
+    ) -> list[Value]:
         """The counts in collection order (then arrival), those collected from `since` to `until`
-        (both included) only when given; only those are made into Values."""
+        (both included) only when given, and only the `last` of them when given; only those are
+        made into Values."""
         low = float("-inf") if since is None else epoch_seconds(since)
         high = float("inf") if until is None else epoch_seconds(until)
         rows = list(_ROW.iter_unpack(self._rows))
@@ -405,7 +413,7 @@ class Values(MutableMapping[str, Value]):
             return []
         chosen.sort(key=lambda i: (rows[i][1], rows[i][3]))
         texts = self._texts()
-        return [self._made(*texts[i], rows[i]) for i in chosen]
+        return [self._made(*texts[i], rows[i]) for i in chosen[-last:]]
 
     def newest(self) -> datetime | None:
         return _instant(max(self._times())) if self._rows else None
