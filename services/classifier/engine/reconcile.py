@@ -6,6 +6,7 @@ withdrawn, and why.
 
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from schemas import (
     AlertKind,
@@ -135,6 +136,12 @@ def _on_record(
     return tuple(sorted(shown, key=lambda t: (treatment_start(t), t.event_id)))
 
 
+@lru_cache(maxsize=256)
+def _coding(system: str, code: str) -> Coding:
+    """One Coding (frozen) per distinct code: evidence shows a handful, in every alert."""
+    return Coding(system=system, code=code)
+
+
 def _evidence_result(value: Value) -> EvidenceResult:
     return EvidenceResult(
         event_id=value.event_id,
@@ -143,7 +150,7 @@ def _evidence_result(value: Value) -> EvidenceResult:
         status=value.status,
         collected_at=value.at,
         verified_at=value.verified_at,
-        code=Coding(system=value.code[0], code=value.code[1]) if value.code else None,
+        code=_coding(*value.code) if value.code else None,
         abnormal_flags=value.flags,
     )
 

@@ -246,6 +246,12 @@ def _unescaped(held: str) -> str:
     return held.replace(_ESC + "2", _MID).replace(_ESC + "0", _SEP).replace(_ESC + "1", _ESC)
 
 
+def _pair(entry: str) -> tuple[str, str]:
+    """A count's result id and text as reported, from its entry in the joined text."""
+    rid, text = entry.split(_MID)
+    return _unescaped(rid), _unescaped(text)
+
+
 def _plain(text: str) -> bool:
     return _SEP not in text and _ESC not in text and _MID not in text
 
@@ -412,8 +418,8 @@ class Values(MutableMapping[str, Value]):
         if not chosen:
             return []
         chosen.sort(key=lambda i: (rows[i][1], rows[i][3]))
-        texts = self._texts()
-        return [self._made(*texts[i], rows[i]) for i in chosen[-last:]]
+        entries = self._joined[1:-1].split(_SEP)
+        return [self._made(*_pair(entries[i]), rows[i]) for i in chosen[-last:]]
 
     def newest(self) -> datetime | None:
         return _instant(max(self._times())) if self._rows else None
@@ -530,8 +536,7 @@ class Values(MutableMapping[str, Value]):
             return []
         entries = self._joined[1:-1].split(_SEP)
         if _ESC in self._joined:
-            pairs = [entry.split(_MID) for entry in entries]
-            return [(_unescaped(rid), _unescaped(text)) for rid, text in pairs]
+            return [_pair(entry) for entry in entries]
         return [tuple(entry.split(_MID)) for entry in entries]  # type: ignore[misc]
 
     @staticmethod
