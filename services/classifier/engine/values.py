@@ -249,7 +249,9 @@ def _unescaped(held: str) -> str:
 def _pair(entry: str) -> tuple[str, str]:
     """A count's result id and text as reported, from its entry in the joined text."""
     rid, text = entry.split(_MID)
-    return _unescaped(rid), _unescaped(text)
+    if _ESC in entry:
+        return _unescaped(rid), _unescaped(text)
+    return rid, text
 
 
 def _plain(text: str) -> bool:
