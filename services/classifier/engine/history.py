@@ -138,14 +138,14 @@ class History:
         diagnoses = ",".join(context_json[d.event_id][1] for d in self.diagnoses.values())
         raised = ",".join(
             f"[{json_text(r.alert_id)},{json_text(r.kind.value)},{json_text(r.anchor_result_id)},"
-            f"{_texts(r.evidence_key)},{json_text(r.state.value)},{_texts(r.results)}]"
+            f"{_json_list(r.evidence_key)},{json_text(r.state.value)},{_json_list(r.results)}]"
             for r in self.raised.values()
         )
         location = "null" if self.location is None else json_text(self.location)
         return (
             f'{{"patient_key":{json_text(self.patient_key)},"location":{location},'
             f'"values":[{self.values.encoded()}],"treatments":[{treatments}],'
-            f'"diagnoses":[{diagnoses}],"raised":[{raised}],"seen":{_texts(self.seen or ())},'
+            f'"diagnoses":[{diagnoses}],"raised":[{raised}],"seen":{_json_list(self.seen or ())},'
             f'"seq":{self.seq},"suppressed_repeats":{self.suppressed_repeats},'
             f'"late_values":{self.late_values}}}'
         )
@@ -196,7 +196,7 @@ class History:
         return history
 
 
-def _texts(texts: Iterable[str]) -> str:
+def _json_list(texts: Iterable[str]) -> str:
     return f"[{','.join(map(json_text, texts))}]"
 
 
