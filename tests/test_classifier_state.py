@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas import DeadLetter, ResultStatus, TreatmentCategory
+from schemas import Coding, DeadLetter, ResultStatus, TreatmentCategory
 from services.classifier.dead_letters import RAW_BYTES_KEPT, classifier_dead_letter
 from services.classifier.engine import History, apply, shrink
 from services.classifier.state import (
@@ -16,6 +16,7 @@ from services.classifier.state import (
     encode,
     encode_within,
 )
+from tests.test_clinical_inputs import diagnosis
 from tests.test_engine import RULES, T0, result, treatment
 
 LIMIT = 512_000
@@ -68,6 +69,23 @@ def test_the_record_written_from_kept_fragments_is_the_json_of_the_history() -> 
     apply(again, result(20, 12, result_id="R7"), RULES, T0)
     assert encode(again, LIMIT) == the_json_of(again)
     assert decode(encode(again, LIMIT)).to_json() == again.to_json()
+
+
+def test_a_record_holding_two_events_with_one_event_id_is_still_the_json_of_the_history() -> None:
+    """The JSON kept is by event id; a treatment and a diagnosis sent under one event id (a
+    sender's bug, or a record written so) must each be written as what they are."""
+    history = History()
+    apply(history, result(9, result_id="R1"), RULES, T0)
+    apply(history, treatment(TreatmentCategory.IVIG, 1), RULES, T0)
+    (charted,) = history.treatments.values()
+    itp = Coding(system="http://snomed.info/sct", code="32273002", display="ITP")
+    stored = json.loads(encode(history, LIMIT))
+    same_id = diagnosis(itp).model_copy(update={"event_id": charted.event_id})
+    stored["diagnoses"] = [same_id.model_dump(mode="json")]
+    again = decode(json.dumps(stored).encode())
+    assert len(again.treatments) == len(again.diagnoses) == 1
+    assert encode(again, LIMIT) == the_json_of(again)
+    assert encode(again, LIMIT) == the_json_of(again)
 
 
 def test_a_history_past_the_limit_is_refused_not_written() -> None:

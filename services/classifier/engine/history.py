@@ -127,15 +127,18 @@ class History:
         """`to_json` as JSON_ENCODER writes it, in the same text, without encoding again what
         was encoded before: the values held (see Values.encoded), and each treatment and
         diagnosis, made into JSON once while it stays on record."""
-        known, context_json = self.context_json or {}, {}
-        for event in (*self.treatments.values(), *self.diagnoses.values()):
+        known, kept = self.context_json or {}, {}
+
+        def json_of(event: ClinicalContextEvent) -> str:
             cached = known.get(event.event_id)
-            if cached is None or cached[0] is not event:
+            if cached is None or cached[0] is not event:  # new, or another event under its id
                 cached = (event, JSON_ENCODER.encode(event.model_dump(mode="json")))
-            context_json[event.event_id] = cached
-        self.context_json = context_json or None  # what left the record is not kept
-        treatments = ",".join(context_json[e.event_id][1] for e in self.treatments.values())
-        diagnoses = ",".join(context_json[d.event_id][1] for d in self.diagnoses.values())
+            kept[event.event_id] = cached
+            return cached[1]
+
+        treatments = ",".join(map(json_of, self.treatments.values()))
+        diagnoses = ",".join(map(json_of, self.diagnoses.values()))
+        self.context_json = kept or None  # what left the record is not kept
         raised = ",".join(
             f"[{json_text(r.alert_id)},{json_text(r.kind.value)},{json_text(r.anchor_result_id)},"
             f"{_json_list(r.evidence_key)},{json_text(r.state.value)},{_json_list(r.results)}]"
