@@ -62,6 +62,19 @@ class Raised:
     evidence_key: tuple[str, ...]  # event ids: a change re-sends the alert
     results: tuple[str, ...]  # result ids: only a correction of one of these withdraws it
     state: Sent = Sent.ACTIVE
+    # Its JSON as last written, and in which state: only `state` ever changes. Not stored.
+    written: tuple[Sent, str] | None = field(default=None, compare=False, repr=False)
+
+    def row_json(self) -> str:
+        """Its row of the changelog record's "raised", as JSON_ENCODER writes it."""
+        if self.written is None or self.written[0] is not self.state:
+            text = (
+                f"[{json_text(self.alert_id)},{json_text(self.kind.value)},"
+                f"{json_text(self.anchor_result_id)},{_json_list(self.evidence_key)},"
+                f"{json_text(self.state.value)},{_json_list(self.results)}]"
+            )
+            self.written = (self.state, text)
+        return self.written[1]
 
 
 @dataclass(slots=True)
@@ -139,11 +152,7 @@ class History:
         treatments = ",".join(map(json_of, self.treatments.values()))
         diagnoses = ",".join(map(json_of, self.diagnoses.values()))
         self.context_json = kept or None  # what left the record is not kept
-        raised = ",".join(
-            f"[{json_text(r.alert_id)},{json_text(r.kind.value)},{json_text(r.anchor_result_id)},"
-            f"{_json_list(r.evidence_key)},{json_text(r.state.value)},{_json_list(r.results)}]"
-            for r in self.raised.values()
-        )
+        raised = ",".join([r.row_json() for r in self.raised.values()])
         location = "null" if self.location is None else json_text(self.location)
         return (
             f'{{"patient_key":{json_text(self.patient_key)},"location":{location},'
