@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas import DeadLetter, TreatmentCategory
+from schemas import Coding, DeadLetter, ResultStatus, TreatmentCategory
 from services.classifier.dead_letters import RAW_BYTES_KEPT, classifier_dead_letter
-from services.classifier.engine import History, apply
+from services.classifier.engine import History, apply, shrink
 from services.classifier.state import (
     PatientState,
     StateTooLargeError,
@@ -16,6 +16,7 @@ from services.classifier.state import (
     encode,
     encode_within,
 )
+from tests.test_clinical_inputs import diagnosis
 from tests.test_engine import RULES, T0, result, treatment
 
 LIMIT = 512_000
@@ -26,6 +27,65 @@ def test_a_history_survives_its_changelog_record() -> None:
     apply(history, result(12, result_id="R1"), RULES, T0)
     again = decode(encode(history, LIMIT))
     assert again.to_json() == history.to_json()
+
+
+ODD_ID = 'R"3\\\u00e9'  # a quote, a backslash and an accented letter: JSON escapes each
+
+
+def the_json_of(history: History) -> bytes:
+    """The record as the JSON of to_json(): what encode's kept fragments must add up to."""
+    return json.dumps(history.to_json(), separators=(",", ":")).encode()
+
+
+def test_the_record_written_from_kept_fragments_is_the_json_of_the_history() -> None:
+    """encode keeps the JSON of counts and treatments written before; whatever happens to the
+    history after (a count added, replaced in place, a treatment replaced, a shrink, a decode of
+    a record in an older form), the record is still exactly the JSON of the history."""
+    history = History()
+    steps = [
+        result(150, 0, result_id="R1"),
+        result(9, 1, result_id="R2", comparator="<"),
+        treatment(TreatmentCategory.IVIG, 1.5),
+        result(25, 8, result_id=ODD_ID),  # written with JSON escapes
+        result(60, 1, ResultStatus.CORRECTED, result_id="R2"),  # replaced in place
+        treatment(TreatmentCategory.IVIG, 1.5).model_copy(update={"name": "Octagam"}),
+        result(24, 9, result_id="R4"),
+        result(None, 0, ResultStatus.ENTERED_IN_ERROR, result_id="R1"),  # removed
+        result(22, 10, result_id="R5"),
+    ]
+    for event in steps:
+        apply(history, event, RULES, T0)
+        assert encode(history, LIMIT) == the_json_of(history)
+        assert encode(history, LIMIT) == the_json_of(history)  # kept, and still right
+    assert set(history.values) == {"R2", ODD_ID, "R4", "R5"}
+    assert shrink(history)
+    assert encode(history, LIMIT) == the_json_of(history)
+    apply(history, result(21, 11, result_id="R6"), RULES, T0)
+    assert encode(history, LIMIT) == the_json_of(history)
+    old = history.to_json()  # as written before issue 14: no codes or flags on counts
+    old["values"] = [row[:11] for row in old["values"]]
+    again = decode(json.dumps(old).encode())
+    assert encode(again, LIMIT) == the_json_of(again)
+    apply(again, result(20, 12, result_id="R7"), RULES, T0)
+    assert encode(again, LIMIT) == the_json_of(again)
+    assert decode(encode(again, LIMIT)).to_json() == again.to_json()
+
+
+def test_a_record_holding_two_events_with_one_event_id_is_still_the_json_of_the_history() -> None:
+    """The JSON kept is by event id; a treatment and a diagnosis sent under one event id (a
+    sender's bug, or a record written so) must each be written as what they are."""
+    history = History()
+    apply(history, result(9, result_id="R1"), RULES, T0)
+    apply(history, treatment(TreatmentCategory.IVIG, 1), RULES, T0)
+    (charted,) = history.treatments.values()
+    itp = Coding(system="http://snomed.info/sct", code="32273002", display="ITP")
+    stored = json.loads(encode(history, LIMIT))
+    same_id = diagnosis(itp).model_copy(update={"event_id": charted.event_id})
+    stored["diagnoses"] = [same_id.model_dump(mode="json")]
+    again = decode(json.dumps(stored).encode())
+    assert len(again.treatments) == len(again.diagnoses) == 1
+    assert encode(again, LIMIT) == the_json_of(again)
+    assert encode(again, LIMIT) == the_json_of(again)
 
 
 def test_a_history_past_the_limit_is_refused_not_written() -> None:

@@ -560,3 +560,50 @@ def test_the_one_step_path_gives_exactly_what_a_full_evaluation_gives(seed: int)
         full.scans = None  # no one-step path: every event evaluates the whole history
         expected = apply(full, event, RULES, T0)
         assert list(apply(fast, event, RULES, T0)) == list(expected)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        result(9, result_id="R1"),
+        result(150, result_id="R1").model_copy(update={"location": "ED"}),
+        result(9, status=ResultStatus.PRELIMINARY, result_id="R1"),
+        result(None, status=ResultStatus.ENTERED_IN_ERROR, result_id="R1"),
+    ],
+)
+def test_a_new_patients_first_result_comes_out_as_the_full_evaluation_has_it(
+    first: LabResult,
+) -> None:
+    """A new patient's first result is scanned in one step (most patients replay holds have
+    few results): the alerts and the history must be the full evaluation's."""
+    history, (alerts,) = feed(first)
+    full, (expected,) = feed(first, history=History(seen={"an earlier event": None}))
+    assert [a.model_dump() for a in alerts] == [a.model_dump() for a in expected]
+    assert history.to_json() == full.to_json() | {"seen": list(history.seen or ())}
+    assert history.patient_key == ADULT.identifier.key
+    assert history.scans is not None
+    assert (
+        feed(result(8, days=2, result_id="R2"), history=history)[1]
+        == feed(result(8, days=2, result_id="R2"), history=full)[1]
+    )
+
+
+def test_an_alert_shows_the_last_three_counts_before_its_evidence_within_30_days() -> None:
+    _, alerts = feed(
+        result(150, days=-31, result_id="too old"),
+        result(140, days=-20, result_id="A"),
+        result(130, days=-10, result_id="B"),
+        result(120, days=-5, result_id="C"),
+        result(110, days=-1, result_id="D"),
+        result(9, days=0, result_id="paged"),
+    )
+    (alert,) = alerts[-1]
+    assert [r.result_id for r in alert.evidence.preceding] == ["B", "C", "D"]
+    _, alerts = feed(
+        result(140, days=-31, result_id="too old"),
+        result(9, days=0, result_id="paged"),
+        result(150, days=0, result_id="same tube time").model_copy(update={"event_id": "e2"}),
+        result(8, days=2, result_id="paged again"),
+    )
+    (alert,) = alerts[-1]
+    assert [r.result_id for r in alert.evidence.preceding] == ["paged", "same tube time"]

@@ -1,6 +1,7 @@
 """The history's compact store of counts (engine/values.py) gives back exactly what it was given:
 every field of every count, in the order added, whatever the ids and times look like."""
 
+import json
 import random
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -103,3 +104,25 @@ def test_replacing_removing_and_windows() -> None:
     assert held.get("R4") is None
     assert held.event_id_of("R4") is None
     assert held == {v.result_id: v for v in held.values()}
+
+
+def test_the_json_kept_follows_counts_added_replaced_and_removed() -> None:
+    """`encoded` keeps the JSON of the counts encoded before; it must stay the JSON of
+    `to_json` as counts are added, replaced in place and removed."""
+    held = Values(value(f"R{n}", f"E{n}", AT + timedelta(days=n), seq=n) for n in range(3))
+
+    def is_its_json() -> bool:
+        return f"[{held.encoded()}]" == json.dumps(held.to_json(), separators=(",", ":"))
+
+    assert is_its_json()
+    held.append(value("R3", "E3", AT + timedelta(days=3), seq=3, verified_at=None))
+    assert is_its_json()
+    held["R1"] = value("R1", "E-corrected", AT + timedelta(days=1), number=99.0, flags=("LL",))
+    assert is_its_json()
+    held.remove({"R0"})
+    assert is_its_json()
+    held.append(value('R\u00e9"\\', "E4", AT + timedelta(days=4), comparator="<"))
+    assert is_its_json()
+    held.remove({"R1", "R2", "R3", 'R\u00e9"\\'})
+    assert held.encoded() == ""
+    assert is_its_json()

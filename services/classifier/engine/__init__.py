@@ -55,6 +55,10 @@ def apply(
     Idempotent: an event already applied changes nothing and returns nothing.
     """
     scans = history.scans
+    if scans is None and isinstance(event, LabResult) and history.is_new():
+        # A new patient's first result: scanning it in one step is what the full path does.
+        history.patient_key = event.patient.identifier.key
+        scans = history.scans = Scans(history, rules, [])
     if (
         scans is not None
         and scans.rules is rules

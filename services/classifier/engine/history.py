@@ -8,6 +8,7 @@ oldest first, and `shrink` gives up the older half when a record no longer fits 
 that no longer validates is left out rather than failing the patient.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -26,7 +27,7 @@ from schemas import (
     TreatmentEvent,
     clinical_context_adapter,
 )
-from services.classifier.engine.values import Value, Values
+from services.classifier.engine.values import JSON_ENCODER, Value, Values, json_text
 from services.classifier.rules import Rules, population_at
 
 if TYPE_CHECKING:
@@ -61,6 +62,19 @@ class Raised:
     evidence_key: tuple[str, ...]  # event ids: a change re-sends the alert
     results: tuple[str, ...]  # result ids: only a correction of one of these withdraws it
     state: Sent = Sent.ACTIVE
+    # Its JSON as last written, and in which state: only `state` ever changes. Not stored.
+    written: tuple[Sent, str] | None = field(default=None, compare=False, repr=False)
+
+    def row_json(self) -> str:
+        """Its row of the changelog record's "raised", as JSON_ENCODER writes it."""
+        if self.written is None or self.written[0] is not self.state:
+            text = (
+                f"[{json_text(self.alert_id)},{json_text(self.kind.value)},"
+                f"{json_text(self.anchor_result_id)},{_json_list(self.evidence_key)},"
+                f"{json_text(self.state.value)},{_json_list(self.results)}]"
+            )
+            self.written = (self.state, text)
+        return self.written[1]
 
 
 @dataclass(slots=True)
@@ -78,6 +92,11 @@ class History:
     suppressed_repeats: int = 0
     late_values: int = 0
     scans: "Scans | None" = None  # derived, not stored: rebuilt by the next full evaluation
+    # Each treatment's and diagnosis's JSON as last encoded, by event id, with the event it is
+    # of (events are replaced, never changed): see `encoded`. Not stored.
+    context_json: dict[str, tuple[ClinicalContextEvent, str]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def has_applied(self, event: LabResult | ClinicalContextEvent) -> bool:
         """An event applied before: its id is remembered, or it is the source of a value held
@@ -87,6 +106,12 @@ class History:
         if isinstance(event, LabResult):
             return self.values.event_id_of(event.result_id) == event.event_id
         return False
+
+    def is_new(self) -> bool:
+        """Nothing applied yet: no count ever held, nothing else on record."""
+        return self.seq == 0 and not (
+            self.values or self.treatments or self.diagnoses or self.raised or self.seen
+        )
 
     def remember(self, event_id: str) -> None:
         """Remember an applied event that leaves no value of its own, within a bound."""
@@ -104,22 +129,51 @@ class History:
             "values": self.values.to_json(),
             "treatments": [t.model_dump(mode="json") for t in self.treatments.values()],
             "diagnoses": [d.model_dump(mode="json") for d in self.diagnoses.values()],
-            "raised": [
-                [
-                    r.alert_id,
-                    r.kind.value,
-                    r.anchor_result_id,
-                    list(r.evidence_key),
-                    r.state.value,
-                    list(r.results),
-                ]
-                for r in self.raised.values()
-            ],
+            "raised": self._raised_json(),
             "seen": list(self.seen or ()),
             "seq": self.seq,
             "suppressed_repeats": self.suppressed_repeats,
             "late_values": self.late_values,
         }
+
+    def encoded(self) -> str:
+        """`to_json` as JSON_ENCODER writes it, in the same text, without encoding again what
+        was encoded before: the values held (see Values.encoded), and each treatment and
+        diagnosis, made into JSON once while it stays on record."""
+        known, kept = self.context_json or {}, {}
+
+        def json_of(event: ClinicalContextEvent) -> str:
+            cached = known.get(event.event_id)
+            if cached is None or cached[0] is not event:  # new, or another event under its id
+                cached = (event, JSON_ENCODER.encode(event.model_dump(mode="json")))
+            kept[event.event_id] = cached
+            return cached[1]
+
+        treatments = ",".join(map(json_of, self.treatments.values()))
+        diagnoses = ",".join(map(json_of, self.diagnoses.values()))
+        self.context_json = kept or None  # what left the record is not kept
+        raised = ",".join([r.row_json() for r in self.raised.values()])
+        location = "null" if self.location is None else json_text(self.location)
+        return (
+            f'{{"patient_key":{json_text(self.patient_key)},"location":{location},'
+            f'"values":[{self.values.encoded()}],"treatments":[{treatments}],'
+            f'"diagnoses":[{diagnoses}],"raised":[{raised}],"seen":{_json_list(self.seen or ())},'
+            f'"seq":{self.seq},"suppressed_repeats":{self.suppressed_repeats},'
+            f'"late_values":{self.late_values}}}'
+        )
+
+    def _raised_json(self) -> list[list[Any]]:
+        return [
+            [
+                r.alert_id,
+                r.kind.value,
+                r.anchor_result_id,
+                list(r.evidence_key),
+                r.state.value,
+                list(r.results),
+            ]
+            for r in self.raised.values()
+        ]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "History":
@@ -152,6 +206,10 @@ class History:
                 alert_id, AlertKind(kind), anchor, tuple(key), held, Sent(state)
             )
         return history
+
+
+def _json_list(texts: Iterable[str]) -> str:
+    return f"[{','.join(map(json_text, texts))}]"
 
 
 def treatment_start(treatment: TreatmentEvent) -> datetime:

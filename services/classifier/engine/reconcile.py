@@ -6,6 +6,7 @@ withdrawn, and why.
 
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from schemas import (
     AlertKind,
@@ -114,8 +115,8 @@ def _supersede(history: History) -> str | None:
 
 def _preceding(history: History, first: Value) -> tuple[Value, ...]:
     """The patient's last counts before the evidence, within 30 days: the trend into it."""
-    earlier = history.values.in_order(first.at - timedelta(days=30), first.at)
-    return tuple([v for v in earlier if v.at < first.at][-3:])
+    before = first.at - timedelta(microseconds=1)  # times are held to the microsecond
+    return tuple(history.values.in_order(first.at - timedelta(days=30), before, last=3))
 
 
 def _on_record(
@@ -135,6 +136,12 @@ def _on_record(
     return tuple(sorted(shown, key=lambda t: (treatment_start(t), t.event_id)))
 
 
+@lru_cache(maxsize=256)
+def _coding(system: str, code: str) -> Coding:
+    """One Coding (frozen) per distinct code: evidence shows a handful, in every alert."""
+    return Coding(system=system, code=code)
+
+
 def _evidence_result(value: Value) -> EvidenceResult:
     return EvidenceResult(
         event_id=value.event_id,
@@ -143,7 +150,7 @@ def _evidence_result(value: Value) -> EvidenceResult:
         status=value.status,
         collected_at=value.at,
         verified_at=value.verified_at,
-        code=Coding(system=value.code[0], code=value.code[1]) if value.code else None,
+        code=_coding(*value.code) if value.code else None,
         abnormal_flags=value.flags,
     )
 
@@ -151,6 +158,8 @@ def _evidence_result(value: Value) -> EvidenceResult:
 def _lab_panics(history: History, want: Wanted) -> str | None:
     """The lab's own panic flags (LL, AA, <) on counts our limit did not find critical, in the
     week up to the alert: a note for the hematologist, who may know the lab's reasons."""
+    if not history.values.any_flagged(_PANIC_FLAGS):
+        return None  # the common case: no count held has any of them
     since = want.trigger.at - timedelta(days=7)
     evidence = {v.result_id for v in want.evidence}
     flagged = [

@@ -14,6 +14,8 @@ costs less than a dict's memory.
 """
 
 import binascii
+import json
+import math
 import struct
 from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
@@ -38,6 +40,10 @@ _DASH = ord("-")
 # The joined text: _SEP, then for each count its result id, _MID, the count as reported, _SEP.
 _SEP, _MID, _ESC = "\x00", "\x02", "\x01"  # escaped within an id or a text (see _escaped)
 _SHARED_KEPT = 4096  # distinct shared parts kept for reuse; past it, reuse starts again
+# The changelog's JSON, as state.encode writes a record: compact, no check for cycles (rows are
+# fresh lists).
+JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+json_text = json.encoder.encode_basestring_ascii  # a str as JSON_ENCODER writes it
 
 
 def code_of(result: LabResult) -> tuple[str, str]:
@@ -99,6 +105,24 @@ class Value:
             result.abnormal_flags,
         )
 
+    def to_json(self) -> list[Any]:
+        """The count in the changelog's form, as from_json reads it."""
+        return [
+            self.result_id,
+            self.event_id,
+            self.number,
+            self.comparator,
+            self.original_value,
+            self.original_unit,
+            self.status.value,
+            self.at.isoformat(),
+            None if self.verified_at is None else self.verified_at.isoformat(),
+            self.seq,
+            self.population,
+            list(self.code) if self.code else None,
+            list(self.flags),
+        ]
+
     @classmethod
     def from_json(cls, data: list[Any]) -> "Value":
         rid, eid, number, comparator, original, unit, status, at, verified, seq, population = data[
@@ -139,6 +163,25 @@ def _share(parts: _Shared) -> _Shared:
             _shared.clear()
         shared = _shared[parts] = parts
     return shared
+
+
+_shared_jsons: dict[_Shared, tuple[str, str, str]] = {}
+
+
+def _shared_json(parts: _Shared) -> tuple[str, str, str]:
+    """The JSON of shared parts as a row has them: the comparator; the unit and status; the
+    population, code and flags. Bounded as _share is."""
+    known = _shared_jsons.get(parts)
+    if known is None:
+        if len(_shared_jsons) >= _SHARED_KEPT:
+            _shared_jsons.clear()
+        comparator, status, population, code, flags, unit = parts
+        known = _shared_jsons[parts] = (
+            JSON_ENCODER.encode(comparator),
+            JSON_ENCODER.encode([unit, status.value])[1:-1],
+            JSON_ENCODER.encode([population, list(code) if code else None, list(flags)])[1:-1],
+        )
+    return known
 
 
 def _epoch_in(zone: tzinfo | None) -> datetime | None:
@@ -203,6 +246,14 @@ def _unescaped(held: str) -> str:
     return held.replace(_ESC + "2", _MID).replace(_ESC + "0", _SEP).replace(_ESC + "1", _ESC)
 
 
+def _pair(entry: str) -> tuple[str, str]:
+    """A count's result id and text as reported, from its entry in the joined text."""
+    rid, text = entry.split(_MID)
+    if _ESC in entry:
+        return _unescaped(rid), _unescaped(text)
+    return rid, text
+
+
 def _plain(text: str) -> bool:
     return _SEP not in text and _ESC not in text and _MID not in text
 
@@ -211,13 +262,17 @@ class Values(MutableMapping[str, Value]):
     """A patient's counts by result id, in the order they were added (as a dict keeps them);
     assigning to a result id already held replaces its count in place."""
 
-    __slots__ = ("_joined", "_other_ids", "_rows", "_shared")
+    __slots__ = ("_encoded", "_encoded_rows", "_joined", "_other_ids", "_rows", "_shared")
 
     def __init__(self, values: Iterable[Value] = ()) -> None:
         self._rows = bytearray()  # one _ROW per count
         self._joined = _SEP  # result ids and counts as reported (see _SEP)
         self._shared: list[_Shared] = []  # the distinct shared parts of this patient's counts
         self._other_ids: dict[str, str] | None = None  # event ids that are not UUIDs, by result
+        # The JSON of the first _encoded_rows rows, as `encoded` gives it: rows only ever added
+        # at the end are encoded once, not at every record written (see `encoded`).
+        self._encoded = ""
+        self._encoded_rows = 0
         for value in values:
             self[value.result_id] = value
 
@@ -246,6 +301,7 @@ class Values(MutableMapping[str, Value]):
         texts = self._texts()
         texts[index] = (result_id, value.original_value)
         self._joined = self._join(texts)
+        self._forget_encoded()
         if self._other_ids is not None:
             self._other_ids.pop(result_id, None)
         parts = (
@@ -339,6 +395,11 @@ class Values(MutableMapping[str, Value]):
             result_id, original_value = _escaped(result_id), _escaped(original_value)
         self._joined += f"{result_id}{_MID}{original_value}{_SEP}"
 
+    def any_flagged(self, flags: frozenset[str]) -> bool:
+        """Whether a count held may have one of the lab's `flags`: False means none has (the
+        flags a patient's counts have are among their few shared parts), without making Values."""
+        return any(not flags.isdisjoint(parts[4]) for parts in self._shared)
+
     def event_id_of(self, result_id: str) -> str | None:
         """The event id of the count held for `result_id`, without making its Value."""
         index = self._index(result_id)
@@ -346,9 +407,12 @@ class Values(MutableMapping[str, Value]):
             return None
         return self._event_id(result_id, _ROW.unpack_from(self._rows, index * _ROW.size)[5])
 
-    def in_order(self, since: datetime | None = None, until: datetime | None = None) -> list[Value]:
+    def in_order(
+        self, since: datetime | None = None, until: datetime | None = None, *, last: int = 0
+    ) -> list[Value]:
         """The counts in collection order (then arrival), those collected from `since` to `until`
-        (both included) only when given; only those are made into Values."""
+        (both included) only when given, and only the `last` of them when given; only those are
+        made into Values."""
         low = float("-inf") if since is None else epoch_seconds(since)
         high = float("inf") if until is None else epoch_seconds(until)
         rows = list(_ROW.iter_unpack(self._rows))
@@ -356,8 +420,8 @@ class Values(MutableMapping[str, Value]):
         if not chosen:
             return []
         chosen.sort(key=lambda i: (rows[i][1], rows[i][3]))
-        texts = self._texts()
-        return [self._made(*texts[i], rows[i]) for i in chosen]
+        entries = self._joined[1:-1].split(_SEP)
+        return [self._made(*_pair(entries[i]), rows[i]) for i in chosen[-last:]]
 
     def newest(self) -> datetime | None:
         return _instant(max(self._times())) if self._rows else None
@@ -384,34 +448,48 @@ class Values(MutableMapping[str, Value]):
         size, rows = _ROW.size, self._rows
         self._rows = bytearray().join(rows[i * size : (i + 1) * size] for i in kept)
         self._joined = self._join([texts[i] for i in kept])
+        self._forget_encoded()
         if self._other_ids is not None:
             for rid in result_ids:
                 self._other_ids.pop(rid, None)
 
     def to_json(self) -> list[list[Any]]:
         """Each count in the changelog's form (as Value.from_json reads it), in order added."""
-        rows = []
-        for (rid, text), row in zip(self._texts(), _ROW.iter_unpack(self._rows), strict=True):
-            number, at, verified, seq, shared, raw = row
-            comparator, status, population, code, flags, unit = self._shared[shared]
-            rows.append(
-                [
-                    rid,
-                    self._event_id(rid, raw),
-                    number,
-                    comparator,
-                    text,
-                    unit,
-                    status.value,
-                    _instant(at).isoformat(),
-                    None if verified == _NO_TIME else _instant(verified).isoformat(),
-                    seq,
-                    population,
-                    list(code) if code else None,
-                    list(flags),
-                ]
+        return [value.to_json() for value in self.values()]
+
+    def encoded(self) -> str:
+        """`to_json` as JSON_ENCODER writes it, without the list's brackets. The rows encoded
+        before are kept, and only rows added since are encoded: the classifier writes a
+        patient's record after every batch, most often one count longer. Replacing or removing
+        a count forgets what was kept (rare: a correction, the horizon, a shrink)."""
+        done = self._encoded_rows
+        if done < len(self):
+            texts = self._texts()[done:]
+            rows = _ROW.iter_unpack(self._rows[done * _ROW.size :])
+            added = ",".join(
+                self._row_json(rid, text, row) for (rid, text), row in zip(texts, rows, strict=True)
             )
-        return rows
+            self._encoded = f"{self._encoded},{added}" if done else added
+            self._encoded_rows = len(self)
+        return self._encoded
+
+    def _forget_encoded(self) -> None:
+        self._encoded, self._encoded_rows = "", 0
+
+    def _row_json(self, result_id: str, text: str, row: tuple[Any, ...]) -> str:
+        """JSON_ENCODER.encode of the row's Value.to_json(), written directly: several times
+        faster, and the parts counts share are written once (see _shared_json)."""
+        number, at, verified, seq, shared, raw = row
+        comparator, unit_status, population_code_flags = _shared_json(self._shared[shared])
+        number_json = (
+            float.__repr__(number) if math.isfinite(number) else JSON_ENCODER.encode(number)
+        )
+        verified_json = "null" if verified == _NO_TIME else f'"{_instant(verified).isoformat()}"'
+        return (
+            f"[{json_text(result_id)},{json_text(self._event_id(result_id, raw))},"
+            f"{number_json},{comparator},{json_text(text)},{unit_status},"
+            f'"{_instant(at).isoformat()}",{verified_json},{seq},{population_code_flags}]'
+        )
 
     def _row(
         self,
@@ -460,8 +538,7 @@ class Values(MutableMapping[str, Value]):
             return []
         entries = self._joined[1:-1].split(_SEP)
         if _ESC in self._joined:
-            pairs = [entry.split(_MID) for entry in entries]
-            return [(_unescaped(rid), _unescaped(text)) for rid, text in pairs]
+            return [_pair(entry) for entry in entries]
         return [tuple(entry.split(_MID)) for entry in entries]  # type: ignore[misc]
 
     @staticmethod
