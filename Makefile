@@ -68,6 +68,7 @@ test: lint check-schemas tools ## the whole gate: lint, schema drift, all tests 
 bench: $(STAMP) ## ingest vs raw producer, replay vs JSON decode, classifier vs raw consumer, notifier alerts/s; writes bench-results.json
 	$(BIN)/python -m benchmarks.ingest_throughput
 	$(BIN)/python -m benchmarks.replay_throughput
+	$(BIN)/python -m benchmarks.classifier_engine
 	$(BIN)/python -m benchmarks.classifier_throughput
 	$(BIN)/python -m benchmarks.notifier_throughput
 	$(BIN)/python -m benchmarks.result_to_page

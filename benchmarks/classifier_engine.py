@@ -1,4 +1,4 @@
-"""The classifier's CPU per event in process, without broker or faust: what the worker does for
+"""The classifier's CPU per event in process, without a broker: what the worker does for
 each event (decode it from its JSON, `has_applied`, `apply`, `encode_within` the patient's
 record), timed in parts over the classifier benchmark's events (10,000 patients, 100,000 events
 by default), so that the engine's share of the live classifier's CPU can be followed apart from
