@@ -6,10 +6,10 @@ classification, eight times a plain aiokafka consumer decoding the same events (
 robinhood/faust#563 reports the same). The worker reads with one aiokafka group consumer:
 
 - A batch is what the consumer has fetched, up to BATCH_EVENTS, waiting at most BATCH_SECONDS
-  after the first record for more. Its events are classified, its writes
-  made durable (services/classifier/worker.py), and only then are its offsets committed. If Kafka
-  refuses a write the process exits with status 70: a supervisor restarts it from the last
-  commit, never from a state the changelog does not have.
+  after the first record for more. Its events are classified, its writes made durable
+  (services/classifier/worker.py), and only then are its offsets committed. If Kafka refuses a
+  write the process exits with status 70: a supervisor restarts it from the last commit, never
+  from a state the changelog does not have.
 - Results and clinical context are co-partitioned by patient. The range assignor gives one
   worker the same partition of both topics, and a partition's results and context are applied
   in the order they were written, across fetches (services/classifier/arrival.py): records are
