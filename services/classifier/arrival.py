@@ -11,7 +11,10 @@ classifier and the first aiokafka one).
 `ArrivalOrder` holds fetched records back until the other topic of the same partition has been
 read at least as far, by the time each record was written (its Kafka timestamp), then releases
 them merged in that order, each topic's own order kept; a topic partition read to its end (its
-high-water mark) holds nothing back. At equal times, context goes first. Pure: the consumer
+high-water mark) holds nothing back. At equal times, context goes first. A partition whose
+records have waited HOLD_SECONDS with none released (the other topic cannot be fetched: its
+leader is down) is released as it stands: a critical count is not held back without bound.
+Pure: the consumer
 (services/classifier/service.py) tells it what was fetched and which partitions are read to
 their end, applies what it releases and commits only that.
 """
@@ -25,6 +28,8 @@ TopicPartition = tuple[str, int]  # aiokafka's TopicPartition is this named tupl
 
 class Written(Protocol):
     @property
+    def offset(self) -> int: ...
+    @property
     def timestamp(self) -> int: ...
 
 
@@ -32,6 +37,7 @@ Record = TypeVar("Record", bound=Written)
 
 _EARLIEST = float("-inf")
 _ANY_TIME = float("inf")
+HOLD_SECONDS = 30.0
 
 
 class ArrivalOrder(Generic[Record]):
@@ -43,13 +49,19 @@ class ArrivalOrder(Generic[Record]):
         self._context = context
         self._held: dict[TopicPartition, deque[Record]] = {}
         self._latest: dict[TopicPartition, float] = {}  # the latest time fetched, held or not
+        self._next: dict[TopicPartition, int] = {}  # the offset the next record must have at least
+        self._waiting_since: dict[int, float] = {}  # partition -> when its records began to wait
 
     def add(self, fetched: Mapping[TopicPartition, Sequence[Record]]) -> None:
-        """Hold newly fetched records, in each topic partition's order."""
+        """Hold newly fetched records, in each topic partition's order. A record at or below an
+        offset already held or released is ignored (fetched again from before a rebalance)."""
         for tp, records in fetched.items():
-            if records:
-                self._held.setdefault(tp, deque()).extend(records)
-                latest = max(record.timestamp for record in records)
+            first = self._next.get(tp, 0)
+            new = [record for record in records if record.offset >= first]
+            if new:
+                self._held.setdefault(tp, deque()).extend(new)
+                self._next[tp] = new[-1].offset + 1
+                latest = max(record.timestamp for record in new)
                 self._latest[tp] = max(self._latest.get(tp, _EARLIEST), latest)
 
     def held(self, tp: TopicPartition) -> int:
@@ -62,20 +74,37 @@ class ArrivalOrder(Generic[Record]):
         for tp in partitions:
             self._held.pop(tp, None)
             self._latest.pop(tp, None)
+            self._next.pop(tp, None)
+            self._waiting_since.pop(tp[1], None)
 
     def release(
-        self, partitions: Iterable[int], read_to_end: Callable[[TopicPartition], bool]
-    ) -> list[Record]:
+        self,
+        partitions: Iterable[int],
+        read_to_end: Callable[[TopicPartition], bool],
+        now: float,
+    ) -> tuple[list[Record], list[int]]:
         """The held records of `partitions` that may be applied now, in the order to apply them:
         each partition's two topics merged by time, up to the earlier of the two topics' latest
-        fetched time (a topic read to its end sets no limit)."""
+        fetched time (a topic read to its end sets no limit); and the partitions released whole
+        because none of their records had been released for HOLD_SECONDS (`now`: monotonic
+        seconds)."""
         released: list[Record] = []
+        overdue: list[int] = []
         for partition in partitions:
             results = (self._results, partition)
             context = (self._context, partition)
             limit = min(self._horizon(results, read_to_end), self._horizon(context, read_to_end))
-            released.extend(self._merged(results, context, limit))
-        return released
+            since = self._waiting_since.get(partition, now)
+            if now - since >= HOLD_SECONDS:
+                limit = _ANY_TIME
+                overdue.append(partition)
+            merged = self._merged(results, context, limit)
+            released.extend(merged)
+            if not (self._held.get(results) or self._held.get(context)):
+                self._waiting_since.pop(partition, None)
+            else:  # still waiting: since the last time it moved on
+                self._waiting_since[partition] = now if merged else since
+        return released, overdue
 
     def _horizon(self, tp: TopicPartition, read_to_end: Callable[[TopicPartition], bool]) -> float:
         """The time up to which `tp` is known: any record of it not fetched yet comes later in its

@@ -17,8 +17,11 @@ robinhood/faust#563 reports the same). The worker reads with one aiokafka group 
   topic partition with HOLD_AT_MOST records held stops being fetched until they are applied.
 - Rebalances: revoking waits for the batch under way to be committed, then forgets the revoked
   partitions' histories; the new assignment's histories are read back from the changelog before
-  their events are applied (services/classifier/store.py). Records held for revoked partitions
-  are dropped; their next owner fetches them again from the committed offsets.
+  their events are applied (services/classifier/store.py; a partition's events wait, held, until
+  then). Records held for revoked partitions, and records fetched before a rebalance, are
+  dropped; the next owner fetches them again from the committed offsets. A batch that takes
+  longer than its timeout (two produce timeouts and some) exits 70, and the group's rebalance
+  timeout is twice that, so a revocation can always wait for the batch under way.
 - SIGTERM or SIGINT: the batch under way finishes and is committed, the consumer leaves the group,
   the producer is flushed, the process exits 0.
 """
@@ -36,11 +39,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from schemas import Topic
 from schemas.topics import PATIENT_STATE_TABLE, changelog_topic
-from services.classifier.arrival import ArrivalOrder
+from services.classifier.arrival import HOLD_SECONDS, ArrivalOrder
 from services.classifier.rules import Rules
 from services.classifier.store import PatientStore
 from services.classifier.worker import Classifier, where
@@ -55,6 +58,12 @@ LAG = Gauge(
     "plateletwatch_classifier_consumer_lag",
     "Events on each input partition the group has not committed yet, as the broker has it.",
     ["input", "partition"],
+)
+
+RELEASED_UNORDERED = Counter(
+    "plateletwatch_classifier_released_unordered_total",
+    "Times a partition's events were applied without the other input topic read as far: its "
+    "records had waited too long (that topic could not be fetched).",
 )
 
 _EXIT_NOT_DURABLE = 70  # EX_SOFTWARE: Kafka refused a write; restart from the last commit
@@ -86,6 +95,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka h
     ) -> None:
         self.owned: set[TopicPartition] = set()
         self.rebalancing = True  # until the first assignment
+        self.generation = 0  # moves on at each revocation and assignment
         self._store = store
         self._held = held
         self._inputs = inputs
@@ -93,6 +103,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka h
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         self.rebalancing = True
+        self.generation += 1
         async with self._turn:  # the batch under way is committed first
             gone = [tp for tp in revoked if tp.topic in self._inputs]
             self.owned.difference_update(gone)
@@ -101,15 +112,23 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka h
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         mine = {tp for tp in assigned if tp.topic in self._inputs}
+        self.generation += 1
         self.owned = mine
         self._store.assign(tp.partition for tp in mine)
         self.rebalancing = False
+
+
+def batch_timeout(settings: Settings) -> float:
+    """Seconds a batch may take to be classified and made durable (two acknowledged writes, each
+    within the produce timeout, and time to spare) before the worker exits 70."""
+    return 2 * settings.kafka_produce_timeout_seconds + 10
 
 
 def group_consumer(settings: Settings, bootstrap_servers: str) -> AIOKafkaConsumer:
     """The worker's consumer in the classifier's group (not started, not subscribed): offsets
     committed by the worker, a fetch held by the broker at most the configured wait."""
     session_ms = round(settings.classifier_session_timeout_seconds * 1000)
+    rebalance_ms = max(session_ms, round(2 * batch_timeout(settings) * 1000))
     group_id = settings.group_id("classifier")
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
@@ -119,7 +138,7 @@ def group_consumer(settings: Settings, bootstrap_servers: str) -> AIOKafkaConsum
         auto_offset_reset="earliest",
         fetch_max_wait_ms=round(settings.classifier_fetch_max_wait_seconds * 1000),
         session_timeout_ms=session_ms,
-        rebalance_timeout_ms=session_ms,
+        rebalance_timeout_ms=rebalance_ms,  # a revocation waits for the batch under way
         heartbeat_interval_ms=session_ms // 4,
         # Range, not round robin: one worker gets the same partition of both inputs.
         partition_assignment_strategy=(RangePartitionAssignor,),
@@ -188,17 +207,21 @@ class ClassifierService:
             self._consuming = True
             lag = asyncio.create_task(self._poll_lag(), name="consumer-lag")
             while not self._stopping.is_set():
-                fetched = await _batch(consumer)
+                generation, fetched = await _batch(consumer, self.partitions)
                 async with self._turn:
+                    if generation != self.partitions.generation:  # rebalanced since: stale
+                        fetched = {}
                     await self._classify(consumer, producer, fetched)
         finally:
             self._consuming = False
             if lag is not None:
                 lag.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(Exception, asyncio.CancelledError):
                     await lag
-            await consumer.stop()
-            await producer.stop()
+            try:
+                await consumer.stop()
+            finally:
+                await producer.stop()
 
     async def _classify(
         self,
@@ -213,9 +236,18 @@ class ClassifierService:
         owned = self.partitions.owned
         self._held.add({tp: records for tp, records in fetched.items() if tp in owned})
         read_to_end = {tp: await _read_to_end(consumer, tp) for tp in owned}
-        events = self._held.release(
-            sorted({tp.partition for tp in owned}), lambda tp: read_to_end.get(tp, False)
+        loaded = sorted({tp.partition for tp in owned if self.store.loaded(tp.partition)})
+        events, overdue = self._held.release(
+            loaded, lambda tp: read_to_end.get(tp, False), asyncio.get_running_loop().time()
         )
+        if overdue:
+            RELEASED_UNORDERED.inc(len(overdue))
+            log.warning(
+                "partitions %s: events applied without the other input topic read as far "
+                "(it could not be fetched for %.0f s)",
+                overdue,
+                HOLD_SECONDS,
+            )
         for tp in owned:  # a partition far ahead of its pair waits for it, fetched no further
             if self._held.held(tp) >= HOLD_AT_MOST:
                 consumer.pause(tp)
@@ -224,15 +256,17 @@ class ClassifierService:
         if not events:
             return
         try:
-            await self._classifier.classify_batch(events, RecordBatches(producer))
-        except BaseException as error:  # cancelled midway too: nothing of it may be committed
+            async with asyncio.timeout(batch_timeout(self._settings)):
+                await self._classifier.classify_batch(events, RecordBatches(producer))
+        except BaseException as error:  # timed out or cancelled midway too: nothing committed
             _exit_not_durable(error)
         offsets: dict[TopicPartition, int] = {}
         for event in events:
             offsets[TopicPartition(event.topic, event.partition)] = event.offset + 1
         try:
-            await consumer.commit(offsets)
-        except KafkaError as error:
+            async with asyncio.timeout(batch_timeout(self._settings)):
+                await consumer.commit(offsets)
+        except (KafkaError, TimeoutError) as error:
             log.warning("a batch's offsets were not committed (%s)", type(error).__name__)
 
     async def _poll_lag(self) -> None:
@@ -276,12 +310,17 @@ class ClassifierService:
         return pages
 
 
-async def _batch(consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
+async def _batch(
+    consumer: AIOKafkaConsumer, partitions: Partitions
+) -> tuple[int, dict[TopicPartition, list[ConsumerRecord]]]:
     """Records fetched, up to BATCH_EVENTS: what came within _POLL_MS, then whatever else comes
-    within BATCH_SECONDS of it."""
+    within BATCH_SECONDS of it; and the group generation they were fetched in. Records returned
+    before a rebalance are dropped (the positions went back to the committed offsets: they are
+    fetched again), those returned after it kept."""
     fetched: dict[TopicPartition, list[ConsumerRecord]] = await consumer.getmany(
         timeout_ms=_POLL_MS, max_records=BATCH_EVENTS
     )
+    generation = partitions.generation
     taken = sum(map(len, fetched.values()))
     loop = asyncio.get_running_loop()
     closes = loop.time() + BATCH_SECONDS
@@ -289,10 +328,13 @@ async def _batch(consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Consum
         more = await consumer.getmany(
             timeout_ms=round(left * 1000), max_records=BATCH_EVENTS - taken
         )
+        if partitions.generation != generation:  # a rebalance since the records so far came
+            generation = partitions.generation
+            fetched, taken = {}, 0
         for tp, records in more.items():
             fetched.setdefault(tp, []).extend(records)
             taken += len(records)
-    return fetched
+    return generation, fetched
 
 
 async def _read_to_end(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:

@@ -60,6 +60,12 @@ class PatientStore:
         for partition in partitions:
             self._partitions.pop(partition, None)
 
+    def loaded(self, partition: int) -> bool:
+        """Whether `partition`'s histories have been read back (a read that failed counts: its
+        events then raise, rather than wait)."""
+        future = self._partitions.get(partition)
+        return future is not None and future.done()
+
     async def patients(self, partition: int) -> Patients:
         """The histories of one partition, waiting until it has been read back."""
         if partition not in self._partitions:  # an event before the assignment was signalled

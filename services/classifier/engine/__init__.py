@@ -13,7 +13,7 @@ raised). What the rules derive now is then compared with what was already sent:
   corrected, deleted or posted to the wrong patient. A withdrawal tells everyone paged "that
   page was wrong"; anything else leaves the alert as it was.
 Deriving from the history, not from arrival order, places late and corrected results where
-they belong and makes the faust worker and the offline replay agree. Arrival order matters in
+they belong and makes the classifier worker and the offline replay agree. Arrival order matters in
 one place, as the clinical rules say: a late value (collected before a value already received)
 never triggers an alert and changes no repeat-paging decision; it is evidence for the rest.
 Every time is a UTC instant (the event contract holds them so), so windows are real time.
