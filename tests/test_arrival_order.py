@@ -28,7 +28,7 @@ def nothing_read_to_end(tp: tuple[str, int]) -> bool:
 def released(
     order: ArrivalOrder[Written], partitions: list[int], read_to_end: Callable[[Any], bool]
 ) -> list[Written]:
-    records, overdue = order.release(partitions, read_to_end, now=0.0)
+    records, overdue = order.release(partitions, read_to_end, now=0.0, at_most=1000)
     assert overdue == []
     return records
 
@@ -110,9 +110,22 @@ def test_a_partition_whose_other_topic_cannot_be_fetched_is_released_after_a_whi
     down: after HOLD_SECONDS with nothing released it goes, and the partition is reported."""
     order = ArrivalOrder[Written](RESULTS, CONTEXT)
     order.add({(RESULTS, 3): [Written("critical count", 5, 1)]})
-    assert order.release([3], nothing_read_to_end, now=100.0) == ([], [])
-    assert order.release([3], nothing_read_to_end, now=100.0 + HOLD_SECONDS - 1) == ([], [])
-    records, overdue = order.release([3], nothing_read_to_end, now=100.0 + HOLD_SECONDS)
+    assert order.release([3], nothing_read_to_end, now=100.0, at_most=10) == ([], [])
+    assert order.release([3], nothing_read_to_end, now=100.0 + HOLD_SECONDS - 1, at_most=10) == (
+        [],
+        [],
+    )
+    records, overdue = order.release([3], nothing_read_to_end, now=100.0 + HOLD_SECONDS, at_most=10)
     assert names(records) == ["critical count"]
     assert overdue == [3]
-    assert order.release([3], nothing_read_to_end, now=200.0) == ([], [])
+    assert order.release([3], nothing_read_to_end, now=200.0, at_most=10) == ([], [])
+
+
+def test_a_release_is_at_most_a_batch() -> None:
+    order = ArrivalOrder[Written](RESULTS, CONTEXT)
+    order.add({(RESULTS, 0): [Written(f"r{n}", n, n) for n in range(5)]})
+    order.add({(RESULTS, 1): [Written("other", 1, 1)]})
+    first, _ = order.release([0, 1], lambda tp: True, now=0.0, at_most=3)
+    assert names(first) == ["r0", "r1", "r2"]
+    rest, _ = order.release([1, 0], lambda tp: True, now=0.0, at_most=3)
+    assert names(rest) == ["other", "r3", "r4"]

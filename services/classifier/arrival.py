@@ -82,15 +82,18 @@ class ArrivalOrder(Generic[Record]):
         partitions: Iterable[int],
         read_to_end: Callable[[TopicPartition], bool],
         now: float,
+        at_most: int,
     ) -> tuple[list[Record], list[int]]:
-        """The held records of `partitions` that may be applied now, in the order to apply them:
-        each partition's two topics merged by time, up to the earlier of the two topics' latest
-        fetched time (a topic read to its end sets no limit); and the partitions released whole
-        because none of their records had been released for HOLD_SECONDS (`now`: monotonic
-        seconds)."""
+        """At most `at_most` held records of `partitions` that may be applied now (the first
+        partitions first), in the order to apply them: each partition's two topics merged by
+        time, up to the earlier of the two topics' latest fetched time (a topic read to its end
+        sets no limit); and the partitions released regardless because none of their records
+        had been released for HOLD_SECONDS (`now`: monotonic seconds)."""
         released: list[Record] = []
         overdue: list[int] = []
         for partition in partitions:
+            if len(released) >= at_most:
+                break
             results = (self._results, partition)
             context = (self._context, partition)
             limit = min(self._horizon(results, read_to_end), self._horizon(context, read_to_end))
@@ -98,7 +101,7 @@ class ArrivalOrder(Generic[Record]):
             if now - since >= HOLD_SECONDS:
                 limit = _ANY_TIME
                 overdue.append(partition)
-            merged = self._merged(results, context, limit)
+            merged = self._merged(results, context, limit, at_most - len(released))
             released.extend(merged)
             if not (self._held.get(results) or self._held.get(context)):
                 self._waiting_since.pop(partition, None)
@@ -114,12 +117,12 @@ class ArrivalOrder(Generic[Record]):
         return self._latest.get(tp, _EARLIEST)
 
     def _merged(
-        self, results_tp: TopicPartition, context_tp: TopicPartition, limit: float
+        self, results_tp: TopicPartition, context_tp: TopicPartition, limit: float, at_most: int
     ) -> list[Record]:
         results = self._held.get(results_tp) or deque()
         context = self._held.get(context_tp) or deque()
         merged: list[Record] = []
-        while results or context:
+        while (results or context) and len(merged) < at_most:
             context_first = context and (
                 not results or context[0].timestamp <= results[0].timestamp
             )

@@ -162,6 +162,7 @@ class ClassifierService:
         self.partitions = Partitions(self.store, self._held, self._inputs, self._turn)
         self._stopping = asyncio.Event()
         self._consuming = False
+        self._turns = 0
 
     @property
     def ready(self) -> bool:
@@ -237,8 +238,13 @@ class ClassifierService:
         self._held.add({tp: records for tp, records in fetched.items() if tp in owned})
         read_to_end = {tp: await _read_to_end(consumer, tp) for tp in owned}
         loaded = sorted({tp.partition for tp in owned if self.store.loaded(tp.partition)})
+        first = self._turns % len(loaded) if loaded else 0  # each partition first in turn: none
+        self._turns += 1  # waits behind a busy one for the batch's room
         events, overdue = self._held.release(
-            loaded, lambda tp: read_to_end.get(tp, False), asyncio.get_running_loop().time()
+            loaded[first:] + loaded[:first],
+            lambda tp: read_to_end.get(tp, False),
+            asyncio.get_running_loop().time(),
+            BATCH_EVENTS,
         )
         if overdue:
             RELEASED_UNORDERED.inc(len(overdue))
