@@ -7,6 +7,7 @@ apart when something happened clinically (collected, administered) from when it 
 """
 
 import base64
+import hashlib
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from enum import StrEnum
@@ -114,14 +115,23 @@ FreeText = Annotated[str, _cut_to(MAX_TEXT_LENGTH), Field(max_length=MAX_TEXT_LE
 Flag = Annotated[str, Field(max_length=MAX_FLAG_LENGTH)]
 
 _EVENT_NAMESPACE = uuid.UUID("5b0f3c4e-6f0c-4d7e-9a51-3f1b8c2d9e10")
+_NAMESPACE_BYTES = _EVENT_NAMESPACE.bytes
 
 
 def stable_event_id(*identity: str) -> str:
     """Return a deterministic id for an event from the parts that identify it.
 
     The same parts always give the same id, so a resent message is recognised as a duplicate.
+    It is str(uuid.uuid5(_EVENT_NAMESPACE, "\x1f".join(identity))), computed from SHA-1
+    directly: a third of the time, no UUID object made (every result ingest reads needs one).
+    A part that is not valid UTF-8 (a lone surrogate) raises UnicodeEncodeError, as uuid5 does.
     """
-    return str(uuid.uuid5(_EVENT_NAMESPACE, "\x1f".join(identity)))
+    name = "\x1f".join(identity).encode()
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class _Event(BaseModel):

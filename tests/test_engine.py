@@ -562,6 +562,52 @@ def test_the_one_step_path_gives_exactly_what_a_full_evaluation_gives(seed: int)
         assert list(apply(fast, event, RULES, T0)) == list(expected)
 
 
+# Result ids and counts as reported with the characters the held text escapes (see values.py).
+_ODD = ["R\x00nul-", "R\x01esc-", "R\x02mid-", "R\ttab-", "R é-", ""]
+
+
+def _odd_story(rng: random.Random) -> list[Any]:
+    """random_story, its result ids (and so the ids corrections name) given odd characters, some
+    event ids not UUIDs, and results that replace an earlier result id under a new one."""
+    prefix = rng.choice(_ODD)
+    events: list[Any] = []
+    for event in random_story(rng):
+        if isinstance(event, LabResult):
+            update: dict[str, Any] = {"result_id": prefix + event.result_id}
+            if rng.random() < 0.3:
+                update["event_id"] = f"event {prefix}{event.event_id[:8]}"
+            if event.count is not None and rng.random() < 0.2:
+                odd_count = event.count.model_copy(update={"original_value": f"{prefix}~"})
+                update["count"] = odd_count
+            event = event.model_copy(update=update)
+            if rng.random() < 0.1:
+                events.append(
+                    event.model_copy(
+                        update={
+                            "result_id": f"{event.result_id}/2",
+                            "replaces_result_id": event.result_id,
+                            "event_id": f"{event.event_id}/2",
+                        }
+                    )
+                )
+        events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_the_one_step_path_holds_exactly_what_a_full_evaluation_holds(seed: int) -> None:
+    """What the one-step path appends (Values.add_new) is held as a full evaluation holds it,
+    also for ids with the characters the held text escapes and event ids not UUIDs; a result
+    resent, or replacing one held, is declined by it and taken by the full path."""
+    fast, full = History(), History()
+    for event in _odd_story(random.Random(seed)):
+        full.scans = None  # no one-step path: every event evaluates the whole history
+        expected = apply(full, event, RULES, T0)
+        assert list(apply(fast, event, RULES, T0)) == list(expected)
+        assert fast.to_json() == full.to_json()
+        assert fast.encoded() == full.encoded()
+
+
 @pytest.mark.parametrize(
     "first",
     [

@@ -1,5 +1,6 @@
 """`plateletwatch replay`: the engine over files, no broker."""
 
+import json
 import re
 from pathlib import Path
 
@@ -53,6 +54,26 @@ def test_ndjson_events_in_order_with_a_bad_line_counted(tmp_path: Path) -> None:
     assert "rejected: 1" in summary
     assert "invalid_json: 1" in summary
     assert "critical_low: 1" in summary
+
+
+def test_ndjson_lab_result_lines_refused_are_counted_as_before(tmp_path: Path) -> None:
+    """Lab result lines are read inline (the common line); one that does not validate is still
+    told apart by _ndjson_line: broken JSON, or fields refused."""
+    refused = json.loads(result(13, result_id="R2").model_dump_json()) | {"status": "nonsense"}
+    events = tmp_path / "events.ndjson"
+    lines = [
+        result(12, result_id="R1").model_dump_json(),
+        '{"result_id": "R3", broken',
+        json.dumps(refused),
+    ]
+    events.write_text("\n".join(lines) + "\n")
+    code, alerts, summary = replay(str(events))
+    assert code == 0
+    assert [a.value_10e9_per_l for a in alerts] == [12]
+    assert "events read: 1" in summary
+    assert "rejected: 2" in summary
+    assert "invalid_json: 1" in summary
+    assert "invalid_fields: 1" in summary
 
 
 def test_a_rules_file_changes_what_pages(tmp_path: Path) -> None:

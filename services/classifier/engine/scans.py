@@ -30,7 +30,7 @@ from services.classifier.engine.history import (
     oldest_time,
     treatment_start,
 )
-from services.classifier.engine.values import Value, code_of, epoch_seconds
+from services.classifier.engine.values import Value, epoch_seconds, shared_code
 from services.classifier.rules import (
     PopulationRules,
     Rules,
@@ -351,68 +351,46 @@ class Scans:
         change an alert the earlier values warranted. Returns the alerts it newly warrants, or
         None, having added nothing, for anything else (the full path), as for a value that
         pushes the oldest one past the horizon."""
-        count, result_id = result.count, result.result_id
-        values, replaces = history.values, result.replaces_result_id
-        if count is None or result.status not in COUNTING or len(values) >= VALUES_KEPT:
+        count = result.count
+        if count is None or result.status not in COUNTING:
             return None
         at = result.collected_at
         at_seconds = epoch_seconds(at)
-        if (
-            (self.newest_at is not None and at_seconds < self.newest_at)
-            or (self.forgetting_due_after is not None and at_seconds > self.forgetting_due_after)
-            or values.holds(result_id)
-            or (replaces is not None and values.holds(replaces))
+        newest_at, due = self.newest_at, self.forgetting_due_after
+        if (newest_at is not None and at_seconds < newest_at) or (
+            due is not None and at_seconds > due
         ):
             return None
-        history.seq += 1
         birth = result.patient.birth_date
         if birth != self.birth_date:  # demographics corrected, or the first value here
             self.birth_date, self.adult_from = birth, adulthood(birth)
-        number, comparator = count.value_10e9_per_l, count.comparator
         population = population_of(self.adult_from, at)
-        event_id, status, verified_at, code = (
-            result.event_id,
-            result.status,
-            result.verified_at,
-            code_of(result),
-        )
-        original_value, original_unit = count.original_value, count.original_unit
-        flags, seq = result.abnormal_flags, history.seq
-        values.add(
-            result_id,
-            event_id,
-            number,
-            comparator,
-            original_value,
-            original_unit,
-            status,
-            at,
-            verified_at,
-            seq,
-            population,
-            code,
-            flags,
-            at_seconds,
-        )
+        code = shared_code(result.code.system, result.code.code)  # code_of, one call fewer
+        seq = history.seq + 1
+        values = history.values
+        if not values.add_new(result, count, seq, population, code, at_seconds, VALUES_KEPT):
+            return None  # held already, or replacing one held: the full path
+        history.seq = seq
         if self.forgetting_due_after is None:
             self.forgetting_due_after = epoch_seconds(forgetting_due_after(at, self.rules))
         self.newest_at = at_seconds
+        number, comparator = count.value_10e9_per_l, count.comparator
         if self._normal(number, comparator, self.populations[population]):
             return ()
         value = Value(
-            result_id,
-            event_id,
+            result.result_id,
+            result.event_id,
             number,
             comparator,
-            original_value,
-            original_unit,
-            status,
+            count.original_value,
+            count.original_unit,
+            result.status,
             at,
-            verified_at,
+            result.verified_at,
             seq,
             population,
             code,
-            flags,
+            result.abnormal_flags,
         )
         return self._step(history, value, late=False)
 

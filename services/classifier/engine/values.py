@@ -47,11 +47,11 @@ json_text = json.encoder.encode_basestring_ascii  # a str as JSON_ENCODER writes
 
 
 def code_of(result: LabResult) -> tuple[str, str]:
-    return _shared_code(result.code.system, result.code.code)
+    return shared_code(result.code.system, result.code.code)
 
 
 @lru_cache(maxsize=256)
-def _shared_code(system: str, code: str) -> tuple[str, str]:
+def shared_code(system: str, code: str) -> tuple[str, str]:
     """One tuple per distinct code (ingest passes platelet codes only: a handful), shared by
     every count that has it: a year of counts would otherwise hold one copy each."""
     return system, code
@@ -141,7 +141,7 @@ class Value:
             datetime.fromisoformat(verified).astimezone(UTC) if verified else None,
             seq,
             population,
-            _shared_code(code[0], code[1]) if code else None,
+            shared_code(code[0], code[1]) if code else None,
             tuple(flags),
         )
 
@@ -385,8 +385,8 @@ class Values(MutableMapping[str, Value]):
         flags: tuple[str, ...],
         at_seconds: float,
     ) -> None:
-        """As append, from a Value's fields (and `at` as epoch_seconds gives it), on the path
-        most results take: no Value is made."""
+        """As append, from a Value's fields (and `at` as epoch_seconds gives it): no Value is
+        made."""
         parts = (comparator, status, population, code, flags, original_unit)
         self._rows += self._row(
             result_id, event_id, number, parts, at, verified_at, seq, at_seconds
@@ -394,6 +394,53 @@ class Values(MutableMapping[str, Value]):
         if not (_plain(result_id) and _plain(original_value)):
             result_id, original_value = _escaped(result_id), _escaped(original_value)
         self._joined += f"{result_id}{_MID}{original_value}{_SEP}"
+
+    def add_new(
+        self,
+        result: LabResult,
+        count: PlateletCount,
+        seq: int,
+        population: Population,
+        code: tuple[str, str] | None,
+        at_seconds: float,
+        room: int,
+    ) -> bool:
+        """As `add`, for the path most results take: the count of `result` (collected at
+        `at_seconds`), unless its result id, or the one it replaces, is held, or `room` counts
+        are held already; then False, having added nothing. One call where there were several:
+        this runs for nearly every result of a replay."""
+        rows, joined, result_id = self._rows, self._joined, result.result_id
+        if len(rows) >= room * _ROW.size:
+            return False
+        original_value, replaces = count.original_value, result.replaces_result_id
+        plain = result_id.isprintable() and original_value.isprintable()  # none of _SEP, _MID, _ESC
+        if (f"{_SEP}{result_id}{_MID}" in joined if plain else self._find(result_id) >= 0) or (
+            replaces is not None and self.holds(replaces)
+        ):
+            return False
+        parts = (
+            count.comparator,
+            result.status,
+            population,
+            code,
+            result.abnormal_flags,
+            count.original_unit,
+        )
+        rows += self._row(
+            result_id,
+            result.event_id,
+            count.value_10e9_per_l,
+            parts,
+            result.collected_at,
+            result.verified_at,
+            seq,
+            at_seconds,
+        )
+        if plain:
+            self._joined = f"{joined}{result_id}{_MID}{original_value}{_SEP}"
+        else:
+            self._joined = f"{joined}{_escaped(result_id)}{_MID}{_escaped(original_value)}{_SEP}"
+        return True
 
     def any_flagged(self, flags: frozenset[str]) -> bool:
         """Whether a count held may have one of the lab's `flags`: False means none has (the
