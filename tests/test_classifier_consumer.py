@@ -77,7 +77,7 @@ async def test_records_fetched_before_a_rebalance_are_dropped_those_after_it_kep
 
     consumer = RebalancingConsumer(partitions, [{tp: records(60, 79)}, {tp: records(50, 52)}])
     before = partitions.generation
-    generation, fetched = await _batch(consumer, partitions)  # type: ignore[arg-type]
+    generation, fetched = await _batch(consumer, partitions, 200)  # type: ignore[arg-type]
     assert consumer.calls >= 2
     assert generation == partitions.generation != before
     assert [r.offset for r in fetched[tp]] == [50, 51, 52]

@@ -50,7 +50,7 @@ class ArrivalOrder(Generic[Record]):
         self._held: dict[TopicPartition, deque[Record]] = {}
         self._latest: dict[TopicPartition, float] = {}  # the latest time fetched, held or not
         self._next: dict[TopicPartition, int] = {}  # the offset the next record must have at least
-        self._waiting_since: dict[int, float] = {}  # partition -> when its records began to wait
+        self._waiting_since: dict[int, float] = {}  # partition -> since when none was released
 
     def add(self, fetched: Mapping[TopicPartition, Sequence[Record]]) -> None:
         """Hold newly fetched records, in each topic partition's order. A record at or below an

@@ -163,6 +163,7 @@ class ClassifierService:
         self._stopping = asyncio.Event()
         self._consuming = False
         self._turns = 0
+        self._full = False  # the last batch released as many events as a batch takes
 
     @property
     def ready(self) -> bool:
@@ -208,7 +209,9 @@ class ClassifierService:
             self._consuming = True
             lag = asyncio.create_task(self._poll_lag(), name="consumer-lag")
             while not self._stopping.is_set():
-                generation, fetched = await _batch(consumer, self.partitions)
+                # A full batch released: more may be ready now, so the next fetch does not wait.
+                wait_ms = 0 if self._full else _POLL_MS
+                generation, fetched = await _batch(consumer, self.partitions, wait_ms)
                 async with self._turn:
                     if generation != self.partitions.generation:  # rebalanced since: stale
                         fetched = {}
@@ -246,6 +249,7 @@ class ClassifierService:
             asyncio.get_running_loop().time(),
             BATCH_EVENTS,
         )
+        self._full = len(events) >= BATCH_EVENTS
         if overdue:
             RELEASED_UNORDERED.inc(len(overdue))
             log.warning(
@@ -317,14 +321,14 @@ class ClassifierService:
 
 
 async def _batch(
-    consumer: AIOKafkaConsumer, partitions: Partitions
+    consumer: AIOKafkaConsumer, partitions: Partitions, wait_ms: int
 ) -> tuple[int, dict[TopicPartition, list[ConsumerRecord]]]:
-    """Records fetched, up to BATCH_EVENTS: what came within _POLL_MS, then whatever else comes
+    """Records fetched, up to BATCH_EVENTS: what came within `wait_ms`, then whatever else comes
     within BATCH_SECONDS of it; and the group generation they were fetched in. Records returned
     before a rebalance are dropped (the positions went back to the committed offsets: they are
     fetched again), those returned after it kept."""
     fetched: dict[TopicPartition, list[ConsumerRecord]] = await consumer.getmany(
-        timeout_ms=_POLL_MS, max_records=BATCH_EVENTS
+        timeout_ms=wait_ms, max_records=BATCH_EVENTS
     )
     generation = partitions.generation
     taken = sum(map(len, fetched.values()))
