@@ -70,25 +70,24 @@ def implausible_time(moment: datetime) -> str | None:
     return None
 
 
-def implausible_date(day: date) -> str | None:
-    """Why a date (a birth date) cannot be real, or None when it can."""
-    if not EARLIEST_DATE <= day <= LATEST_DATE:
-        return f"{day.isoformat()} is outside {EARLIEST_DATE}..{LATEST_DATE}"
-    return None
-
-
 _FIXED_OFFSETS = (timezone, TzInfo)  # pydantic reads "Z" and "+00:00" as a TzInfo
+# The zone pydantic gives every "Z" it reads (one object, shared): a time in it is already a UTC
+# instant, and its year is its UTC year. Only a shortcut: a time in any other zone object takes
+# the full check.
+_ZULU = TypeAdapter(AwareDatetime).validate_json('"2000-01-01T00:00:00Z"').tzinfo
 
 
 def _plausible_time(moment: datetime) -> datetime:
     """The instant in UTC, once plausible: elapsed time is then real time whatever zone the
     sender wrote (two local times across a daylight-saving change subtract on the wall clock)."""
+    if moment.tzinfo is _ZULU and EARLIEST_DATE.year <= moment.year <= LATEST_DATE.year:
+        return moment  # most events, read from JSON in UTC; the bounds are whole years
     if (
         type(moment.tzinfo) in _FIXED_OFFSETS
         and not moment.utcoffset()
         and EARLIEST_DATE <= moment.date() <= LATEST_DATE
     ):
-        return moment  # UTC already, as most events are (not London in winter: it has DST)
+        return moment  # UTC already (not London in winter: it has DST)
     problem = implausible_time(moment)
     if problem is not None:
         raise ValueError(problem)
@@ -96,7 +95,7 @@ def _plausible_time(moment: datetime) -> datetime:
 
 
 def _known_birth_date(day: date | None) -> date | None:
-    return None if day is None or implausible_date(day) else day
+    return day if day is None or EARLIEST_DATE <= day <= LATEST_DATE else None
 
 
 def _cut_to(limit: int) -> BeforeValidator:
@@ -207,6 +206,9 @@ class PlateletCount(_Event):
     original_unit: str = Field(max_length=MAX_UNIT_LENGTH)
 
 
+_WITHDRAWING = frozenset({ResultStatus.ENTERED_IN_ERROR, ResultStatus.WRONG_PATIENT})
+
+
 class LabResult(_Event):
     """One verified (or preliminary, corrected, deleted...) platelet result for one patient."""
 
@@ -237,8 +239,7 @@ class LabResult(_Event):
 
     @model_validator(mode="after")
     def _only_a_withdrawal_may_lack_a_count(self) -> Self:
-        withdrawn = self.status in (ResultStatus.ENTERED_IN_ERROR, ResultStatus.WRONG_PATIENT)
-        if self.count is None and not withdrawn:
+        if self.count is None and self.status not in _WITHDRAWING:
             raise ValueError("a lab result carries a count unless it withdraws an earlier one")
         return self
 

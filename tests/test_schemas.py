@@ -134,3 +134,66 @@ def test_clinical_times_are_held_as_utc_instants_even_from_a_zone_with_no_offset
     summer = adapter.validate_python(datetime(2026, 3, 29, 12, tzinfo=ZoneInfo("Europe/London")))
     assert winter.tzinfo is UTC
     assert summer - winter == timedelta(hours=23)
+
+
+@pytest.mark.parametrize(
+    ("written", "held"),
+    [
+        ("2026-11-25T08:00:00Z", datetime(2026, 11, 25, 8, tzinfo=UTC)),
+        ("2026-11-25T09:30:00+01:30", datetime(2026, 11, 25, 8, tzinfo=UTC)),
+        ("1900-01-01T00:00:00Z", datetime(1900, 1, 1, tzinfo=UTC)),
+        ("2100-12-31T23:59:59.999999Z", datetime(2100, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("1900-01-01T01:00:00+01:00", datetime(1900, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_a_clinical_time_read_from_json_is_held_as_the_utc_instant(
+    written: str, held: datetime
+) -> None:
+    moment = TypeAdapter(ClinicalTime).validate_json(f'"{written}"')
+    assert moment == held
+    assert moment.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "1899-12-31T23:59:59.999999Z",
+        "2101-01-01T00:00:00Z",
+        "2026-11-25T08:00:00+14:30",
+        "2026-11-25T08:00:00",
+    ],
+)
+def test_an_implausible_or_zoneless_clinical_time_from_json_is_refused(written: str) -> None:
+    with pytest.raises(ValidationError):
+        TypeAdapter(ClinicalTime).validate_json(f'"{written}"')
+
+
+@pytest.mark.parametrize(
+    ("written", "held"),
+    [("1900-01-01", "1900-01-01"), ("2100-12-31", "2100-12-31"), ("1899-12-31", None)]
+    + [("2101-01-01", None), (None, None)],
+)
+def test_a_birth_date_outside_1900_to_2100_reads_as_unknown(
+    written: str | None, held: str | None
+) -> None:
+    patient = Patient.model_validate(
+        {"identifier": {"authority": "HOSP", "mrn": "42"}, "birth_date": written}
+    )
+    assert (None if patient.birth_date is None else patient.birth_date.isoformat()) == held
+
+
+def test_only_a_withdrawal_may_lack_a_count() -> None:
+    fields = {
+        "event_id": "e1",
+        "source": "json",
+        "patient": PATIENT.model_dump(),
+        "result_id": "r1",
+        "code": {"system": "http://loinc.org", "code": "777-3"},
+        "count": None,
+        "collected_at": "2026-11-25T08:00:00Z",
+        "received_at": "2026-11-25T08:00:00Z",
+    }
+    for status in ("entered-in-error", "wrong-patient"):
+        assert LabResult.model_validate({**fields, "status": status}).count is None
+    with pytest.raises(ValidationError, match="carries a count"):
+        LabResult.model_validate({**fields, "status": "final"})
