@@ -170,8 +170,13 @@ def test_an_implausible_or_zoneless_clinical_time_from_json_is_refused(written: 
 
 @pytest.mark.parametrize(
     ("written", "held"),
-    [("1900-01-01", "1900-01-01"), ("2100-12-31", "2100-12-31"), ("1899-12-31", None)]
-    + [("2101-01-01", None), (None, None)],
+    [
+        ("1900-01-01", "1900-01-01"),
+        ("2100-12-31", "2100-12-31"),
+        ("1899-12-31", None),
+        ("2101-01-01", None),
+        (None, None),
+    ],
 )
 def test_a_birth_date_outside_1900_to_2100_reads_as_unknown(
     written: str | None, held: str | None
