@@ -71,17 +71,18 @@ def implausible_time(moment: datetime) -> str | None:
 
 
 _FIXED_OFFSETS = (timezone, TzInfo)  # pydantic reads "Z" and "+00:00" as a TzInfo
-# The zone pydantic gives every "Z" it reads (one object, shared): a time in it is already a UTC
-# instant, and its year is its UTC year. Only a shortcut: a time in any other zone object takes
-# the full check.
+# The zone pydantic gives every "Z" it reads (one object, shared): a time in it, or in UTC, is
+# already a UTC instant, and its year is its UTC year. Only a shortcut: a time in any other zone
+# object takes the full check.
 _ZULU = TypeAdapter(AwareDatetime).validate_json('"2000-01-01T00:00:00Z"').tzinfo
 
 
 def _plausible_time(moment: datetime) -> datetime:
     """The instant in UTC, once plausible: elapsed time is then real time whatever zone the
     sender wrote (two local times across a daylight-saving change subtract on the wall clock)."""
-    if moment.tzinfo is _ZULU and EARLIEST_DATE.year <= moment.year <= LATEST_DATE.year:
-        return moment  # most events, read from JSON in UTC; the bounds are whole years
+    zone = moment.tzinfo
+    if (zone is _ZULU or zone is UTC) and EARLIEST_DATE.year <= moment.year <= LATEST_DATE.year:
+        return moment  # most times: read from JSON, or made, in UTC; the bounds are whole years
     if (
         type(moment.tzinfo) in _FIXED_OFFSETS
         and not moment.utcoffset()

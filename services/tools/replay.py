@@ -83,7 +83,7 @@ def _read(path: Path, context: FeedContext, treatments: TreatmentTable) -> Itera
         if _is_json_object(first):  # a whole record on the first line: NDJSON
             lines.seek(0)
             for number, line in enumerate(lines, start=1):
-                if '"result_id"' in line and '"resourceType"' not in line:
+                if '"result_id"' in line:  # a FHIR resource (extra keys) never validates
                     try:  # most lines: a lab result, read as _ndjson_line reads one, inline
                         result: LabResult | None = _lab_result(line)
                     except ValidationError:

@@ -3,9 +3,9 @@ of them, held compactly. Pure.
 
 A year of a hospital's counts is held at once by replay (and by the classifier for the patients
 it owns), so `Values` keeps no object per count (issue 17: about 500 bytes a count before, a
-hospital year 4.8 GiB): each count is one 48-byte row of a bytearray (the number, collection
+hospital year 4.8 GiB): each count is one 66-byte row of a bytearray (the number, collection
 and verification times as seconds since the epoch, arrival order, which of the patient's shared
-parts it has, its event id as the 16 bytes of its UUID), the result ids and the counts as
+parts it has, its event id's text: a UUID's 36 characters), the result ids and the counts as
 reported are joined in one text, and what counts share (unit, status, population, code, flags,
 comparator) is held once, by reference. A `Value` is made only when asked for (a full
 evaluation, an alert's evidence) and is a copy: changing one changes nothing held. A lookup by
@@ -13,7 +13,6 @@ result id searches the joined text, which at the few hundred counts a history ho
 costs less than a dict's memory.
 """
 
-import binascii
 import json
 import math
 import struct
@@ -26,7 +25,7 @@ from typing import Any
 from schemas import Comparator, LabResult, PlateletCount, Population, ResultStatus
 
 # number, collected and verified (seconds since the epoch), seq, shared parts, event id
-_ROW = struct.Struct("=dddiH2x16s")
+_ROW = struct.Struct("=dddiH36s")
 _NO_TIME = float("-inf")  # verified_at unknown
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The epoch in each fixed zone met with a zero offset, by the zone's id (pydantic shares one zone
@@ -34,9 +33,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # zone for its offset, which costs several times more. The zone is held, so its id stays its own.
 _UTC_EPOCHS: dict[int, tuple[tzinfo, datetime]] = {id(UTC): (UTC, _EPOCH)}
 _ZONES_KEPT = 64
-_UUID_BYTES = 16
-_NO_UUID = bytes(_UUID_BYTES)
-_DASH = ord("-")
+_EVENT_ID_CHARS = 36  # a UUID's text, as ingest's event ids are: held in the row as it is
+_OTHER_ID = bytes(_EVENT_ID_CHARS)  # in the row of an event id held beside it (see _row)
 # The joined text: _SEP, then for each count its result id, _MID, the count as reported, _SEP.
 _SEP, _MID, _ESC = "\x00", "\x02", "\x01"  # escaped within an id or a text (see _escaped)
 _SHARED_KEPT = 4096  # distinct shared parts kept for reuse; past it, reuse starts again
@@ -215,24 +213,13 @@ def _instant(seconds: float) -> datetime:
     return _EPOCH + timedelta(seconds=seconds)
 
 
-def _uuid_bytes(event_id: str) -> bytes | None:
-    """The 16 bytes of a UUID in its canonical text (lower case, dashed), as ingest's event ids
-    are; None for any other id (and a UUID without a letter), which is then kept as text."""
-    text = event_id.encode()
-    if not (
-        len(text) == 36 and text[8] == text[13] == text[18] == text[23] == _DASH and text.islower()
-    ):
-        return None
-    try:
-        raw = binascii.a2b_hex(text.replace(b"-", b""))
-    except binascii.Error:
-        return None
-    return raw if len(raw) == _UUID_BYTES else None
-
-
-def _uuid_text(raw: bytes) -> str:
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+def _held_id(event_id: str) -> bytes | None:
+    """An event id as its row holds it: the text itself, when it is ASCII, without NUL and at
+    most _EVENT_ID_CHARS long (a UUID's text, as ingest's ids are); None for any other id, which
+    is then kept as text beside the rows."""
+    if len(event_id) <= _EVENT_ID_CHARS and event_id.isascii() and "\0" not in event_id:
+        return event_id.encode()
+    return None
 
 
 def _escaped(text: str) -> str:
@@ -268,7 +255,7 @@ class Values(MutableMapping[str, Value]):
         self._rows = bytearray()  # one _ROW per count
         self._joined = _SEP  # result ids and counts as reported (see _SEP)
         self._shared: list[_Shared] = []  # the distinct shared parts of this patient's counts
-        self._other_ids: dict[str, str] | None = None  # event ids that are not UUIDs, by result
+        self._other_ids: dict[str, str] | None = None  # event ids too long for a row, by result
         # The JSON of the first _encoded_rows rows, as `encoded` gives it: rows only ever added
         # at the end are encoded once, not at every record written (see `encoded`).
         self._encoded = ""
@@ -550,7 +537,7 @@ class Values(MutableMapping[str, Value]):
         at_seconds: float,
     ) -> bytes:
         """A count's packed row, for `add` and for replacing a count in place: its shared parts
-        found (or added) in `_shared`, an event id that is not a UUID kept as text beside it."""
+        found (or added) in `_shared`, an event id that does not fit a row kept beside it."""
         shared = self._shared
         if shared and shared[-1] == parts:  # as the count before: the common case
             index = len(shared) - 1
@@ -561,9 +548,9 @@ class Values(MutableMapping[str, Value]):
             except ValueError:
                 index = len(shared)
                 shared.append(parts)
-        raw = _uuid_bytes(event_id)
+        raw = _held_id(event_id)
         if raw is None:
-            raw = _NO_UUID
+            raw = _OTHER_ID
             self._other(result_id, event_id)
         if verified_at is None:
             verified = _NO_TIME
@@ -604,7 +591,7 @@ class Values(MutableMapping[str, Value]):
             other = self._other_ids.get(result_id)
             if other is not None:
                 return other
-        return _uuid_text(raw)
+        return raw.rstrip(b"\0").decode()
 
     def _value(self, index: int) -> Value:
         rid, text = self._texts()[index]
