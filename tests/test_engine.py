@@ -451,6 +451,28 @@ def test_the_one_step_path_follows_a_birthday_and_a_corrected_birth_date() -> No
     assert alert.population == history.values["R@4.5"].population == "paediatric"
 
 
+def test_the_one_step_path_turns_a_patient_adult_at_midnight_utc_on_their_18th_birthday() -> None:
+    """As population_at says: the count collected a microsecond before midnight is a child's."""
+    leapling = Patient(
+        identifier=PatientIdentifier(authority="H", mrn="l"), birth_date=date(2008, 2, 29)
+    )
+    midnight = datetime(2026, 3, 1, tzinfo=UTC)  # 18 in a common year: 1 March
+    times = [midnight - timedelta(days=1), midnight - timedelta(microseconds=1), midnight]
+    counts = [
+        result(150, days=n, patient=leapling).model_copy(update={"collected_at": at})
+        for n, at in enumerate(times)
+    ]
+    history, _ = feed(counts[0])
+    scans = history.scans
+    feed(*counts[1:], history=history)
+    assert scans is not None
+    assert history.scans is scans  # the last two took the one-step path
+    assert [v.population for v in history.values.in_order()] == [
+        population_at(leapling.birth_date, at) for at in times
+    ]
+    assert [v.population for v in history.values.in_order()] == ["paediatric"] * 2 + ["adult"]
+
+
 def test_history_is_bounded_by_the_horizon() -> None:
     history, _ = feed(result(12), *(result(150, days=d) for d in range(30, 800, 30)))
     oldest = min(v.at for v in history.values.values())

@@ -10,7 +10,7 @@ already received) never triggers an alert and changes no repeat-paging decision.
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from schemas import (
     AlertKind,
@@ -42,8 +42,9 @@ from services.classifier.rules import (
     is_iwg_response,
     is_no_response,
     population_at,
-    population_of,
 )
+
+_ADULT = float("-inf")  # when a patient of unknown age is adult (population_at: always)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,13 @@ class Wanted:
     course: TreatmentEvent | None = None
     baseline: Value | None = None
     note: str | None = None
+
+
+def _adult_from(birth: date | None) -> float:
+    """When a patient born on `birth` turns 18 (see rules.adulthood), as epoch_seconds gives
+    it: a UTC time collected then or later is an adult's, as rules.population_at says."""
+    day = adulthood(birth)
+    return _ADULT if day is None else epoch_seconds(datetime.combine(day, time(), UTC))
 
 
 def _alert_id(history: History, kind: AlertKind, anchor: str) -> str:
@@ -336,7 +344,7 @@ class Scans:
         # horizon, as values.epoch_seconds gives them: compared with every value appended.
         self.newest_at: float | None = None
         self.birth_date: date | None = None  # the patient's, as the last value appended said
-        self.adult_from: date | None = None  # ...and the day they turn 18 (None: unknown)
+        self.adult_from = _ADULT  # ...and when they turn 18, as epoch_seconds gives it
         oldest = oldest_time(history)
         self.forgetting_due_after = (
             None if oldest is None else epoch_seconds(forgetting_due_after(oldest, rules))
@@ -363,8 +371,8 @@ class Scans:
             return None
         birth = result.patient.birth_date
         if birth != self.birth_date:  # demographics corrected, or the first value here
-            self.birth_date, self.adult_from = birth, adulthood(birth)
-        population = population_of(self.adult_from, at)
+            self.birth_date, self.adult_from = birth, _adult_from(birth)
+        population: Population = "adult" if at_seconds >= self.adult_from else "paediatric"
         code = shared_code(result.code.system, result.code.code)  # code_of, one call fewer
         seq = history.seq + 1
         values = history.values
