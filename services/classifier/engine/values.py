@@ -26,6 +26,7 @@ from schemas import Comparator, LabResult, PlateletCount, Population, ResultStat
 
 # number, collected and verified (seconds since the epoch), seq, shared parts, event id
 _ROW = struct.Struct("=dddiH36s")
+_ORDER = struct.Struct("=8xd8xi38x")  # of a row, only what orders it: collected, seq
 _NO_TIME = float("-inf")  # verified_at unknown
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The epoch in each fixed zone met with a zero offset, by the zone's id (pydantic shares one zone
@@ -413,16 +414,19 @@ class Values(MutableMapping[str, Value]):
             result.abnormal_flags,
             count.original_unit,
         )
-        rows += self._row(
-            result_id,
-            result.event_id,
-            count.value_10e9_per_l,
-            parts,
-            result.collected_at,
-            result.verified_at,
-            seq,
-            at_seconds,
+        shared = self._shared  # as _row does, inline: this runs for nearly every result
+        index = len(shared) - 1 if shared and shared[-1] == parts else self._shared_index(parts)
+        event_id, verified_at = result.event_id, result.verified_at
+        raw = _held_id(event_id)
+        if raw is None:
+            raw = _OTHER_ID
+            self._other(result_id, event_id)
+        verified = (
+            _NO_TIME
+            if verified_at is None
+            else at_seconds + (verified_at - result.collected_at).total_seconds()
         )
+        rows += _ROW.pack(count.value_10e9_per_l, at_seconds, verified, seq, index, raw)
         if plain:
             self._joined = f"{joined}{result_id}{_MID}{original_value}{_SEP}"
         else:
@@ -449,13 +453,16 @@ class Values(MutableMapping[str, Value]):
         made into Values."""
         low = float("-inf") if since is None else epoch_seconds(since)
         high = float("inf") if until is None else epoch_seconds(until)
-        rows = list(_ROW.iter_unpack(self._rows))
-        chosen = [i for i, row in enumerate(rows) if low <= row[1] <= high]
+        rows, size = self._rows, _ROW.size
+        order = _ORDER.iter_unpack(rows)  # not the whole rows: only those chosen are made
+        chosen = sorted((at, seq, i) for i, (at, seq) in enumerate(order) if low <= at <= high)
         if not chosen:
             return []
-        chosen.sort(key=lambda i: (rows[i][1], rows[i][3]))
         entries = self._joined[1:-1].split(_SEP)
-        return [self._made(*_pair(entries[i]), rows[i]) for i in chosen[-last:]]
+        return [
+            self._made(*_pair(entries[i]), _ROW.unpack_from(rows, i * size))
+            for _, _, i in chosen[-last:]
+        ]
 
     def newest(self) -> datetime | None:
         return _instant(max(self._times())) if self._rows else None
@@ -538,16 +545,7 @@ class Values(MutableMapping[str, Value]):
     ) -> bytes:
         """A count's packed row, for `add` and for replacing a count in place: its shared parts
         found (or added) in `_shared`, an event id that does not fit a row kept beside it."""
-        shared = self._shared
-        if shared and shared[-1] == parts:  # as the count before: the common case
-            index = len(shared) - 1
-        else:
-            parts = _share(parts)
-            try:
-                index = shared.index(parts)
-            except ValueError:
-                index = len(shared)
-                shared.append(parts)
+        index = self._shared_index(parts)
         raw = _held_id(event_id)
         if raw is None:
             raw = _OTHER_ID
@@ -558,13 +556,25 @@ class Values(MutableMapping[str, Value]):
             verified = at_seconds + (verified_at - at).total_seconds()  # so no offset is asked
         return _ROW.pack(number, at_seconds, verified, seq, index, raw)
 
+    def _shared_index(self, parts: _Shared) -> int:
+        """Where `parts` are among the patient's shared parts, added when new."""
+        shared = self._shared
+        if shared and shared[-1] == parts:  # as the count before: the common case
+            return len(shared) - 1
+        parts = _share(parts)
+        try:
+            return self._shared.index(parts)
+        except ValueError:
+            self._shared.append(parts)
+            return len(self._shared) - 1
+
     def _other(self, result_id: str, event_id: str) -> None:
         if self._other_ids is None:
             self._other_ids = {}
         self._other_ids[result_id] = event_id
 
     def _times(self) -> list[float]:
-        return [row[1] for row in _ROW.iter_unpack(self._rows)]
+        return [at for at, _ in _ORDER.iter_unpack(self._rows)]
 
     def _texts(self) -> list[tuple[str, str]]:
         """Each count's result id and text as reported, in order added."""
