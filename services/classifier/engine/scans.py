@@ -30,7 +30,7 @@ from services.classifier.engine.history import (
     oldest_time,
     treatment_start,
 )
-from services.classifier.engine.values import Value, epoch_seconds, shared_code
+from services.classifier.engine.values import UTC_EPOCHS, Value, epoch_seconds, shared_code
 from services.classifier.rules import (
     PopulationRules,
     Rules,
@@ -363,7 +363,11 @@ class Scans:
         if count is None or result.status not in COUNTING:
             return None
         at = result.collected_at
-        at_seconds = epoch_seconds(at)
+        known = UTC_EPOCHS.get(id(at.tzinfo))  # epoch_seconds(at), its common case inline
+        if known is not None and known[0] is at.tzinfo:
+            at_seconds = (at - known[1]).total_seconds()
+        else:
+            at_seconds = epoch_seconds(at)
         newest_at, due = self.newest_at, self.forgetting_due_after
         if (newest_at is not None and at_seconds < newest_at) or (
             due is not None and at_seconds > due

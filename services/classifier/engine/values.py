@@ -32,7 +32,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The epoch in each fixed zone met with a zero offset, by the zone's id (pydantic shares one zone
 # for every "Z" it reads): a time minus the epoch in its own zone is computed without asking the
 # zone for its offset, which costs several times more. The zone is held, so its id stays its own.
-_UTC_EPOCHS: dict[int, tuple[tzinfo, datetime]] = {id(UTC): (UTC, _EPOCH)}
+UTC_EPOCHS: dict[int, tuple[tzinfo, datetime]] = {id(UTC): (UTC, _EPOCH)}
 _ZONES_KEPT = 64
 _EVENT_ID_CHARS = 36  # a UUID's text, as ingest's event ids are: held in the row as it is
 _OTHER_ID = bytes(_EVENT_ID_CHARS)  # in the row of an event id held beside it (see _row)
@@ -186,14 +186,14 @@ def _shared_json(parts: _Shared) -> tuple[str, str, str]:
 def _epoch_in(zone: tzinfo | None) -> datetime | None:
     """The epoch written in `zone`, when the zone is a fixed zero offset (UTC as pydantic or
     datetime has it); None otherwise."""
-    known = _UTC_EPOCHS.get(id(zone))
+    known = UTC_EPOCHS.get(id(zone))
     if known is not None and known[0] is zone:
         return known[1]
     if zone is None or zone.utcoffset(None) != timedelta(0):  # a zone with DST answers None
         return None
     epoch = _EPOCH.replace(tzinfo=zone)
-    if len(_UTC_EPOCHS) < _ZONES_KEPT:
-        _UTC_EPOCHS[id(zone)] = (zone, epoch)
+    if len(UTC_EPOCHS) < _ZONES_KEPT:
+        UTC_EPOCHS[id(zone)] = (zone, epoch)
     return epoch
 
 
@@ -203,7 +203,7 @@ def epoch_seconds(at: datetime) -> float:
     microsecond until 2100 (a double's spacing is below half a microsecond there), so times
     held are given back exactly and compare as the times do."""
     zone = at.tzinfo
-    known = _UTC_EPOCHS.get(id(zone))
+    known = UTC_EPOCHS.get(id(zone))
     if known is not None and known[0] is zone:  # _epoch_in, inlined: every result comes here
         return (at - known[1]).total_seconds()
     epoch = _epoch_in(zone)
