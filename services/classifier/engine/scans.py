@@ -309,6 +309,7 @@ class Scans:
         "adult_from",
         "all_clear",
         "birth_date",
+        "code",
         "critical",
         "forgetting_due_after",
         "judging",
@@ -345,6 +346,7 @@ class Scans:
         self.newest_at: float | None = None
         self.birth_date: date | None = None  # the patient's, as the last value appended said
         self.adult_from = _ADULT  # ...and when they turn 18, as epoch_seconds gives it
+        self.code: tuple[str, str] | None = None  # the last value appended's, as shared_code has it
         oldest = oldest_time(history)
         self.forgetting_due_after = (
             None if oldest is None else epoch_seconds(forgetting_due_after(oldest, rules))
@@ -377,7 +379,9 @@ class Scans:
         if birth != self.birth_date:  # demographics corrected, or the first value here
             self.birth_date, self.adult_from = birth, _adult_from(birth)
         population: Population = "adult" if at_seconds >= self.adult_from else "paediatric"
-        code = shared_code(result.code.system, result.code.code)  # code_of, one call fewer
+        code, coding = self.code, result.code
+        if code is None or code[1] != coding.code or code[0] != coding.system:
+            code = self.code = shared_code(coding.system, coding.code)  # code_of, kept
         seq = history.seq + 1
         values = history.values
         if not values.add_new(result, count, seq, population, code, at_seconds, VALUES_KEPT):
