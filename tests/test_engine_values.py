@@ -52,6 +52,9 @@ def test_every_field_comes_back_as_given() -> None:
         value("R3", "E-17", AT - timedelta(days=3), number=150.0, original_value="150000"),
         value("R\x00\x01\x02 odd", "12345678-1234-1234-1234-123456789012", AT, seq=2),
         value("R5", "", AT, original_value="1\x00\x02\x01", original_unit="/uL"),
+        value("R6", "hl7:MSG-000017:OBX-1:" + "9" * 20, AT),  # longer than a row holds
+        value("R7", "événement-7", AT),  # not ASCII
+        value("R8", "E-8\x00", AT),  # a NUL would read as the row's padding
     ]
     held = Values(given)
     assert list(held) == [v.result_id for v in given]
