@@ -336,6 +336,26 @@ def test_conditions_in_ndjson_are_read_by_replay(tmp_path: Any) -> None:
     assert [e.diagnosis_id for e in events] == ["Condition/cond-1", "Condition/cond-2"]
 
 
+def test_an_ndjson_fhir_line_that_mentions_result_id_is_still_read_as_fhir(tmp_path: Any) -> None:
+    """Replay tries a line with "result_id" in it as a lab result first; a FHIR resource never
+    validates as one (its keys are not a LabResult's), so it is then read as FHIR."""
+    import json
+
+    from services.tools.replay import _read
+    from tests.test_fhir import CONTEXT, TREATMENTS
+
+    named = condition(  # a medical record number that reads "result_id"
+        subject={"identifier": {"system": "urn:oid:2.16.840.1.113883.19.5", "value": "result_id"}}
+    )
+    line = json.dumps(named)
+    assert '"result_id"' in line
+    path = tmp_path / "conditions.ndjson"
+    path.write_text(line + "\n")
+    (event,) = _read(path, CONTEXT, TREATMENTS)
+    assert isinstance(event, DiagnosisEvent)
+    assert event.patient.identifier.mrn == "result_id"
+
+
 @pytest.mark.integration
 async def test_the_fhir_endpoint_takes_a_condition_alone_and_in_a_batch(
     ingest: Ingest,  # noqa: F811
