@@ -564,10 +564,10 @@ class Values(MutableMapping[str, Value]):
             return len(shared) - 1
         parts = _share(parts)
         try:
-            return self._shared.index(parts)
+            return shared.index(parts)
         except ValueError:
-            self._shared.append(parts)
-            return len(self._shared) - 1
+            shared.append(parts)
+            return len(shared) - 1
 
     def _other(self, result_id: str, event_id: str) -> None:
         if self._other_ids is None:
