@@ -391,11 +391,7 @@ class Scans:
             self.forgetting_due_after = epoch_seconds(forgetting_due_after(at, self.rules))
         self.newest_at = at_seconds
         number, comparator = count.value_10e9_per_l, count.comparator
-        if not self.judging and is_at_or_above(  # _normal, inline: a normal count, nothing to judge
-            number, comparator, self.populations[population].all_clear_at
-        ):
-            if not self.all_clear:
-                self._clear()
+        if self._normal(number, comparator, self.populations[population]):
             return ()
         value = Value(
             result.result_id,
@@ -430,14 +426,10 @@ class Scans:
         if self.judging or not is_at_or_above(number, comparator, rule.all_clear_at):
             return False
         if not self.all_clear:
-            self._clear()
+            self.critical.lowest = self.critical.last_page = None
+            self.persistent.run, self.persistent.done = (), False
+            self.all_clear = True
         return True
-
-    def _clear(self) -> None:
-        """After a normal count: no critical episode or severe run is open any more."""
-        self.critical.lowest = self.critical.last_page = None
-        self.persistent.run, self.persistent.done = (), False
-        self.all_clear = True
 
     def _step(self, history: History, value: Value, *, late: bool) -> Sequence[Wanted]:
         rule = self.populations[value.population]

@@ -417,9 +417,8 @@ class Values(MutableMapping[str, Value]):
         shared = self._shared  # as _row does, inline: this runs for nearly every result
         index = len(shared) - 1 if shared and shared[-1] == parts else self._shared_index(parts)
         event_id, verified_at = result.event_id, result.verified_at
-        if len(event_id) <= _EVENT_ID_CHARS and event_id.isascii() and "\0" not in event_id:
-            raw = event_id.encode()  # as _held_id, inline
-        else:
+        raw = _held_id(event_id)
+        if raw is None:
             raw = _OTHER_ID
             self._other(result_id, event_id)
         verified = (
