@@ -14,9 +14,8 @@ them merged in that order, each topic's own order kept; a topic partition read t
 high-water mark) holds nothing back. At equal times, context goes first. A partition whose
 records have waited HOLD_SECONDS with none released (the other topic cannot be fetched: its
 leader is down) is released as it stands: a critical count is not held back without bound.
-Pure: the consumer
-(services/classifier/service.py) tells it what was fetched and which partitions are read to
-their end, applies what it releases and commits only that.
+Pure: the consumer (services/classifier/service.py) tells it what was fetched and which
+partitions are read to their end, applies what it releases and commits only that.
 """
 
 from collections import deque

@@ -2,9 +2,9 @@
 
 The classifier owns its state store (see the README's "Classifier state"): each patient's
 history is one record of a compacted changelog topic, keyed by the patient and written to the
-partition of the events it came from. The form last written
-is kept beside the live history so that an event the engine cannot apply, or a history that
-would outgrow the limit, leaves the patient exactly as the changelog has them. Pure.
+partition of the events it came from. The form last written is kept beside the live history so
+that an event the engine cannot apply, or a history that would outgrow the limit, leaves the
+patient exactly as the changelog has them. Pure.
 """
 
 import json

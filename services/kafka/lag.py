@@ -3,8 +3,8 @@
 A group member that is stalled, retrying one record or gone still shows its lag growing this way;
 the high water of its own last fetch would not. A partition the group has not committed yet
 counts from its first offset. The classifier asks with a consumer of its own that joins no group
-(`group_lag`: OffsetFetch needs no membership); the notifier
-asks its own consumer (`consumer_lag`). Tansu answers ListOffsets short of the log end by up to
+(`group_lag`: OffsetFetch needs no membership); the notifier asks its own consumer
+(`consumer_lag`). Tansu answers ListOffsets short of the log end by up to
 one batch (see compacted.py): there the lag may read low by that much, never high.
 """
 
