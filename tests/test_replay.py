@@ -168,3 +168,30 @@ def test_ndjson_diagnosis_events_are_read_like_treatments(tmp_path: Path) -> Non
     events.write_text(diagnosis.model_dump_json() + "\n")
     context = FeedContext(received_at=received, local_zone=UTC)
     assert list(_read(events, context, load_treatment_table())) == [diagnosis]
+
+
+def test_ndjson_read_a_few_lines_at_a_time_keeps_file_order_and_line_numbers(
+    tmp_path: Path,
+) -> None:
+    """Replay decodes NDJSON lines a few at a time before applying them: across those steps the
+    events still come in file order, blank lines are skipped and a refusal names its line."""
+    from datetime import UTC, datetime
+
+    from services.ingest.codes import FeedContext
+    from services.ingest.reading import Rejection
+    from services.ingest.treatments import load_treatment_table
+    from services.tools.replay import _LINES_AT_ONCE, _read
+
+    results = [result(100 + n, result_id=f"R{n}", days=n) for n in range(2 * _LINES_AT_ONCE + 5)]
+    lines = [r.model_dump_json() for r in results]
+    lines.insert(_LINES_AT_ONCE - 1, "")  # a blank line at the end of the first step
+    lines.insert(_LINES_AT_ONCE + 4, '{"result_id": "broken",')  # in the second
+    events = tmp_path / "events.ndjson"
+    events.write_text("\n".join(lines) + "\n")
+    context = FeedContext(received_at=datetime(2026, 11, 25, tzinfo=UTC), local_zone=UTC)
+    read = list(_read(events, context, load_treatment_table()))
+    refused = [r for r in read if isinstance(r, Rejection)]
+    assert [r for r in read if not isinstance(r, Rejection)] == results
+    assert len(refused) == 1
+    assert refused[0].message.startswith(f"events.ndjson:{_LINES_AT_ONCE + 5}:")
+    assert read.index(refused[0]) == _LINES_AT_ONCE + 3  # after the results before it
