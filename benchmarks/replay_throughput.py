@@ -6,8 +6,8 @@ patients rather than events.
 
 Run with `make bench` (figures merged into bench-results.json, each issue 17 target beside its
 figure). BENCH_REPLAY_RESULTS sets the size (a hospital year: `BENCH_REPLAY_RESULTS=10000000
-BENCH_REPLAY_ROUNDS=1`), BENCH_RESULTS_PER_PATIENT the results a patient has in the year and
-BENCH_REPLAY_ROUNDS the rounds the rates are the best of (default 5).
+BENCH_REPLAY_ROUNDS=3`, about 20 minutes), BENCH_RESULTS_PER_PATIENT the results a patient has
+in the year and BENCH_REPLAY_ROUNDS the rounds the rates are the best of (default 5).
 """
 
 import json
