@@ -414,8 +414,7 @@ class Values(MutableMapping[str, Value]):
             result.abnormal_flags,
             count.original_unit,
         )
-        shared = self._shared  # as _row does, inline: this runs for nearly every result
-        index = len(shared) - 1 if shared and shared[-1] == parts else self._shared_index(parts)
+        index = self._shared_index(parts)
         event_id, verified_at = result.event_id, result.verified_at
         raw = _held_id(event_id)
         if raw is None:
