@@ -125,11 +125,19 @@ class Rules(_Rule):
 
     def thresholds(self, population: Population) -> Thresholds:
         """The limits an alert for this population carries, for charts of its counts."""
-        rules = self.populations[population]
-        return Thresholds(
-            critical_below_10e9_per_l=rules.critical_low.below,
-            refractory_below_10e9_per_l=rules.refractory.below,
-        )
+        return self._thresholds[population]
+
+    @cached_property
+    def _thresholds(self) -> dict[Population, Thresholds]:
+        """Each population's limits, made once: every alert carries them (Thresholds is frozen,
+        so one copy serves them all)."""
+        return {
+            population: Thresholds(
+                critical_below_10e9_per_l=rules.critical_low.below,
+                refractory_below_10e9_per_l=rules.refractory.below,
+            )
+            for population, rules in self.populations.items()
+        }
 
     def line_of(self, treatment: TreatmentEvent) -> TherapyLine:
         """The treatment's line: the site's override, else what ingest's table stamped on it
